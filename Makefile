@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU build; an unpinned torch pulls several GB of CUDA packages.
+TORCH_SPEC ?= torch==2.13.0
+export COCOINDEX_DISABLE_USAGE_TRACKING := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: run index watch test lint bench tiny-clip browser clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) main.py serve
+
+index: $(VENV)/.installed
+	$(PY) main.py index
+
+watch: $(VENV)/.installed
+	$(PY) main.py watch
+
+tests/fixtures/tiny-clip/model.safetensors:
+	$(PY) tests/make_tiny_clip.py
+
+tiny-clip: $(VENV)/.installed
+	$(PY) tests/make_tiny_clip.py
+
+# Debian's Chromium for the browser tests (Playwright cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+test: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors browser
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: $(VENV)/.installed-test
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

@@ -1,0 +1,133 @@
+"""The database connection: the embedded Postgres (pgserver) or DATABASE_URL, and the project's own tables.
+
+CocoIndex owns `images` and `index_errors` (it creates, migrates and fills them). The project owns
+`embedding_cache` (embeddings by content hash, so renamed or copied files skip the model) and
+`indexer_status` (one row the indexer keeps fresh, so any process can tell what it is doing).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+
+from core.settings import Settings
+
+IMAGES_TABLE = "images"
+ERRORS_TABLE = "index_errors"
+
+OWN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    model text NOT NULL,
+    content_hash text NOT NULL,
+    embedding bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (model, content_hash)
+);
+CREATE TABLE IF NOT EXISTS indexer_status (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    pid int,
+    host text,
+    model text,
+    device text,
+    precision text,
+    live boolean NOT NULL DEFAULT false,
+    scanning boolean NOT NULL DEFAULT false,
+    started_at timestamptz,
+    heartbeat_at timestamptz,
+    last_change_at timestamptz,
+    files_total int,
+    files_done int,
+    files_pending int,
+    throughput double precision
+);
+CREATE TABLE IF NOT EXISTS sightline_meta (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+"""
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used; the message says what to do."""
+
+
+_embedded: Any = None
+_embedded_lock = threading.Lock()
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the URL of the embedded server under DATA_DIR (started if needed, shared
+    by every process that uses the same DATA_DIR, stopped when the last one exits)."""
+    if settings.database_url:
+        return settings.database_url
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # platformdirs: "XDG_RUNTIME_DIR is not set"
+                    import pgserver
+            except ImportError:
+                raise DatabaseError(
+                    "The embedded Postgres (pgserver) is not installed for this Python; it ships for "
+                    "CPython 3.11 and 3.12. Use one of those, or set DATABASE_URL to a Postgres server "
+                    "with pgvector."
+                ) from None
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                _embedded = pgserver.get_server(settings.pg_data_dir, cleanup_mode="stop")
+            except Exception as exc:
+                log = settings.pg_data_dir / "log"
+                raise DatabaseError(
+                    f"The embedded Postgres in {settings.pg_data_dir} did not start ({exc}); "
+                    f"see {log}, or set DATABASE_URL to another server."
+                ) from exc
+        return str(_embedded.get_uri())
+
+
+def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> psycopg.Connection[Any]:
+    """A psycopg connection with pgvector types registered; a clear `DatabaseError` when unreachable."""
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"Cannot reach the database ({_first_line(exc)}). {_where(url)}") from exc
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        pass  # the extension does not exist yet: ensure_schema creates it
+    return conn
+
+
+def ensure_schema(url: str) -> None:
+    """Create the pgvector extension and the project's own tables, or explain why not."""
+    with connect(url) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                "The Postgres server has no pgvector extension available "
+                f"({_first_line(exc)}). Install pgvector on that server "
+                "(https://github.com/pgvector/pgvector), or leave DATABASE_URL empty to use the "
+                "embedded server, which includes it."
+            ) from exc
+        conn.execute(OWN_SCHEMA)
+
+
+def table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    return bool(row and row[0])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _where(url: str) -> str:
+    if "host=/" in url or "@/" in url:
+        return "The embedded server may have stopped; run the command again to restart it."
+    return "Check that the server in DATABASE_URL is running and reachable."

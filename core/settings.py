@@ -1,0 +1,114 @@
+"""The one settings object. Read once from the environment, with `.env` as the documented defaults.
+
+The real environment wins over `.env`; relative paths are relative to the project root, whatever
+the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting with a value that cannot work; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    image_dir: Path
+    data_dir: Path
+    database_url: str  # empty: the embedded Postgres under data_dir
+    clip_model: str  # a model id or a local folder
+    device: str  # auto | cpu | cuda
+    precision: str  # auto | float32 | bfloat16 | float16
+    batch_size: int
+    max_image_pixels: int
+    host: str
+    port: int
+    upload_max_bytes: int
+    search_ef: int  # hnsw.ef_search; pages deeper than this use an exact scan
+    cors_origins: tuple[str, ...]
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.database_url
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "cocoindex"
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _path(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (PROJECT_ROOT / path)
+
+
+def _model(raw: str) -> str:
+    # a relative folder that exists under the project root is a local model, not a hub id
+    if raw and not Path(raw).is_absolute() and (PROJECT_ROOT / raw).is_dir():
+        return str(PROJECT_ROOT / raw)
+    return raw
+
+
+def _int(values: Mapping[str, str | None], name: str, default: int, lo: int = 1) -> int:
+    raw = values.get(name) or str(default)
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < lo:
+        raise SettingsError(f"{name}={value} must be at least {lo}")
+    return value
+
+
+def _choice(values: Mapping[str, str | None], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (values.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} must be one of: {', '.join(allowed)}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    """Build settings from `.env` overlaid with `environ` (default: the process environment)."""
+    values: dict[str, str | None] = dict(dotenv_values(env_file or PROJECT_ROOT / ".env"))
+    values.update(os.environ if environ is None else environ)
+    return Settings(
+        image_dir=_path(values.get("IMAGE_DIR") or "img"),
+        data_dir=_path(values.get("DATA_DIR") or ".data"),
+        database_url=(values.get("DATABASE_URL") or "").strip(),
+        clip_model=_model((values.get("CLIP_MODEL") or "openai/clip-vit-base-patch32").strip()),
+        device=_choice(values, "DEVICE", "auto", ("auto", "cpu", "cuda")),
+        precision=_choice(values, "PRECISION", "auto", ("auto", "float32", "bfloat16", "float16")),
+        batch_size=_int(values, "BATCH_SIZE", 32),
+        max_image_pixels=_int(values, "MAX_IMAGE_PIXELS", 100_000_000),
+        host=(values.get("HOST") or "127.0.0.1").strip(),
+        port=_int(values, "PORT", 8000),
+        upload_max_bytes=_int(values, "UPLOAD_MAX_MB", 20) * 1024 * 1024,
+        search_ef=_int(values, "SEARCH_EF", 200, lo=10),
+        cors_origins=tuple(o.strip() for o in (values.get("CORS_ORIGINS") or "").split(",") if o.strip()),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return load_settings()

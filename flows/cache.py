@@ -1,0 +1,40 @@
+"""Embeddings by content hash and model, so a renamed or copied file never runs the model again.
+
+CocoIndex memoises per file path; this cache is what makes identical bytes under a new path cheap.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import numpy as np
+
+
+class EmbeddingCache:
+    def __init__(self, pool: asyncpg.Pool, model: str) -> None:
+        self._pool = pool
+        self._model = model
+
+    async def get(self, content_hash: str) -> np.ndarray | None:
+        raw = await self._pool.fetchval(
+            "SELECT embedding FROM embedding_cache WHERE model = $1 AND content_hash = $2",
+            self._model,
+            content_hash,
+        )
+        return None if raw is None else np.frombuffer(raw, dtype=np.float32).copy()
+
+    async def put(self, content_hash: str, embedding: np.ndarray) -> None:
+        await self._pool.execute(
+            "INSERT INTO embedding_cache (model, content_hash, embedding) VALUES ($1, $2, $3) "
+            "ON CONFLICT (model, content_hash) DO NOTHING",
+            self._model,
+            content_hash,
+            embedding.astype(np.float32).tobytes(),
+        )
+
+    async def prune(self) -> int:
+        """Forget embeddings no indexed file has any more (any model); returns how many."""
+        status = await self._pool.execute(
+            "DELETE FROM embedding_cache c WHERE NOT EXISTS "
+            "(SELECT 1 FROM images i WHERE i.content_hash = c.content_hash AND i.model = c.model)"
+        )
+        return int(status.split()[-1])

@@ -1,0 +1,180 @@
+"""Image decoding and metadata: bytes in, pixels ready for the model and facts for the table out.
+
+Decoding is tolerant of what real folders contain (EXIF rotation, CMYK, 16-bit, palettes with
+transparency, animations) and strict about what it cannot trust (truncated data, files that
+are not images, decompression bombs): those raise `ImageError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+
+# Pillow's own bomb check stays on as a second guard; ours runs first with a clearer message.
+Image.MAX_IMAGE_PIXELS = None
+
+_EXIF_IFD = 0x8769
+_TAG_DATETIME_ORIGINAL = 36867
+_TAG_DATETIME_DIGITIZED = 36868
+_TAG_DATETIME = 306
+_TAG_MODEL = 272
+_TAG_ORIENTATION = 274
+
+
+class ImageError(Exception):
+    """A file that cannot be indexed; the message is the one-line reason shown to users."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the model's image processor does, as plain numbers: resize the shortest side to
+    `size` (bicubic), centre-crop to `crop_height`×`crop_width`, scale to 0..1, normalise."""
+
+    size: int
+    crop_height: int
+    crop_width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resample: int = Image.Resampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    format: str
+    taken_at: datetime | None
+    camera: str | None
+    pixels: np.ndarray | None  # uint8, crop_height × crop_width × 3; None when not asked for
+
+
+def is_image_name(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS if "." in name else False
+
+
+def decode_image(
+    data: bytes, prep: Preprocessing, *, max_pixels: int, draft: bool = True, pixels: bool = True
+) -> DecodedImage:
+    """Decode `data` into model-ready pixels plus metadata, or raise `ImageError`.
+    With `pixels=False` only the header is read (for bytes whose embedding is already known)."""
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            stored_w, stored_h = image.size
+            if stored_w * stored_h > max_pixels:
+                raise ImageError(
+                    f"image too large: {stored_w}x{stored_h} pixels is over the limit of "
+                    f"{max_pixels:,} (raise MAX_IMAGE_PIXELS to index it)"
+                )
+            fmt = (image.format or "unknown").lower()
+            exif = image.getexif()
+            orientation = exif.get(_TAG_ORIENTATION, 1)
+            rgb = None
+            if pixels:
+                if draft and image.format == "JPEG":
+                    # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 size, never below `size`
+                    image.draft("RGB", (prep.size, prep.size))
+                image.load()
+                rgb = to_rgb(ImageOps.exif_transpose(image) or image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not an image Pillow can read (unknown format or corrupt header)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise ImageError(f"image data is truncated or corrupt ({one_line(exc)})") from None
+    width, height = (stored_h, stored_w) if orientation in (5, 6, 7, 8) else (stored_w, stored_h)
+    return DecodedImage(
+        width=width,
+        height=height,
+        format=fmt,
+        taken_at=_taken_at(exif),
+        camera=_camera(exif),
+        pixels=None if rgb is None else prepare_pixels(rgb, prep),
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited onto white, as a viewer shows it."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        wide = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or wide.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(wide * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def resized_size(width: int, height: int, shortest: int) -> tuple[int, int]:
+    """Size after scaling the shortest side to `shortest`, rounded as the model's processor does."""
+    if width <= height:
+        return shortest, int(shortest * height / width)
+    return int(shortest * width / height), shortest
+
+
+def prepare_pixels(image: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """Resize the shortest side, centre-crop: uint8 H×W×3, the model's processor before scaling."""
+    image = to_rgb(image)
+    new_w, new_h = resized_size(image.width, image.height, prep.size)
+    if (new_w, new_h) != image.size:
+        image = image.resize((new_w, new_h), resample=prep.resample)
+    top = (new_h - prep.crop_height) // 2
+    left = (new_w - prep.crop_width) // 2
+    pixels = np.asarray(image, dtype=np.uint8)
+    if top >= 0 and left >= 0:
+        return np.ascontiguousarray(pixels[top : top + prep.crop_height, left : left + prep.crop_width])
+    # smaller than the crop (only with odd processor configs): pad with zeros like the processor
+    out = np.zeros((prep.crop_height, prep.crop_width, 3), dtype=np.uint8)
+    src = pixels[max(0, top) : max(0, top) + prep.crop_height, max(0, left) : max(0, left) + prep.crop_width]
+    out[max(0, -top) : max(0, -top) + src.shape[0], max(0, -left) : max(0, -left) + src.shape[1]] = src
+    return out
+
+
+def normalize(batch: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """uint8 N×H×W×3 → float32 N×3×H×W, scaled and normalised like the model's processor."""
+    mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    x = batch.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(1 / 255)
+    return (x - mean) / std
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
+
+
+def _taken_at(exif: Image.Exif) -> datetime | None:
+    sub = exif.get_ifd(_EXIF_IFD)
+    for raw in (sub.get(_TAG_DATETIME_ORIGINAL), sub.get(_TAG_DATETIME_DIGITIZED), exif.get(_TAG_DATETIME)):
+        if isinstance(raw, bytes):
+            raw = raw.decode("ascii", "ignore")
+        if isinstance(raw, str):
+            try:
+                return datetime.strptime(raw.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+            except ValueError:
+                continue
+    return None
+
+
+def _camera(exif: Image.Exif) -> str | None:
+    raw = exif.get(_TAG_MODEL)
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "ignore")
+    text = str(raw).strip("\x00 ") if raw else ""
+    return text or None

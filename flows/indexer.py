@@ -1,0 +1,254 @@
+"""The CocoIndex app: every image file under IMAGE_DIR declares one row in `images`, or one row
+in `index_errors` saying why it could not be indexed.
+
+Each file is a processing component. The engine diffs what components declare against the last
+run, so added, changed, renamed and deleted files become inserts, updates and deletes, and a
+fixed or removed bad file loses its error row by itself.
+
+The expensive part, `describe_file`, is memoised on (path, size, mtime, model): an unchanged file
+is never read again. Inside it, the embedding cache keyed by content hash catches renamed and
+copied files, and the model runs in batches off the event loop.
+"""
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+
+import asyncpg
+import cocoindex as coco
+import numpy as np
+from cocoindex.connectors import localfs, postgres
+from cocoindex.resources.schema import VectorSchema
+from numpy.typing import NDArray
+
+from core.db import ERRORS_TABLE, IMAGES_TABLE
+from core.settings import Settings
+from flows.cache import EmbeddingCache
+from flows.images import ImageError, decode_image, is_image_name, one_line
+from flows.model import ClipModel
+
+PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
+IMAGE_ROOT = coco.ContextKey[Path]("sightline_image_root")
+RUN = coco.ContextKey["IndexRun"]("sightline_index_run")
+
+
+@dataclass
+class ImageRow:
+    path: str  # relative to IMAGE_DIR, '/'-separated: the key
+    id: int  # stable for a path; what clients use
+    content_hash: str  # sha256 of the bytes
+    size: int
+    modified_at: datetime
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    format: str
+    taken_at: datetime | None  # EXIF date taken (camera local time)
+    camera: str | None
+    model: str
+    embedding: NDArray[np.float32]
+
+
+@dataclass
+class ErrorRow:
+    path: str
+    reason: str
+    size: int
+    modified_at: datetime
+
+
+@dataclass
+class FileFacts:
+    """What `describe_file` learns about one version of one file (memoised)."""
+
+    failure: str | None = None
+    content_hash: str = ""
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    taken_at: datetime | None = None
+    camera: str | None = None
+    embedding: bytes = b""
+
+
+@dataclass
+class IndexCounters:
+    embedded: int = 0  # images that went through the model
+    reused: int = 0  # images whose embedding came from the content-hash cache
+
+
+@dataclass
+class IndexRun:
+    """Everything a component needs, provided once per process through the CocoIndex context."""
+
+    settings: Settings
+    model: ClipModel
+    cache: EmbeddingCache
+    embed: Callable[[np.ndarray], Awaitable[np.ndarray]]
+    image_root: Path  # resolved
+    counters: IndexCounters = field(default_factory=IndexCounters)
+
+
+class ImageFileMatcher:
+    """Image extensions in any case; hidden files and folders (.thumbnails, ._IMG.jpg, .part files
+    of copy tools) are left out."""
+
+    def is_dir_included(self, path: PurePath) -> bool:
+        return not path.name.startswith(".")
+
+    def is_file_included(self, path: PurePath) -> bool:
+        return not path.name.startswith(".") and is_image_name(path.name)
+
+
+def image_id(path: str) -> int:
+    """A stable 63-bit id for a relative path."""
+    return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") >> 1
+
+
+def make_batched_embed(model: ClipModel, batch_size: int) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
+    """`await embed(pixels)` one image at a time; CocoIndex gathers concurrent calls into batches
+    and runs each batch in a worker thread."""
+
+    def embed_batch(pixels: list[np.ndarray]) -> list[np.ndarray]:
+        return list(model.embed_pixels(np.stack(pixels)))
+
+    return coco.fn.as_async(batching=True, max_batch_size=batch_size)(embed_batch)
+
+
+def _read_and_hash(path: Path) -> tuple[bytes, str]:
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+@coco.fn(memo=True, version=1)
+async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileFacts:
+    """Read, hash, decode and embed one version of a file. Bad content is a memoised failure;
+    an OSError (unreadable right now) propagates so nothing is remembered and it is retried."""
+    run = coco.use_context(RUN)
+    data, digest = await asyncio.to_thread(_read_and_hash, run.image_root / rel)
+    cached = await run.cache.get(digest)
+    try:
+        decoded = await asyncio.to_thread(
+            decode_image,
+            data,
+            run.model.preprocessing,
+            max_pixels=run.settings.max_image_pixels,
+            pixels=cached is None,
+        )
+    except ImageError as exc:
+        return FileFacts(failure=str(exc))
+    if cached is None:
+        assert decoded.pixels is not None
+        cached = await run.embed(decoded.pixels)
+        await run.cache.put(digest, cached)
+        run.counters.embedded += 1
+    else:
+        run.counters.reused += 1
+    return FileFacts(
+        content_hash=digest,
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        taken_at=decoded.taken_at,
+        camera=decoded.camera,
+        embedding=cached.astype(np.float32).tobytes(),
+    )
+
+
+@coco.fn
+async def index_file(
+    file: localfs.File,
+    images: postgres.TableTarget[ImageRow],
+    errors: postgres.TableTarget[ErrorRow],
+    model: str,
+) -> None:
+    run = coco.use_context(RUN)
+    rel = file.file_path.path.as_posix()
+    full = run.image_root / rel
+    try:
+        stat = full.stat()
+        real = full.resolve(strict=True)
+    except OSError:
+        return  # gone since the scan: its delete event follows
+    modified = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
+
+    def fail(reason: str) -> None:
+        errors.declare_row(row=ErrorRow(path=rel, reason=reason, size=stat.st_size, modified_at=modified))
+
+    if not real.is_relative_to(run.image_root):
+        fail("symlink to a file outside IMAGE_DIR: not indexed and never served (copy the file in instead)")
+        return
+    try:
+        facts = await describe_file(rel, stat.st_size, stat.st_mtime_ns, model)
+    except OSError as exc:
+        fail(f"cannot read the file ({exc.strerror or one_line(exc)}); it is retried on the next change or run")
+        return
+    if facts.failure is not None:
+        fail(facts.failure)
+        return
+    images.declare_row(
+        row=ImageRow(
+            path=rel,
+            id=image_id(rel),
+            content_hash=facts.content_hash,
+            size=stat.st_size,
+            modified_at=modified,
+            width=facts.width,
+            height=facts.height,
+            format=facts.format,
+            taken_at=facts.taken_at,
+            camera=facts.camera,
+            model=model,
+            embedding=np.frombuffer(facts.embedding, dtype=np.float32),
+        )
+    )
+
+
+async def images_schema(dim: int) -> postgres.TableSchema[ImageRow]:
+    return await postgres.TableSchema.from_class(
+        ImageRow,
+        primary_key=["path"],
+        column_overrides={
+            "taken_at": postgres.PgType("timestamp without time zone"),
+            "embedding": VectorSchema(dtype=np.dtype(np.float32), size=dim),
+        },
+    )
+
+
+@coco.fn
+async def index_folder() -> None:
+    run = coco.use_context(RUN)
+    images = await postgres.mount_table_target(
+        PG_POOL, table_name=IMAGES_TABLE, table_schema=await images_schema(run.model.dim)
+    )
+    images.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
+    for name, columns in (("id", "id"), ("content_hash", "content_hash")):
+        unique = "UNIQUE " if name == "id" else ""
+        images.declare_sql_command_attachment(
+            name=f"{name}_index",
+            setup_sql=f"CREATE {unique}INDEX IF NOT EXISTS images_{name}_idx ON {IMAGES_TABLE} ({columns})",
+            teardown_sql=f"DROP INDEX IF EXISTS images_{name}_idx",
+        )
+    errors = await postgres.mount_table_target(
+        PG_POOL,
+        table_name=ERRORS_TABLE,
+        table_schema=await postgres.TableSchema.from_class(ErrorRow, primary_key=["path"]),
+    )
+    files = localfs.walk_dir(IMAGE_ROOT, recursive=True, path_matcher=ImageFileMatcher(), live=True)
+    await coco.mount_each(index_file, files.items(), images, errors, run.model.name)
+
+
+app = coco.App(coco.AppConfig(name="sightline"), index_folder)
+
+
+def count_image_files(root: Path) -> int:
+    """How many files a scan will visit (for the progress bar's total)."""
+    matcher = ImageFileMatcher()
+    total = 0
+    for _folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if matcher.is_dir_included(PurePath(d))]
+        total += sum(1 for n in names if matcher.is_file_included(PurePath(n)))
+    return total

@@ -1,0 +1,298 @@
+"""Running the indexer: the CocoIndex lifespan (database, model, context), a one-shot update with a
+summary, and live mode with a status heartbeat that any process can read from `indexer_status`."""
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+import cocoindex as coco
+
+from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, database_url, ensure_schema, table_exists
+from core.settings import Settings, get_settings
+from flows.cache import EmbeddingCache
+from flows.indexer import IMAGE_ROOT, PG_POOL, RUN, IndexRun, app, count_image_files, make_batched_embed
+from flows.model import get_model
+
+log = logging.getLogger("sightline.indexer")
+
+_STATE_ID_FILE = "sightline-state-id"
+_active_settings: Settings | None = None
+_current_run: IndexRun | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Use these settings (instead of the environment's) the next time the indexer starts."""
+    global _active_settings
+    _active_settings = settings
+
+
+def active_settings() -> Settings:
+    return _active_settings or get_settings()
+
+
+def reconcile_state(url: str, settings: Settings) -> None:
+    """Keep CocoIndex's local state and the database's tables in step.
+
+    CocoIndex remembers what it wrote in an LMDB folder under DATA_DIR. If that folder is lost while
+    the tables survive (or DATABASE_URL now names another server), the two disagree and the engine
+    would fail with DuplicateTableError or write into tables it thinks exist. A shared id, kept in
+    both places, tells; on a mismatch the CocoIndex-managed tables are dropped and rebuilt, which is
+    cheap because the embedding cache survives.
+    """
+    id_file = settings.state_dir / _STATE_ID_FILE
+    local = id_file.read_text().strip() if id_file.exists() else None
+    with connect(url) as conn:
+        row = conn.execute("SELECT value FROM sightline_meta WHERE key = 'state_id'").fetchone()
+        remote = row[0] if row else None
+        if local is not None and local == remote:
+            return
+        stale_tables = table_exists(conn, IMAGES_TABLE) or table_exists(conn, ERRORS_TABLE)
+        if stale_tables or (local is not None and remote is None):
+            log.warning(
+                "The indexer state in %s does not match the database; rebuilding the images table "
+                "(cached embeddings are reused, so no image goes through the model again).",
+                settings.state_dir,
+            )
+            conn.execute(f"DROP TABLE IF EXISTS {IMAGES_TABLE}, {ERRORS_TABLE}")
+            shutil.rmtree(settings.state_dir, ignore_errors=True)
+        new_id = uuid.uuid4().hex
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        conn.execute(
+            "INSERT INTO sightline_meta (key, value) VALUES ('state_id', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (new_id,),
+        )
+        id_file.write_text(new_id + "\n")
+
+
+@coco.lifespan
+async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[None]:
+    settings = active_settings()
+    if not settings.image_dir.is_dir():
+        raise FileNotFoundError(f"IMAGE_DIR {settings.image_dir} is not a folder; create it or set IMAGE_DIR")
+    url = await asyncio.to_thread(database_url, settings)
+    await asyncio.to_thread(ensure_schema, url)
+    await asyncio.to_thread(reconcile_state, url, settings)
+    builder.settings.db_path = settings.state_dir
+    model = await asyncio.to_thread(get_model, settings.clip_model, settings.device, settings.precision)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=8)
+    assert pool is not None
+    root = settings.image_dir.resolve()
+    builder.provide(PG_POOL, pool)
+    builder.provide(IMAGE_ROOT, root)
+    run = IndexRun(
+        settings=settings,
+        model=model,
+        cache=EmbeddingCache(pool, model.name),
+        embed=make_batched_embed(model, settings.batch_size),
+        image_root=root,
+    )
+    builder.provide(RUN, run)
+    global _current_run
+    _current_run = run
+    try:
+        yield
+    finally:
+        _current_run = None
+        await pool.close()
+
+
+async def _started_run() -> IndexRun:
+    await coco.default_env()
+    assert _current_run is not None, "the indexer lifespan did not run"
+    return _current_run
+
+
+@dataclass
+class IndexSummary:
+    added: int
+    updated: int
+    deleted: int
+    unchanged: int
+    failed: int
+    embedded: int
+    reused: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"added {self.added}, updated {self.updated}, deleted {self.deleted}, "
+            f"unchanged {self.unchanged}, failed {self.failed} "
+            f"(embedded {self.embedded}, reused {self.reused} from cache) in {self.seconds:.1f}s"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _snapshot(url: str) -> tuple[dict[str, tuple[str, Any]], set[str]]:
+    with connect(url) as conn:
+        rows: dict[str, tuple[str, Any]] = {}
+        failed: set[str] = set()
+        if table_exists(conn, IMAGES_TABLE):
+            for path, digest, mtime in conn.execute(f"SELECT path, content_hash, modified_at FROM {IMAGES_TABLE}"):
+                rows[path] = (digest, mtime)
+        if table_exists(conn, ERRORS_TABLE):
+            failed = {r[0] for r in conn.execute(f"SELECT path FROM {ERRORS_TABLE}")}
+        return rows, failed
+
+
+ProgressFn = Callable[[int, int], None]  # (files finished, files total)
+
+
+async def index_once(settings: Settings, progress: ProgressFn | None = None) -> IndexSummary:
+    """One incremental update of the whole folder; returns what changed."""
+    configure(settings)
+    started = time.monotonic()
+    total = await asyncio.to_thread(count_image_files, settings.image_dir)
+    async with coco.runtime():
+        run = await _started_run()
+        url = await asyncio.to_thread(database_url, settings)
+        before, failed_before = await asyncio.to_thread(_snapshot, url)
+        handle = app.update()
+        async for snap in handle.watch():
+            if progress is not None:
+                stats = snap.stats.by_component.get("index_file")
+                if stats is not None:
+                    progress(min(stats.num_finished, total), total)
+        after, failed_after = await asyncio.to_thread(_snapshot, url)
+        await run.cache.prune()
+    del failed_before
+    added = sum(1 for p in after if p not in before)
+    updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
+    return IndexSummary(
+        added=added,
+        updated=updated,
+        deleted=sum(1 for p in before if p not in after),
+        unchanged=len(after) - added - updated,
+        failed=len(failed_after),
+        embedded=run.counters.embedded,
+        reused=run.counters.reused,
+        seconds=time.monotonic() - started,
+    )
+
+
+class StatusReporter:
+    """Keeps the single `indexer_status` row fresh while the indexer runs."""
+
+    def __init__(self, url: str, settings: Settings, run: IndexRun) -> None:
+        self._url = url
+        self._run = run
+        self._settings = settings
+        self.scanning = True
+        self.files_total = 0
+        self.files_done = 0
+        self.files_pending = 0
+        self._changes_seen = -1
+        self._last_change_at: float | None = None
+        self._rate_window: list[tuple[float, int]] = []
+
+    def observe(self, stats: Any) -> None:
+        c = stats.by_component.get("index_file")
+        d = stats.by_component.get("describe_file")
+        self.files_done = c.num_finished if c else 0
+        self.files_pending = c.num_in_progress if c else 0
+        changes = (d.num_adds + d.num_reprocesses if d else 0) + (c.num_deletes if c else 0)
+        now = time.time()
+        if changes != self._changes_seen:
+            if self._changes_seen >= 0 or changes > 0:
+                self._last_change_at = now
+            self._changes_seen = changes
+        self._rate_window = [(t, n) for t, n in self._rate_window if now - t < 10] + [(now, self.files_done)]
+
+    @property
+    def throughput(self) -> float:
+        if len(self._rate_window) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self._rate_window[0], self._rate_window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def write(self, live: bool) -> None:
+        model = self._run.model
+        with connect(self._url) as conn:
+            conn.execute(
+                """
+                INSERT INTO indexer_status (id, pid, host, model, device, precision, live, scanning,
+                    started_at, heartbeat_at, last_change_at, files_total, files_done, files_pending, throughput)
+                VALUES (1, %(pid)s, %(host)s, %(model)s, %(device)s, %(precision)s, %(live)s, %(scanning)s,
+                    now(), now(), to_timestamp(%(last_change)s), %(total)s, %(done)s, %(pending)s, %(rate)s)
+                ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host,
+                    model = EXCLUDED.model, device = EXCLUDED.device, precision = EXCLUDED.precision,
+                    live = EXCLUDED.live, scanning = EXCLUDED.scanning,
+                    started_at = CASE WHEN indexer_status.pid = EXCLUDED.pid
+                        THEN indexer_status.started_at ELSE now() END,
+                    heartbeat_at = now(),
+                    last_change_at = COALESCE(EXCLUDED.last_change_at, indexer_status.last_change_at),
+                    files_total = EXCLUDED.files_total, files_done = EXCLUDED.files_done,
+                    files_pending = EXCLUDED.files_pending, throughput = EXCLUDED.throughput
+                """,
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "model": model.name,
+                    "device": model.device,
+                    "precision": model.precision,
+                    "live": live,
+                    "scanning": self.scanning,
+                    "last_change": self._last_change_at,
+                    "total": self.files_total,
+                    "done": self.files_done,
+                    "pending": self.files_pending,
+                    "rate": self.throughput,
+                },
+            )
+
+
+HEARTBEAT_SECONDS = 1.0
+
+
+async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
+    """Index the folder, then keep the table in sync with it until cancelled."""
+    configure(settings)
+    async with coco.runtime():
+        run = await _started_run()
+        url = await asyncio.to_thread(database_url, settings)
+        reporter = StatusReporter(url, settings, run)
+        reporter.files_total = await asyncio.to_thread(count_image_files, settings.image_dir)
+        stop = asyncio.Event()
+
+        async def heartbeat() -> None:
+            while not stop.is_set():
+                try:
+                    await asyncio.to_thread(reporter.write, True)
+                except Exception as exc:  # the database may be away for a while: keep beating
+                    log.warning("could not update indexer status: %s", exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+                except TimeoutError:
+                    pass
+
+        beat = asyncio.create_task(heartbeat())
+        handle = app.update(live=True)
+        try:
+            async for snap in handle.watch():
+                reporter.observe(snap.stats)
+                if reporter.scanning and snap.status == coco.UpdateStatus.READY:
+                    reporter.scanning = False
+                    reporter.files_total = reporter.files_done
+                    await asyncio.to_thread(reporter.write, True)
+                    if on_ready is not None:
+                        on_ready()
+                elif not reporter.scanning:
+                    reporter.files_total = max(reporter.files_total, reporter.files_done)
+        finally:
+            stop.set()
+            await asyncio.gather(beat, return_exceptions=True)
+            reporter.scanning = False
+            try:
+                await asyncio.to_thread(reporter.write, False)
+            except Exception:
+                pass

@@ -1,0 +1,152 @@
+"""Sightline: search a folder of images by describing them.
+
+    python main.py                  # serve: live indexer + web server (the default)
+    python main.py index            # one incremental update, then exit
+    python main.py watch            # keep the table in sync with the folder, no server
+    python main.py search "a dog"   # search from the terminal
+    python main.py status           # what the index holds, what failed
+
+`app` below is the CocoIndex app, so `cocoindex update main.py` works too.
+"""
+
+from __future__ import annotations
+
+import os
+
+# before anything imports cocoindex: no usage tracking, ever
+os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from core.db import DatabaseError  # noqa: E402
+from core.settings import Settings, SettingsError, get_settings  # noqa: E402
+from flows.indexer import app  # noqa: E402,F401  (the CocoIndex CLI looks for it here)
+from flows.model import ModelLoadError  # noqa: E402
+from flows.runtime import index_once, watch_folder  # noqa: E402
+
+KNOWN_ERRORS = (ModelLoadError, DatabaseError, SettingsError, FileNotFoundError, NotADirectoryError)
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The first error in the chain that a user can act on, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KNOWN_ERRORS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    show_bar = sys.stderr.isatty() and not args.json
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not show_bar,
+    ) as bar:
+        task = bar.add_task("indexing", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = asyncio.run(index_once(settings, progress))
+    print(json.dumps(summary.as_dict()) if args.json else summary.line())
+    return 0
+
+
+def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    def ready() -> None:
+        print(f"watching {settings.image_dir} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(watch_folder(settings, on_ready=ready))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from api.status import read_status, render_status
+
+    status = read_status(settings)
+    print(json.dumps(status, default=str, indent=2) if args.json else render_status(status))
+    return 0
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    from api.cli import run_search
+
+    return run_search(settings, args)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python main.py", description="Search a folder of images by describing them.")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="live indexer + web server (default)")
+    serve.add_argument("--host", default=None, help="address to listen on (HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port (PORT)")
+    serve.set_defaults(run=cmd_serve)
+
+    index = commands.add_parser("index", help="one incremental update of IMAGE_DIR, then exit")
+    index.add_argument("--json", action="store_true", help="print the summary as JSON")
+    index.set_defaults(run=cmd_index)
+
+    watch = commands.add_parser("watch", help="keep the index in sync with IMAGE_DIR (no server)")
+    watch.set_defaults(run=cmd_watch)
+
+    search = commands.add_parser("search", help="search by text or by an example image")
+    search.add_argument("text", nargs="?", help="what to look for")
+    search.add_argument("--image", help="search by this example image instead")
+    search.add_argument("--limit", type=int, default=20)
+    search.add_argument("--offset", type=int, default=0)
+    search.add_argument("--json", action="store_true", help="print JSON (the API's result objects)")
+    search.set_defaults(run=cmd_search)
+
+    status = commands.add_parser("status", help="what is indexed, what failed, what the indexer is doing")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
+    run: Callable[[Settings, argparse.Namespace], int] = args.run
+    try:
+        return run(get_settings(), args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        known = user_error(exc)
+        if known is None:
+            raise
+        print(f"error: {known}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
