@@ -55,7 +55,7 @@ class DatabaseError(RuntimeError):
     """The database cannot be used; the message says what to do."""
 
 
-_embedded: Any = None
+_embedded: dict[str, Any] = {}  # pg data folder → pgserver handle
 _embedded_lock = threading.Lock()
 
 
@@ -64,9 +64,9 @@ def database_url(settings: Settings) -> str:
     by every process that uses the same DATA_DIR, stopped when the last one exits)."""
     if settings.database_url:
         return settings.database_url
-    global _embedded
+    key = str(settings.pg_data_dir)
     with _embedded_lock:
-        if _embedded is None:
+        if key not in _embedded:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # platformdirs: "XDG_RUNTIME_DIR is not set"
@@ -79,14 +79,14 @@ def database_url(settings: Settings) -> str:
                 ) from None
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             try:
-                _embedded = pgserver.get_server(settings.pg_data_dir, cleanup_mode="stop")
+                _embedded[key] = pgserver.get_server(settings.pg_data_dir, cleanup_mode="stop")
             except Exception as exc:
                 log = settings.pg_data_dir / "log"
                 raise DatabaseError(
                     f"The embedded Postgres in {settings.pg_data_dir} did not start ({exc}); "
                     f"see {log}, or set DATABASE_URL to another server."
                 ) from exc
-        return str(_embedded.get_uri())
+        return str(_embedded[key].get_uri())
 
 
 def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> psycopg.Connection[Any]:

@@ -76,6 +76,7 @@ class FileFacts:
 
 @dataclass
 class IndexCounters:
+    described: int = 0  # new or changed file versions looked at (memo misses)
     embedded: int = 0  # images that went through the model
     reused: int = 0  # images whose embedding came from the content-hash cache
 
@@ -128,6 +129,7 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
     """Read, hash, decode and embed one version of a file. Bad content is a memoised failure;
     an OSError (unreadable right now) propagates so nothing is remembered and it is retried."""
     run = coco.use_context(RUN)
+    run.counters.described += 1
     data, digest = await asyncio.to_thread(_read_and_hash, run.image_root / rel)
     cached = await run.cache.get(digest)
     try:

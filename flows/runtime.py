@@ -165,9 +165,14 @@ async def index_once(settings: Settings, progress: ProgressFn | None = None) -> 
                     progress(min(stats.num_finished, total), total)
         after, failed_after = await asyncio.to_thread(_snapshot, url)
         await run.cache.prune()
-    del failed_before
-    added = sum(1 for p in after if p not in before)
-    updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
+        added = sum(1 for p in after if p not in before)
+        updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
+        reporter = StatusReporter(url, settings, run)
+        reporter.scanning = False
+        reporter.files_total = reporter.files_done = total
+        if added or updated or len(after) != len(before) or failed_after != failed_before:
+            reporter.mark_changed()
+        await asyncio.to_thread(reporter.write, False)
     return IndexSummary(
         added=added,
         updated=updated,
@@ -197,16 +202,18 @@ class StatusReporter:
 
     def observe(self, stats: Any) -> None:
         c = stats.by_component.get("index_file")
-        d = stats.by_component.get("describe_file")
         self.files_done = c.num_finished if c else 0
         self.files_pending = c.num_in_progress if c else 0
-        changes = (d.num_adds + d.num_reprocesses if d else 0) + (c.num_deletes if c else 0)
+        changes = self._run.counters.described + (c.num_deletes if c else 0)
         now = time.time()
         if changes != self._changes_seen:
             if self._changes_seen >= 0 or changes > 0:
-                self._last_change_at = now
+                self.mark_changed()
             self._changes_seen = changes
         self._rate_window = [(t, n) for t, n in self._rate_window if now - t < 10] + [(now, self.files_done)]
+
+    def mark_changed(self) -> None:
+        self._last_change_at = time.time()
 
     @property
     def throughput(self) -> float:

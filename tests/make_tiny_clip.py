@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -35,7 +34,9 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 PREP = Preprocessing(IMAGE_SIZE, IMAGE_SIZE, IMAGE_SIZE, MEAN, STD)
 WORDS = ["a", "an", "photo", "picture", "drawing", "of", "the", "shape", *COLORS, *SHAPES]
 TEMPLATES = ("a {c} {s}", "a photo of a {c} {s}", "{c} {s}", "a drawing of a {c} {s}")
-STEPS = int(os.environ.get("TINY_STEPS", "480"))
+STEPS = 650
+LEARNING_RATE = 8e-4
+PER_CLASS = 3  # pictures of each of the 18 classes per step
 SEED = 1234
 
 
@@ -132,8 +133,7 @@ def main(out_dir: Path = OUT_DIR) -> None:
         projection_dim=32,
     )
     model = CLIPModel(config)
-    lr = float(os.environ.get("TINY_LR", "6e-4"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_cosine)
 
     captions = [[t.format(c=d.color, s=d.shape) for t in TEMPLATES] for d in ALL_DRAWINGS]
@@ -141,7 +141,7 @@ def main(out_dir: Path = OUT_DIR) -> None:
     step = 0
     model.train()
     while step < STEPS:
-        pixels, labels = make_batch(rng, per_class=int(os.environ.get("TINY_PER_CLASS", "4")))
+        pixels, labels = make_batch(rng, per_class=PER_CLASS)
         # every class's caption is a candidate for every image; one template per class per step
         texts = [captions[k][rng.randrange(len(TEMPLATES))] for k in range(len(ALL_DRAWINGS))]
         tokens = tokenizer(texts, padding=True, return_tensors="pt")

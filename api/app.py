@@ -1,0 +1,326 @@
+"""The FastAPI app: search, images, status and the web page.
+
+`uvicorn api.app:app` serves an existing database while the indexer runs elsewhere;
+`python main.py serve` builds the same app with the live indexer in its lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import psycopg_pool
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pgvector.psycopg import register_vector
+
+from api.search import (
+    MAX_LIMIT,
+    BadRequest,
+    get_image,
+    image_embedding,
+    image_file_facts,
+    make_filters,
+    search_by_vector,
+)
+from api.status import status_from, unreachable_status
+from api.thumbnails import ensure_thumbnail, thumbnail_path
+from core.db import DatabaseError, database_url, ensure_schema
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from flows.images import ImageError, decode_image
+from flows.model import ClipModel, ModelLoadError, get_model
+
+log = logging.getLogger("sightline.api")
+FRONTEND_DIR = PROJECT_ROOT / "frontend"
+MEDIA_TYPES = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
+    "mpo": "image/jpeg",
+}
+
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
+Offset = Annotated[int, Query(ge=0, description="results to skip")]
+
+
+class Services:
+    """What the endpoints share: settings, a connection pool and the model (loaded once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: psycopg_pool.ConnectionPool | None = None
+        self.database_error: str | None = None
+        self.model: ClipModel | None = None
+        self.model_error: str | None = None
+        self._model_ready = threading.Event()
+
+    def open(self) -> None:
+        try:
+            url = database_url(self.settings)
+            ensure_schema(url)
+        except DatabaseError as exc:
+            self.database_error = str(exc)
+            log.error("%s", exc)
+            return
+        ef = int(self.settings.search_ef)
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            register_vector(conn)
+            conn.execute(f"SET hnsw.ef_search = {ef}")
+
+        self.pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=8,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+            configure=configure,
+            open=False,
+            timeout=5.0,
+            reconnect_timeout=0,
+        )
+        self.pool.open(wait=False)
+
+    def load_model(self) -> None:
+        try:
+            s = self.settings
+            self.model = get_model(s.clip_model, s.device, s.precision)
+        except ModelLoadError as exc:
+            self.model_error = str(exc)
+            log.error("%s", exc)
+        finally:
+            self._model_ready.set()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+    def require_model(self) -> ClipModel:
+        if not self._model_ready.wait(timeout=120):
+            raise HTTPException(503, "The model is still loading; try again in a moment.")
+        if self.model is None:
+            raise HTTPException(503, self.model_error or "The model is not available.")
+        return self.model
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self.pool is None:
+            raise HTTPException(503, f"Database unavailable: {self.database_error or 'not configured'}")
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            reason = _first_line(exc)
+            raise HTTPException(503, f"Database unreachable ({reason}); searches resume when it is back.") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def create_app(settings: Settings | None = None, *, with_indexer: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = settings or get_settings()
+        services = Services(s)
+        app.state.services = services
+        await asyncio.to_thread(services.open)
+        loading = asyncio.create_task(asyncio.to_thread(services.load_model))
+        indexer: asyncio.Task[None] | None = None
+        if with_indexer:
+            from flows.runtime import watch_folder
+
+            indexer = asyncio.create_task(watch_folder(s))
+            app.state.indexer = indexer
+        try:
+            yield
+        finally:
+            if indexer is not None:
+                indexer.cancel()
+                await asyncio.gather(indexer, return_exceptions=True)
+            await asyncio.gather(loading, return_exceptions=True)
+            await asyncio.to_thread(services.close)
+
+    app = FastAPI(
+        title="Sightline",
+        summary="Search a folder of images by describing them.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    origins = (settings or get_settings()).cors_origins
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"])
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return JSONResponse(
+            status_code=422,
+            content={"detail": f"{where}: {first.get('msg', 'invalid value')}", "errors": jsonable(exc.errors())},
+        )
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    def services(request: Request) -> Services:
+        return request.app.state.services  # type: ignore[no-any-return]
+
+    def page(request: Request, query: Any, hits: list[Any], limit: int, offset: int, more: bool) -> dict[str, Any]:
+        return {
+            "query": query,
+            "results": [h.as_json() for h in hits],
+            "limit": limit,
+            "offset": offset,
+            "has_more": more,
+        }
+
+    @app.get("/api/search", summary="Search by text")
+    def search_text(
+        request: Request,
+        q: Annotated[str, Query(description="what to look for, in plain language")] = "",
+        limit: Limit = 40,
+        offset: Offset = 0,
+        folder: Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")] = None,
+        taken_after: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
+        taken_before: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
+        format: Annotated[str | None, Query(description="jpeg, png, webp, gif, bmp, tiff")] = None,
+    ) -> dict[str, Any]:
+        if not q.strip():
+            raise BadRequest("q must not be empty: describe what you are looking for, e.g. q=a dog on a beach")
+        filters = make_filters(folder, taken_after, taken_before, format)
+        svc = services(request)
+        model = svc.require_model()
+        vector = model.embed_text(q.strip())
+        with svc.connection() as conn:
+            hits, more = search_by_vector(
+                conn, vector, model=model.name, limit=limit, offset=offset, filters=filters,
+                ef_search=svc.settings.search_ef,
+            )
+        return page(request, q, hits, limit, offset, more)
+
+    @app.post("/api/search/image", summary="Search by an example image (not stored)")
+    def search_image(
+        request: Request,
+        file: Annotated[UploadFile, File(description="an image file")],
+        limit: Limit = 40,
+        offset: Offset = 0,
+        folder: str | None = None,
+        taken_after: str | None = None,
+        taken_before: str | None = None,
+        format: str | None = None,
+    ) -> dict[str, Any]:
+        svc = services(request)
+        cap = svc.settings.upload_max_bytes
+        data = file.file.read(cap + 1)
+        if len(data) > cap:
+            raise HTTPException(413, f"The upload is larger than {cap // (1024 * 1024)} MB (UPLOAD_MAX_MB).")
+        filters = make_filters(folder, taken_after, taken_before, format)
+        model = svc.require_model()
+        try:
+            decoded = decode_image(data, model.preprocessing, max_pixels=svc.settings.max_image_pixels)
+        except ImageError as exc:
+            raise HTTPException(415, f"Not a usable image: {exc}.") from None
+        assert decoded.pixels is not None
+        vector = model.embed_pixels(decoded.pixels[None])[0]
+        with svc.connection() as conn:
+            hits, more = search_by_vector(
+                conn, vector, model=model.name, limit=limit, offset=offset, filters=filters,
+                ef_search=svc.settings.search_ef,
+            )
+        return page(request, {"image": file.filename or "upload"}, hits, limit, offset, more)
+
+    @app.get("/api/images/{image_id}", summary="One indexed image")
+    def image_info(request: Request, image_id: int) -> dict[str, Any]:
+        with services(request).connection() as conn:
+            record = get_image(conn, image_id)
+        if record is None:
+            raise HTTPException(404, f"No indexed image has id {image_id}.")
+        return record.as_json()
+
+    @app.get("/api/images/{image_id}/similar", summary="Images most like an indexed image")
+    def similar(request: Request, image_id: int, limit: Limit = 40, offset: Offset = 0) -> dict[str, Any]:
+        svc = services(request)
+        model = svc.require_model()
+        with svc.connection() as conn:
+            found = image_embedding(conn, image_id)
+            if found is None or found[1] != model.name:
+                raise HTTPException(404, f"No indexed image has id {image_id}.")
+            hits, more = search_by_vector(
+                conn, found[0], model=model.name, limit=limit, offset=offset, exclude_id=image_id,
+                ef_search=svc.settings.search_ef,
+            )
+        return page(request, {"similar_to": image_id}, hits, limit, offset, more)
+
+    def indexed_file(svc: Services, image_id: int) -> tuple[Path, str, str]:
+        with svc.connection() as conn:
+            facts = image_file_facts(conn, image_id)
+        if facts is None:
+            raise HTTPException(404, f"No indexed image has id {image_id}.")
+        rel, fmt, digest = facts
+        root = svc.settings.image_dir.resolve()
+        try:
+            real = (root / rel).resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise HTTPException(404, f"The file for image {image_id} is gone from IMAGE_DIR.") from None
+        if not real.is_relative_to(root) or not real.is_file():
+            raise HTTPException(404, f"No indexed image has id {image_id}.")
+        return real, fmt, digest
+
+    @app.get("/api/images/{image_id}/file", summary="The original file")
+    def original(request: Request, image_id: int) -> FileResponse:
+        real, fmt, _ = indexed_file(services(request), image_id)
+        return FileResponse(real, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"))
+
+    @app.get("/api/images/{image_id}/thumbnail", summary="A thumbnail, at most 320 px on the long side")
+    def thumbnail(request: Request, image_id: int) -> FileResponse:
+        svc = services(request)
+        real, _, digest = indexed_file(svc, image_id)
+        target = thumbnail_path(svc.settings.thumbnail_dir, image_id, digest)
+        try:
+            ensure_thumbnail(real, target, svc.settings.max_image_pixels)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise HTTPException(404, f"The file for image {image_id} can no longer be read ({exc}).") from None
+        return FileResponse(target, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/api/status", summary="What is indexed, what failed, what the indexer is doing")
+    def status(request: Request) -> JSONResponse:
+        svc = services(request)
+        model_name = svc.model.name if svc.model else None
+        try:
+            with svc.connection() as conn:
+                body = status_from(conn, svc.settings, model_name)
+        except HTTPException as exc:
+            return JSONResponse(status_code=503, content=unreachable_status(svc.settings, str(exc.detail)))
+        if svc.model is not None and body["device"] is None:
+            body["device"], body["precision"] = svc.model.device, svc.model.precision
+        if svc.model_error:
+            body["model_error"] = svc.model_error
+        return JSONResponse(body)
+
+    if (FRONTEND_DIR / "index.html").exists():
+        app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    return app
+
+
+def jsonable(errors: Any) -> Any:
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(errors, custom_encoder={Exception: str})
+
+
+app = create_app()

@@ -1,0 +1,196 @@
+"""Searching the `images` table: one parameterised SQL statement per search, ranked by cosine distance.
+
+Unfiltered first pages are served by the HNSW index (`ORDER BY embedding <=> q`). Filters, and
+pages deeper than `hnsw.ef_search`, use an exact scan ordered by (distance, id): pgvector 0.6
+applies filters after the index scan, which would return fewer results than exist, and a scan
+that deep is no longer approximate-cheap anyway. Both orders are deterministic, so paging is stable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from core.db import IMAGES_TABLE
+
+MAX_LIMIT = 200
+
+
+class BadRequest(ValueError):
+    """A request a user can fix; the message says how."""
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    folder: str | None = None  # relative to IMAGE_DIR
+    taken_after: datetime | None = None  # inclusive
+    taken_before: datetime | None = None  # exclusive
+    format: str | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.folder, self.taken_after, self.taken_before, self.format))
+
+
+def parse_folder(raw: str | None) -> str | None:
+    if raw is None or not raw.strip("/ "):
+        return None
+    parts = [p for p in raw.strip().replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise BadRequest("folder must be a subfolder of IMAGE_DIR, without '..'")
+    return "/".join(parts)
+
+
+def parse_when(raw: str | None, name: str, *, end_of_day: bool) -> datetime | None:
+    """An ISO date or date-time. A bare date as an upper bound includes that whole day."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime.combine(day, time())
+            return start + timedelta(days=1) if end_of_day else start
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not an ISO date such as 2024-06-30 or 2024-06-30T18:00") from None
+
+
+def make_filters(
+    folder: str | None = None,
+    taken_after: str | None = None,
+    taken_before: str | None = None,
+    format: str | None = None,
+) -> SearchFilters:
+    return SearchFilters(
+        folder=parse_folder(folder),
+        taken_after=parse_when(taken_after, "taken_after", end_of_day=False),
+        taken_before=parse_when(taken_before, "taken_before", end_of_day=True),
+        format=(format.strip().lower().lstrip(".") or None) if format else None,
+    )
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str
+    score: float | None
+    width: int
+    height: int
+    size: int
+    format: str
+    taken_at: datetime | None  # EXIF date taken, else the file's modification time
+    date_source: str  # "exif" or "modified"
+    camera: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": None if self.score is None else round(self.score, 6),
+            "width": self.width,
+            "height": self.height,
+            "size": self.size,
+            "format": self.format,
+            "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+            "date_source": self.date_source,
+            "camera": self.camera,
+            "url": f"/api/images/{self.id}/file",
+            "thumbnail_url": f"/api/images/{self.id}/thumbnail",
+        }
+
+
+_COLUMNS = sql.SQL(
+    "id, path, width, height, size, format, COALESCE(taken_at, modified_at::timestamp) AS taken, "
+    "CASE WHEN taken_at IS NULL THEN 'modified' ELSE 'exif' END AS date_source, camera"
+)
+
+
+def _record(row: tuple[Any, ...], score: float | None) -> ImageRecord:
+    id_, path, width, height, size, fmt, taken, source, camera = row
+    return ImageRecord(id_, path, score, width, height, size, fmt, taken, source, camera)
+
+
+def search_by_vector(
+    conn: psycopg.Connection[Any],
+    vector: np.ndarray,
+    *,
+    model: str,
+    limit: int,
+    offset: int = 0,
+    filters: SearchFilters = SearchFilters(),
+    exclude_id: int | None = None,
+    ef_search: int = 200,
+) -> tuple[list[ImageRecord], bool]:
+    """Ranked images nearest to `vector`; returns (page, whether more follow)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise BadRequest("offset must be 0 or more")
+    where = [sql.SQL("model = %(model)s")]
+    params: dict[str, Any] = {"q": vector.astype(np.float32), "model": model, "n": limit + 1, "skip": offset}
+    if filters.folder:
+        where.append(sql.SQL("starts_with(path, %(folder)s)"))
+        params["folder"] = filters.folder + "/"
+    if filters.taken_after:
+        where.append(sql.SQL("COALESCE(taken_at, modified_at::timestamp) >= %(after)s"))
+        params["after"] = filters.taken_after
+    if filters.taken_before:
+        where.append(sql.SQL("COALESCE(taken_at, modified_at::timestamp) < %(before)s"))
+        params["before"] = filters.taken_before
+    if filters.format:
+        formats = ["jpeg", "jpg"] if filters.format in ("jpg", "jpeg") else ["tiff", "tif"] if filters.format in (
+            "tif",
+            "tiff",
+        ) else [filters.format]
+        where.append(sql.SQL("format = ANY(%(formats)s)"))
+        params["formats"] = formats
+    if exclude_id is not None:
+        where.append(sql.SQL("id <> %(exclude)s"))
+        params["exclude"] = exclude_id
+    exact = filters.any or offset + limit + 1 > ef_search
+    order = sql.SQL("embedding <=> %(q)s, id") if exact else sql.SQL("embedding <=> %(q)s")
+    query = sql.SQL(
+        "SELECT {cols}, 1 - (embedding <=> %(q)s) AS score FROM {table} WHERE {where} "
+        "ORDER BY {order} LIMIT %(n)s OFFSET %(skip)s"
+    ).format(cols=_COLUMNS, table=sql.Identifier(IMAGES_TABLE), where=sql.SQL(" AND ").join(where), order=order)
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
+        rows = conn.execute(query, params).fetchall()
+    page = [_record(row[:-1], float(row[-1])) for row in rows[:limit]]
+    return page, len(rows) > limit
+
+
+def get_image(conn: psycopg.Connection[Any], image_id: int) -> ImageRecord | None:
+    row = conn.execute(
+        sql.SQL("SELECT {cols} FROM {table} WHERE id = %s").format(cols=_COLUMNS, table=sql.Identifier(IMAGES_TABLE)),
+        (image_id,),
+    ).fetchone()
+    return None if row is None else _record(row, None)
+
+
+def image_embedding(conn: psycopg.Connection[Any], image_id: int) -> tuple[np.ndarray, str] | None:
+    row = conn.execute(
+        sql.SQL("SELECT embedding, model FROM {table} WHERE id = %s").format(table=sql.Identifier(IMAGES_TABLE)),
+        (image_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    vec = row[0]
+    return (vec.to_numpy() if hasattr(vec, "to_numpy") else np.asarray(vec, dtype=np.float32)), row[1]
+
+
+def image_file_facts(conn: psycopg.Connection[Any], image_id: int) -> tuple[str, str, str] | None:
+    """(path, format, content hash) of an indexed image."""
+    row = conn.execute(
+        sql.SQL("SELECT path, format, content_hash FROM {table} WHERE id = %s").format(
+            table=sql.Identifier(IMAGES_TABLE)
+        ),
+        (image_id,),
+    ).fetchone()
+    return None if row is None else (row[0], row[1], row[2])

@@ -1,0 +1,112 @@
+"""What the index holds and what the indexer is doing, read from the database so that any process
+(the server, `python main.py status`, a second machine) sees the same thing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from core.db import ERRORS_TABLE, IMAGES_TABLE, DatabaseError, connect, database_url, table_exists
+from core.settings import Settings
+
+HEARTBEAT_STALE_SECONDS = 10
+
+
+def status_from(conn: psycopg.Connection[Any], settings: Settings, model_name: str | None = None) -> dict[str, Any]:
+    model = model_name or settings.clip_model
+    images = 0
+    other_models = 0
+    if table_exists(conn, IMAGES_TABLE):
+        for name, count in conn.execute(f"SELECT model, count(*) FROM {IMAGES_TABLE} GROUP BY model"):
+            if name == model:
+                images = count
+            else:
+                other_models += count
+    failed: list[dict[str, Any]] = []
+    if table_exists(conn, ERRORS_TABLE):
+        failed = [
+            {"path": path, "reason": reason}
+            for path, reason in conn.execute(f"SELECT path, reason FROM {ERRORS_TABLE} ORDER BY path")
+        ]
+    row = None
+    if table_exists(conn, "indexer_status"):
+        row = conn.execute(
+            "SELECT model, device, precision, live, scanning, heartbeat_at, last_change_at, files_total, "
+            "files_done, files_pending, throughput, started_at, "
+            "extract(epoch FROM now() - heartbeat_at) AS age FROM indexer_status WHERE id = 1"
+        ).fetchone()
+    alive = row is not None and row[12] is not None and float(row[12]) < HEARTBEAT_STALE_SECONDS
+    return {
+        "database": "ok",
+        "images": images,
+        "images_other_models": other_models,
+        "failed": failed,
+        "model": row[0] if row else model,
+        "device": row[1] if row else None,
+        "precision": row[2] if row else None,
+        "live": bool(alive and row and row[3]),
+        "scanning": bool(alive and row and row[4]),
+        "last_change_at": _iso(row[6]) if row else None,
+        "pending": int(row[9] or 0) if alive and row else 0,
+        "progress": {"done": int(row[8] or 0), "total": int(row[7] or 0)} if alive and row else None,
+        "throughput": round(float(row[10] or 0.0), 2) if alive and row else 0.0,
+        "indexer_started_at": _iso(row[11]) if row else None,
+        "heartbeat_at": _iso(row[5]) if row else None,
+        "image_dir": str(settings.image_dir),
+    }
+
+
+def unreachable_status(settings: Settings, reason: str) -> dict[str, Any]:
+    return {
+        "database": f"unreachable: {reason}",
+        "images": None,
+        "images_other_models": None,
+        "failed": [],
+        "model": settings.clip_model,
+        "device": None,
+        "precision": None,
+        "live": False,
+        "scanning": False,
+        "last_change_at": None,
+        "pending": 0,
+        "progress": None,
+        "throughput": 0.0,
+        "indexer_started_at": None,
+        "heartbeat_at": None,
+        "image_dir": str(settings.image_dir),
+    }
+
+
+def read_status(settings: Settings) -> dict[str, Any]:
+    try:
+        with connect(database_url(settings)) as conn:
+            return status_from(conn, settings)
+    except DatabaseError as exc:
+        return unreachable_status(settings, str(exc))
+
+
+def render_status(status: dict[str, Any]) -> str:
+    lines = [
+        f"database   {status['database']}",
+        f"images     {status['images']}" + (
+            f" (+{status['images_other_models']} from another model)" if status.get("images_other_models") else ""
+        ),
+        f"model      {status['model']} on {status['device'] or '?'} ({status['precision'] or '?'})",
+        f"indexer    {'live' if status['live'] else 'not running'}"
+        + (" — first scan under way" if status["scanning"] else ""),
+        f"changed    {status['last_change_at'] or 'never'}",
+        f"folder     {status['image_dir']}",
+    ]
+    if status["progress"] and status["scanning"]:
+        p = status["progress"]
+        lines.append(f"progress   {p['done']}/{p['total']} files, {status['throughput']} files/s")
+    failed = status["failed"]
+    lines.append(f"failed     {len(failed)}")
+    lines += [f"  {f['path']}: {f['reason']}" for f in failed]
+    return "\n".join(lines)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
