@@ -1,0 +1,188 @@
+"""Fixtures that build real things: a Postgres server with pgvector, a fresh database per test,
+folders of generated pictures, the project's tiny CLIP model, and a running indexer or server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never download anything
+
+from shapes import write_corpus  # noqa: E402
+
+from core.db import connect  # noqa: E402
+from core.settings import Settings, load_settings  # noqa: E402
+
+TINY_CLIP = ROOT / "tests" / "fixtures" / "tiny-clip"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One embedded Postgres 16 + pgvector for the whole session; yields its admin URL."""
+    import pgserver
+
+    folder = tmp_path_factory.mktemp("pg") / "data"
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    yield str(server.get_uri())
+    server.cleanup()
+
+
+def _with_database(url: str, name: str) -> str:
+    head, _, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def database_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database on the session server."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "img"
+    write_corpus(folder)
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, image_dir: Path, database_url: str) -> Settings:
+    return load_settings(
+        {
+            "IMAGE_DIR": str(image_dir),
+            "DATA_DIR": str(tmp_path / "data"),
+            "DATABASE_URL": database_url,
+            "CLIP_MODEL": str(TINY_CLIP),
+        }
+    )
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    """The process environment that makes `main.py` use these settings."""
+    env = dict(os.environ)
+    env.update(
+        IMAGE_DIR=str(settings.image_dir),
+        DATA_DIR=str(settings.data_dir),
+        DATABASE_URL=settings.database_url,
+        CLIP_MODEL=settings.clip_model,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_main(
+    settings: Settings, *args: str, timeout: float = 120, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        env=env_for(settings, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture
+def index() -> Callable[[Settings], Any]:
+    """Run one incremental update in this process; returns the summary."""
+    from flows.runtime import index_once
+
+    def run(settings: Settings) -> Any:
+        return asyncio.run(index_once(settings))
+
+    return run
+
+
+def query(settings: Settings, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with connect(settings.database_url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Process:
+    """A `main.py` subprocess with its output captured to a file, stopped on exit."""
+
+    def __init__(self, settings: Settings, args: list[str], log: Path, **extra_env: str) -> None:
+        self.log = log
+        self._out = open(log, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), *args],
+            env=env_for(settings, **extra_env),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._out.close()
+
+
+@pytest.fixture
+def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    started: list[Process] = []
+
+    def start(settings: Settings, *args: str, **extra_env: str) -> Process:
+        p = Process(settings, list(args), tmp_path / f"proc-{len(started)}.log", **extra_env)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def copy_tiny_model(target: Path) -> Path:
+    shutil.copytree(TINY_CLIP, target)
+    return target

@@ -1,0 +1,250 @@
+"""The indexer keeps a pgvector table in step with a folder: incrementally, with a cache, with bad
+files recorded instead of crashing the run, and with one model's vectors per search."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import copy_tiny_model, query, run_main, wait_for
+from PIL import Image
+from shapes import ALL_DRAWINGS, Drawing, draw
+
+from core.settings import Settings
+from flows.model import load_model
+
+N = len(ALL_DRAWINGS)
+
+
+def rows(settings: Settings) -> dict[str, tuple]:
+    return {r[0]: r[1:] for r in query(settings, "SELECT path, content_hash, model, width, height FROM images")}
+
+
+def errors(settings: Settings) -> dict[str, str]:
+    return dict(query(settings, "SELECT path, reason FROM index_errors"))
+
+
+def jpeg_bytes(image: Image.Image, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **save)
+    return buffer.getvalue()
+
+
+class TestFirstIndex:
+    def test_every_image_gets_one_row_with_its_facts_and_a_unit_vector(self, settings, index) -> None:
+        summary = index(settings)
+        assert (summary.added, summary.embedded, summary.failed) == (N, N, 0)
+        found = query(settings, "SELECT path, content_hash, size, width, height, format, model, embedding FROM images")
+        assert len(found) == N
+        for path, digest, size, width, height, fmt, model, embedding in found:
+            file = settings.image_dir / path
+            assert size == file.stat().st_size and len(digest) == 64
+            assert (width, height) == Image.open(file).size
+            assert fmt == "png" and model == settings.clip_model
+            vector = embedding.to_numpy()
+            assert vector.dtype == np.float32 and vector.shape == (32,)
+            assert abs(np.linalg.norm(vector) - 1) < 1e-4
+
+    def test_the_table_has_an_hnsw_cosine_index(self, settings, index) -> None:
+        index(settings)
+        definitions = [r[0] for r in query(settings, "SELECT indexdef FROM pg_indexes WHERE tablename = 'images'")]
+        assert any("USING hnsw (embedding vector_cosine_ops)" in d for d in definitions), definitions
+
+    def test_a_text_query_finds_its_picture_first_by_cosine_distance(self, settings, index) -> None:
+        index(settings)
+        model = load_model(settings.clip_model)
+        for caption in ("a blue square", "a green triangle", "a red circle"):
+            vector = model.embed_text(caption)
+            best = query(settings, "SELECT path FROM images ORDER BY embedding <=> %s LIMIT 1", (vector,))
+            assert best[0][0] == Drawing(*caption.split()[1:]).slug + ".png"
+
+    def test_subfolders_and_upper_case_extensions_are_indexed_hidden_files_are_not(self, settings, index) -> None:
+        nested = settings.image_dir / "trips" / "2023" / "beach"
+        nested.mkdir(parents=True)
+        shutil.copy(settings.image_dir / "red-circle.png", nested / "SUNSET.PNG")
+        draw(ALL_DRAWINGS[1]).save(nested / "photo.JPeG", "JPEG")
+        (settings.image_dir / ".hidden").mkdir()
+        shutil.copy(settings.image_dir / "red-circle.png", settings.image_dir / ".hidden" / "x.png")
+        shutil.copy(settings.image_dir / "red-circle.png", settings.image_dir / "._appledouble.png")
+        (settings.image_dir / "notes.txt").write_text("not an image")
+        index(settings)
+        paths = set(rows(settings))
+        assert {"trips/2023/beach/SUNSET.PNG", "trips/2023/beach/photo.JPeG"} <= paths
+        assert not any(p.startswith(".") or "/." in p for p in paths)
+        assert "notes.txt" not in paths and "notes.txt" not in errors(settings)
+
+    def test_exif_orientation_date_and_camera_are_read(self, settings, index) -> None:
+        picture = draw(ALL_DRAWINGS[0], width=200, height=100)
+        exif = Image.Exif()
+        exif[274] = 6  # rotate 90° when displayed
+        exif[272] = "Tiny Camera"
+        exif.get_ifd(0x8769)[36867] = "2021:07:04 12:30:00"
+        (settings.image_dir / "rotated.jpg").write_bytes(jpeg_bytes(picture, exif=exif))
+        index(settings)
+        width, height, taken, camera = query(
+            settings, "SELECT width, height, taken_at, camera FROM images WHERE path = 'rotated.jpg'"
+        )[0]
+        assert (width, height) == (100, 200)
+        assert taken.isoformat() == "2021-07-04T12:30:00" and camera == "Tiny Camera"
+
+
+class TestIncremental:
+    def test_an_unchanged_folder_embeds_nothing(self, settings, index) -> None:
+        index(settings)
+        again = index(settings)
+        assert (again.added, again.updated, again.deleted, again.unchanged) == (0, 0, 0, N)
+        assert again.embedded == 0 and again.reused == 0
+
+    def test_a_modified_file_is_embedded_again(self, settings, index) -> None:
+        index(settings)
+        before = rows(settings)["red-circle.png"]
+        time.sleep(0.01)
+        draw(Drawing("green", "square"), width=90, height=90).save(settings.image_dir / "red-circle.png")
+        summary = index(settings)
+        assert (summary.updated, summary.embedded, summary.unchanged) == (1, 1, N - 1)
+        after = rows(settings)["red-circle.png"]
+        assert after[0] != before[0] and after[2:] == (90, 90)
+
+    def test_a_deleted_file_loses_its_row(self, settings, index) -> None:
+        index(settings)
+        (settings.image_dir / "blue-square.png").unlink()
+        summary = index(settings)
+        assert summary.deleted == 1 and "blue-square.png" not in rows(settings)
+
+    def test_a_renamed_file_reuses_its_embedding(self, settings, index) -> None:
+        index(settings)
+        old = rows(settings)["blue-square.png"]
+        (settings.image_dir / "blue-square.png").rename(settings.image_dir / "renamed.png")
+        summary = index(settings)
+        assert (summary.added, summary.deleted, summary.embedded, summary.reused) == (1, 1, 0, 1)
+        assert rows(settings)["renamed.png"][0] == old[0]
+
+    def test_a_copied_file_reuses_its_embedding(self, settings, index) -> None:
+        index(settings)
+        (settings.image_dir / "copies").mkdir()
+        shutil.copy(settings.image_dir / "green-circle.png", settings.image_dir / "copies" / "again.png")
+        summary = index(settings)
+        assert (summary.added, summary.embedded, summary.reused) == (1, 0, 1)
+        vectors = query(
+            settings,
+            "SELECT embedding FROM images WHERE path IN ('green-circle.png', 'copies/again.png')",
+        )
+        assert np.array_equal(vectors[0][0].to_numpy(), vectors[1][0].to_numpy())
+
+    def test_losing_the_indexer_state_rebuilds_from_the_cache_without_the_model(self, settings, index) -> None:
+        index(settings)
+        shutil.rmtree(settings.state_dir)
+        summary = index(settings)
+        assert summary.embedded == 0 and summary.reused == N
+        assert len(rows(settings)) == N
+
+
+class TestBadFiles:
+    @pytest.fixture
+    def bad_files(self, settings: Settings) -> dict[str, bytes]:
+        good_jpeg = jpeg_bytes(draw(ALL_DRAWINGS[2], width=300, height=300), quality=95)
+        png = io.BytesIO()
+        draw(ALL_DRAWINGS[3], width=300, height=300).save(png, "PNG")
+        bomb = io.BytesIO()
+        Image.new("1", (12_000, 12_000)).save(bomb, "PNG")  # 144 megapixels in a few kB
+        files = {
+            "empty.jpg": b"",
+            "truncated.jpg": good_jpeg[: len(good_jpeg) // 2],
+            "truncated.png": png.getvalue()[: len(png.getvalue()) // 2],
+            "random.jpg": bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8)),
+            "text.png": b"this is a text file, not a picture\n",
+            "bomb.png": bomb.getvalue(),
+        }
+        for name, data in files.items():
+            (settings.image_dir / "bad" / name).parent.mkdir(exist_ok=True)
+            (settings.image_dir / "bad" / name).write_bytes(data)
+        return files
+
+    def test_each_bad_file_gets_a_reason_and_every_good_one_a_row(self, settings, index, bad_files) -> None:
+        summary = index(settings)
+        assert summary.failed == len(bad_files) and len(rows(settings)) == N
+        reasons = errors(settings)
+        assert set(reasons) == {f"bad/{name}" for name in bad_files}
+        assert "empty" in reasons["bad/empty.jpg"]
+        assert "truncated" in reasons["bad/truncated.jpg"] and "truncated" in reasons["bad/truncated.png"]
+        assert "not an image" in reasons["bad/text.png"] and "not an image" in reasons["bad/random.jpg"]
+        assert "too large" in reasons["bad/bomb.png"] and "MAX_IMAGE_PIXELS" in reasons["bad/bomb.png"]
+        assert all("\n" not in r for r in reasons.values())
+
+    def test_a_fixed_file_loses_its_error_and_a_removed_one_too(self, settings, index, bad_files) -> None:
+        index(settings)
+        shutil.copy(settings.image_dir / "red-circle.png", settings.image_dir / "bad" / "text.png")
+        (settings.image_dir / "bad" / "empty.jpg").unlink()
+        index(settings)
+        assert "bad/text.png" in rows(settings)
+        assert set(errors(settings)) == {f"bad/{name}" for name in bad_files} - {"bad/text.png", "bad/empty.jpg"}
+
+
+class TestModels:
+    def test_changing_the_model_re_embeds_and_never_mixes_vectors(self, settings, index, tmp_path) -> None:
+        index(settings)
+        other = settings.with_overrides(clip_model=str(copy_tiny_model(tmp_path / "another-model")))
+        summary = index(other)
+        assert summary.embedded == N
+        models = {r[0] for r in query(settings, "SELECT DISTINCT model FROM images")}
+        assert models == {other.clip_model}
+
+
+class TestCommandLine:
+    def test_index_prints_a_summary_and_the_cocoindex_cli_runs_the_same_app(self, settings: Settings) -> None:
+        result = run_main(settings, "index")
+        assert result.returncode == 0, result.stderr
+        assert f"added {N}, updated 0, deleted 0, unchanged 0, failed 0" in result.stdout
+        (settings.image_dir / "red-circle.png").unlink()
+        import os
+        import subprocess
+        import sys
+
+        from conftest import ROOT, env_for
+
+        cli = Path(sys.executable).parent / "cocoindex"
+        done = subprocess.run(
+            [str(cli), "update", "main.py"], cwd=ROOT, env=env_for(settings), capture_output=True, text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert len(rows(settings)) == N - 1
+        assert os.environ.get("COCOINDEX_DISABLE_USAGE_TRACKING") == "1"
+
+    def test_the_embedded_database_starts_by_itself_and_keeps_its_data(self, settings: Settings) -> None:
+        embedded = settings.with_overrides(database_url="")
+        first = run_main(embedded, "index", "--json")
+        assert first.returncode == 0, first.stderr
+        assert (embedded.data_dir / "postgres" / "PG_VERSION").exists()
+        second = run_main(embedded, "index", "--json")
+        assert '"unchanged": 18' in second.stdout and '"embedded": 0' in second.stdout
+
+
+class TestLive:
+    def test_watch_follows_the_folder_and_a_slow_copy_ends_as_one_clean_row(self, settings, start_process) -> None:
+        watcher = start_process(settings, "watch")
+        wait_for(lambda: "watching" in watcher.output(), timeout=60)
+        assert len(rows(settings)) == N
+
+        (settings.image_dir / "green-square.png").unlink()
+        wait_for(lambda: "green-square.png" not in rows(settings))
+
+        picture = draw(Drawing("purple", "circle"), width=700, height=500)
+        data = jpeg_bytes(picture, quality=95)
+        target = settings.image_dir / "slow.jpg"
+        with open(target, "wb") as out:
+            for start in range(0, len(data), 4096):
+                out.write(data[start : start + 4096])
+                out.flush()
+                time.sleep(0.02)
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        wait_for(lambda: rows(settings).get("slow.jpg", (None,))[0] == digest and "slow.jpg" not in errors(settings))
+        time.sleep(1.0)  # nothing left behind after things settle
+        assert rows(settings)["slow.jpg"][0] == digest and "slow.jpg" not in errors(settings)
+        assert query(settings, "SELECT count(*) FROM images WHERE path = 'slow.jpg'")[0][0] == 1

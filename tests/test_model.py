@@ -1,0 +1,95 @@
+"""The CLIP wrapper: the tiny model loads like a real one and understands its captions; our fast
+preprocessing gives the model's own processor's tensor; a missing model gets one clear line."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+from conftest import TINY_CLIP, run_main
+from PIL import Image
+from shapes import ALL_DRAWINGS, random_drawing, write_corpus
+
+from core.settings import Settings
+from flows.images import decode_image, normalize, prepare_pixels
+from flows.model import ModelLoadError, choose_precision, load_model
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    return load_model(str(TINY_CLIP))
+
+
+def test_tiny_model_ranks_the_matching_picture_first_for_every_caption(model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    files = write_corpus(tmp_path)
+    captions = list(files)
+    image_vectors = np.stack([model.embed_image(Image.open(files[c])) for c in captions])
+    text_vectors = model.embed_texts(captions)
+    best = (text_vectors @ image_vectors.T).argmax(axis=1)
+    wrong = [(captions[i], captions[j]) for i, j in enumerate(best) if i != j]
+    assert wrong == [], f"caption → picture ranked first instead: {wrong}"
+
+
+def test_embeddings_are_unit_length_float32_of_the_projection_size(model) -> None:  # type: ignore[no-untyped-def]
+    vectors = model.embed_texts(["a red circle", "a much longer caption about a blue square on grey"])
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (2, model.dim) and model.dim == 32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_very_long_query_is_cut_at_the_token_limit_not_refused(model) -> None:  # type: ignore[no-untyped-def]
+    vector = model.embed_text("a red circle " * 200)
+    assert vector.shape == (model.dim,)
+
+
+def test_repeated_text_queries_come_from_the_cache(model) -> None:  # type: ignore[no-untyped-def]
+    first = model.embed_text("a purple triangle")
+    assert model.embed_text("a purple triangle") is first
+
+
+def test_fast_preprocessing_equals_the_models_own_processor(model) -> None:  # type: ignore[no-untyped-def]
+    from transformers import CLIPImageProcessorPil
+
+    processor = CLIPImageProcessorPil.from_pretrained(str(TINY_CLIP))
+    rng = random.Random(3)
+    for drawing in ALL_DRAWINGS[:8]:
+        image = random_drawing(drawing, rng, base=rng.randint(40, 500))
+        theirs = processor(images=image, return_tensors="np")["pixel_values"][0]
+        ours = normalize(prepare_pixels(image, model.preprocessing)[None], model.preprocessing)[0]
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() < 1e-5, image.size
+
+
+def test_jpeg_draft_decoding_keeps_the_embedding(model) -> None:  # type: ignore[no-untyped-def]
+    image = random_drawing(ALL_DRAWINGS[4], random.Random(5), base=900)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92)
+    data = buffer.getvalue()
+    fast = decode_image(data, model.preprocessing, max_pixels=10**8, draft=True)
+    full = decode_image(data, model.preprocessing, max_pixels=10**8, draft=False)
+    assert fast.pixels is not None and full.pixels is not None
+    a, b = model.embed_pixels(fast.pixels[None])[0], model.embed_pixels(full.pixels[None])[0]
+    assert float(a @ b) > 0.99
+
+
+def test_precision_auto_picks_float16_on_cuda_and_respects_an_explicit_choice() -> None:
+    assert choose_precision("auto", "cuda") == "float16"
+    assert choose_precision("auto", "cpu") in ("bfloat16", "float32")
+    assert choose_precision("float32", "cuda") == "float32"
+
+
+def test_a_missing_local_model_raises_a_message_naming_clip_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelLoadError, match="CLIP_MODEL"):
+        load_model(str(tmp_path / "no-such-model"))
+
+
+@pytest.mark.parametrize("name", ["openai/clip-vit-base-patch32", "/nowhere/at/all"])
+def test_the_cli_says_one_line_about_an_unavailable_model(settings: Settings, name: str) -> None:
+    result = run_main(settings, "index", CLIP_MODEL=name, HF_HUB_OFFLINE="1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "CLIP_MODEL" in error_lines[0]
+    assert "local model folder" in error_lines[0]
