@@ -208,7 +208,12 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         vector = model.embed_text(q.strip())
         with svc.connection() as conn:
             hits, more = search_by_vector(
-                conn, vector, model=model.name, limit=limit, offset=offset, filters=filters,
+                conn,
+                vector,
+                model=model.name,
+                limit=limit,
+                offset=offset,
+                filters=filters,
                 ef_search=svc.settings.search_ef,
             )
         return page(request, q, hits, limit, offset, more)
@@ -239,7 +244,12 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         vector = model.embed_pixels(decoded.pixels[None])[0]
         with svc.connection() as conn:
             hits, more = search_by_vector(
-                conn, vector, model=model.name, limit=limit, offset=offset, filters=filters,
+                conn,
+                vector,
+                model=model.name,
+                limit=limit,
+                offset=offset,
+                filters=filters,
                 ef_search=svc.settings.search_ef,
             )
         return page(request, {"image": file.filename or "upload"}, hits, limit, offset, more)
@@ -261,7 +271,12 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
             if found is None or found[1] != model.name:
                 raise HTTPException(404, f"No indexed image has id {image_id}.")
             hits, more = search_by_vector(
-                conn, found[0], model=model.name, limit=limit, offset=offset, exclude_id=image_id,
+                conn,
+                found[0],
+                model=model.name,
+                limit=limit,
+                offset=offset,
+                exclude_id=image_id,
                 ef_search=svc.settings.search_ef,
             )
         return page(request, {"similar_to": image_id}, hits, limit, offset, more)

@@ -144,10 +144,17 @@ def search_by_vector(
         where.append(sql.SQL("COALESCE(taken_at, modified_at::timestamp) < %(before)s"))
         params["before"] = filters.taken_before
     if filters.format:
-        formats = ["jpeg", "jpg"] if filters.format in ("jpg", "jpeg") else ["tiff", "tif"] if filters.format in (
-            "tif",
-            "tiff",
-        ) else [filters.format]
+        formats = (
+            ["jpeg", "jpg"]
+            if filters.format in ("jpg", "jpeg")
+            else ["tiff", "tif"]
+            if filters.format
+            in (
+                "tif",
+                "tiff",
+            )
+            else [filters.format]
+        )
         where.append(sql.SQL("format = ANY(%(formats)s)"))
         params["formats"] = formats
     if exclude_id is not None:

@@ -90,9 +90,8 @@ def read_status(settings: Settings) -> dict[str, Any]:
 def render_status(status: dict[str, Any]) -> str:
     lines = [
         f"database   {status['database']}",
-        f"images     {status['images']}" + (
-            f" (+{status['images_other_models']} from another model)" if status.get("images_other_models") else ""
-        ),
+        f"images     {status['images']}"
+        + (f" (+{status['images_other_models']} from another model)" if status.get("images_other_models") else ""),
         f"model      {status['model']} on {status['device'] or '?'} ({status['precision'] or '?'})",
         f"indexer    {'live' if status['live'] else 'not running'}"
         + (" — first scan under way" if status["scanning"] else ""),

@@ -105,9 +105,7 @@ class ClipModel:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Texts → float32 N×D unit vectors; padded to the longest text, cut at the model's limit."""
-        tokens = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
+        tokens = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         with self._lock, torch.inference_mode():
             features = _features(self._model.get_text_features(**tokens))

@@ -69,7 +69,11 @@ class TestTextSearch:
 
     def test_folder_filter_keeps_the_ranking_within_the_folder(self, client: TestClient) -> None:
         found = paths(client.get("/api/search", params={"q": "a green triangle", "folder": "trips"}))
-        assert sorted(found) == ["trips/blue-circle.jpg", "trips/new-green-triangle.jpg", "trips/old-green-triangle.jpg"]
+        assert sorted(found) == [
+            "trips/blue-circle.jpg",
+            "trips/new-green-triangle.jpg",
+            "trips/old-green-triangle.jpg",
+        ]
         assert found[-1] == "trips/blue-circle.jpg"
 
     def test_date_filters_use_the_exif_date(self, client: TestClient) -> None:
@@ -155,7 +159,9 @@ class TestBadRequests:
     def test_bad_filters_are_a_422(self, client: TestClient, params: dict[str, Any]) -> None:
         assert client.get("/api/search", params={"q": "a red circle", **params}).status_code == 422
 
-    @pytest.mark.parametrize("url", ["/api/images/12345/file", "/api/images/12345/thumbnail", "/api/images/12345/similar"])
+    @pytest.mark.parametrize(
+        "url", ["/api/images/12345/file", "/api/images/12345/thumbnail", "/api/images/12345/similar"]
+    )
     def test_unknown_ids_are_a_404(self, client: TestClient, url: str) -> None:
         response = client.get(url)
         assert response.status_code == 404 and "12345" in response.json()["detail"]
@@ -194,8 +200,11 @@ class TestCommandLine:
     def test_search_draws_a_table_in_a_terminal(self, indexed: Settings) -> None:
         command = f"{sys.executable} {ROOT / 'main.py'} search 'a blue triangle' --limit 3"
         result = subprocess.run(
-            ["script", "-qec", command, "/dev/null"], env={**env_for(indexed), "COLUMNS": "120"},
-            capture_output=True, text=True, timeout=120,
+            ["script", "-qec", command, "/dev/null"],
+            env={**env_for(indexed), "COLUMNS": "120"},
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stdout
         assert "score" in result.stdout and "blue-triangle.png" in result.stdout and "3 results" in result.stdout

@@ -208,7 +208,11 @@ class TestCommandLine:
 
         cli = Path(sys.executable).parent / "cocoindex"
         done = subprocess.run(
-            [str(cli), "update", "main.py"], cwd=ROOT, env=env_for(settings), capture_output=True, text=True,
+            [str(cli), "update", "main.py"],
+            cwd=ROOT,
+            env=env_for(settings),
+            capture_output=True,
+            text=True,
             timeout=120,
         )
         assert done.returncode == 0, done.stderr
