@@ -1,0 +1,62 @@
+"""A randomly initialised CLIP of a real architecture, saved like a downloaded checkpoint, for timing
+when the real weights cannot be downloaded. Speed does not depend on the weights' values.
+
+    python -m bench.random_model ViT-B/32 OUT_DIR [--tokenizer DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from core.settings import PROJECT_ROOT
+
+# transformers' CLIPConfig defaults are ViT-B/32; the others differ in the vision tower and projection
+ARCHITECTURES: dict[str, dict[str, object]] = {
+    "ViT-B/32": {},
+    "ViT-B/16": {"vision_config": {"patch_size": 16}},
+    "ViT-L/14": {
+        "text_config": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12},
+        "vision_config": {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_attention_heads": 16,
+            "num_hidden_layers": 24,
+            "patch_size": 14,
+        },
+        "projection_dim": 768,
+    },
+}
+DEFAULT_TOKENIZER = PROJECT_ROOT.parent / "shared" / "data" / "clip-tokenizer"
+
+
+def build_random_clip(arch: str, out_dir: Path, tokenizer_dir: Path = DEFAULT_TOKENIZER) -> Path:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    if arch not in ARCHITECTURES:
+        raise SystemExit(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    if not (tokenizer_dir / "vocab.json").exists():
+        raise SystemExit(f"no CLIP tokenizer in {tokenizer_dir}; pass --tokenizer DIR (vocab.json, merges.txt)")
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(**ARCHITECTURES[arch]))  # type: ignore[arg-type]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json"):
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, out_dir / name)
+    image_size = model.config.vision_config.image_size
+    CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(out_dir)
+    return out_dir
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("arch", choices=sorted(ARCHITECTURES))
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
+    args = parser.parse_args()
+    print(build_random_clip(args.arch, args.out_dir, args.tokenizer))
