@@ -29,6 +29,7 @@ from api.search import (
     get_image,
     image_embedding,
     image_file_facts,
+    list_folders,
     make_filters,
     search_by_vector,
 )
@@ -327,8 +328,18 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
             body["model_error"] = svc.model_error
         return JSONResponse(body)
 
-    if (FRONTEND_DIR / "index.html").exists():
-        app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    @app.get("/api/folders", summary="Folders that hold indexed images, with counts")
+    def folders(request: Request) -> dict[str, Any]:
+        svc = services(request)
+        model = svc.model.name if svc.model else svc.settings.clip_model
+        with svc.connection() as conn:
+            return {"folders": list_folders(conn, model)}
+
+    @app.get("/status", include_in_schema=False)
+    def status_page() -> FileResponse:
+        return FileResponse(FRONTEND_DIR / "status.html")
+
+    app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     return app
 
 

@@ -201,3 +201,18 @@ def image_file_facts(conn: psycopg.Connection[Any], image_id: int) -> tuple[str,
         (image_id,),
     ).fetchone()
     return None if row is None else (row[0], row[1], row[2])
+
+
+def list_folders(conn: psycopg.Connection[Any], model: str) -> list[dict[str, Any]]:
+    """Every folder that holds indexed images (directly or below), with how many."""
+    counts: dict[str, int] = {}
+    query = sql.SQL(
+        "SELECT regexp_replace(path, '/[^/]*$', '') AS folder, count(*) FROM {table} "
+        "WHERE model = %s AND position('/' in path) > 0 GROUP BY 1"
+    ).format(table=sql.Identifier(IMAGES_TABLE))
+    for folder, count in conn.execute(query, (model,)):
+        parts = folder.split("/")
+        for depth in range(1, len(parts) + 1):
+            key = "/".join(parts[:depth])
+            counts[key] = counts.get(key, 0) + count
+    return [{"path": path, "images": n} for path, n in sorted(counts.items())]

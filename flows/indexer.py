@@ -105,8 +105,8 @@ class ImageFileMatcher:
 
 
 def image_id(path: str) -> int:
-    """A stable 63-bit id for a relative path."""
-    return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") >> 1
+    """A stable id for a relative path: 53 bits, so it survives JavaScript's numbers intact."""
+    return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") >> 11
 
 
 def make_batched_embed(model: ClipModel, batch_size: int) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:

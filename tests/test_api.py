@@ -66,6 +66,7 @@ class TestTextSearch:
         assert set(first) >= {"id", "path", "score", "width", "height", "taken_at", "url", "thumbnail_url"}
         assert 0 < first["score"] <= 1 and first["score"] >= body["results"][1]["score"]
         assert body["query"] == "a purple square" and body["limit"] == 5 and body["offset"] == 0
+        assert all(0 <= r["id"] < 2**53 for r in body["results"])  # ids survive JavaScript numbers
 
     def test_folder_filter_keeps_the_ranking_within_the_folder(self, client: TestClient) -> None:
         found = paths(client.get("/api/search", params={"q": "a green triangle", "folder": "trips"}))

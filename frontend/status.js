@@ -1,0 +1,68 @@
+// The monitoring view: what the indexer is doing, refreshed every two seconds.
+import { formatDate, getStatus } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+
+function set(id, text, cls) {
+  const el = $(id);
+  el.textContent = text;
+  el.className = `value${el.classList.contains("small") ? " small" : ""}${cls ? ` ${cls}` : ""}`;
+}
+
+function render(s) {
+  const banner = $("banner");
+  if (s.database && s.database !== "ok") {
+    banner.textContent = `Database: ${s.database}`;
+    banner.dataset.kind = "error";
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+  set("images", s.images == null ? "–" : s.images.toLocaleString());
+  set("pending", String(s.pending ?? 0));
+  set("failed-count", String(s.failed.length), s.failed.length ? "bad" : "ok");
+  set("live", s.live ? (s.scanning ? "Live · scanning" : "Live") : "Not running", s.live ? "ok" : "off");
+  set("last-change", s.last_change_at ? formatDate(s.last_change_at) : "never");
+  set("throughput", s.scanning ? `${s.throughput} files/s` : "idle");
+  set("model", s.model || "–");
+  set("device", s.device ? `${s.device} · ${s.precision}` : "–");
+  $("image-dir").textContent = s.image_dir || "";
+
+  const p = s.progress;
+  $("scan").hidden = !(s.scanning && p);
+  if (s.scanning && p) {
+    $("scan-progress").max = Math.max(1, p.total);
+    $("scan-progress").value = p.done;
+    $("scan-text").textContent = `${p.done} of ${p.total} files`;
+  }
+
+  const body = $("failures").querySelector("tbody");
+  body.replaceChildren(
+    ...s.failed.map((f) => {
+      const tr = document.createElement("tr");
+      const path = document.createElement("td");
+      path.className = "path";
+      path.textContent = f.path;
+      const reason = document.createElement("td");
+      reason.textContent = f.reason;
+      tr.append(path, reason);
+      return tr;
+    }),
+  );
+  $("failures").hidden = s.failed.length === 0;
+  $("no-failures").hidden = s.failed.length !== 0 || s.images == null;
+}
+
+async function refresh() {
+  try {
+    render(await getStatus());
+  } catch (error) {
+    const banner = $("banner");
+    banner.textContent = error.message;
+    banner.dataset.kind = "error";
+    banner.hidden = false;
+  }
+}
+
+refresh();
+setInterval(refresh, 2000);

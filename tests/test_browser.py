@@ -1,0 +1,191 @@
+"""The web page and the monitoring view, driven in a real headless Chromium against a real server."""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ARTIFACTS, free_port, wait_for
+from shapes import ALL_DRAWINGS, Drawing, draw, random_drawing
+
+from core.settings import Settings
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def gallery(settings: Settings) -> Settings:
+    """Three varied pictures of every colour and shape (72 in all, more than one page), a subfolder,
+    and a file that is not an image."""
+    rng = random.Random(11)
+    for round_ in range(3):
+        for drawing in ALL_DRAWINGS:
+            random_drawing(drawing, rng, base=160).save(settings.image_dir / f"{drawing.slug}-{round_}.png")
+    (settings.image_dir / "holiday").mkdir()
+    shutil.copy(settings.image_dir / "yellow-square.png", settings.image_dir / "holiday" / "beach.png")
+    (settings.image_dir / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a whole jpeg")
+    return settings
+
+
+@pytest.fixture
+def server(gallery: Settings, start_process: Any) -> Iterator[str]:
+    port = free_port()
+    start_process(gallery, "serve", PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            body = httpx.get(f"{base}/api/status", timeout=2).json()
+        except (httpx.TransportError, ValueError):
+            return False
+        return bool(body["live"] and not body["scanning"] and body["images"] == 73)
+
+    wait_for(ready, timeout=120)
+    yield base
+
+
+@pytest.fixture
+def page(server: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(15_000)
+        yield page
+        assert errors == [], errors
+        browser.close()
+
+
+def first_paths(page: Any, n: int = 3) -> list[str]:
+    return page.locator(".tile").evaluate_all(f"(tiles) => tiles.slice(0, {n}).map((t) => t.dataset.path)")
+
+
+def screenshot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def test_typing_a_description_shows_the_matching_picture_first(page: Any, server: str) -> None:
+    page.goto(server + "/")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.type("a green triangle")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('green-triangle')")
+    assert "q=a+green+triangle" in page.url or "q=a%20green%20triangle" in page.url
+    assert page.locator(".tile .score").first.inner_text().startswith("0.")
+    page.wait_for_function("[...document.images].every((i) => i.complete)")
+    screenshot(page, "search-page.png")
+
+
+def test_a_bookmarked_query_opens_with_its_results_and_back_returns(page: Any, server: str) -> None:
+    page.goto(server + "/?q=a%20red%20circle")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('red-circle')")
+    assert page.input_value("#q") == "a red circle"
+    page.fill("#q", "a blue square")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('blue-square')")
+    page.go_back()
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('red-circle')")
+    assert page.input_value("#q") == "a red circle"
+
+
+def test_the_larger_view_shows_facts_and_more_like_this(page: Any, server: str) -> None:
+    page.goto(server + "/?q=a%20purple%20triangle")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.includes('purple-triangle')")
+    page.locator(".tile button").first.click()
+    assert page.locator("#viewer").is_visible()
+    facts = page.inner_text("#viewer-facts")
+    assert "Dimensions" in facts and "Size" in facts
+    assert "/api/images/" in page.get_attribute("#viewer-original", "href")
+    first = page.inner_text("#viewer-path")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(f"document.querySelector('#viewer-path').textContent !== {first!r}")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"document.querySelector('#viewer-path').textContent === {first!r}")
+    page.click("#viewer-similar")
+    page.wait_for_url("**/?similar=*")
+    page.wait_for_function("document.querySelectorAll('.tile').length > 0")
+    assert first not in first_paths(page, 1)
+    assert all("purple" in p for p in first_paths(page, 2))
+    page.locator(".tile button").first.click()
+    page.keyboard.press("Escape")
+    assert not page.locator("#viewer").is_visible()
+
+
+def test_searching_by_an_uploaded_example(page: Any, server: str, tmp_path: Path) -> None:
+    example = tmp_path / "example.png"
+    draw(Drawing("purple", "circle"), width=150, height=120, background=(235, 235, 235)).save(example)
+    page.goto(server + "/")
+    page.set_input_files("#file", str(example))
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('purple-circle')")
+    assert "example.png" in page.inner_text("#query-chip")
+
+
+def test_scrolling_loads_the_next_page(page: Any, server: str) -> None:
+    page.goto(server + "/?q=a%20orange%20circle")
+    page.wait_for_function("document.querySelectorAll('.tile').length === 40")
+    page.mouse.wheel(0, 20_000)
+    page.wait_for_function("document.querySelectorAll('.tile').length === 73")
+    paths = page.locator(".tile").evaluate_all("(tiles) => tiles.map((t) => t.dataset.path)")
+    assert len(set(paths)) == 73
+
+
+def test_the_folder_filter_is_reflected_in_the_url(page: Any, server: str) -> None:
+    page.goto(server + "/?q=a%20red%20circle")
+    page.wait_for_selector(".tile")
+    page.select_option("#folder", "holiday")
+    page.wait_for_function("document.querySelectorAll('.tile').length === 1")
+    assert "folder=holiday" in page.url
+    assert first_paths(page, 1) == ["holiday/beach.png"]
+
+
+def test_a_picture_dropped_into_the_folder_becomes_findable_without_reloading(
+    page: Any, server: str, gallery: Settings
+) -> None:
+    page.goto(server + "/?q=a%20green%20square")
+    page.wait_for_selector(".tile")
+    buffer = io.BytesIO()
+    draw(Drawing("green", "square"), width=140, height=140).save(buffer, "PNG")
+    (gallery.image_dir / "just-arrived.png").write_bytes(buffer.getvalue())
+    page.wait_for_function(
+        "[...document.querySelectorAll('.tile')].some((t) => t.dataset.path === 'just-arrived.png')",
+        timeout=20_000,
+    )
+
+
+def test_the_monitoring_view_lists_the_corrupt_file_with_its_reason(page: Any, server: str) -> None:
+    page.goto(server + "/status")
+    page.wait_for_function("document.querySelector('#images').textContent === '73'")
+    row = page.locator("#failures tbody tr", has_text="corrupt.jpg")
+    assert "truncated or corrupt" in row.inner_text() or "not an image" in row.inner_text()
+    assert page.inner_text("#live").startswith("Live")
+    assert "tiny-clip" in page.inner_text("#model")
+    screenshot(page, "status-page.png")
+
+
+def test_an_unreachable_server_is_said_plainly(page: Any, server: str) -> None:
+    page.goto(server + "/")
+    page.route("**/api/**", lambda route: route.abort())
+    page.fill("#q", "a red square")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('#banner').textContent.includes(\"Can't reach\")")
