@@ -87,7 +87,8 @@ class ClipModel:
         )
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = 1024
-        self._lock = threading.Lock()  # one forward pass at a time: torch already uses every core
+        # guards the text cache only: forward passes may overlap, so a search never waits for an indexing batch
+        self._lock = threading.Lock()
 
     @property
     def info(self) -> ModelInfo:
@@ -96,7 +97,7 @@ class ClipModel:
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 N×H×W×3 crops (see `flows.images.prepare_pixels`) → float32 N×D unit vectors."""
         batch = torch.from_numpy(normalize(pixels, self.preprocessing)).to(self.device, self._dtype)
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             features = _features(self._model.get_image_features(pixel_values=batch))
         return _unit(features)
 
@@ -107,7 +108,7 @@ class ClipModel:
         """Texts → float32 N×D unit vectors; padded to the longest text, cut at the model's limit."""
         tokens = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             features = _features(self._model.get_text_features(**tokens))
         return _unit(features)
 
