@@ -24,13 +24,15 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
-from core.db import DatabaseError  # noqa: E402
-from core.settings import Settings, SettingsError, get_settings  # noqa: E402
-from flows.indexer import app  # noqa: E402,F401  (the CocoIndex CLI looks for it here)
-from flows.model import ModelLoadError  # noqa: E402
-from flows.runtime import index_once, watch_folder  # noqa: E402
+from core.errors import UserError  # noqa: E402
+from core.settings import Settings, get_settings  # noqa: E402
 
-KNOWN_ERRORS = (ModelLoadError, DatabaseError, SettingsError, FileNotFoundError, NotADirectoryError)
+if __name__ != "__main__":
+    # loaded by the CocoIndex CLI (`cocoindex update main.py`): it looks for the app here. Run as a
+    # script, commands import what they need, so `search` and `status` start without torch.
+    from flows.runtime import app  # noqa: F401  (importing runtime also registers the lifespan)
+
+KNOWN_ERRORS = (UserError, FileNotFoundError, NotADirectoryError)
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -47,6 +49,8 @@ def user_error(exc: BaseException) -> BaseException | None:
 
 def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from flows.runtime import index_once
 
     show_bar = sys.stderr.isatty() and not args.json
     with Progress(
@@ -68,6 +72,8 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.runtime import watch_folder
+
     def ready() -> None:
         print(f"watching {settings.image_dir} (Ctrl-C to stop)", file=sys.stderr, flush=True)
 

@@ -98,6 +98,7 @@ class Services:
         try:
             s = self.settings
             self.model = get_model(s.clip_model, s.device, s.precision)
+            self.model.text_tower()  # warm: the first search should not pay for loading it
         except ModelLoadError as exc:
             self.model_error = str(exc)
             log.error("%s", exc)

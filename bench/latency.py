@@ -1,6 +1,6 @@
 """`/api/search` latency against a running server: p50 and p95 over N distinct queries.
 
-    python -m bench.latency http://127.0.0.1:8000 [N]
+python -m bench.latency http://127.0.0.1:8000 [N]
 """
 
 from __future__ import annotations
@@ -12,8 +12,28 @@ import time
 import httpx
 
 COLORS = ("red", "green", "blue", "yellow", "purple", "orange", "black", "white", "brown", "grey")
-THINGS = ("dog", "cat", "car", "tree", "beach", "house", "person", "bicycle", "pizza", "boat", "train", "bird",
-          "circle", "square", "triangle", "mountain", "street", "kitchen", "table", "flower")
+THINGS = (
+    "dog",
+    "cat",
+    "car",
+    "tree",
+    "beach",
+    "house",
+    "person",
+    "bicycle",
+    "pizza",
+    "boat",
+    "train",
+    "bird",
+    "circle",
+    "square",
+    "triangle",
+    "mountain",
+    "street",
+    "kitchen",
+    "table",
+    "flower",
+)
 
 
 def queries(n: int) -> list[str]:

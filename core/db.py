@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from pgvector.psycopg import register_vector
 
+from core.errors import UserError
 from core.settings import Settings
 
 IMAGES_TABLE = "images"
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS sightline_meta (
 """
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(UserError, RuntimeError):
     """The database cannot be used; the message says what to do."""
 
 

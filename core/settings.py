@@ -14,10 +14,12 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from core.errors import UserError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A setting with a value that cannot work; the message names the variable."""
 
 

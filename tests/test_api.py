@@ -252,6 +252,9 @@ class TestServer:
         assert {"path": "broken.png", "reason": live["failed"][0]["reason"]} in live["failed"]
         assert live["last_change_at"] is not None
 
+        through_server = run_main(settings, "search", "a orange triangle", "--json", "--limit", "1", PORT=str(port))
+        assert json.loads(through_server.stdout)["results"][0]["path"] in ("arrived.png", "orange-triangle.png")
+
         cli = run_main(settings, "status", "--json")
         from_cli = json.loads(cli.stdout)
         assert set(from_cli) == set(live) - {"model_error"}

@@ -1,0 +1,110 @@
+"""`python -m bench`: Sightline against the usual way, side by side in one run, as one markdown table.
+
+    python -m bench                                   # generated corpus, CLIP_MODEL
+    python -m bench --corpus ../shared/data/coco-mini --random-weights ViT-B/32
+    python -m bench --smoke                           # seconds: proves the benchmark still runs
+
+Writes the table to bench/RESULTS.md (or --out) with the machine's CPU, cores and the date.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E402
+from bench.indexing import bench_indexing  # noqa: E402
+from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E402
+from bench.serving import cold_search, live_latency, query_at_scale  # noqa: E402
+from core.settings import PROJECT_ROOT, get_settings  # noqa: E402
+from flows.model import get_model  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, help="a folder of images (default: generate --images photos)")
+    parser.add_argument("--images", type=int, default=240, help="how many photos to generate")
+    parser.add_argument("--model", help="model id or folder (default: CLIP_MODEL)")
+    parser.add_argument("--random-weights", metavar="ARCH", help="time a randomly initialised ARCH, e.g. ViT-B/32")
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer for --random-weights")
+    parser.add_argument("--scale", default="10000,100000", help="index sizes for query latency")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--drops", type=int, default=20)
+    parser.add_argument("--usual-sample", type=int, default=120, help="images timed the usual way")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
+    parser.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    args = parser.parse_args()
+    if args.smoke:
+        args.images, args.scale, args.queries, args.drops, args.usual_sample = 12, "500", 10, 2, 6
+        args.model = args.model or str(PROJECT_ROOT / "tests" / "fixtures" / "tiny-clip")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
+    base = get_settings()
+    model_name = args.model or base.clip_model
+    if args.random_weights:
+        cached = base.data_dir / "bench-models" / args.random_weights.replace("/", "-")
+        if not (cached / "config.json").exists():
+            print(f"building a randomly initialised {args.random_weights} in {cached}", flush=True)
+            build_random_clip(args.random_weights, cached, args.tokenizer)
+        model_name = str(cached)
+    image_dir = work / "img"
+    if args.corpus:
+        shutil.copytree(args.corpus, image_dir, symlinks=False)
+    else:
+        generate_photos(image_dir, args.images)
+    settings = base.with_overrides(image_dir=image_dir, data_dir=work / "data", database_url="", clip_model=model_name)
+    env = env_for(settings)
+    model = get_model(settings.clip_model, settings.device, settings.precision)
+    report = Report()
+    try:
+        bench_indexing(settings, env, report, args.usual_sample)
+        live_latency(settings, env, report, args.drops, work)
+        query_at_scale(settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work)
+        cold_search(settings, env, report, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    table = render(report, model.name, model.precision, model.device, args)
+    out = args.out or PROJECT_ROOT / "bench" / "RESULTS.md"
+    out.write_text(table)
+    print(table)
+    print(f"written to {out}")
+
+
+def render(report: Report, model: str, precision: str, device: str, args: argparse.Namespace) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    corpus = str(args.corpus) if args.corpus else f"{args.images} generated 640×480 JPEGs"
+    shown_model = args.random_weights + " (random weights, timing only)" if args.random_weights else model
+    lines = [
+        "# Sightline benchmark",
+        "",
+        f"- date: {when}",
+        f"- machine: {cpu_name()}, {os.cpu_count()} cores",
+        f"- model: {shown_model}, {precision} on {device}",
+        f"- corpus: {corpus}",
+        f"- command: `python -m bench {' '.join(a for a in os.sys.argv[1:])}`".rstrip(),
+        "",
+        "| part | metric | Sightline | usual way | ratio | target | met |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in report.rows:
+        lines.append(f"| {r.part} | {r.metric} | {r.ours} | {r.usual} | {r.ratio} | {r.target} | {r.met} |")
+    lines += ["", *(f"- {n}" for n in report.notes), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
