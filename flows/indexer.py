@@ -31,6 +31,7 @@ from flows.cache import EmbeddingCache
 from flows.images import ImageError, decode_image, is_image_name, one_line
 from flows.model import ClipModel
 
+READ_AHEAD = 16
 PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
 IMAGE_ROOT = coco.ContextKey[Path]("sightline_image_root")
 RUN = coco.ContextKey["IndexRun"]("sightline_index_run")
@@ -91,6 +92,9 @@ class IndexRun:
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]
     image_root: Path  # resolved
     counters: IndexCounters = field(default_factory=IndexCounters)
+    # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
+    # memory on folders of large photos while keeping enough decoded images queued for the model
+    reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
 
 
 class ImageFileMatcher:
@@ -130,18 +134,20 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
     an OSError (unreadable right now) propagates so nothing is remembered and it is retried."""
     run = coco.use_context(RUN)
     run.counters.described += 1
-    data, digest = await asyncio.to_thread(_read_and_hash, run.image_root / rel)
-    cached = await run.cache.get(digest)
-    try:
-        decoded = await asyncio.to_thread(
-            decode_image,
-            data,
-            run.model.preprocessing,
-            max_pixels=run.settings.max_image_pixels,
-            pixels=cached is None,
-        )
-    except ImageError as exc:
-        return FileFacts(failure=str(exc))
+    async with run.reading:
+        data, digest = await asyncio.to_thread(_read_and_hash, run.image_root / rel)
+        cached = await run.cache.get(digest)
+        try:
+            decoded = await asyncio.to_thread(
+                decode_image,
+                data,
+                run.model.preprocessing,
+                max_pixels=run.settings.max_image_pixels,
+                pixels=cached is None,
+            )
+        except ImageError as exc:
+            return FileFacts(failure=str(exc))
+        del data
     if cached is None:
         assert decoded.pixels is not None
         cached = await run.embed(decoded.pixels)

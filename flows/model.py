@@ -1,11 +1,15 @@
-"""The CLIP model wrapper: one loaded model per process, shared by the indexer and the server.
+"""The CLIP model wrapper: one model per process, shared by the indexer and the server.
 
-Loading goes through `transformers.from_pretrained` for a hub id and a local folder alike, so the
-project's tiny test model exercises the same code as a real checkpoint.
+Weights load through `transformers.from_pretrained` for a hub id and a local folder alike, so the
+project's tiny test model exercises the same code as a real checkpoint. Everything heavy is lazy:
+opening a model reads its JSON files only; torch and transformers are imported, and each tower's
+weights loaded, the first time that tower is needed. An `index` run with nothing new to embed
+never pays for them.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -13,25 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from core.errors import UserError
 from flows.images import Preprocessing, normalize, prepare_pixels
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 class ModelLoadError(UserError, RuntimeError):
     """The model could not be loaded; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    device: str
-    precision: str
-    dim: int
 
 
 def cpu_has_native_bf16() -> bool:
@@ -43,6 +36,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def choose_device(requested: str) -> str:
+    import torch
+
     if requested == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("DEVICE=cuda but no CUDA device is available; set DEVICE=auto or cpu")
     if requested == "auto":
@@ -59,30 +54,52 @@ def choose_precision(requested: str, device: str) -> str:
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint's JSON files say: enough to create the table and preprocess images."""
+
+    dim: int
+    max_tokens: int
+    preprocessing: Preprocessing
+
+
+def read_spec(folder: str) -> ModelSpec:
+    config = json.loads((Path(folder) / "config.json").read_text())
+    processor = json.loads((Path(folder) / "preprocessor_config.json").read_text())
+    size = processor.get("size", {"shortest_edge": 224})
+    shortest = size if isinstance(size, int) else size.get("shortest_edge") or min(size["height"], size["width"])
+    crop = processor.get("crop_size", shortest)
+    crop_h, crop_w = (crop, crop) if isinstance(crop, int) else (crop["height"], crop["width"])
+    if processor.get("do_center_crop") is False:
+        crop_h = crop_w = shortest
+    return ModelSpec(
+        dim=int(config["projection_dim"]),
+        max_tokens=int(config.get("text_config", {}).get("max_position_embeddings", 77)),
+        preprocessing=Preprocessing(
+            size=int(shortest),
+            crop_height=int(crop_h),
+            crop_width=int(crop_w),
+            mean=tuple(float(v) for v in processor.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in processor.get("image_std", (0.26862954, 0.26130258, 0.27577711))),  # type: ignore[arg-type]
+            resample=int(processor.get("resample", 3)),
+        ),
+    )
+
+
 class ClipModel:
     """CLIP at the chosen precision with L2-normalised output. The two towers load on first use,
-    each with only its own weights: an indexer never holds the text tower until a query comes,
-    and a text search never loads the image tower."""
+    each with only its own weights: an indexer holds no text tower until a query comes, and a
+    text search never loads the image tower."""
 
-    def __init__(self, folder: str, name: str, config: Any, processor: Any, device: str, precision: str):
+    def __init__(self, folder: str, name: str, spec: ModelSpec, device: str = "auto", precision: str = "auto"):
         self.name = name
-        self.device = device
-        self.precision = precision
+        self.dim = spec.dim
+        self.max_tokens = spec.max_tokens
+        self.preprocessing = spec.preprocessing
         self._folder = folder
-        self._config = config
-        self._dtype = _DTYPES[precision]
-        self.dim = int(config.projection_dim)
-        self.max_tokens = int(config.text_config.max_position_embeddings)
-        crop = processor.crop_size
-        size = processor.size
-        self.preprocessing = Preprocessing(
-            size=int(size.get("shortest_edge") or min(size.get("height", 224), size.get("width", 224))),
-            crop_height=int(crop["height"]),
-            crop_width=int(crop["width"]),
-            mean=tuple(float(v) for v in processor.image_mean),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in processor.image_std),  # type: ignore[arg-type]
-            resample=int(processor.resample),
-        )
+        self._requested = (device, precision)
+        self._device: str | None = None
+        self._precision: str | None = None
         self._vision: Any = None
         self._text: Any = None
         self._tokenizer: Any = None
@@ -90,17 +107,45 @@ class ClipModel:
         self._text_cache_size = 1024
         # guards loading and the text cache; forward passes may overlap, so a search never waits
         # for an indexing batch
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+
+    def _resolve(self) -> tuple[str, str]:
+        with self._lock:
+            if self._device is None or self._precision is None:
+                self._device = choose_device(self._requested[0])
+                self._precision = choose_precision(self._requested[1], self._device)
+            return self._device, self._precision
 
     @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(self.name, self.device, self.precision, self.dim)
+    def device(self) -> str:
+        return self._resolve()[0]
 
-    def _load(self, loader: Any, tower_config: Any) -> Any:
-        # the tower's own config does not always carry the checkpoint's projection size
-        tower_config.projection_dim = self.dim
+    @property
+    def precision(self) -> str:
+        return self._resolve()[1]
+
+    @property
+    def loaded(self) -> bool:
+        """Whether any weights are in memory (device and precision are then settled)."""
+        return self._vision is not None or self._text is not None
+
+    def _dtype(self) -> Any:
+        import torch
+
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.precision]
+
+    def _load(self, loader_name: str, part: str) -> Any:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        config = transformers.CLIPConfig.from_pretrained(self._folder)
+        tower_config = getattr(config, part)
+        tower_config.projection_dim = self.dim  # the tower's own config may lack the projection size
         try:
-            tower = loader.from_pretrained(self._folder, config=tower_config, dtype=self._dtype)
+            tower = getattr(transformers, loader_name).from_pretrained(
+                self._folder, config=tower_config, dtype=self._dtype()
+            )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"Cannot load the weights of CLIP_MODEL={self.name!r}: {exc}") from exc
         return tower.to(self.device).eval()
@@ -108,24 +153,24 @@ class ClipModel:
     def vision_tower(self) -> Any:
         with self._lock:
             if self._vision is None:
-                from transformers import CLIPVisionModelWithProjection
-
-                self._vision = self._load(CLIPVisionModelWithProjection, self._config.vision_config)
+                self._vision = self._load("CLIPVisionModelWithProjection", "vision_config")
             return self._vision
 
     def text_tower(self) -> tuple[Any, Any]:
         with self._lock:
             if self._text is None:
-                from transformers import AutoTokenizer, CLIPTextModelWithProjection
+                from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(self._folder)
-                self._text = self._load(CLIPTextModelWithProjection, self._config.text_config)
+                self._text = self._load("CLIPTextModelWithProjection", "text_config")
             return self._text, self._tokenizer
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 N×H×W×3 crops (see `flows.images.prepare_pixels`) → float32 N×D unit vectors."""
+        import torch
+
         tower = self.vision_tower()
-        batch = torch.from_numpy(normalize(pixels, self.preprocessing)).to(self.device, self._dtype)
+        batch = torch.from_numpy(normalize(pixels, self.preprocessing)).to(self.device, self._dtype())
         with torch.inference_mode():
             features = tower(pixel_values=batch).image_embeds
         return _unit(features)
@@ -135,6 +180,8 @@ class ClipModel:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Texts → float32 N×D unit vectors; padded to the longest text, cut at the model's limit."""
+        import torch
+
         tower, tokenizer = self.text_tower()
         tokens = tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
@@ -157,7 +204,7 @@ class ClipModel:
         return vector
 
 
-def _unit(features: torch.Tensor) -> np.ndarray:
+def _unit(features: Any) -> np.ndarray:
     out = features.float().cpu().numpy()
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return (out / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -187,18 +234,9 @@ def local_checkpoint(name: str) -> str:
 def load_model(name: str, device: str = "auto", precision: str = "auto") -> ClipModel:
     """Find a CLIP checkpoint by hub id or local folder and read its configuration (weights load
     on first use), or raise `ModelLoadError` saying what to do."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    from transformers import CLIPConfig, CLIPImageProcessorPil
-
-    device = choose_device(device)
-    precision = choose_precision(precision, device)
     try:
         folder = local_checkpoint(name)
-        config = CLIPConfig.from_pretrained(folder)
-        processor = CLIPImageProcessorPil.from_pretrained(folder)
+        spec = read_spec(folder)
         if not any(Path(folder).glob("*.safetensors")) and not any(Path(folder).glob("*.bin")):
             raise FileNotFoundError(f"no model weights in {folder}")
     except Exception as exc:
@@ -212,7 +250,10 @@ def load_model(name: str, device: str = "auto", precision: str = "auto") -> Clip
             f"(e.g. CLIP_MODEL=tests/fixtures/tiny-clip), or download it once with network access "
             f"and then run with HF_HUB_OFFLINE=1."
         ) from exc
-    return ClipModel(folder, name, config, processor, device, precision)
+    model = ClipModel(folder, name, spec, device, precision)
+    if device == "cuda":
+        model.device  # noqa: B018  (fail now, with the clear message, if there is no CUDA)
+    return model
 
 
 _loaded: dict[tuple[str, str, str], ClipModel] = {}
@@ -220,7 +261,7 @@ _loaded_lock = threading.Lock()
 
 
 def get_model(name: str, device: str = "auto", precision: str = "auto") -> ClipModel:
-    """The process-wide model for these settings, loaded on first use."""
+    """The process-wide model for these settings, opened on first use."""
     key = (name, device, precision)
     with _loaded_lock:
         if key not in _loaded:

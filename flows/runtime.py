@@ -232,7 +232,9 @@ class StatusReporter:
                 VALUES (1, %(pid)s, %(host)s, %(model)s, %(device)s, %(precision)s, %(live)s, %(scanning)s,
                     now(), now(), to_timestamp(%(last_change)s), %(total)s, %(done)s, %(pending)s, %(rate)s)
                 ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host,
-                    model = EXCLUDED.model, device = EXCLUDED.device, precision = EXCLUDED.precision,
+                    model = EXCLUDED.model,
+                    device = COALESCE(EXCLUDED.device, indexer_status.device),
+                    precision = COALESCE(EXCLUDED.precision, indexer_status.precision),
                     live = EXCLUDED.live, scanning = EXCLUDED.scanning,
                     started_at = CASE WHEN indexer_status.pid = EXCLUDED.pid
                         THEN indexer_status.started_at ELSE now() END,
@@ -245,8 +247,10 @@ class StatusReporter:
                     "pid": os.getpid(),
                     "host": socket.gethostname(),
                     "model": model.name,
-                    "device": model.device,
-                    "precision": model.precision,
+                    # not known before the model first loads; importing torch just to say it would
+                    # cost a no-change run seconds
+                    "device": model.device if model.loaded else None,
+                    "precision": model.precision if model.loaded else None,
                     "live": live,
                     "scanning": self.scanning,
                     "last_change": self._last_change_at,
