@@ -3,6 +3,7 @@ float32), and the model alone (the ceiling); then re-runs; and the indexer's pea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -15,6 +16,7 @@ from PIL import Image
 from bench.common import Report, list_images, main_py, run_measured, verdict
 from core.settings import Settings
 from flows.model import get_model, local_checkpoint
+from flows.runtime import index_once
 
 
 def usual_way(model_name: str, files: list[Path]) -> float:
@@ -65,15 +67,21 @@ def index_run(settings: Settings, env: dict[str, str]) -> tuple[dict[str, float]
 def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usual_sample: int) -> None:
     files = list_images(settings.image_dir)
     n = len(files)
-    print(f"indexing {n} images with {settings.clip_model} ({get_model(settings.clip_model).precision})", flush=True)
-    first, wall, peak = index_run(settings, env)
-    ours = first["embedded"] / first["seconds"]
-    sample = files[: min(n, usual_sample)]
-    usual = usual_way(settings.clip_model, sample)
+    model = get_model(settings.clip_model, settings.device, settings.precision)
+    print(f"indexing {n} images with {settings.clip_model} ({model.precision} on {model.device})", flush=True)
+
+    # a cold process, as `python main.py index` runs: wall time and peak memory
+    cold_settings = settings.with_overrides(data_dir=settings.data_dir.parent / "data-cold")
+    cold, cold_wall, peak = index_run(cold_settings, env_for_data_dir(env, cold_settings))
+
+    # throughput with the model loaded, like the two comparisons beside it
     ceiling = model_ceiling(settings, n)
+    warm = asyncio.run(index_once(settings))
+    ours = warm.embedded / warm.seconds
+    usual = usual_way(settings.clip_model, files[: min(n, usual_sample)])
     report.add(
         "1 indexing",
-        f"images/s end to end ({n} files → rows; {wall:.1f}s wall incl. start-up)",
+        f"images/s, {n} files → searchable rows, model loaded",
         f"{ours:.1f}",
         f"{usual:.1f}",
         f"{ours / usual:.2f}×",
@@ -90,8 +98,13 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
         verdict(ours >= 0.85 * ceiling),
     )
     report.add(
+        "1 indexing",
+        "`python main.py index` from a cold process (imports, model load, database start)",
+        f"{cold_wall:.1f} s wall = {cold['embedded'] / cold_wall:.1f} images/s",
+    )
+    report.add(
         "5 memory",
-        "peak RSS of the indexing process",
+        "peak RSS of that indexing process",
         f"{peak / 2**30:.2f} GB",
         "",
         "",
@@ -104,8 +117,8 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
         "2 re-run",
         "unchanged corpus",
         f"{again['seconds']:.2f}s ({wall_again:.1f}s wall)",
-        f"{first['seconds']:.1f}s first run",
-        f"{first['seconds'] / max(again['seconds'], 1e-3):.0f}× faster",
+        f"{warm.seconds:.1f}s first run",
+        f"{warm.seconds / max(again['seconds'], 1e-3):.0f}× faster",
         "embeds nothing",
         verdict(again["embedded"] == 0 and again["unchanged"] == n),
     )
@@ -114,13 +127,17 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
     now = time.time()
     for path in touched:
         os.utime(path, (now, now))
-    touch, _, _ = index_run(settings, env)
+    touch, wall_touch, _ = index_run(settings, env)
     report.add(
         "2 re-run",
         f"after touching 10% ({len(touched)} files)",
-        f"{touch['seconds']:.2f}s",
-        f"{first['seconds']:.1f}s first run",
-        f"{first['seconds'] / max(touch['seconds'], 1e-3):.0f}× faster",
+        f"{touch['seconds']:.2f}s ({wall_touch:.1f}s wall)",
+        f"{warm.seconds:.1f}s first run",
+        f"{warm.seconds / max(touch['seconds'], 1e-3):.0f}× faster",
         "no model calls",
         verdict(touch["embedded"] == 0),
     )
+
+
+def env_for_data_dir(env: dict[str, str], settings: Settings) -> dict[str, str]:
+    return {**env, "DATA_DIR": str(settings.data_dir)}

@@ -13,6 +13,7 @@ copied files, and the model runs in batches off the event loop.
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,6 +96,14 @@ class IndexRun:
     # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
     # memory on folders of large photos while keeping enough decoded images queued for the model
     reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
+    _warming: bool = False
+
+    def warm_up(self) -> None:
+        """Load the image tower in the background as soon as there is work, so importing torch and
+        reading weights overlap with decoding the first files instead of delaying them."""
+        if not self._warming:
+            self._warming = True
+            threading.Thread(target=self.model.vision_tower, name="load-image-tower", daemon=True).start()
 
 
 class ImageFileMatcher:
@@ -114,13 +123,17 @@ def image_id(path: str) -> int:
 
 
 def make_batched_embed(model: ClipModel, batch_size: int) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
-    """`await embed(pixels)` one image at a time; CocoIndex gathers concurrent calls into batches
-    and runs each batch in a worker thread."""
+    """`await embed(pixels)` one image at a time; CocoIndex gathers concurrent calls into batches.
+
+    The runner makes batches run one after another (on CPU as on GPU): without it the engine
+    starts a batch in a new thread whenever one fills up, and a dozen concurrent forward passes
+    fight over the cores, multiply activation memory and hold back every row until all finish.
+    """
 
     def embed_batch(pixels: list[np.ndarray]) -> list[np.ndarray]:
         return list(model.embed_pixels(np.stack(pixels)))
 
-    return coco.fn.as_async(batching=True, max_batch_size=batch_size)(embed_batch)
+    return coco.fn.as_async(batching=True, max_batch_size=batch_size, runner=coco.GPU)(embed_batch)
 
 
 def _read_and_hash(path: Path) -> tuple[bytes, str]:
@@ -134,6 +147,7 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
     an OSError (unreadable right now) propagates so nothing is remembered and it is retried."""
     run = coco.use_context(RUN)
     run.counters.described += 1
+    run.warm_up()
     async with run.reading:
         data, digest = await asyncio.to_thread(_read_and_hash, run.image_root / rel)
         cached = await run.cache.get(digest)

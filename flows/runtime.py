@@ -271,6 +271,9 @@ async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None =
     async with coco.runtime():
         run = await _started_run()
         url = await asyncio.to_thread(database_url, settings)
+        # a live indexer will need the image tower: load it during the first scan, and call the
+        # indexer ready only once it is loaded, so the first new photo does not wait for it
+        tower = asyncio.create_task(asyncio.to_thread(run.model.vision_tower))
         reporter = StatusReporter(url, settings, run)
         reporter.files_total = await asyncio.to_thread(count_image_files, settings.image_dir)
         stop = asyncio.Event()
@@ -292,6 +295,7 @@ async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None =
             async for snap in handle.watch():
                 reporter.observe(snap.stats)
                 if reporter.scanning and snap.status == coco.UpdateStatus.READY:
+                    await tower
                     reporter.scanning = False
                     reporter.files_total = reporter.files_done
                     await asyncio.to_thread(reporter.write, True)
