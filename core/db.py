@@ -108,6 +108,12 @@ def ensure_schema(url: str) -> None:
     with connect(url) as conn:
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # managed servers give a database owner, not a superuser; pgvector is not a trusted extension
+            raise DatabaseError(
+                f"This database user may not create the pgvector extension ({_first_line(exc)}). "
+                "Have a superuser run CREATE EXTENSION vector; once in this database, then try again."
+            ) from exc
         except psycopg.Error as exc:
             raise DatabaseError(
                 "The Postgres server has no pgvector extension available "
