@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The CPU build; an unpinned torch pulls several GB of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
+# Extra pip arguments for torch alone. Empty here; the Dockerfile passes PyTorch's CPU index,
+# because PyPI's Linux torch is the CUDA build.
+TORCH_PIP_ARGS ?=
 export COCOINDEX_DISABLE_USAGE_TRACKING := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
@@ -12,7 +15,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e .
 	touch $@
 

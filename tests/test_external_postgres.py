@@ -24,6 +24,7 @@ import httpx
 import psycopg
 import pytest
 from conftest import TINY_CLIP, free_port, run_main, wait_for
+from test_deploy import app_health_check
 
 from core.settings import Settings, load_settings
 
@@ -243,14 +244,17 @@ class TestOwnPostgres:
         assert any("hnsw" in d and "vector_cosine_ops" in d for d in indexes), indexes
 
         server, base = serve_and_wait(start_process, settings)
+        port = int(base.rsplit(":", 1)[1])
+        # the compose file's health check, run against the real server: healthy now, not once stopped
+        assert app_health_check(port) == 0
         status = httpx.get(f"{base}/api/status").json()
         assert status["images"] == 18 and status["failed"] == []
         assert top_paths(base, "a red circle") == ["red-circle.png"]
-        cli = run_main(settings, "search", "a blue square", "--json", "--limit", "1", PORT=base.rsplit(":", 1)[1])
+        cli = run_main(settings, "search", "a blue square", "--json", "--limit", "1", PORT=str(port))
         assert cli.returncode == 0, cli.stderr
         assert [r["path"] for r in json.loads(cli.stdout)["results"]] == ["blue-square.png"]
         server.stop()
-        assert server.proc.returncode is not None
+        assert server.proc.returncode is not None and app_health_check(port) != 0
         assert "Traceback" not in server.output(), server.output()
 
         # while the app is down, a picture arrives; the restarted app picks it up
