@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
@@ -26,6 +30,20 @@ _TAG_DATETIME_DIGITIZED = 36868
 _TAG_DATETIME = 306
 _TAG_MODEL = 272
 _TAG_ORIENTATION = 274
+# EXIF orientation → the transposition that shows the picture upright
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# resizing a picture far longer than wide in full before cropping costs memory and time for pixels
+# the crop throws away (an 8000×8 strip at 224 px would be 224,000×224); past this many times the
+# crop's area, only the part that survives the crop is resampled
+_CROP_FIRST_FACTOR = 4
 
 
 class ImageError(Exception):
@@ -68,6 +86,9 @@ def decode_image(
         raise ImageError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
+            # Pillow warns about damaged metadata it has worked around; the picture is still good,
+            # and a warning per file would bury the indexer's log
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             stored_w, stored_h = image.size
@@ -77,32 +98,32 @@ def decode_image(
                     f"{max_pixels:,} (raise MAX_IMAGE_PIXELS to index it)"
                 )
             fmt = (image.format or "unknown").lower()
-            exif = image.getexif()
-            orientation = exif.get(_TAG_ORIENTATION, 1)
+            orientation, taken_at, camera = _metadata(image)
             rgb = None
             if pixels:
                 if draft and image.format == "JPEG":
                     # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 size, never below `size`
                     image.draft("RGB", (prep.size, prep.size))
                 image.load()
-                rgb = to_rgb(ImageOps.exif_transpose(image) or image)
+                if orientation in _UPRIGHT:
+                    image = image.transpose(_UPRIGHT[orientation])
+                rgb = prepare_pixels(to_rgb(image), prep)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read (unknown format or corrupt header)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image too large: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+    except MemoryError:
+        raise ImageError(f"not enough memory to decode this {stored_w}x{stored_h} image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"image data is truncated or corrupt ({one_line(exc)})") from None
+    except Exception as exc:
+        # a decoder tripping over data it never expected (struct.error, IndexError, ...) means a
+        # bad file, not a bug in the indexer: it gets a reason like any other bad file
+        raise ImageError(f"image data is corrupt ({type(exc).__name__}: {one_line(exc)})") from None
     width, height = (stored_h, stored_w) if orientation in (5, 6, 7, 8) else (stored_w, stored_h)
-    return DecodedImage(
-        width=width,
-        height=height,
-        format=fmt,
-        taken_at=_taken_at(exif),
-        camera=_camera(exif),
-        pixels=None if rgb is None else prepare_pixels(rgb, prep),
-    )
+    return DecodedImage(width=width, height=height, format=fmt, taken_at=taken_at, camera=camera, pixels=rgb)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -132,6 +153,14 @@ def prepare_pixels(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     """Resize the shortest side, centre-crop: uint8 H×W×3, the model's processor before scaling."""
     image = to_rgb(image)
     new_w, new_h = resized_size(image.width, image.height, prep.size)
+    crop_w, crop_h = prep.crop_width, prep.crop_height
+    if new_w * new_h > _CROP_FIRST_FACTOR * crop_w * crop_h and new_w >= crop_w and new_h >= crop_h:
+        # the same pixels as resizing everything and cropping: `box` resamples only the source
+        # region that lands in the crop, with the same filter and the same scale
+        sx, sy = image.width / new_w, image.height / new_h
+        left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
+        box = (left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy)
+        return np.asarray(image.resize((crop_w, crop_h), resample=prep.resample, box=box), dtype=np.uint8)
     if (new_w, new_h) != image.size:
         image = image.resize((new_w, new_h), resample=prep.resample)
     top = (new_h - prep.crop_height) // 2
@@ -157,6 +186,28 @@ def normalize(batch: np.ndarray, prep: Preprocessing) -> np.ndarray:
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:200] if text else type(exc).__name__
+
+
+def _metadata(image: Image.Image) -> tuple[int, datetime | None, str | None]:
+    """(EXIF orientation, date taken, camera). Damaged metadata reads as absent: it says nothing
+    about whether the picture itself can be shown."""
+    try:
+        exif = image.getexif()
+    except Exception:
+        return 1, None, None
+    orientation = _or_default(lambda: exif.get(_TAG_ORIENTATION, 1), 1)
+    return (
+        orientation if isinstance(orientation, int) else 1,
+        _or_default(lambda: _taken_at(exif), None),
+        _or_default(lambda: _camera(exif), None),
+    )
+
+
+def _or_default(read: Callable[[], T], default: T) -> T:
+    try:
+        return read()
+    except Exception:
+        return default
 
 
 def _taken_at(exif: Image.Exif) -> datetime | None:
