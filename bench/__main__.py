@@ -22,6 +22,7 @@ from pathlib import Path  # noqa: E402
 
 from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E402
 from bench.indexing import bench_indexing  # noqa: E402
+from bench.load import load_test  # noqa: E402
 from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E402
 from bench.serving import cold_search, live_latency, query_at_scale  # noqa: E402
 from core.settings import PROJECT_ROOT, get_settings  # noqa: E402
@@ -38,6 +39,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale", default="10000,100000", help="index sizes for query latency")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--drops", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients in the load test")
+    parser.add_argument("--load-seconds", type=float, default=60, help="how long the load test runs")
+    parser.add_argument("--load-size", type=int, default=10_000, help="images in the load test's index")
     parser.add_argument("--usual-sample", type=int, default=120, help="images timed the usual way")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
@@ -45,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.smoke:
         args.images, args.scale, args.queries, args.drops, args.usual_sample = 12, "500", 10, 2, 6
+        args.clients, args.load_seconds, args.load_size = 4, 3, 500
         args.model = args.model or str(PROJECT_ROOT / "tests" / "fixtures" / "tiny-clip")
     return args
 
@@ -74,6 +79,7 @@ def main() -> None:
         live_latency(settings, env, report, args.drops, work)
         query_at_scale(settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work)
         cold_search(settings, env, report, work)
+        load_test(settings, env, report, work, args.clients, args.load_seconds, args.load_size)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

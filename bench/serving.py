@@ -84,12 +84,17 @@ def synthetic_embeddings(count: int, dim: int, seed: int = 7) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: str) -> str:
+def new_database(admin_url: str, name: str) -> str:
+    """An empty database `name` on the server of `admin_url` (dropped first if it exists); its URL."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     head, _, query = admin_url.partition("?")
-    url = head.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    return head.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+
+
+def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: str) -> str:
+    url = new_database(admin_url, name)
     count, dim = vectors.shape
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -99,14 +104,7 @@ def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model
             f"modified_at timestamptz, width bigint, height bigint, format text, taken_at timestamp, "
             f"camera text, model text, embedding vector({dim}))"
         )
-        stamp = datetime.now(UTC)
-        with conn.cursor().copy(
-            "COPY images (path, id, content_hash, size, modified_at, width, height, format, model, embedding) "
-            "FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["text", "int8", "text", "int8", "timestamptz", "int8", "int8", "text", "text", "vector"])
-            for i, v in enumerate(vectors):
-                copy.write_row((f"synthetic/{i:07d}.jpg", i, f"{i:064x}", 1000, stamp, 640, 480, "jpeg", model, v))
+        copy_synthetic_rows(conn, vectors, model)
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '512MB'")
         conn.execute(
@@ -116,6 +114,18 @@ def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model
         print(f"  HNSW index over {count:,} vectors built in {time.perf_counter() - started:.1f}s", flush=True)
         conn.execute("ANALYZE images")
     return url
+
+
+def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: str, first_id: int = 0) -> None:
+    """Rows for `vectors` straight into `images`, as the indexer would have written them."""
+    stamp = datetime.now(UTC)
+    with conn.cursor().copy(
+        "COPY images (path, id, content_hash, size, modified_at, width, height, format, model, embedding) "
+        "FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["text", "int8", "text", "int8", "timestamptz", "int8", "int8", "text", "text", "vector"])
+        for i, v in enumerate(vectors, start=first_id):
+            copy.write_row((f"synthetic/{i:07d}.jpg", i, f"{i:064x}", 1000, stamp, 640, 480, "jpeg", model, v))
 
 
 def _exact_top(vectors: np.ndarray, query: np.ndarray, k: int, exclude: int | None = None) -> set[int]:
