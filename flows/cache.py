@@ -5,8 +5,34 @@ CocoIndex memoises per file path; this cache is what makes identical bytes under
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import asyncpg
 import numpy as np
+
+T = TypeVar("T")
+
+# What asyncpg raises when the server is away (refused, socket gone, shutting down, pool closed).
+# Several are OSError subclasses, which the indexer would otherwise take for an unreadable file.
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached; the file is retried once it is back."""
+
+
+async def database_call(call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except _CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(f"database unreachable ({type(exc).__name__}: {exc})") from exc
 
 
 class EmbeddingCache:
@@ -15,20 +41,24 @@ class EmbeddingCache:
         self._model = model
 
     async def get(self, content_hash: str) -> np.ndarray | None:
-        raw = await self._pool.fetchval(
-            "SELECT embedding FROM embedding_cache WHERE model = $1 AND content_hash = $2",
-            self._model,
-            content_hash,
+        raw = await database_call(
+            lambda: self._pool.fetchval(
+                "SELECT embedding FROM embedding_cache WHERE model = $1 AND content_hash = $2",
+                self._model,
+                content_hash,
+            )
         )
         return None if raw is None else np.frombuffer(raw, dtype=np.float32).copy()
 
     async def put(self, content_hash: str, embedding: np.ndarray) -> None:
-        await self._pool.execute(
-            "INSERT INTO embedding_cache (model, content_hash, embedding) VALUES ($1, $2, $3) "
-            "ON CONFLICT (model, content_hash) DO NOTHING",
-            self._model,
-            content_hash,
-            embedding.astype(np.float32).tobytes(),
+        await database_call(
+            lambda: self._pool.execute(
+                "INSERT INTO embedding_cache (model, content_hash, embedding) VALUES ($1, $2, $3) "
+                "ON CONFLICT (model, content_hash) DO NOTHING",
+                self._model,
+                content_hash,
+                embedding.astype(np.float32).tobytes(),
+            )
         )
 
     async def prune(self) -> int:

@@ -12,9 +12,10 @@ copied files, and the model runs in batches off the event loop.
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
@@ -28,9 +29,12 @@ from numpy.typing import NDArray
 
 from core.db import ERRORS_TABLE, IMAGES_TABLE
 from core.settings import Settings
-from flows.cache import EmbeddingCache
+from flows.cache import DatabaseUnavailable, EmbeddingCache
 from flows.images import ImageError, decode_image, is_image_name, one_line
 from flows.model import ClipModel
+from flows.walk import ImageDirWalker, unreachable_link_reason
+
+log = logging.getLogger("sightline.indexer")
 
 READ_AHEAD = 16
 PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
@@ -96,7 +100,13 @@ class IndexRun:
     # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
     # memory on folders of large photos while keeping enough decoded images queued for the model
     reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
+    folder: "RescannableFolder | None" = None  # set once the live walk is mounted
     _warming: bool = False
+
+    def request_rescan(self) -> None:
+        """Walk the whole folder again soon (safe from any thread)."""
+        if self.folder is not None:
+            self.folder.request_rescan()
 
     def warm_up(self) -> None:
         """Load the image tower in the background as soon as there is work, so importing torch and
@@ -115,6 +125,54 @@ class ImageFileMatcher:
 
     def is_file_included(self, path: PurePath) -> bool:
         return not path.name.startswith(".") and is_image_name(path.name)
+
+
+class RescannableFolder:
+    """The live folder view, plus a full rescan on request.
+
+    Files that change while the database is away fail and are not remembered, but the watcher
+    only sees a file again when it changes. When the database comes back the runtime asks for a
+    rescan, which picks them up at once instead of at the next hourly rescan; unchanged files
+    cost a stat each.
+    """
+
+    def __init__(self, inner: coco.LiveMapView[str, localfs.File]) -> None:
+        self._inner = inner
+        self._wanted: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, localfs.File]]:
+        return self._inner.__aiter__()
+
+    async def watch(self, subscriber: coco.LiveMapSubscriber[str, localfs.File]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wanted = asyncio.Event()
+        wanted = self._wanted
+
+        async def rescans() -> None:
+            while True:
+                await wanted.wait()
+                wanted.clear()
+                await subscriber.update_all()
+
+        task = asyncio.create_task(rescans())
+        try:
+            await self._inner.watch(subscriber)
+        finally:
+            task.cancel()
+
+    def request_rescan(self) -> None:
+        if self._loop is not None and self._wanted is not None:
+            self._loop.call_soon_threadsafe(self._wanted.set)
+
+
+async def report_failure(exc: BaseException, context: coco.ExceptionContext) -> None:
+    """A file whose processing raised: one line while the database is away (the rescan after it
+    comes back retries the file), a traceback for anything else (a bug worth reporting)."""
+    if isinstance(exc, DatabaseUnavailable):
+        log.debug("%s: %s", context.stable_path, exc)
+    else:
+        log.error("indexing %s failed: %s", context.stable_path, exc, exc_info=exc)
 
 
 def image_id(path: str) -> int:
@@ -180,6 +238,13 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
     )
 
 
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except OSError:
+        return None
+
+
 @coco.fn
 async def index_file(
     file: localfs.File,
@@ -193,19 +258,25 @@ async def index_file(
     try:
         stat = full.stat()
         real = full.resolve(strict=True)
-    except OSError:
-        return  # gone since the scan: its delete event follows
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's resolve() on a symlink loop
+        dead_link = unreachable_link_reason(full)
+        if dead_link is not None and (link := _lstat(full)) is not None:
+            modified = datetime.fromtimestamp(link.st_mtime_ns / 1e9, tz=UTC)
+            errors.declare_row(row=ErrorRow(path=rel, reason=dead_link, size=link.st_size, modified_at=modified))
+        return  # otherwise gone since the scan: its delete event follows
     modified = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
 
     def fail(reason: str) -> None:
         errors.declare_row(row=ErrorRow(path=rel, reason=reason, size=stat.st_size, modified_at=modified))
 
     if not real.is_relative_to(run.image_root):
-        fail("symlink to a file outside IMAGE_DIR: not indexed and never served (copy the file in instead)")
+        fail("leads outside IMAGE_DIR through a symlink: not indexed and never served (copy the file in instead)")
         return
     try:
         facts = await describe_file(rel, stat.st_size, stat.st_mtime_ns, model)
     except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not os.path.lexists(full):
+            return  # deleted while it was read: nothing to record, its delete event follows
         fail(f"cannot read the file ({exc.strerror or one_line(exc)}); it is retried on the next change or run")
         return
     if facts.failure is not None:
@@ -259,8 +330,10 @@ async def index_folder() -> None:
         table_name=ERRORS_TABLE,
         table_schema=await postgres.TableSchema.from_class(ErrorRow, primary_key=["path"]),
     )
-    files = localfs.walk_dir(IMAGE_ROOT, recursive=True, path_matcher=ImageFileMatcher(), live=True)
-    await coco.mount_each(index_file, files.items(), images, errors, run.model.name)
+    walk = ImageDirWalker(IMAGE_ROOT, recursive=True, path_matcher=ImageFileMatcher(), live=True)
+    run.folder = RescannableFolder(walk.items())  # type: ignore[arg-type]
+    async with coco.exception_handler(report_failure):
+        await coco.mount_each(index_file, run.folder, images, errors, run.model.name)
 
 
 app = coco.App(coco.AppConfig(name="sightline"), index_folder)

@@ -83,7 +83,8 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
     await asyncio.to_thread(reconcile_state, url, settings)
     builder.settings.db_path = settings.state_dir
     model = await asyncio.to_thread(get_model, settings.clip_model, settings.device, settings.precision)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=8)
+    # no connection floor: asyncpg would log a traceback a second while the database is away
+    pool = await asyncpg.create_pool(url, min_size=0, max_size=8)
     assert pool is not None
     root = settings.image_dir.resolve()
     builder.provide(PG_POOL, pool)
@@ -263,6 +264,38 @@ class StatusReporter:
 
 
 HEARTBEAT_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
+
+
+class DatabaseWatch:
+    """Tells when the database goes away and comes back, with exponential backoff in between.
+
+    While it is away, files that change fail (nothing is remembered for them); when it is back, the
+    caller rescans the folder so they are indexed without a restart.
+    """
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self._delay = HEARTBEAT_SECONDS
+
+    def failed(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("database unreachable (%s); indexing resumes when it is back", exc)
+        self._delay = min(self._delay * 2, RETRY_MAX_SECONDS)
+
+    def succeeded(self) -> bool:
+        """Record a success; True when this ends an outage."""
+        self._delay = HEARTBEAT_SECONDS
+        if self.down_since is None:
+            return False
+        log.warning("database back after %.0fs; rescanning the folder", time.monotonic() - self.down_since)
+        self.down_since = None
+        return True
+
+    @property
+    def next_try(self) -> float:
+        return self._delay
 
 
 async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
@@ -277,15 +310,19 @@ async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None =
         reporter = StatusReporter(url, settings, run)
         reporter.files_total = await asyncio.to_thread(count_image_files, settings.image_dir)
         stop = asyncio.Event()
+        database = DatabaseWatch()
 
         async def heartbeat() -> None:
             while not stop.is_set():
                 try:
                     await asyncio.to_thread(reporter.write, True)
-                except Exception as exc:  # the database may be away for a while: keep beating
-                    log.warning("could not update indexer status: %s", exc)
+                except Exception as exc:  # the database may be away for a while: keep trying
+                    database.failed(exc)
+                else:
+                    if database.succeeded():
+                        run.request_rescan()
                 try:
-                    await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+                    await asyncio.wait_for(stop.wait(), database.next_try)
                 except TimeoutError:
                     pass
 
@@ -298,7 +335,10 @@ async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None =
                     await tower
                     reporter.scanning = False
                     reporter.files_total = reporter.files_done
-                    await asyncio.to_thread(reporter.write, True)
+                    try:
+                        await asyncio.to_thread(reporter.write, True)
+                    except Exception as exc:
+                        database.failed(exc)
                     if on_ready is not None:
                         on_ready()
                 elif not reporter.scanning:
