@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 import psycopg
 import psycopg_pool
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
@@ -33,6 +34,7 @@ from api.search import (
     make_filters,
     search_by_vector,
 )
+from api.security import TokenAuth, UploadLimit
 from api.status import status_from, unreachable_status
 from api.thumbnails import ensure_thumbnail, thumbnail_path
 from core.db import DatabaseError, database_url, ensure_schema
@@ -55,6 +57,16 @@ MEDIA_TYPES = {
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
 Offset = Annotated[int, Query(ge=0, description="results to skip")]
+# ids are 53-bit; bounding them turns a huge number into a 422 instead of a numeric the database
+# would have to compare against a bigint
+ImageId = Annotated[int, PathParam(ge=0, lt=2**63, description="an image id from a search result")]
+
+
+def reject_nul_bytes(request: Request) -> None:
+    """Postgres text cannot hold NUL; refuse it up front rather than fail inside a query."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:
+            raise BadRequest(f"{name} must not contain NUL (\\x00) characters")
 
 
 class Services:
@@ -161,10 +173,25 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         summary="Search a folder of images by describing them.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(reject_nul_bytes)],
     )
-    origins = (settings or get_settings()).cors_origins
-    if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"])
+    configured = settings or get_settings()
+    app.add_middleware(UploadLimit, path="/api/search/image", max_bytes=configured.upload_max_bytes)
+    if configured.api_token:
+        app.add_middleware(TokenAuth, token=configured.api_token)
+        app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
+    if configured.cors_origins:
+        # Added last, so it is the outermost layer: preflights (which never carry the token) are
+        # answered here, and a 401 still carries the CORS headers the calling page needs to read
+        # it. Credentials stay off, so no origin, and never "*", can send the image cookie; other
+        # sites authenticate with the bearer header, which must then be allowed.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(configured.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization"],
+            allow_credentials=False,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -257,7 +284,7 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         return page(request, {"image": file.filename or "upload"}, hits, limit, offset, more)
 
     @app.get("/api/images/{image_id}", summary="One indexed image")
-    def image_info(request: Request, image_id: int) -> dict[str, Any]:
+    def image_info(request: Request, image_id: ImageId) -> dict[str, Any]:
         with services(request).connection() as conn:
             record = get_image(conn, image_id)
         if record is None:
@@ -265,7 +292,7 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         return record.as_json()
 
     @app.get("/api/images/{image_id}/similar", summary="Images most like an indexed image")
-    def similar(request: Request, image_id: int, limit: Limit = 40, offset: Offset = 0) -> dict[str, Any]:
+    def similar(request: Request, image_id: ImageId, limit: Limit = 40, offset: Offset = 0) -> dict[str, Any]:
         svc = services(request)
         model = svc.require_model()
         with svc.connection() as conn:
@@ -299,12 +326,12 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         return real, fmt, digest
 
     @app.get("/api/images/{image_id}/file", summary="The original file")
-    def original(request: Request, image_id: int) -> FileResponse:
+    def original(request: Request, image_id: ImageId) -> FileResponse:
         real, fmt, _ = indexed_file(services(request), image_id)
         return FileResponse(real, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"))
 
     @app.get("/api/images/{image_id}/thumbnail", summary="A thumbnail, at most 320 px on the long side")
-    def thumbnail(request: Request, image_id: int) -> FileResponse:
+    def thumbnail(request: Request, image_id: ImageId) -> FileResponse:
         svc = services(request)
         real, _, digest = indexed_file(svc, image_id)
         target = thumbnail_path(svc.settings.thumbnail_dir, image_id, digest)
@@ -342,6 +369,20 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
 
     app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     return app
+
+
+def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
+    """The schema with the bearer scheme declared, so /docs offers "Authorize" and sends the token."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "the server's API_TOKEN"}
+        }
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def jsonable(errors: Any) -> Any:

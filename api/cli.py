@@ -30,7 +30,8 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     base = f"http://{host}:{settings.port}"
     try:
-        with httpx.Client(base_url=base, timeout=httpx.Timeout(30, connect=0.3)) as client:
+        headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+        with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(30, connect=0.3)) as client:
             status = client.get("/api/status").json()
             if status.get("image_dir") != str(settings.image_dir) or status.get("model") != settings.clip_model:
                 return None  # some other Sightline

@@ -6,7 +6,9 @@ the working directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -38,6 +40,8 @@ class Settings:
     upload_max_bytes: int
     search_ef: int  # hnsw.ef_search; pages deeper than this use an exact scan
     cors_origins: tuple[str, ...]
+    api_token: str  # empty: no authentication
+    allow_remote_without_token: bool  # the explicit opt-out of the loopback-only rule
 
     @property
     def embedded_database(self) -> bool:
@@ -89,6 +93,53 @@ def _choice(values: Mapping[str, str | None], name: str, default: str, allowed: 
     return value
 
 
+def _bool(values: Mapping[str, str | None], name: str, default: bool) -> bool:
+    raw = (values.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be 1 or 0 (true/false, yes/no, on/off)")
+
+
+# scheme://host[:port] and nothing else: browsers send exactly that in Origin, so anything with a
+# path or a trailing slash would silently never match
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$", re.IGNORECASE)
+
+
+def _origins(raw: str | None) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in (raw or "").split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise SettingsError(
+                f"CORS_ORIGINS: {origin!r} is not an origin; write it as scheme://host[:port], "
+                "e.g. https://photos.example.org, without a path"
+            )
+    return origins
+
+
+def _token(raw: str | None) -> str:
+    token = (raw or "").strip()
+    # a header value can carry only visible ASCII; anything else could never be sent back
+    if token and not all(33 <= ord(c) <= 126 for c in token):
+        raise SettingsError("API_TOKEN may hold only visible ASCII characters (no spaces)")
+    return token
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for addresses only this machine can reach: 127.0.0.0/8, ::1 and `localhost`.
+    Any other name counts as remote: resolving it would need the network, and it may change."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
     """Build settings from `.env` overlaid with `environ` (default: the process environment)."""
     values: dict[str, str | None] = dict(dotenv_values(env_file or PROJECT_ROOT / ".env"))
@@ -106,7 +157,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         port=_int(values, "PORT", 8000),
         upload_max_bytes=_int(values, "UPLOAD_MAX_MB", 20) * 1024 * 1024,
         search_ef=_int(values, "SEARCH_EF", 200, lo=10),
-        cors_origins=tuple(o.strip() for o in (values.get("CORS_ORIGINS") or "").split(",") if o.strip()),
+        cors_origins=_origins(values.get("CORS_ORIGINS")),
+        api_token=_token(values.get("API_TOKEN")),
+        allow_remote_without_token=_bool(values, "ALLOW_REMOTE_WITHOUT_TOKEN", False),
     )
 
 

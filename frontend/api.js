@@ -7,12 +7,94 @@ export class ApiError extends Error {
   }
 }
 
-async function request(url, options = {}) {
+// When the server has an API_TOKEN, every API call carries it. The page asks for it once, when a
+// call answers 401, keeps it in localStorage and asks again if the server stops accepting it. The
+// server answers such calls with an HttpOnly cookie that lets <img> tags load images (they cannot
+// send headers); see api/security.py.
+const TOKEN_KEY = "sightline-token";
+let asking = null; // one dialog at a time, however many calls are waiting for it
+
+function storedToken() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return ""; // storage disabled: the token then lives only as long as the page
+  }
+}
+
+let pageToken = storedToken();
+
+function keepToken(token) {
+  pageToken = token;
+  try {
+    localStorage.setItem(TOKEN_KEY, token);
+  } catch {
+    // keep it for this page only
+  }
+}
+
+function askForToken(wrong) {
+  if (!asking) {
+    asking = showTokenDialog(wrong).finally(() => {
+      asking = null;
+    });
+  }
+  return asking;
+}
+
+function showTokenDialog(wrong) {
+  return new Promise((resolve) => {
+    const dialog = document.createElement("dialog");
+    dialog.id = "token-dialog";
+    dialog.className = "token";
+    const form = document.createElement("form");
+    form.method = "dialog";
+    const title = document.createElement("h2");
+    title.textContent = "This Sightline needs an access token";
+    const hint = document.createElement("p");
+    hint.id = "token-hint";
+    hint.className = wrong ? "bad" : "off";
+    hint.textContent = wrong
+      ? "That token was not accepted. Enter the API_TOKEN the server was started with."
+      : "Enter the API_TOKEN the server was started with. This browser remembers it.";
+    const input = document.createElement("input");
+    input.id = "token";
+    input.type = "password";
+    input.required = true;
+    input.autocomplete = "current-password";
+    input.setAttribute("aria-label", "Access token");
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.textContent = "Continue";
+    form.append(title, hint, input, button);
+    dialog.append(form);
+    // the page cannot do anything without the token, so Esc does not dismiss the question
+    dialog.addEventListener("cancel", (e) => e.preventDefault());
+    form.addEventListener("submit", () => {
+      keepToken(input.value.trim());
+      dialog.remove();
+      resolve();
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+async function request(url, options = {}, retried = false) {
+  const sentToken = pageToken;
+  const headers = new Headers(options.headers || {});
+  if (sentToken) headers.set("Authorization", `Bearer ${sentToken}`);
   let response;
   try {
-    response = await fetch(url, options);
+    response = await fetch(url, { ...options, headers });
   } catch {
     throw new ApiError("Can't reach the Sightline server. Is it still running?", 0);
+  }
+  if (response.status === 401 && !retried) {
+    // another call may already have got a newer token while this one was on its way
+    if (pageToken === sentToken) await askForToken(Boolean(sentToken));
+    return request(url, options, pageToken === sentToken);
   }
   let body = null;
   try {

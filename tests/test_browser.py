@@ -63,6 +63,10 @@ def server(gallery: Settings, start_process: Any) -> Iterator[str]:
 
 @pytest.fixture
 def page(server: str) -> Iterator[Any]:
+    yield from open_page()
+
+
+def open_page() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -189,3 +193,75 @@ def test_an_unreachable_server_is_said_plainly(page: Any, server: str) -> None:
     page.fill("#q", "a red square")
     page.press("#q", "Enter")
     page.wait_for_function("document.querySelector('#banner').textContent.includes(\"Can't reach\")")
+
+
+BROWSER_TOKEN = "browser-test-token-7"
+
+
+@pytest.fixture
+def token_server(settings: Settings, start_process: Any) -> Iterator[str]:
+    """A server with API_TOKEN over the 18 coloured shapes."""
+    port = free_port()
+    start_process(settings, "serve", PORT=str(port), API_TOKEN=BROWSER_TOKEN)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {BROWSER_TOKEN}"}
+
+    def ready() -> bool:
+        try:
+            body = httpx.get(f"{base}/api/status", headers=headers, timeout=2).json()
+        except (httpx.TransportError, ValueError):
+            return False
+        return bool(body.get("live") and not body["scanning"] and body["images"] == 18)
+
+    wait_for(ready, timeout=120)
+    yield base
+
+
+@pytest.fixture
+def token_page(token_server: str) -> Iterator[Any]:
+    yield from open_page()
+
+
+def images_loaded(page: Any, selector: str) -> None:
+    """Every image under `selector` has arrived and decoded (a 401 would leave it broken)."""
+    page.wait_for_function(
+        f"[...document.querySelectorAll({selector!r})].length > 0 && "
+        f"[...document.querySelectorAll({selector!r})].every((i) => i.complete && i.naturalWidth > 0)"
+    )
+
+
+def test_with_a_token_the_page_asks_once_remembers_it_and_asks_again_when_it_is_wrong(
+    token_page: Any, token_server: str
+) -> None:
+    page = token_page
+    page.goto(token_server + "/?q=a%20red%20circle")
+    page.wait_for_selector("#token-dialog", state="visible")
+    assert "not accepted" not in page.inner_text("#token-hint")
+    page.fill("#token", "a-wrong-guess")
+    page.press("#token", "Enter")
+    page.wait_for_function("document.querySelector('#token-hint')?.textContent.includes('not accepted')")
+    page.fill("#token", BROWSER_TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('red-circle')")
+    assert page.locator("#token-dialog").count() == 0
+    images_loaded(page, ".tile img")  # <img> tags cannot send the header: the image cookie did
+    page.locator(".tile button").first.click()
+    images_loaded(page, "#viewer-img")
+    screenshot(page, "search-page-with-token.png")
+
+    # remembered: a new visit, and the status view, ask nothing
+    assert page.evaluate("localStorage.getItem('sightline-token')") == BROWSER_TOKEN
+    page.goto(token_server + "/?q=a%20blue%20square")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('blue-square')")
+    page.goto(token_server + "/status")
+    page.wait_for_function("document.querySelector('#images').textContent === '18'")
+    assert page.locator("#token-dialog").count() == 0
+
+    # a token that stopped working (the server's API_TOKEN changed) is asked for again
+    page.evaluate("localStorage.setItem('sightline-token', 'an-old-token')")
+    page.goto(token_server + "/?q=a%20yellow%20triangle")
+    page.wait_for_function("document.querySelector('#token-hint')?.textContent.includes('not accepted')")
+    page.fill("#token", BROWSER_TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('yellow-triangle')")
+    images_loaded(page, ".tile img")
