@@ -240,6 +240,7 @@ def test_with_a_token_the_page_asks_once_remembers_it_and_asks_again_when_it_is_
     page.fill("#token", "a-wrong-guess")
     page.press("#token", "Enter")
     page.wait_for_function("document.querySelector('#token-hint')?.textContent.includes('not accepted')")
+    screenshot(page, "token-prompt.png")
     page.fill("#token", BROWSER_TOKEN)
     page.press("#token", "Enter")
     page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('red-circle')")

@@ -340,6 +340,13 @@ class TestCors:
                 headers = cors_headers(server.base, "https://anyone.example", preflight=preflight)
                 assert headers["access-control-allow-origin"] == "*"
                 assert headers.get("access-control-allow-credentials") != "true"
+            # a request with cookies is where a lax server would echo the origin and allow credentials
+            with_cookie = httpx.get(
+                f"{server.base}/api/folders",
+                headers={"Origin": "https://anyone.example", "Cookie": f"{IMAGE_COOKIE}=x"},
+            ).headers
+            assert with_cookie["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in with_cookie
         finally:
             stop(server.proc)
 
