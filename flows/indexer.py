@@ -18,7 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import asyncpg
 import cocoindex as coco
@@ -30,9 +30,9 @@ from numpy.typing import NDArray
 from core.db import ERRORS_TABLE, IMAGES_TABLE
 from core.settings import Settings
 from flows.cache import DatabaseUnavailable, EmbeddingCache
-from flows.images import ImageError, decode_image, is_image_name, one_line
+from flows.images import ImageError, decode_image, one_line
 from flows.model import ClipModel
-from flows.walk import ImageDirWalker, unreachable_link_reason
+from flows.walk import ImageFileMatcher, unreachable_link_reason, unreachable_links
 
 log = logging.getLogger("sightline.indexer")
 
@@ -116,19 +116,11 @@ class IndexRun:
             threading.Thread(target=self.model.vision_tower, name="load-image-tower", daemon=True).start()
 
 
-class ImageFileMatcher:
-    """Image extensions in any case; hidden files and folders (.thumbnails, ._IMG.jpg, .part files
-    of copy tools) are left out."""
-
-    def is_dir_included(self, path: PurePath) -> bool:
-        return not path.name.startswith(".")
-
-    def is_file_included(self, path: PurePath) -> bool:
-        return not path.name.startswith(".") and is_image_name(path.name)
-
-
 class RescannableFolder:
-    """The live folder view, plus a full rescan on request.
+    """The live folder view, plus the symlinks that lead nowhere, plus a full rescan on request.
+
+    Every scan (the first, the hourly ones, and those on request) lists the folder through
+    `__aiter__`, so unreachable links (see `flows.walk`) get their error rows at each of them.
 
     Files that change while the database is away fail and are not remembered, but the watcher
     only sees a file again when it changes. When the database comes back the runtime asks for a
@@ -136,13 +128,18 @@ class RescannableFolder:
     cost a stat each.
     """
 
-    def __init__(self, inner: coco.LiveMapView[str, localfs.File]) -> None:
+    def __init__(self, inner: coco.LiveMapView[str, localfs.File], root: Path) -> None:
         self._inner = inner
+        self._root = root
         self._wanted: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def __aiter__(self) -> AsyncIterator[tuple[str, localfs.File]]:
-        return self._inner.__aiter__()
+    async def __aiter__(self) -> AsyncIterator[tuple[str, localfs.File]]:
+        async for item in self._inner:
+            yield item
+        base = localfs.FilePath(base_dir=IMAGE_ROOT)
+        for rel in await asyncio.to_thread(lambda: list(unreachable_links(self._root, ImageFileMatcher()))):
+            yield rel.as_posix(), localfs.File(base / rel.as_posix())
 
     async def watch(self, subscriber: coco.LiveMapSubscriber[str, localfs.File]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -330,20 +327,10 @@ async def index_folder() -> None:
         table_name=ERRORS_TABLE,
         table_schema=await postgres.TableSchema.from_class(ErrorRow, primary_key=["path"]),
     )
-    walk = ImageDirWalker(IMAGE_ROOT, recursive=True, path_matcher=ImageFileMatcher(), live=True)
-    run.folder = RescannableFolder(walk.items())  # type: ignore[arg-type]
+    walk = localfs.walk_dir(IMAGE_ROOT, recursive=True, path_matcher=ImageFileMatcher(), live=True)
+    run.folder = RescannableFolder(walk.items(), run.image_root)  # type: ignore[arg-type]
     async with coco.exception_handler(report_failure):
         await coco.mount_each(index_file, run.folder, images, errors, run.model.name)
 
 
 app = coco.App(coco.AppConfig(name="sightline"), index_folder)
-
-
-def count_image_files(root: Path) -> int:
-    """How many files a scan will visit (for the progress bar's total)."""
-    matcher = ImageFileMatcher()
-    total = 0
-    for _folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if matcher.is_dir_included(PurePath(d))]
-        total += sum(1 for n in names if matcher.is_file_included(PurePath(n)))
-    return total

@@ -18,8 +18,9 @@ import cocoindex as coco
 from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, database_url, ensure_schema, table_exists
 from core.settings import Settings, get_settings
 from flows.cache import EmbeddingCache
-from flows.indexer import IMAGE_ROOT, PG_POOL, RUN, IndexRun, app, count_image_files, make_batched_embed
+from flows.indexer import IMAGE_ROOT, PG_POOL, RUN, IndexRun, app, make_batched_embed
 from flows.model import get_model
+from flows.walk import count_image_files
 
 log = logging.getLogger("sightline.indexer")
 
