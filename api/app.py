@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -43,6 +44,8 @@ from flows.images import ImageError, decode_image
 from flows.model import ClipModel, ModelLoadError, get_model
 
 log = logging.getLogger("sightline.api")
+# while the database is away the pool logs every failed reconnection; /api/status says it once
+logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
 MEDIA_TYPES = {
     "jpeg": "image/jpeg",
@@ -76,13 +79,16 @@ class Services:
         self.settings = settings
         self.pool: psycopg_pool.ConnectionPool | None = None
         self.database_error: str | None = None
+        self.url = ""
+        self.database_down: str | None = None  # why the database was last unreachable, while it is
+        self._last_probe = 0.0
         self.model: ClipModel | None = None
         self.model_error: str | None = None
         self._model_ready = threading.Event()
 
     def open(self) -> None:
         try:
-            url = database_url(self.settings)
+            url = self.url = database_url(self.settings)
             ensure_schema(url)
         except DatabaseError as exc:
             self.database_error = str(exc)
@@ -132,12 +138,54 @@ class Services:
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         if self.pool is None:
             raise HTTPException(503, f"Database unavailable: {self.database_error or 'not configured'}")
+        if self._still_down():
+            raise HTTPException(503, self._unreachable(self.database_down or "no answer"))
         try:
             with self.pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            reason = _first_line(exc)
-            raise HTTPException(503, f"Database unreachable ({reason}); searches resume when it is back.") from exc
+        except psycopg_pool.PoolTimeout as exc:
+            # every connection busy for `timeout` seconds: heavy load, or a database that is away
+            if self._reachable():
+                raise HTTPException(503, "The server is busy; try again in a moment.") from exc
+            self._mark_down(exc)
+            raise HTTPException(503, self._unreachable(self.database_down or "")) from exc
+        except psycopg.OperationalError as exc:
+            self._mark_down(exc)
+            raise HTTPException(503, self._unreachable(self.database_down or "")) from exc
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self.database_down = _first_line(exc)
+        self._last_probe = time.monotonic()
+
+    def _reachable(self) -> bool:
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+        except psycopg.Error:
+            return False
+        return True
+
+    def _still_down(self) -> bool:
+        """While the database is known to be away, answer at once instead of waiting for the pool's
+        timeout; one direct connection attempt a second tells when it is back."""
+        if self.database_down is None:
+            return False
+        now = time.monotonic()
+        if now - self._last_probe < PROBE_SECONDS:
+            return True
+        self._last_probe = now
+        if not self._reachable():
+            return True
+        self.database_down = None
+        assert self.pool is not None
+        self.pool.check()  # drop the connections the outage broke
+        return False
+
+    @staticmethod
+    def _unreachable(reason: str) -> str:
+        return f"Database unreachable ({reason}); searches resume by themselves when it is back."
+
+
+PROBE_SECONDS = 1.0
 
 
 def _first_line(exc: BaseException) -> str:
