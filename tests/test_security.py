@@ -196,13 +196,13 @@ class TestBinding:
         def answered() -> int | None:
             assert server.proc.poll() is None, server.output()
             try:
-                return httpx.get(f"http://127.0.0.1:{port}/api/folders", timeout=2).status_code
+                return httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=2).status_code
             except httpx.TransportError:
                 return None
 
         assert wait_for(answered, timeout=90) == (401 if headers else 200)
         if headers:
-            assert httpx.get(f"http://127.0.0.1:{port}/api/folders", headers=headers).status_code == 200
+            assert httpx.get(f"http://127.0.0.1:{port}/api/status", headers=headers).status_code == 200
 
 
 API_ROUTES = [
@@ -684,9 +684,10 @@ class TestNoOutboundNetwork:
         )
         log = tmp_path / "net.log"
         subprocess.run([sys.executable, str(ROOT / "tests" / "netwatch.py"), str(log), str(script)], check=True)
-        assert outbound(connections(log)) == [
-            {"via": "socket.connect", "family": "AF_INET", "address": ["192.0.2.1", 9]}
-        ]
+        # seen by the audit hook, and by the kernel-table poller too when the attempt lasts long enough
+        found = outbound(connections(log))
+        assert {"socket.connect"} <= {e["via"] for e in found}
+        assert {tuple(e["address"]) for e in found} == {("192.0.2.1", 9)}
 
     def test_index_serve_and_search_connect_to_nothing_beyond_this_machine(
         self, settings: Settings, tmp_path: Path
