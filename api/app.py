@@ -40,7 +40,7 @@ from api.status import status_from, unreachable_status
 from api.thumbnails import ensure_thumbnail, thumbnail_path
 from core.db import DatabaseError, database_url, ensure_schema
 from core.settings import PROJECT_ROOT, Settings, get_settings
-from flows.images import ImageError, decode_image
+from flows.images import ImageError, decode_image, one_line
 from flows.model import ClipModel, ModelLoadError, get_model
 
 log = logging.getLogger("sightline.api")
@@ -152,6 +152,8 @@ class Services:
         except psycopg.OperationalError as exc:
             self._mark_down(exc)
             raise HTTPException(503, self._unreachable(self.database_down or "")) from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise HTTPException(503, NOTHING_INDEXED) from exc
 
     def _mark_down(self, exc: BaseException) -> None:
         self.database_down = _first_line(exc)
@@ -186,6 +188,7 @@ class Services:
 
 
 PROBE_SECONDS = 1.0
+NOTHING_INDEXED = "Nothing is indexed yet: the indexer has not created its table (python main.py serve, or index)."
 
 
 def _first_line(exc: BaseException) -> str:
@@ -385,8 +388,9 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         target = thumbnail_path(svc.settings.thumbnail_dir, image_id, digest)
         try:
             ensure_thumbnail(real, target, svc.settings.max_image_pixels)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise HTTPException(404, f"The file for image {image_id} can no longer be read ({exc}).") from None
+        except Exception as exc:  # whatever Pillow raises, the file cannot be shown now
+            reason = one_line(exc)
+            raise HTTPException(404, f"The file for image {image_id} can no longer be read ({reason}).") from None
         return FileResponse(target, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/status", summary="What is indexed, what failed, what the indexer is doing")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from api.search import BadRequest, search_by_vector
-from core.db import connect, database_url
+from core.db import IMAGES_TABLE, connect, database_url, table_exists
 from core.settings import Settings
 from flows.images import ImageError, decode_image
 
@@ -51,28 +51,31 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
 def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from flows.model import get_model
 
-    model = get_model(settings.clip_model, settings.device, settings.precision)
-    if args.image:
+    with connect(database_url(settings)) as conn:
+        # before loading the model: a database the indexer never ran on has nothing to search
+        if not table_exists(conn, IMAGES_TABLE):
+            raise CliError("nothing is indexed in this database yet; run `python main.py index` (or serve) first")
+        model = get_model(settings.clip_model, settings.device, settings.precision)
+        if args.image:
+            try:
+                data = Path(args.image).read_bytes()
+                decoded = decode_image(data, model.preprocessing, max_pixels=settings.max_image_pixels)
+            except OSError as exc:
+                raise CliError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+            except ImageError as exc:
+                raise CliError(f"{args.image} is not a usable image: {exc}") from None
+            assert decoded.pixels is not None
+            vector = model.embed_pixels(decoded.pixels[None])[0]
+            query: object = {"image": args.image}
+        else:
+            vector = model.embed_text(args.text)
+            query = args.text
         try:
-            data = Path(args.image).read_bytes()
-            decoded = decode_image(data, model.preprocessing, max_pixels=settings.max_image_pixels)
-        except OSError as exc:
-            raise CliError(f"cannot read {args.image}: {exc.strerror or exc}") from None
-        except ImageError as exc:
-            raise CliError(f"{args.image} is not a usable image: {exc}") from None
-        assert decoded.pixels is not None
-        vector = model.embed_pixels(decoded.pixels[None])[0]
-        query: object = {"image": args.image}
-    else:
-        vector = model.embed_text(args.text)
-        query = args.text
-    try:
-        with connect(database_url(settings)) as conn:
             hits, more = search_by_vector(
                 conn, vector, model=model.name, limit=args.limit, offset=args.offset, ef_search=settings.search_ef
             )
-    except BadRequest as exc:
-        raise CliError(str(exc)) from None
+        except BadRequest as exc:
+            raise CliError(str(exc)) from None
     results = [h.as_json() for h in hits]
     return {"query": query, "results": results, "limit": args.limit, "offset": args.offset, "has_more": more}
 

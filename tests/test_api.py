@@ -222,6 +222,25 @@ class TestCommandLine:
         assert result.returncode == 2 and result.stderr.startswith("error:")
 
 
+class TestBeforeTheFirstIndex:
+    """A server or CLI pointed at a database the indexer never ran on says so, instead of failing."""
+
+    def test_the_api_answers_503_nothing_indexed_yet(self, settings: Settings) -> None:
+        with TestClient(create_app(settings)) as client:
+            for url in ("/api/search?q=a+red+circle", "/api/folders", "/api/images/1", "/api/images/1/similar"):
+                response = client.get(url)
+                assert response.status_code == 503, (url, response.text)
+                assert response.json()["detail"].startswith("Nothing is indexed yet")
+            assert client.get("/api/status").json()["images"] == 0
+
+    def test_the_cli_search_says_to_index_first(self, settings: Settings) -> None:
+        result = run_main(settings, "search", "a red circle")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip() == (
+            "error: nothing is indexed in this database yet; run `python main.py index` (or serve) first"
+        )
+
+
 class TestServer:
     def test_serve_runs_the_live_indexer_and_the_api_in_one_process(self, settings, start_process) -> None:
         port = free_port()
