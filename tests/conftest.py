@@ -142,13 +142,16 @@ def free_port() -> int:
 
 
 class Process:
-    """A `main.py` subprocess with its output captured to a file, stopped on exit."""
+    """A `main.py` subprocess with its output captured to a file, stopped on exit. `prefix` runs it
+    under another command (e.g. one that drops privileges)."""
 
-    def __init__(self, settings: Settings, args: list[str], log: Path, **extra_env: str) -> None:
+    def __init__(
+        self, settings: Settings, args: list[str], log: Path, *, prefix: list[str] | None = None, **extra_env: str
+    ) -> None:
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py"), *args],
+            [*(prefix or []), sys.executable, str(ROOT / "main.py"), *args],
             env=env_for(settings, **extra_env),
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -186,3 +189,12 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
 def copy_tiny_model(target: Path) -> Path:
     shutil.copytree(TINY_CLIP, target)
     return target
+
+
+def write_slowly(path: Path, data: bytes, chunk: int = 4096, pause: float = 0.02) -> None:
+    """Write `data` in chunks with pauses, as a slow copy over a network would."""
+    with open(path, "wb") as out:
+        for start in range(0, len(data), chunk):
+            out.write(data[start : start + chunk])
+            out.flush()
+            time.sleep(pause)

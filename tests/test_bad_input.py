@@ -35,7 +35,18 @@ import httpx
 import numpy as np
 import psycopg
 import pytest
-from conftest import ROOT, TINY_CLIP, _with_database, env_for, free_port, query, run_main, wait_for
+from conftest import (
+    ROOT,
+    TINY_CLIP,
+    Process,
+    _with_database,
+    env_for,
+    free_port,
+    query,
+    run_main,
+    wait_for,
+    write_slowly,
+)
 from PIL import Image
 from shapes import Drawing, draw
 
@@ -420,37 +431,16 @@ class TestOneShotIndex:
 # --- a live server over the same corpus ---------------------------------------------------------
 
 
-class Server:
+class Server(Process):
     """`main.py serve` over the corpus, as the restricted user, with its output in a file."""
 
     def __init__(self, corpus: Corpus, log: Path) -> None:
-        self.log = log
         self.url = f"http://127.0.0.1:{free_port()}"
-        self._out = open(log, "w")  # noqa: SIM115
-        env = env_for(corpus.settings, PORT=self.url.rsplit(":", 1)[1], **corpus.restricted_env)
-        self.proc = subprocess.Popen(
-            [*(RESTRICTED or []), sys.executable, str(ROOT / "main.py"), "serve"],
-            env=env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-
-    def output(self) -> str:
-        return self.log.read_text()
+        port = self.url.rsplit(":", 1)[1]
+        super().__init__(corpus.settings, ["serve"], log, prefix=RESTRICTED, PORT=port, **corpus.restricted_env)
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         return httpx.get(self.url + path, params=params, timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._out.close()
 
 
 @pytest.fixture(scope="module")
@@ -632,11 +622,7 @@ class TestLive:
         target = corpus.root / "live" / "slow copy.jpg"
         target.parent.mkdir(exist_ok=True)
         data = saved(draw(Drawing("purple", "circle"), width=700, height=500), "JPEG", quality=95)
-        with open(target, "wb") as out:
-            for start in range(0, len(data), 4096):
-                out.write(data[start : start + 4096])
-                out.flush()
-                time.sleep(0.02)
+        write_slowly(target, data)
         digest = hashlib.sha256(data).hexdigest()
         rel = "live/slow copy.jpg"
         wait_for(lambda: live_rows(corpus, rel).get(rel) == digest and rel not in live_errors(corpus, rel), timeout=60)

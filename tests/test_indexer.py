@@ -3,6 +3,7 @@ files recorded instead of crashing the run, and with one model's vectors per sea
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_tiny_model, query, run_main, wait_for
+from conftest import copy_tiny_model, query, run_main, wait_for, write_slowly
 from PIL import Image
 from shapes import ALL_DRAWINGS, Drawing, draw
 
@@ -240,13 +241,7 @@ class TestLive:
         picture = draw(Drawing("purple", "circle"), width=700, height=500)
         data = jpeg_bytes(picture, quality=95)
         target = settings.image_dir / "slow.jpg"
-        with open(target, "wb") as out:
-            for start in range(0, len(data), 4096):
-                out.write(data[start : start + 4096])
-                out.flush()
-                time.sleep(0.02)
-        import hashlib
-
+        write_slowly(target, data)
         digest = hashlib.sha256(data).hexdigest()
         wait_for(lambda: rows(settings).get("slow.jpg", (None,))[0] == digest and "slow.jpg" not in errors(settings))
         time.sleep(1.0)  # nothing left behind after things settle
