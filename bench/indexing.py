@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from bench.common import Report, list_images, main_py, run_measured, verdict
+from core.db import database_url, ensure_schema
 from core.settings import Settings
 from flows.model import get_model, local_checkpoint
 from flows.runtime import index_once
@@ -74,11 +75,15 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
     cold_settings = settings.with_overrides(data_dir=settings.data_dir.parent / "data-cold")
     cold, cold_wall, peak = index_run(cold_settings, env_for_data_dir(env, cold_settings))
 
-    # throughput with the model loaded, like the two comparisons beside it
-    ceiling = model_ceiling(settings, n)
+    # throughput with the model loaded and the database running (its one-time creation is part of
+    # the cold run above), like the two comparisons beside it; the ceiling is measured before and
+    # after and the usual way between them, so a noisy neighbour slows all of them alike
+    ensure_schema(database_url(settings))
+    before = model_ceiling(settings, n)
     warm = asyncio.run(index_once(settings))
     ours = warm.embedded / warm.seconds
     usual = usual_way(settings.clip_model, files[: min(n, usual_sample)])
+    ceiling = (before + model_ceiling(settings, n)) / 2
     report.add(
         "1 indexing",
         f"images/s, {n} files → searchable rows, model loaded",
@@ -92,7 +97,7 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
         "1 indexing",
         "share of the model-alone ceiling",
         f"{100 * ours / ceiling:.0f}%",
-        f"ceiling {ceiling:.1f} img/s",
+        f"ceiling {ceiling:.1f} img/s (mean of before/after)",
         "",
         "≥ 85%",
         verdict(ours >= 0.85 * ceiling),

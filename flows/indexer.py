@@ -11,14 +11,17 @@ copied files, and the model runs in batches off the event loop.
 """
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import cocoindex as coco
@@ -35,6 +38,7 @@ from flows.model import ClipModel
 from flows.walk import ImageFileMatcher, unreachable_link_reason, unreachable_links
 
 log = logging.getLogger("sightline.indexer")
+T = TypeVar("T")
 
 READ_AHEAD = 16
 PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
@@ -191,6 +195,27 @@ def make_batched_embed(model: ClipModel, batch_size: int) -> Callable[[np.ndarra
     return coco.fn.as_async(batching=True, max_batch_size=batch_size, runner=coco.GPU)(embed_batch)
 
 
+def _yield_to_the_model() -> None:
+    """Run this worker thread at a lower priority than the model's threads (Linux sets niceness per
+    thread). Reading and decoding then fill the gaps the model leaves instead of preempting its
+    threads mid-operation, which stalls every other thread of the forward pass at its next
+    barrier; with nothing else to do, the workers run at full speed all the same."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: plain priority
+
+
+# file reading, hashing and decoding; the model has its own thread (CocoIndex's runner)
+FILE_WORKERS = ThreadPoolExecutor(
+    max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="sightline-files", initializer=_yield_to_the_model
+)
+
+
+async def in_file_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(FILE_WORKERS, functools.partial(fn, *args, **kwargs))
+
+
 def _read_and_hash(path: Path) -> tuple[bytes, str]:
     data = path.read_bytes()
     return data, hashlib.sha256(data).hexdigest()
@@ -204,10 +229,10 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
     run.counters.described += 1
     run.warm_up()
     async with run.reading:
-        data, digest = await asyncio.to_thread(_read_and_hash, run.image_root / rel)
+        data, digest = await in_file_worker(_read_and_hash, run.image_root / rel)
         cached = await run.cache.get(digest)
         try:
-            decoded = await asyncio.to_thread(
+            decoded = await in_file_worker(
                 decode_image,
                 data,
                 run.model.preprocessing,

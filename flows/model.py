@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,9 @@ class ClipModel:
         self._tokenizer: Any = None
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = 1024
+        self._text_waiting: dict[str, Future[np.ndarray]] = {}  # queries queued for the next batch
+        self._text_forward = threading.Lock()
+        self.text_batches = 0  # forward passes of the text tower made by `embed_text`
         # guards loading and the text cache; forward passes may overlap, so a search never waits
         # for an indexing batch
         self._lock = threading.RLock()
@@ -190,18 +194,39 @@ class ClipModel:
         return _unit(features)
 
     def embed_text(self, text: str) -> np.ndarray:
-        """One query, with an LRU cache so a repeated query skips the model."""
+        """One query, with an LRU cache so a repeated query skips the model. Queries that arrive
+        while the text tower is busy wait and then go through it together, in one batch: under
+        load that is one forward pass for many clients instead of many passes fighting over the
+        cores, and a lone query goes straight through."""
         with self._lock:
             cached = self._text_cache.get(text)
             if cached is not None:
                 self._text_cache.move_to_end(text)
                 return cached
-        vector = self.embed_texts([text])[0]
-        with self._lock:
-            self._text_cache[text] = vector
-            while len(self._text_cache) > self._text_cache_size:
-                self._text_cache.popitem(last=False)
-        return vector
+            waiting = self._text_waiting.get(text)
+            if waiting is None:
+                waiting = self._text_waiting[text] = Future()
+        while not waiting.done():
+            with self._text_forward:  # one batch at a time; whoever holds it serves everyone queued
+                if waiting.done():
+                    break
+                with self._lock:
+                    batch = dict(self._text_waiting)
+                    self._text_waiting.clear()
+                self.text_batches += 1
+                try:
+                    vectors = self.embed_texts(list(batch))
+                except BaseException as exc:
+                    for future in batch.values():
+                        future.set_exception(exc)
+                    raise
+                with self._lock:
+                    for (query, future), vector in zip(batch.items(), vectors):
+                        self._text_cache[query] = vector
+                        future.set_result(vector)
+                    while len(self._text_cache) > self._text_cache_size:
+                        self._text_cache.popitem(last=False)
+        return waiting.result()
 
 
 def _unit(features: Any) -> np.ndarray:

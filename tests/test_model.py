@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -93,3 +95,20 @@ def test_the_cli_says_one_line_about_an_unavailable_model(settings: Settings, na
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "CLIP_MODEL" in error_lines[0]
     assert "local model folder" in error_lines[0]
+
+
+def test_concurrent_queries_share_forward_passes_and_get_their_own_vectors() -> None:
+    model = load_model(str(TINY_CLIP))
+    queries = [f"a {color} {shape}" for color in ("red", "green", "blue", "yellow") for shape in ("circle", "square")]
+    alone = {q: model.embed_texts([q])[0] for q in queries}
+    start = threading.Barrier(len(queries))
+
+    def search(q: str) -> np.ndarray:
+        start.wait()
+        return model.embed_text(q)
+
+    with ThreadPoolExecutor(len(queries)) as pool:
+        together = dict(zip(queries, pool.map(search, queries)))
+    for q in queries:
+        assert float(np.dot(together[q], alone[q])) > 0.999, q
+    assert model.text_batches < len(queries)
