@@ -122,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch.set_defaults(run=cmd_watch)
 
     search = commands.add_parser("search", help="search by text or by an example image")
-    search.add_argument("text", nargs="?", help="what to look for")
-    search.add_argument("--image", help="search by this example image instead")
+    search.add_argument("text", nargs="?", help="what to look for (the query language: README, Search)")
+    search.add_argument("--image", help="search by this example image (combined with the text, if any)")
+    search.add_argument(
+        "--min-match", choices=("strong", "weak", "none"), help="leave out results judged below this level"
+    )
     search.add_argument("--limit", type=int, default=20)
     search.add_argument("--offset", type=int, default=0)
     search.add_argument("--json", action="store_true", help="print JSON (the API's result objects)")

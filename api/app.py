@@ -24,16 +24,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pgvector.psycopg import register_vector
+from pydantic import BaseModel, ConfigDict, Field
 
+from api.answer import UnknownImage, Upload, answer, check_min_match, parse, with_query_filters
+from api.query import QueryError, Term
 from api.search import (
     MAX_LIMIT,
     BadRequest,
     get_image,
-    image_embedding,
     image_file_facts,
     list_folders,
     make_filters,
-    search_by_vector,
 )
 from api.security import TokenAuth, UploadLimit
 from api.status import status_from, unreachable_status
@@ -63,6 +64,52 @@ Offset = Annotated[int, Query(ge=0, description="results to skip")]
 # ids are 53-bit; bounding them turns a huge number into a 422 instead of a numeric the database
 # would have to compare against a bigint
 ImageId = Annotated[int, PathParam(ge=0, lt=2**63, description="an image id from a search result")]
+MinMatch = Annotated[
+    str | None,
+    Query(description="drop results judged below this level: strong, weak or none (see `match` in results)"),
+]
+QUERY_HELP = (
+    "what to look for, in plain language, or in the query language: terms joined by + and -, "
+    "weights (2:sunset), quoted phrases, img:ID, in:FOLDER, dates (2023, July 2023, last summer)"
+)
+
+
+class TextTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=2000, description="words for the model, taken literally")
+    weight: float = Field(1.0, allow_inf_nan=False, description="negative to steer away from it")
+
+
+class ImageTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_id: int = Field(ge=0, lt=2**63, description="an indexed image's id")
+    weight: float = Field(1.0, allow_inf_nan=False, description="negative for less like this image")
+
+
+class StructuredSearch(BaseModel):
+    """A query as terms instead of `q`: the search vector is the normalised weighted sum of the
+    terms' embeddings; filters work as in `GET /api/search` (no dates or folders are read from texts)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "terms": [{"text": "sunset", "weight": 2}, {"text": "people", "weight": -1}],
+                    "taken_after": "2023-01-01",
+                    "min_match": "weak",
+                }
+            ]
+        },
+    )
+    terms: list[TextTerm | ImageTerm] = Field(min_length=1, max_length=20)
+    limit: int = Field(40, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0)
+    folder: str | None = None
+    taken_after: str | None = None
+    taken_before: str | None = None
+    format: str | None = None
+    min_match: str | None = None
 
 
 def reject_nul_bytes(request: Request) -> None:
@@ -257,48 +304,109 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
+    @app.exception_handler(QueryError)
+    async def query_error(request: Request, exc: QueryError) -> JSONResponse:
+        body = {"detail": str(exc), "position": exc.position, "expected": exc.expected}
+        return JSONResponse(status_code=422, content=body)
+
     def services(request: Request) -> Services:
         return request.app.state.services  # type: ignore[no-any-return]
 
-    def page(request: Request, query: Any, hits: list[Any], limit: int, offset: int, more: bool) -> dict[str, Any]:
-        return {
-            "query": query,
-            "results": [h.as_json() for h in hits],
-            "limit": limit,
-            "offset": offset,
-            "has_more": more,
-        }
+    def page(query: Any, results: list[Any], limit: int, offset: int, more: bool, **extra: Any) -> dict[str, Any]:
+        return {"query": query, **extra, "results": results, "limit": limit, "offset": offset, "has_more": more}
 
-    @app.get("/api/search", summary="Search by text")
+    def unknown_image_in(q: str, exc: UnknownImage) -> QueryError:
+        at = q.lower().find("img:", exc.term.start)
+        return QueryError(f"unknown image id {exc.term.image_id}", max(at, 0), "the id of an indexed image")
+
+    def parsed_and_answered(
+        svc: Services,
+        q: str,
+        base: Any,
+        *,
+        limit: int,
+        offset: int,
+        min_match: str | None,
+        uploads: list[Upload] | None = None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+        level = check_min_match(min_match)
+        model = svc.require_model()
+        with svc.connection() as conn:
+            parsed = parse(q, conn, model.name) if q.strip() else None
+            terms = parsed.terms if parsed else []
+            filters = with_query_filters(base, parsed) if parsed else base
+            try:
+                results, more = answer(
+                    conn,
+                    model,
+                    terms,
+                    filters,
+                    limit=limit,
+                    offset=offset,
+                    min_match=level,
+                    ef_search=svc.settings.search_ef,
+                    uploads=uploads or [],
+                )
+            except UnknownImage as exc:
+                raise unknown_image_in(q, exc) from None
+        understood = parsed.understood() if parsed else {"text": "", "terms": [], "filters": {}}
+        for u in uploads or []:
+            understood["terms"].append({"upload": u.name, "weight": u.weight})
+        return understood, results, more
+
+    @app.get("/api/search", summary="Search by text or the query language")
     def search_text(
         request: Request,
-        q: Annotated[str, Query(description="what to look for, in plain language")] = "",
+        q: Annotated[str, Query(description=QUERY_HELP)] = "",
         limit: Limit = 40,
         offset: Offset = 0,
         folder: Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")] = None,
         taken_after: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
         taken_before: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
         format: Annotated[str | None, Query(description="jpeg, png, webp, gif, bmp, tiff")] = None,
+        min_match: MinMatch = None,
     ) -> dict[str, Any]:
         if not q.strip():
             raise BadRequest("q must not be empty: describe what you are looking for, e.g. q=a dog on a beach")
-        filters = make_filters(folder, taken_after, taken_before, format)
+        base = make_filters(folder, taken_after, taken_before, format)
+        understood, results, more = parsed_and_answered(
+            services(request), q, base, limit=limit, offset=offset, min_match=min_match
+        )
+        return page(q, results, limit, offset, more, understood=understood)
+
+    @app.post("/api/search", summary="Search by weighted terms (the structured form of the query language)")
+    def search_terms(request: Request, body: StructuredSearch) -> dict[str, Any]:
+        base = make_filters(body.folder, body.taken_after, body.taken_before, body.format)
+        level = check_min_match(body.min_match)
+        terms = [
+            Term(t.weight, text=t.text) if isinstance(t, TextTerm) else Term(t.weight, image_id=t.image_id)
+            for t in body.terms
+        ]
+        if any(t.weight == 0 for t in terms):
+            raise BadRequest("terms: a weight of 0: expected a weight other than 0")
         svc = services(request)
         model = svc.require_model()
-        vector = model.embed_text(q.strip())
         with svc.connection() as conn:
-            hits, more = search_by_vector(
-                conn,
-                vector,
-                model=model.name,
-                limit=limit,
-                offset=offset,
-                filters=filters,
-                ef_search=svc.settings.search_ef,
-            )
-        return page(request, q, hits, limit, offset, more)
+            try:
+                results, more = answer(
+                    conn,
+                    model,
+                    terms,
+                    base,
+                    limit=body.limit,
+                    offset=body.offset,
+                    min_match=level,
+                    ef_search=svc.settings.search_ef,
+                )
+            except UnknownImage as exc:
+                raise BadRequest(
+                    f"terms.{exc.index}: unknown image id {exc.term.image_id}: expected the id of an indexed image"
+                ) from None
+        understood = {"text": " ".join(t.text for t in terms if t.text), "terms": [t.as_json() for t in terms]}
+        query = {"terms": [t.model_dump() for t in body.terms]}
+        return page(query, results, body.limit, body.offset, more, understood={**understood, "filters": {}})
 
-    @app.post("/api/search/image", summary="Search by an example image (not stored)")
+    @app.post("/api/search/image", summary="Search by an example image (not stored), optionally with text")
     def search_image(
         request: Request,
         file: Annotated[UploadFile, File(description="an image file")],
@@ -308,31 +416,30 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         taken_after: str | None = None,
         taken_before: str | None = None,
         format: str | None = None,
+        q: Annotated[str, Query(description="text terms to combine with the image (query language)")] = "",
+        image_weight: Annotated[float, Query(allow_inf_nan=False, description="the upload's weight")] = 1.0,
+        min_match: MinMatch = None,
     ) -> dict[str, Any]:
         svc = services(request)
         cap = svc.settings.upload_max_bytes
         data = file.file.read(cap + 1)
         if len(data) > cap:
             raise HTTPException(413, f"The upload is larger than {cap // (1024 * 1024)} MB (UPLOAD_MAX_MB).")
-        filters = make_filters(folder, taken_after, taken_before, format)
+        base = make_filters(folder, taken_after, taken_before, format)
+        if image_weight == 0:
+            raise BadRequest("image_weight: 0: expected a weight other than 0")
         model = svc.require_model()
         try:
             decoded = decode_image(data, model.preprocessing, max_pixels=svc.settings.max_image_pixels)
         except ImageError as exc:
             raise HTTPException(415, f"Not a usable image: {exc}.") from None
         assert decoded.pixels is not None
-        vector = model.embed_pixels(decoded.pixels[None])[0]
-        with svc.connection() as conn:
-            hits, more = search_by_vector(
-                conn,
-                vector,
-                model=model.name,
-                limit=limit,
-                offset=offset,
-                filters=filters,
-                ef_search=svc.settings.search_ef,
-            )
-        return page(request, {"image": file.filename or "upload"}, hits, limit, offset, more)
+        upload = Upload(model.embed_pixels(decoded.pixels[None])[0], image_weight, file.filename or "upload")
+        understood, results, more = parsed_and_answered(
+            svc, q, base, limit=limit, offset=offset, min_match=min_match, uploads=[upload]
+        )
+        query: dict[str, Any] = {"image": upload.name, **({"q": q} if q.strip() else {})}
+        return page(query, results, limit, offset, more, understood=understood)
 
     @app.get("/api/images/{image_id}", summary="One indexed image")
     def image_info(request: Request, image_id: ImageId) -> dict[str, Any]:
@@ -343,23 +450,27 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         return record.as_json()
 
     @app.get("/api/images/{image_id}/similar", summary="Images most like an indexed image")
-    def similar(request: Request, image_id: ImageId, limit: Limit = 40, offset: Offset = 0) -> dict[str, Any]:
+    def similar(
+        request: Request, image_id: ImageId, limit: Limit = 40, offset: Offset = 0, min_match: MinMatch = None
+    ) -> dict[str, Any]:
         svc = services(request)
+        level = check_min_match(min_match)
         model = svc.require_model()
         with svc.connection() as conn:
-            found = image_embedding(conn, image_id)
-            if found is None or found[1] != model.name:
-                raise HTTPException(404, f"No indexed image has id {image_id}.")
-            hits, more = search_by_vector(
-                conn,
-                found[0],
-                model=model.name,
-                limit=limit,
-                offset=offset,
-                exclude_id=image_id,
-                ef_search=svc.settings.search_ef,
-            )
-        return page(request, {"similar_to": image_id}, hits, limit, offset, more)
+            try:
+                results, more = answer(
+                    conn,
+                    model,
+                    [Term(1.0, image_id=image_id)],
+                    make_filters(),
+                    limit=limit,
+                    offset=offset,
+                    min_match=level,
+                    ef_search=svc.settings.search_ef,
+                )
+            except UnknownImage:
+                raise HTTPException(404, f"No indexed image has id {image_id}.") from None
+        return page({"similar_to": image_id}, results, limit, offset, more)
 
     def indexed_file(svc: Services, image_id: int) -> tuple[Path, str, str]:
         with svc.connection() as conn:

@@ -13,7 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from api.search import BadRequest, search_by_vector
+from pgvector.psycopg import register_vector
+
+from api.answer import UnknownImage, Upload, answer, check_min_match, parse, with_query_filters
+from api.query import QueryError
+from api.search import BadRequest, SearchFilters
 from core.db import IMAGES_TABLE, connect, database_url, table_exists
 from core.settings import Settings
 from flows.images import ImageError, decode_image
@@ -35,8 +39,12 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
             status = client.get("/api/status").json()
             if status.get("image_dir") != str(settings.image_dir) or status.get("model") != settings.clip_model:
                 return None  # some other Sightline
-            params = {"limit": args.limit, "offset": args.offset}
+            params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
+            if getattr(args, "min_match", None):
+                params["min_match"] = args.min_match
             if args.image:
+                if args.text:
+                    params["q"] = args.text
                 with open(args.image, "rb") as f:
                     response = client.post("/api/search/image", params=params, files={"file": (args.image, f)})
             else:
@@ -49,13 +57,17 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
 
 
 def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """The same answer as the server's, computed in this process."""
     from flows.model import get_model
 
+    min_match = getattr(args, "min_match", None)
     with connect(database_url(settings)) as conn:
         # before loading the model: a database the indexer never ran on has nothing to search
         if not table_exists(conn, IMAGES_TABLE):
             raise CliError("nothing is indexed in this database yet; run `python main.py index` (or serve) first")
+        register_vector(conn)
         model = get_model(settings.clip_model, settings.device, settings.precision)
+        uploads = []
         if args.image:
             try:
                 data = Path(args.image).read_bytes()
@@ -65,19 +77,39 @@ def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             except ImageError as exc:
                 raise CliError(f"{args.image} is not a usable image: {exc}") from None
             assert decoded.pixels is not None
-            vector = model.embed_pixels(decoded.pixels[None])[0]
-            query: object = {"image": args.image}
-        else:
-            vector = model.embed_text(args.text)
-            query = args.text
+            uploads.append(Upload(model.embed_pixels(decoded.pixels[None])[0], 1.0, args.image))
         try:
-            hits, more = search_by_vector(
-                conn, vector, model=model.name, limit=args.limit, offset=args.offset, ef_search=settings.search_ef
+            parsed = parse(args.text, conn, model.name) if args.text else None
+            filters = with_query_filters(SearchFilters(), parsed) if parsed else SearchFilters()
+            results, more = answer(
+                conn,
+                model,
+                parsed.terms if parsed else [],
+                filters,
+                limit=args.limit,
+                offset=args.offset,
+                min_match=check_min_match(min_match),
+                ef_search=settings.search_ef,
+                uploads=uploads,
             )
-        except BadRequest as exc:
+        except UnknownImage as exc:
+            at = args.text.lower().find("img:", exc.term.start)
+            unknown = QueryError(f"unknown image id {exc.term.image_id}", at, "the id of an indexed image")
+            raise CliError(str(unknown)) from None
+        except (BadRequest, QueryError) as exc:
             raise CliError(str(exc)) from None
-    results = [h.as_json() for h in hits]
-    return {"query": query, "results": results, "limit": args.limit, "offset": args.offset, "has_more": more}
+    understood = parsed.understood() if parsed else {"text": "", "terms": [], "filters": {}}
+    for u in uploads:
+        understood["terms"].append({"upload": u.name, "weight": u.weight})
+    query: object = ({"image": args.image, **({"q": args.text} if args.text else {})}) if args.image else args.text
+    return {
+        "query": query,
+        "understood": understood,
+        "results": results,
+        "limit": args.limit,
+        "offset": args.offset,
+        "has_more": more,
+    }
 
 
 def run_search(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,21 +126,49 @@ def run_search(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def describe(understood: dict[str, Any]) -> str:
+    """One line saying how the query was read: its terms and filters."""
+    parts = []
+    for i, term in enumerate(understood.get("terms", [])):
+        weight = term["weight"]
+        sign = "-" if weight < 0 else ("+" if i else "")
+        size = "" if abs(weight) == 1 else f"{abs(weight):g}:"
+        what = term.get("text") or (f"img:{term['image_id']}" if "image_id" in term else f"image {term.get('upload')}")
+        parts.append(f"{sign} {size}{what}".strip())
+    filters = understood.get("filters", {})
+    if "taken_after" in filters:
+        parts.append(f"taken {filters['taken_after']} to {filters['taken_before']}")
+    for f in filters.get("folders", []):
+        parts.append(f"in {f['folder']}/")
+    return "searching for " + " ".join(parts) if parts else ""
+
+
 def print_page(page: dict[str, Any], args: argparse.Namespace) -> None:
     results = page["results"]
     if args.json:
         print(json.dumps(page, indent=2))
-    elif sys.stdout.isatty():
+        return
+    line = describe(page.get("understood") or {})
+    score = lambda r: "" if r["score"] is None else f"{r['score']:.3f}"  # noqa: E731
+    if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
 
+        console = Console()
+        if line:
+            console.print(line, style="dim", highlight=False, markup=False)
+        if results and not any(r.get("match") == "strong" for r in results) and args.offset == 0:
+            console.print("no good match: the nearest images below do not look like what you described")
         table = Table(title=f"{len(results)} results", title_justify="left")
-        for column in ("#", "score", "path", "size", "date"):
+        for column in ("#", "score", "match", "path", "size", "date"):
             table.add_column(column, justify="right" if column in ("#", "score") else "left")
         for rank, r in enumerate(results, start=args.offset + 1):
             date = (r["taken_at"] or "")[:16].replace("T", " ")
-            table.add_row(str(rank), f"{r['score']:.3f}", r["path"], f"{r['width']}×{r['height']}", date)
-        Console().print(table)
+            size = f"{r['width']}×{r['height']}"
+            table.add_row(str(rank), score(r), r.get("match") or "", r["path"], size, date)
+        console.print(table)
     else:
+        if line:
+            print(line, file=sys.stderr)  # stdout stays one result per line for scripts
         for r in results:
-            print(f"{r['score']:.4f}\t{r['path']}")
+            print(f"{'' if r['score'] is None else format(r['score'], '.4f')}\t{r['path']}\t{r.get('match') or ''}")

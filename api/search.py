@@ -8,7 +8,8 @@ that deep is no longer approximate-cheap anyway. Both orders are deterministic, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -31,15 +32,30 @@ class SearchFilters:
     taken_after: datetime | None = None  # inclusive
     taken_before: datetime | None = None  # exclusive
     format: str | None = None
+    any_folder: tuple[str, ...] = ()  # the query's own folders: an image in any one of them
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (self.folder, self.taken_after, self.taken_before, self.format))
+        values = (self.folder, self.taken_after, self.taken_before, self.format)
+        return any(v is not None for v in values) or bool(self.any_folder)
+
+    def narrowed(
+        self, after: datetime | None = None, before: datetime | None = None, folders: Sequence[str] = ()
+    ) -> SearchFilters:
+        """These filters and the query's own: both date ranges must hold."""
+        return replace(
+            self,
+            taken_after=max((d for d in (self.taken_after, after) if d is not None), default=None),
+            taken_before=min((d for d in (self.taken_before, before) if d is not None), default=None),
+            any_folder=tuple(dict.fromkeys((*self.any_folder, *folders))),
+        )
 
 
 def parse_folder(raw: str | None) -> str | None:
     if raw is None or not raw.strip("/ "):
         return None
+    if "\x00" in raw:
+        raise BadRequest("folder must not contain NUL (\\x00) characters")
     parts = [p for p in raw.strip().replace("\\", "/").split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise BadRequest("folder must be a subfolder of IMAGE_DIR, without '..'")
@@ -87,6 +103,7 @@ class ImageRecord:
     taken_at: datetime | None  # EXIF date taken, else the file's modification time
     date_source: str  # "exif" or "modified"
     camera: str | None
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)  # when asked for
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -111,9 +128,42 @@ _COLUMNS = sql.SQL(
 )
 
 
-def _record(row: tuple[Any, ...], score: float | None) -> ImageRecord:
+def _record(row: tuple[Any, ...], score: float | None, vector: Any = None) -> ImageRecord:
     id_, path, width, height, size, fmt, taken, source, camera = row
-    return ImageRecord(id_, path, score, width, height, size, fmt, taken, source, camera)
+    return ImageRecord(id_, path, score, width, height, size, fmt, taken, source, camera, _numpy(vector))
+
+
+def _numpy(vector: Any) -> np.ndarray | None:
+    if vector is None:
+        return None
+    return vector.to_numpy() if hasattr(vector, "to_numpy") else np.asarray(vector, dtype=np.float32)
+
+
+def _where(
+    model: str, filters: SearchFilters, exclude_ids: Sequence[int]
+) -> tuple[list[sql.Composable], dict[str, Any]]:
+    where: list[sql.Composable] = [sql.SQL("model = %(model)s")]
+    params: dict[str, Any] = {"model": model}
+    if filters.folder:
+        where.append(sql.SQL("starts_with(path, %(folder)s)"))
+        params["folder"] = filters.folder + "/"
+    if filters.any_folder:
+        where.append(sql.SQL("EXISTS (SELECT 1 FROM unnest(%(any_folder)s::text[]) f WHERE starts_with(path, f))"))
+        params["any_folder"] = [f + "/" for f in filters.any_folder]
+    if filters.taken_after:
+        where.append(sql.SQL("COALESCE(taken_at, modified_at::timestamp) >= %(after)s"))
+        params["after"] = filters.taken_after
+    if filters.taken_before:
+        where.append(sql.SQL("COALESCE(taken_at, modified_at::timestamp) < %(before)s"))
+        params["before"] = filters.taken_before
+    if filters.format:
+        aliases = {"jpg": ["jpeg", "jpg"], "jpeg": ["jpeg", "jpg"], "tif": ["tiff", "tif"], "tiff": ["tiff", "tif"]}
+        where.append(sql.SQL("format = ANY(%(formats)s)"))
+        params["formats"] = aliases.get(filters.format, [filters.format])
+    if exclude_ids:
+        where.append(sql.SQL("id <> ALL(%(exclude)s)"))
+        params["exclude"] = list(exclude_ids)
+    return where, params
 
 
 def search_by_vector(
@@ -124,53 +174,74 @@ def search_by_vector(
     limit: int,
     offset: int = 0,
     filters: SearchFilters = SearchFilters(),
-    exclude_id: int | None = None,
+    exclude_ids: Sequence[int] = (),
     ef_search: int = 200,
+    with_vectors: bool = False,
 ) -> tuple[list[ImageRecord], bool]:
-    """Ranked images nearest to `vector`; returns (page, whether more follow)."""
+    """Ranked images nearest to `vector`; returns (page, whether more follow). `with_vectors`
+    also reads each result's embedding (for judging its relevance)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise BadRequest("offset must be 0 or more")
-    where = [sql.SQL("model = %(model)s")]
-    params: dict[str, Any] = {"q": vector.astype(np.float32), "model": model, "n": limit + 1, "skip": offset}
-    if filters.folder:
-        where.append(sql.SQL("starts_with(path, %(folder)s)"))
-        params["folder"] = filters.folder + "/"
-    if filters.taken_after:
-        where.append(sql.SQL("COALESCE(taken_at, modified_at::timestamp) >= %(after)s"))
-        params["after"] = filters.taken_after
-    if filters.taken_before:
-        where.append(sql.SQL("COALESCE(taken_at, modified_at::timestamp) < %(before)s"))
-        params["before"] = filters.taken_before
-    if filters.format:
-        formats = (
-            ["jpeg", "jpg"]
-            if filters.format in ("jpg", "jpeg")
-            else ["tiff", "tif"]
-            if filters.format
-            in (
-                "tif",
-                "tiff",
-            )
-            else [filters.format]
-        )
-        where.append(sql.SQL("format = ANY(%(formats)s)"))
-        params["formats"] = formats
-    if exclude_id is not None:
-        where.append(sql.SQL("id <> %(exclude)s"))
-        params["exclude"] = exclude_id
+    where, params = _where(model, filters, exclude_ids)
+    params.update(q=vector.astype(np.float32), n=limit + 1, skip=offset)
     exact = filters.any or offset + limit + 1 > ef_search
     order = sql.SQL("embedding <=> %(q)s, id") if exact else sql.SQL("embedding <=> %(q)s")
+    extra = sql.SQL(", embedding") if with_vectors else sql.SQL("")
     query = sql.SQL(
-        "SELECT {cols}, 1 - (embedding <=> %(q)s) AS score FROM {table} WHERE {where} "
+        "SELECT {cols}, 1 - (embedding <=> %(q)s) AS score{extra} FROM {table} WHERE {where} "
         "ORDER BY {order} LIMIT %(n)s OFFSET %(skip)s"
-    ).format(cols=_COLUMNS, table=sql.Identifier(IMAGES_TABLE), where=sql.SQL(" AND ").join(where), order=order)
+    ).format(
+        cols=_COLUMNS,
+        extra=extra,
+        table=sql.Identifier(IMAGES_TABLE),
+        where=sql.SQL(" AND ").join(where),
+        order=order,
+    )
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
         rows = conn.execute(query, params).fetchall()
-    page = [_record(row[:-1], float(row[-1])) for row in rows[:limit]]
+    if with_vectors:
+        page = [_record(row[:-2], float(row[-2]), row[-1]) for row in rows[:limit]]
+    else:
+        page = [_record(row[:-1], float(row[-1])) for row in rows[:limit]]
     return page, len(rows) > limit
+
+
+def browse_newest(
+    conn: psycopg.Connection[Any],
+    *,
+    model: str,
+    limit: int,
+    offset: int = 0,
+    filters: SearchFilters = SearchFilters(),
+    exclude_ids: Sequence[int] = (),
+) -> tuple[list[ImageRecord], bool]:
+    """Images that pass the filters, newest first: the answer to a query of only dates and folders."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    where, params = _where(model, filters, exclude_ids)
+    params.update(n=limit + 1, skip=max(0, offset))
+    query = sql.SQL(
+        "SELECT {cols} FROM {table} WHERE {where} "
+        "ORDER BY COALESCE(taken_at, modified_at::timestamp) DESC, id LIMIT %(n)s OFFSET %(skip)s"
+    ).format(cols=_COLUMNS, table=sql.Identifier(IMAGES_TABLE), where=sql.SQL(" AND ").join(where))
+    rows = conn.execute(query, params).fetchall()
+    return [_record(row, None) for row in rows[:limit]], len(rows) > limit
+
+
+def embeddings_of(conn: psycopg.Connection[Any], ids: Sequence[int], model: str) -> dict[int, np.ndarray]:
+    """The embeddings of these images (those indexed with `model`), by id."""
+    if not ids:
+        return {}
+    rows = conn.execute(
+        sql.SQL("SELECT id, embedding FROM {table} WHERE id = ANY(%s) AND model = %s").format(
+            table=sql.Identifier(IMAGES_TABLE)
+        ),
+        (list(ids), model),
+    ).fetchall()
+    return {int(r[0]): _numpy(r[1]) for r in rows}  # type: ignore[misc]
 
 
 def get_image(conn: psycopg.Connection[Any], image_id: int) -> ImageRecord | None:

@@ -1,0 +1,399 @@
+"""The query language: `q` → weighted terms for the model, plus date and folder filters.
+
+    2:sunset + mountains - people       terms joined by + (with) and - (without), optional weights
+    "t - shirt" + x-ray                 quotes keep words (and operators, dates) literal
+    beach + img:3401622331081469        an indexed image as a term
+    beach in:holidays/2023 July 2023    filters: in:FOLDER, a bare word naming a subfolder, dates
+
+Pure functions: no database, no model. Folder names come through a lookup the caller supplies
+(so bare words are only checked when there are any), and relative dates through `today`.
+
+Operators are `+` and `-` standing at the start of the query or after a space ("a dog - cat",
+"a dog -cat"); a hyphen inside a word ("x-ray", "t-shirt", "2021-2022") is part of the word. A
+weight `N:` applies to its whole term, up to the next operator. Positions in errors count
+characters of `q` from 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+MAX_TERMS = 20
+
+
+class QueryError(ValueError):
+    """A query that cannot be read; says where and what was expected instead."""
+
+    def __init__(self, problem: str, position: int, expected: str) -> None:
+        self.problem = problem
+        self.position = position
+        self.expected = expected
+        super().__init__(f"q: {problem} at position {position}: expected {expected}")
+
+
+@dataclass(frozen=True)
+class Term:
+    weight: float  # negative for terms after "-"
+    text: str | None = None
+    image_id: int | None = None
+    start: int = 0  # span in q, from its operator (if any) to its last character
+    end: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        what: dict[str, Any] = {"text": self.text} if self.text is not None else {"image_id": self.image_id}
+        return {**what, "weight": self.weight, "start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
+class DateRange:
+    first: date  # inclusive
+    last: date  # inclusive
+    words: str
+    start: int
+    end: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "words": self.words,
+            "taken_after": self.first.isoformat(),
+            "taken_before": self.last.isoformat(),
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+@dataclass(frozen=True)
+class FolderFilter:
+    folder: str
+    words: str
+    start: int
+    end: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"folder": self.folder, "words": self.words, "start": self.start, "end": self.end}
+
+
+@dataclass
+class ParsedQuery:
+    terms: list[Term] = field(default_factory=list)
+    dates: list[DateRange] = field(default_factory=list)
+    folders: list[FolderFilter] = field(default_factory=list)
+
+    @property
+    def date_span(self) -> tuple[date, date] | None:
+        """Several dates in one query cover the span from the earliest to the latest."""
+        if not self.dates:
+            return None
+        return min(d.first for d in self.dates), max(d.last for d in self.dates)
+
+    @property
+    def text(self) -> str:
+        return " ".join(t.text for t in self.terms if t.text is not None)
+
+    def understood(self) -> dict[str, Any]:
+        span = self.date_span
+        filters: dict[str, Any] = {}
+        if span:
+            filters["taken_after"], filters["taken_before"] = span[0].isoformat(), span[1].isoformat()
+            filters["dates"] = [d.as_json() for d in self.dates]
+        if self.folders:
+            filters["folders"] = [f.as_json() for f in self.folders]
+        return {"text": self.text, "terms": [t.as_json() for t in self.terms], "filters": filters}
+
+
+# --- lexing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "op", "word" or "phrase"
+    value: str  # an operator, a word as typed, or a phrase without its quotes
+    start: int
+    end: int
+
+
+def _closing_quote(q: str, opening: int) -> int:
+    close = q.find('"', opening + 1)
+    if close < 0:
+        raise QueryError("unbalanced quote", opening, 'a closing "')
+    return close
+
+
+def _lex(q: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i, n = 0, len(q)
+    while i < n:
+        ch = q[i]
+        if ch.isspace():
+            i += 1
+        elif ch == '"':
+            close = _closing_quote(q, i)
+            tokens.append(_Token("phrase", q[i + 1 : close], i, close + 1))
+            i = close + 1
+        elif ch in "+-" and (i == 0 or q[i - 1].isspace()) and (i + 1 == n or q[i + 1] not in "+-"):
+            tokens.append(_Token("op", ch, i, i + 1))
+            i += 1
+        else:
+            start = i
+            while i < n and not q[i].isspace():
+                # a quoted part inside a word (in:"my folder", 2:"red car") runs to its closing quote
+                i = _closing_quote(q, i) + 1 if q[i] == '"' else i + 1
+            tokens.append(_Token("word", q[start:i], start, i))
+    return tokens
+
+
+# --- dates -----------------------------------------------------------------------------------
+
+MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ],
+        start=1,
+    )
+    for name in names
+}
+# northern hemisphere, meteorological: a season starts on the first of its month
+SEASONS = {"spring": 3, "summer": 6, "autumn": 9, "fall": 9, "winter": 12}
+CONNECTORS = {"in", "from", "during", "on", "of"}  # "beach in 2023": "in" goes with the date
+YEAR = re.compile(r"(19|20)\d\d")
+YEARS = re.compile(r"((?:19|20)\d\d)[-–]((?:19|20)\d\d)")
+ISO_MONTH = re.compile(r"((?:19|20)\d\d)-(\d\d)")
+ISO_DAY = re.compile(r"((?:19|20)\d\d)-(\d\d)-(\d\d)")
+
+
+def _month(year: int, month: int) -> tuple[date, date]:
+    first = date(year, month, 1)
+    following = date(year + month // 12, month % 12 + 1, 1)
+    return first, following - timedelta(days=1)
+
+
+def _season(year: int, first_month: int) -> tuple[date, date]:
+    """The season starting in `first_month` of `year` (winter 2023 is Dec 2023 – Feb 2024)."""
+    first = date(year, first_month, 1)
+    end_month = first_month + 3
+    following = date(year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1)
+    return first, following - timedelta(days=1)
+
+
+def _last_season(first_month: int, today: date) -> tuple[date, date]:
+    """The most recent season of that name that is over."""
+    year = today.year
+    while True:
+        first, last = _season(year, first_month)
+        if last < today:
+            return first, last
+        year -= 1
+
+
+def _this_season(first_month: int, today: date) -> tuple[date, date]:
+    """The season of that name that is running, or else the one of this year (winter: the one
+    that started last December while it is still January or February)."""
+    if first_month == 12 and today.month <= 2:
+        return _season(today.year - 1, 12)
+    return _season(today.year, first_month)
+
+
+def _relative(unit: str, which: str, today: date) -> tuple[date, date] | None:
+    if unit in SEASONS:
+        return (_last_season if which == "last" else _this_season)(SEASONS[unit], today)
+    if unit == "week":
+        monday = today - timedelta(days=today.weekday())
+        if which == "last":
+            return monday - timedelta(days=7), monday - timedelta(days=1)
+        return monday, monday + timedelta(days=6)
+    if unit == "month":
+        if which == "last":
+            previous = today.replace(day=1) - timedelta(days=1)
+            return _month(previous.year, previous.month)
+        return _month(today.year, today.month)
+    if unit == "year":
+        year = today.year - 1 if which == "last" else today.year
+        return date(year, 1, 1), date(year, 12, 31)
+    return None
+
+
+def _date_at(words: list[str], today: date) -> tuple[tuple[date, date], int] | None:
+    """A date expression at the start of `words` (lower-case): its range and how many words."""
+    w0 = words[0]
+    w1 = words[1] if len(words) > 1 else None
+    if w0 == "today":
+        return (today, today), 1
+    if w0 == "yesterday":
+        return (today - timedelta(days=1),) * 2, 1  # type: ignore[return-value]
+    if w0 in ("last", "this") and w1 is not None:
+        found = _relative(w1, w0, today)
+        if found:
+            return found, 2
+    if w1 is not None and YEAR.fullmatch(w1):
+        if w0 in MONTHS:
+            return _month(int(w1), MONTHS[w0]), 2
+        if w0 in SEASONS:
+            return _season(int(w1), SEASONS[w0]), 2
+    if YEAR.fullmatch(w0):
+        return (date(int(w0), 1, 1), date(int(w0), 12, 31)), 1
+    if m := YEARS.fullmatch(w0):
+        a, b = sorted((int(m[1]), int(m[2])))
+        return (date(a, 1, 1), date(b, 12, 31)), 1
+    if m := ISO_DAY.fullmatch(w0):
+        try:
+            day = date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError:
+            return None
+        return (day, day), 1
+    if (m := ISO_MONTH.fullmatch(w0)) and 1 <= int(m[2]) <= 12:
+        return _month(int(m[1]), int(m[2])), 1
+    return None
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+WEIGHT = re.compile(r"([0-9.][^:\"\s]*):(.*)", re.DOTALL)
+IMAGE = re.compile(r"img:(.*)", re.DOTALL | re.IGNORECASE)
+FOLDER = re.compile(r"in:(.*)", re.DOTALL | re.IGNORECASE)
+TRAILING = ",.;!?"  # "beach, 2023." still finds the year
+
+
+def _unquote(raw: str) -> str:
+    return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+
+
+def parse_query(
+    q: str,
+    *,
+    today: date,
+    folder_named: Callable[[str], str | None] = lambda word: None,
+) -> ParsedQuery:
+    """Read `q`. `folder_named(word)` returns the subfolder a bare word names exactly, or None;
+    it is called only for unquoted words that are neither operators, weights nor dates."""
+    tokens = _lex(q)
+    groups: list[tuple[_Token | None, list[_Token]]] = [(None, [])]
+    for token in tokens:
+        if token.kind == "op":
+            if not groups[-1][1] and (groups[-1][0] is not None or len(groups) > 1):
+                raise QueryError(f"'{token.value}' after an operator", token.start, "a term between them")
+            if groups[-1][1] or groups[-1][0] is not None:
+                groups.append((token, []))
+            else:
+                groups[-1] = (token, [])  # a query that starts with an operator
+        else:
+            groups[-1][1].append(token)
+    last_op, last_words = groups[-1]
+    if last_op is not None and not last_words:
+        raise QueryError(f"'{last_op.value}' at the end", last_op.start, f"a term after '{last_op.value}'")
+
+    parsed = ParsedQuery()
+    plain = len(groups) == 1 and groups[0][0] is None
+    for op, words in groups:
+        sign = -1.0 if op is not None and op.value == "-" else 1.0
+        _read_term(q, op, words, sign, plain, parsed, today, folder_named)
+    if len(parsed.terms) > MAX_TERMS:
+        raise QueryError(f"more than {MAX_TERMS} terms", parsed.terms[MAX_TERMS].start, "fewer terms")
+    return parsed
+
+
+def _read_term(
+    q: str,
+    op: _Token | None,
+    tokens: list[_Token],
+    sign: float,
+    plain: bool,
+    parsed: ParsedQuery,
+    today: date,
+    folder_named: Callable[[str], str | None],
+) -> None:
+    weight = 1.0
+    tokens = list(tokens)
+    first = tokens[0]
+    span_start = op.start if op is not None else first.start
+    weighted = False
+    if first.kind == "word" and (m := WEIGHT.fullmatch(first.value)):
+        try:
+            weight = float(m[1])
+        except ValueError:
+            raise QueryError(f"weight {m[1]!r}", first.start, "a number before ':' such as 2 or 0.5") from None
+        if not weight > 0 or weight == float("inf"):
+            raise QueryError(f"weight {m[1]!r}", first.start, "a weight greater than 0")
+        weighted = True
+        rest_start = first.start + len(m[1]) + 1
+        tokens[0] = _Token("phrase" if m[2].startswith('"') else "word", _unquote(m[2]), rest_start, first.end)
+        if not m[2]:
+            tokens.pop(0)
+        plain = False
+        if not tokens:
+            raise QueryError("a weight without a term", first.start, f"a term after '{m[1]}:'")
+    span_end = tokens[-1].end
+
+    kept: list[_Token] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.kind == "word" and (m := FOLDER.fullmatch(token.value)):
+            name = _unquote(m[1]).strip()
+            if not name.strip("/ "):
+                raise QueryError("in: without a folder", token.start, "a folder name after in:")
+            parsed.folders.append(FolderFilter(folder_named(name) or name, token.value, token.start, token.end))
+            i += 1
+            continue
+        if token.kind == "word" and sign > 0:
+            run = [token.value.lower().rstrip(TRAILING)]
+            if i + 1 < len(tokens) and tokens[i + 1].kind == "word":
+                run.append(tokens[i + 1].value.lower().rstrip(TRAILING))
+            found = _date_at(run, today)
+            if found:
+                (first_day, last_day), used = found
+                begin = token
+                if kept and kept[-1].kind == "word" and kept[-1].value.lower() in CONNECTORS:
+                    begin = kept.pop()
+                end_token = tokens[i + used - 1]
+                words = q[begin.start : end_token.end]
+                parsed.dates.append(DateRange(first_day, last_day, words, begin.start, end_token.end))
+                i += used
+                continue
+            named = folder_named(token.value.rstrip(TRAILING))
+            if named is not None:
+                parsed.folders.append(FolderFilter(named, token.value, token.start, token.end))
+                i += 1
+                continue
+        kept.append(token)
+        i += 1
+    if not kept:
+        return  # the term was all filters
+    images = [t for t in kept if t.kind == "word" and IMAGE.fullmatch(t.value)]
+    if images:
+        token = images[0]
+        digits = IMAGE.fullmatch(token.value)[1]  # type: ignore[index]
+        if not digits.isdigit() or int(digits) >= 2**63:
+            raise QueryError(f"image reference {token.value!r}", token.start, "an image id (a number) after img:")
+        if len(kept) > 1:
+            other = next(t for t in kept if t is not token)
+            raise QueryError(f"{token.value} shares a term with other words", other.start, "+ or - between them")
+        end = token.end if op is not None or weighted else span_end
+        start = span_start if op is not None or weighted else token.start
+        parsed.terms.append(Term(sign * weight, image_id=int(digits), start=start, end=end))
+        return
+    if op is None and not weighted:
+        span_start = kept[0].start
+    span_end = kept[-1].end  # removing the term from q leaves its filters in place
+    if plain and len(kept) == len(tokens) and all(t.kind == "word" for t in kept):
+        text = q[kept[0].start : kept[-1].end]  # a plain query reaches the model exactly as typed
+    else:
+        text = " ".join(t.value.strip() for t in kept if t.value.strip())
+    if text:
+        parsed.terms.append(Term(sign * weight, text=text, start=span_start, end=span_end))

@@ -1,0 +1,142 @@
+"""Honest relevance: is a result a `strong` match, a `weak` one, or `none` at all?
+
+A raw cosine score means different things for different queries and models ("a dog" may top out
+at 0.31 where a long description tops out at 0.26; the tiny test model's scores run near 0.9), so
+a fixed score threshold cannot say whether anything matched. Nor can a result's standing within
+its own collection: the best of unrelated images still stands out.
+
+The judgement asks each result image instead: does the query describe it about as well as the best
+of a fixed bank of neutral captions ("a dog", "a beach", "a red square", "something", ...)? For
+image x, query vector q and bank captions c:
+
+    margin(x) = logit_scale × (x·q − max_c x·c)
+
+`logit_scale` is the model's own learned temperature (100 for OpenAI's CLIP, about 15 for the
+tiny test model), which turns cosine differences into the logits CLIP was trained on, so the same
+thresholds hold for every model: a margin of −1 means the query is e¹ ≈ 2.7 times less likely than
+the best neutral caption to be the one that goes with the image.
+
+    strong  margin ≥ −1   the query describes the image at least nearly as well as any caption
+    weak    margin ≥ −3   something of the query is there (the colour but not the shape, ...)
+    none    below
+
+Measured with the tiny model on its 18 colour × shape pictures: the right picture's margin is 0,
+the best wrong one's −2.05 (a partial match: weak). The bank is embedded once per model (one text
+batch) and cached; a search judges only the page it returns, with the result vectors the search
+already read, so a judgement costs one small matrix product and no extra scan.
+
+Image terms (an indexed image, an upload, "more like this") are judged through the bank as well:
+an image term stands for the softmax-weighted mean of the bank captions that describe it (what
+the neutral vocabulary says the picture shows); the query's judging vector is the same weighted
+sum as its search vector, with those stand-ins for image terms. Image-to-image cosines cannot be
+compared with caption scores directly (CLIP's image and text embeddings sit apart), and how an
+image stands within the collection says little (see above).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STRONG = "strong"
+WEAK = "weak"
+NONE = "none"
+LEVELS = (NONE, WEAK, STRONG)  # in increasing order
+STRONG_MARGIN = -1.0
+WEAK_MARGIN = -3.0
+DEFAULT_LOGIT_SCALE = 100.0  # OpenAI CLIP's, when a checkpoint's own cannot be read
+
+_SUBJECTS = (
+    "a person", "a group of people", "a face", "a child", "a dog", "a cat", "a bird", "a horse",
+    "a car", "a bicycle", "a building", "a house", "a street", "a city", "a tree", "a flower",
+    "a plant", "a forest", "a field", "a mountain", "a beach", "the sea", "a lake", "a river",
+    "the sky", "a sunset", "snow", "food", "a meal", "a drink", "a room", "a table", "a chair",
+    "a bed", "a window", "a door", "a screen", "a document", "text", "a toy", "a ball", "a bag",
+    "clothes", "shoes", "a boat", "a train", "an airplane", "a road", "a bridge", "a sign",
+    "a pattern", "a texture", "an object", "a thing", "something", "a picture", "a photo",
+    "an image", "a drawing", "a shape",
+)  # fmt: skip
+_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey")
+_SHAPES = ("circle", "square", "triangle")
+NEUTRAL_CAPTIONS: tuple[str, ...] = (
+    _SUBJECTS
+    + tuple(f"a {c} {s}" for c in _COLOURS for s in _SHAPES)
+    + tuple(f"something {c}" for c in _COLOURS)
+    + tuple(f"a {s}" for s in _SHAPES)
+)
+
+
+def level_of(margin: float) -> str:
+    if margin >= STRONG_MARGIN:
+        return STRONG
+    if margin >= WEAK_MARGIN:
+        return WEAK
+    return NONE
+
+
+def at_least(level: str, minimum: str | None) -> bool:
+    return minimum is None or LEVELS.index(level) >= LEVELS.index(minimum)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 1e-12 else v
+
+
+def read_logit_scale(folder: str | Path) -> float:
+    """exp(logit_scale) from a checkpoint's safetensors; the CLIP default when it is not there."""
+    try:
+        from safetensors import safe_open
+
+        for file in sorted(Path(folder).glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as weights:
+                if "logit_scale" in weights.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                    return float(np.exp(float(weights.get_tensor("logit_scale").float())))
+    except Exception:  # an unusual checkpoint: fall back rather than fail a search
+        return DEFAULT_LOGIT_SCALE
+    return DEFAULT_LOGIT_SCALE
+
+
+class Judge:
+    """The bank of neutral captions for one model, and the judgement of results against it."""
+
+    def __init__(self, bank: np.ndarray, logit_scale: float) -> None:
+        self.bank = bank.astype(np.float32)  # captions × dim, unit rows
+        self.scale = float(logit_scale)
+
+    def image_stand_in(self, vector: np.ndarray) -> np.ndarray:
+        """What the neutral captions say an image shows, as one text-side unit vector."""
+        logits = self.scale * (self.bank @ vector)
+        weights = np.exp(logits - logits.max())
+        return _unit((weights / weights.sum()) @ self.bank).astype(np.float32)
+
+    def judging_vector(self, parts: Sequence[tuple[np.ndarray, float, bool]]) -> np.ndarray:
+        """(vector, weight, is_image) per term → the unit vector results are judged against."""
+        total = sum(w * (self.image_stand_in(v) if is_image else v) for v, w, is_image in parts)
+        return _unit(np.asarray(total, dtype=np.float32))
+
+    def margins(self, judging: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        if len(vectors) == 0:
+            return np.zeros(0, dtype=np.float32)
+        best_caption = (vectors @ self.bank.T).max(axis=1)
+        return self.scale * (vectors @ judging - best_caption)
+
+
+_judges: dict[str, Judge] = {}
+_judges_lock = threading.Lock()
+
+
+def judge_for(model: Any) -> Judge:
+    """The process-wide judge for a model (a `flows.model.ClipModel`), made on first use."""
+    with _judges_lock:
+        judge = _judges.get(model.name)
+        if judge is None:
+            from flows.model import local_checkpoint
+
+            bank = model.embed_texts(list(NEUTRAL_CAPTIONS))
+            judge = _judges[model.name] = Judge(bank, read_logit_scale(local_checkpoint(model.name)))
+        return judge
