@@ -7,8 +7,11 @@ const $ = (id) => document.getElementById(id);
 const els = {
   form: $("search-form"), q: $("q"), file: $("file"), folder: $("folder"), after: $("after"), before: $("before"),
   clear: $("clear-filters"), banner: $("banner"), chip: $("query-chip"), message: $("message"), grid: $("results"),
-  sentinel: $("sentinel"), more: $("more"), viewer: $("viewer"), drop: $("drop"),
+  sentinel: $("sentinel"), more: $("more"), viewer: $("viewer"), drop: $("drop"), chips: $("chips"),
+  weakGrid: $("results-weak"), noneGrid: $("results-none"), weakDivider: $("divider-weak"),
+  noneDivider: $("divider-none"),
 };
+const LEVELS = ["strong", "weak", "none"];
 
 const state = {
   mode: "none", // "text" | "similar" | "image" | "none"
@@ -79,7 +82,10 @@ async function search() {
   state.results = [];
   state.offset = 0;
   state.hasMore = false;
-  els.grid.replaceChildren();
+  for (const grid of [els.grid, els.weakGrid, els.noneGrid]) grid.replaceChildren();
+  els.weakDivider.hidden = true;
+  els.noneDivider.hidden = true;
+  els.chips.hidden = true;
   showChip();
   if (state.mode === "none") {
     showMessage(emptyIndexMessage() || "Type what you are looking for, or drop an image here.");
@@ -98,9 +104,12 @@ async function loadMore(generation = state.generation) {
     state.results.push(...page.results);
     state.offset += page.results.length;
     state.hasMore = page.has_more;
-    renderTiles(page.results, state.results.length - page.results.length);
+    renderTiles(page.results);
+    if (page.understood && page.offset === 0) showUnderstood(page.understood);
     if (state.results.length === 0) {
       showMessage(emptyIndexMessage() || "No matching images. Try other words, or clear the filters.");
+    } else if (!state.results.some((r) => levelOf(r) === "strong")) {
+      showMessage("No good match: nothing here looks like what you described. The nearest images are below.");
     } else {
       hideMessage();
     }
@@ -118,17 +127,28 @@ async function loadMore(generation = state.generation) {
   }
 }
 
-function renderTiles(results, start) {
-  const fragment = document.createDocumentFragment();
-  results.forEach((r, i) => {
+// Results without a judgement (a query of only dates and folders) count as strong: they meet it.
+function levelOf(r) {
+  return LEVELS.includes(r.match) ? r.match : "strong";
+}
+
+// strong matches first, then weak, then the rest: the order of the sections on the page
+function ordered() {
+  return LEVELS.flatMap((level) => state.results.filter((r) => levelOf(r) === level));
+}
+
+function renderTiles(results) {
+  const grids = { strong: els.grid, weak: els.weakGrid, none: els.noneGrid };
+  results.forEach((r) => {
     const li = document.createElement("li");
     li.className = "tile";
     li.dataset.path = r.path;
     li.dataset.id = r.id;
+    li.dataset.match = levelOf(r);
     const button = document.createElement("button");
     button.type = "button";
-    button.title = `${r.path}\nscore ${r.score?.toFixed(3)}`;
-    button.addEventListener("click", () => openViewer(start + i));
+    button.title = `${r.path}\nscore ${r.score?.toFixed(3) ?? "–"} · ${levelOf(r)} match`;
+    button.addEventListener("click", () => openViewer(ordered().indexOf(r)));
     const img = document.createElement("img");
     img.loading = "lazy";
     img.decoding = "async";
@@ -146,10 +166,116 @@ function renderTiles(results, start) {
     score.textContent = r.score == null ? "" : r.score.toFixed(3);
     caption.append(name, score);
     button.append(img, caption);
-    li.append(button);
-    fragment.append(li);
+    const acts = document.createElement("span");
+    acts.className = "acts";
+    for (const [sign, label, cls] of [["+", "More like this", "more-like"], ["-", "Less like this", "less-like"]]) {
+      const act = document.createElement("button");
+      act.type = "button";
+      act.className = cls;
+      act.title = label;
+      act.setAttribute("aria-label", `${label}: ${r.path}`);
+      act.textContent = sign === "+" ? "+" : "−";
+      act.addEventListener("click", () => addImageTerm(r.id, sign));
+      acts.append(act);
+    }
+    li.append(button, acts);
+    grids[levelOf(r)].append(li);
   });
-  els.grid.append(fragment);
+  els.weakDivider.hidden = els.weakGrid.children.length === 0;
+  els.noneDivider.hidden = els.noneGrid.children.length === 0;
+}
+
+// --- the query as understood: terms and filters as chips --------------------------------------
+
+// The query the chips' positions refer to (the API reads the trimmed text).
+function sentQuery() {
+  return state.mode === "text" ? state.q.trim() : "";
+}
+
+function showUnderstood(understood) {
+  const terms = understood.terms || [];
+  const filters = understood.filters || {};
+  const simple = terms.length === 1 && terms[0].text != null && terms[0].weight === 1;
+  if (state.mode !== "text" || (simple && !filters.dates && !filters.folders)) {
+    els.chips.hidden = true;
+    return;
+  }
+  const chips = [];
+  for (const t of terms) {
+    const chip = makeChip(t.weight < 0 ? "chip term term-negative" : "chip term");
+    if (t.weight < 0) chip.append("without ");
+    if (t.image_id != null) {
+      const img = document.createElement("img");
+      img.src = `/api/images/${t.image_id}/thumbnail`;
+      img.alt = "";
+      chip.append(img, `image #${t.image_id}`);
+    } else {
+      chip.append(t.text ?? t.upload ?? "");
+    }
+    if (Math.abs(t.weight) !== 1) {
+      const weight = document.createElement("span");
+      weight.className = "weight";
+      weight.textContent = ` ×${Math.abs(t.weight)}`;
+      chip.append(weight);
+    }
+    if (t.start != null) chip.append(removeButton(t.start, t.end, "Remove this term"));
+    chips.push(chip);
+  }
+  for (const d of filters.dates || []) {
+    const chip = makeChip("chip filter date");
+    chip.append(`taken ${d.taken_after === d.taken_before ? d.taken_after : `${d.taken_after} – ${d.taken_before}`}`);
+    chip.title = `from "${d.words}"`;
+    chip.append(removeButton(d.start, d.end, "Remove this date"));
+    chips.push(chip);
+  }
+  for (const f of filters.folders || []) {
+    const chip = makeChip("chip filter folder");
+    chip.append(`in ${f.folder}/`);
+    chip.title = `from "${f.words}"`;
+    chip.append(removeButton(f.start, f.end, "Remove this folder"));
+    chips.push(chip);
+  }
+  els.chips.replaceChildren(...chips);
+  els.chips.hidden = chips.length === 0;
+}
+
+function makeChip(className) {
+  const chip = document.createElement("span");
+  chip.className = className;
+  return chip;
+}
+
+function removeButton(start, end, label) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link remove";
+  button.textContent = "×";
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", () => {
+    const q = sentQuery();
+    setQuery(tidy(q.slice(0, start) + " " + q.slice(end)));
+  });
+  return button;
+}
+
+// After a piece is cut out: single spaces, and no operator left dangling at either end.
+function tidy(q) {
+  return q.replace(/\s+/g, " ").trim().replace(/^\+\s*/, "").replace(/\s[+-]$/, "").trim();
+}
+
+function setQuery(q) {
+  els.q.value = q;
+  clearTimeout(typingTimer);
+  commitText({ push: true });
+  window.scrollTo({ top: 0 });
+}
+
+// "more like this" / "less like this" on a result: add the image as a term of the query
+function addImageTerm(id, sign) {
+  const base = state.mode === "text" ? state.q.trim() : state.mode === "similar" ? `img:${state.similar}` : "";
+  if (els.viewer.open) els.viewer.close();
+  if (!base) setQuery(sign === "+" ? `img:${id}` : `- img:${id}`);
+  else setQuery(`${base} ${sign} img:${id}`);
 }
 
 // --- messages and banners --------------------------------------------------------------------
@@ -216,7 +342,7 @@ function showChip() {
 let current = -1;
 
 function openViewer(index) {
-  const r = state.results[index];
+  const r = ordered()[index];
   if (!r) return;
   current = index;
   $("viewer-img").src = r.url;
@@ -225,6 +351,7 @@ function openViewer(index) {
   $("viewer-original").href = r.url;
   const facts = [
     ["Score", r.score == null ? "" : r.score.toFixed(3)],
+    ["Match", r.match || ""],
     ["Size", formatBytes(r.size)],
     ["Dimensions", `${r.width} × ${r.height}`],
     [r.date_source === "exif" ? "Taken" : "Modified", formatDate(r.taken_at)],
@@ -256,8 +383,9 @@ $("viewer-next").addEventListener("click", () => step(1));
 els.viewer.addEventListener("click", (e) => {
   if (e.target === els.viewer) els.viewer.close(); // a click on the backdrop
 });
+$("viewer-less").addEventListener("click", () => addImageTerm(ordered()[current].id, "-"));
 $("viewer-similar").addEventListener("click", () => {
-  const r = state.results[current];
+  const r = ordered()[current];
   els.viewer.close();
   state.mode = "similar";
   state.similar = String(r.id);

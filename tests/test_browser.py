@@ -266,3 +266,64 @@ def test_with_a_token_the_page_asks_once_remembers_it_and_asks_again_when_it_is_
     page.press("#token", "Enter")
     page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('yellow-triangle')")
     images_loaded(page, ".tile img")
+
+
+def tile_ids(page: Any, selector: str = ".tile") -> list[str]:
+    return page.locator(selector).evaluate_all("(tiles) => tiles.map((t) => t.dataset.id)")
+
+
+def test_the_query_is_shown_as_chips_that_can_be_removed(page: Any, server: str) -> None:
+    page.goto(server + "/?q=" + "holiday a green triangle - a green square".replace(" ", "%20"))
+    page.wait_for_function("document.querySelectorAll('.tile').length === 1")
+    assert first_paths(page, 1) == ["holiday/beach.png"]
+    chips = page.locator("#chips .chip").all_inner_texts()
+    assert [c.replace("×", "").strip() for c in chips] == ["a green triangle", "without a green square", "in holiday/"]
+    screenshot(page, "search-chips.png")
+    page.locator("#chips .chip.folder .remove").click()
+    page.wait_for_function("document.querySelectorAll('.tile').length > 1")
+    assert page.input_value("#q") == "a green triangle - a green square"
+    assert "holiday" not in page.url and "q=a+green+triangle+-+a+green+square" in page.url
+    page.locator("#chips .chip.term-negative .remove").click()
+    page.wait_for_function("document.querySelector('#q').value === 'a green triangle'")
+    page.wait_for_function("document.querySelector('#chips').hidden")
+    page.go_back()
+    page.wait_for_function("document.querySelector('#q').value === 'a green triangle - a green square'")
+
+
+def test_more_and_less_like_this_add_image_terms(page: Any, server: str) -> None:
+    page.goto(server + "/?q=a%20blue%20circle")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('blue-circle')")
+    first = tile_ids(page)[0]
+    page.locator(".tile").first.hover()
+    page.locator(".tile .less-like").first.click()
+    page.wait_for_function(f"document.querySelector('#q').value === 'a blue circle - img:{first}'")
+    page.wait_for_function(f"document.querySelector('.tile')?.dataset.id !== {first!r}")
+    assert first not in tile_ids(page, "#results .tile")  # pushed down, out of the strong matches
+    assert page.locator("#chips .chip.term-negative img").count() == 1
+    other = tile_ids(page)[0]
+    page.locator(".tile").first.hover()
+    page.locator(".tile .more-like").first.click()
+    page.wait_for_function(f"document.querySelector('#q').value.endsWith('+ img:{other}')")
+    page.wait_for_function("document.querySelectorAll('#chips .chip.term').length === 3")
+    page.wait_for_selector(".tile")
+    assert other not in tile_ids(page)  # an example is not its own result
+    page.locator(".tile button").first.click()
+    page.click("#viewer-less")
+    page.wait_for_function("document.querySelectorAll('#chips .chip.term-negative').length === 2")
+
+
+def test_strong_matches_come_first_then_a_divider_and_no_good_match_is_said(page: Any, server: str) -> None:
+    page.goto(server + "/?q=a%20red%20circle")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('red-circle')")
+    strong = page.locator("#results .tile").evaluate_all("(ts) => ts.map((t) => t.dataset.match)")
+    assert strong and set(strong) == {"strong"}
+    assert page.locator("#divider-none").is_visible() and page.locator("#message").is_hidden()
+    none = page.locator("#results-none .tile").evaluate_all("(ts) => ts.map((t) => t.dataset.match)")
+    assert none and set(none) == {"none"}
+    screenshot(page, "search-divider.png")
+
+    page.fill("#q", "hello world")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('#message').textContent.includes('No good match')")
+    assert page.locator("#results .tile").count() == 0 and page.locator("#results-none .tile").count() > 0
+    screenshot(page, "search-no-good-match.png")
