@@ -10,8 +10,8 @@ Pure functions: no database, no model. Folder names come through a lookup the ca
 
 Operators are `+` and `-` standing at the start of the query or after a space ("a dog - cat",
 "a dog -cat"); a hyphen inside a word ("x-ray", "t-shirt", "2021-2022") is part of the word. A
-weight `N:` applies to its whole term, up to the next operator. Positions in errors count
-characters of `q` from 0.
+backslash makes a quote an ordinary character (\\"). A weight `N:` applies to its whole term, up
+to the next operator. Positions in errors count characters of `q` from 0.
 """
 
 from __future__ import annotations
@@ -118,6 +118,8 @@ class _Token:
 
 def _closing_quote(q: str, opening: int) -> int:
     close = q.find('"', opening + 1)
+    while close > 0 and q[close - 1] == "\\":  # \" is a quote character, not the end
+        close = q.find('"', close + 1)
     if close < 0:
         raise QueryError("unbalanced quote", opening, 'a closing "')
     return close
@@ -132,7 +134,7 @@ def _lex(q: str) -> list[_Token]:
             i += 1
         elif ch == '"':
             close = _closing_quote(q, i)
-            tokens.append(_Token("phrase", q[i + 1 : close], i, close + 1))
+            tokens.append(_Token("phrase", q[i + 1 : close].replace('\\"', '"'), i, close + 1))
             i = close + 1
         elif ch in "+-" and (i == 0 or q[i - 1].isspace()) and (i + 1 == n or q[i + 1] not in "+-"):
             tokens.append(_Token("op", ch, i, i + 1))
@@ -141,7 +143,8 @@ def _lex(q: str) -> list[_Token]:
             start = i
             while i < n and not q[i].isspace():
                 # a quoted part inside a word (in:"my folder", 2:"red car") runs to its closing quote
-                i = _closing_quote(q, i) + 1 if q[i] == '"' else i + 1
+                opens = q[i] == '"' and (i == 0 or q[i - 1] != "\\")
+                i = _closing_quote(q, i) + 1 if opens else i + 1
             tokens.append(_Token("word", q[start:i], start, i))
     return tokens
 

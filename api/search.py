@@ -83,6 +83,9 @@ def make_filters(
     taken_before: str | None = None,
     format: str | None = None,
 ) -> SearchFilters:
+    for name, value in (("taken_after", taken_after), ("taken_before", taken_before), ("format", format)):
+        if value is not None and "\x00" in value:
+            raise BadRequest(f"{name} must not contain NUL (\\x00) characters")
     return SearchFilters(
         folder=parse_folder(folder),
         taken_after=parse_when(taken_after, "taken_after", end_of_day=False),

@@ -61,6 +61,8 @@ class TestParsing:
             ('"summer 2023"', [("summer 2023", 1.0)]),  # quoted: words, not a date
             ("a +b", [("a", 1.0), ("b", 1.0)]),
             ("c++ code", [("c++ code", 1.0)]),
+            ('a 12\\" record', [('a 12\\" record', 1.0)]),  # an escaped quote is a character
+            ('"the \\"best\\" one" + b', [('the "best" one', 1.0), ("b", 1.0)]),
         ],
     )
     def test_terms_and_weights(self, q: str, expected: list[tuple[Any, float]]) -> None:
@@ -336,6 +338,7 @@ class TestErrors:
             {"terms": [{"text": "a", "weight": 0}]},
             {"terms": [{"text": "a"}], "min_match": "great"},
             {"terms": [{"text": "a"}], "folder": "a\x00b"},
+            {"terms": [{"text": "a"}], "format": "png\x00"},
             {"terms": [{"text": "a", "image_id": 3}]},
         ],
     )
