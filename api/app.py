@@ -333,8 +333,14 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         model = svc.require_model()
         with svc.connection() as conn:
             parsed = parse(q, conn, model.name) if q.strip() else None
-            terms = parsed.terms if parsed else []
-            filters = with_query_filters(base, parsed) if parsed else base
+        terms = parsed.terms if parsed else []
+        filters = with_query_filters(base, parsed) if parsed else base
+        # the text tower runs while no database connection is held: under load, requests would
+        # otherwise hold every pooled connection while they wait for the model
+        for term in terms:
+            if term.text is not None:
+                model.embed_text(term.text)
+        with svc.connection() as conn:
             try:
                 results, more = answer(
                     conn,
