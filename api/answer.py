@@ -105,7 +105,7 @@ def answer(
     limit: int,
     offset: int,
     min_match: str | None = None,
-    ef_search: int = 200,
+    ef_search: int = 100,
     uploads: Sequence[Upload] = (),
     exclude_ids: Sequence[int] = (),
 ) -> tuple[list[dict[str, Any]], bool]:

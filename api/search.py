@@ -180,7 +180,7 @@ def search_by_vector(
     offset: int = 0,
     filters: SearchFilters = SearchFilters(),
     exclude_ids: Sequence[int] = (),
-    ef_search: int = 200,
+    ef_search: int = 100,
     with_vectors: bool = False,
 ) -> tuple[list[ImageRecord], bool]:
     """Ranked images nearest to `vector`; returns (page, whether more follow). `with_vectors`

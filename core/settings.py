@@ -156,7 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         host=(values.get("HOST") or "127.0.0.1").strip(),
         port=_int(values, "PORT", 8000),
         upload_max_bytes=_int(values, "UPLOAD_MAX_MB", 20) * 1024 * 1024,
-        search_ef=_int(values, "SEARCH_EF", 200, lo=10),
+        search_ef=_int(values, "SEARCH_EF", 100, lo=10),
         cors_origins=_origins(values.get("CORS_ORIGINS")),
         api_token=_token(values.get("API_TOKEN")),
         allow_remote_without_token=_bool(values, "ALLOW_REMOTE_WITHOUT_TOKEN", False),
