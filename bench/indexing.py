@@ -37,10 +37,13 @@ def usual_way(model_name: str, files: list[Path]) -> float:
         features / features.norm(dim=-1, keepdim=True)
 
     one(files[0])  # warm-up
-    started = time.perf_counter()
-    for path in files:
-        one(path)
-    return len(files) / (time.perf_counter() - started)
+    rates = []
+    for _ in range(2):  # the better of two passes, as for the other two measurements
+        started = time.perf_counter()
+        for path in files:
+            one(path)
+        rates.append(len(files) / (time.perf_counter() - started))
+    return max(rates)
 
 
 def model_ceiling(settings: Settings, count: int) -> float:
@@ -75,15 +78,18 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
     cold_settings = settings.with_overrides(data_dir=settings.data_dir.parent / "data-cold")
     cold, cold_wall, peak = index_run(cold_settings, env_for_data_dir(env, cold_settings))
 
-    # throughput with the model loaded and the database running (its one-time creation is part of
-    # the cold run above), like the two comparisons beside it; the ceiling is measured before and
-    # after and the usual way between them, so a noisy neighbour slows all of them alike
-    ensure_schema(database_url(settings))
+    # Throughput with the model loaded and the database running (its one-time creation is part of
+    # the cold run above), like the two comparisons beside it. These machines are noisy, so each of
+    # the three is the better of two tries, spread over the same minutes.
+    trial = settings.with_overrides(data_dir=settings.data_dir.parent / "data-trial")
+    for s in (trial, settings):
+        ensure_schema(database_url(s))
     before = model_ceiling(settings, n)
-    warm = asyncio.run(index_once(settings))
-    ours = warm.embedded / warm.seconds
+    first = asyncio.run(index_once(trial))
     usual = usual_way(settings.clip_model, files[: min(n, usual_sample)])
-    ceiling = (before + model_ceiling(settings, n)) / 2
+    warm = asyncio.run(index_once(settings))
+    ceiling = max(before, model_ceiling(settings, n))
+    ours = max(first.embedded / first.seconds, warm.embedded / warm.seconds)
     report.add(
         "1 indexing",
         f"images/s, {n} files → searchable rows, model loaded",
@@ -97,7 +103,7 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
         "1 indexing",
         "share of the model-alone ceiling",
         f"{100 * ours / ceiling:.0f}%",
-        f"ceiling {ceiling:.1f} img/s (mean of before/after)",
+        f"ceiling {ceiling:.1f} img/s",
         "",
         "≥ 85%",
         verdict(ours >= 0.85 * ceiling),
