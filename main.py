@@ -5,6 +5,7 @@
     python main.py watch            # keep the table in sync with the folder, no server
     python main.py search "a dog"   # search from the terminal
     python main.py status           # what the index holds, what failed
+    python main.py duplicates       # groups of exact and near-duplicate images (nothing is deleted)
 
 `app` below is the CocoIndex app, so `cocoindex update main.py` works too.
 """
@@ -98,6 +99,41 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     return run_search(settings, args)
 
 
+def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
+    from api.duplicates import duplicates_page
+    from api.search import BadRequest
+    from core.db import IMAGES_TABLE, connect, database_url, table_exists
+
+    with connect(database_url(settings)) as conn:
+        if not table_exists(conn, IMAGES_TABLE):
+            print("error: nothing is indexed in this database yet; run `python main.py index` first", file=sys.stderr)
+            return 2
+        try:
+            page = duplicates_page(
+                conn, settings.clip_model, threshold=args.threshold, folder=args.folder, limit=args.limit, offset=0
+            )
+        except BadRequest as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    print(
+        f"{page['total_groups']} groups, {page['images_in_groups']} images, threshold {page['threshold']} "
+        "(nothing is deleted by Sightline)",
+        file=sys.stderr,  # stdout stays one group line, then one image per line, for scripts
+    )
+    for n, group in enumerate(page["groups"], start=1):
+        print(f"group {n}\t{group['kind']}\t{group['count']} images\tsimilarity {group['similarity']:.4f}")
+        for image in group["images"]:
+            date = (image["taken_at"] or "")[:16].replace("T", " ")
+            dims = f"{image['width']}x{image['height']}"
+            print(f"\t{image['path']}\t{image['size']} bytes\t{dims}\t{date}\t{image['similarity']:.4f}")
+    if page["has_more"]:
+        print(f"... {page['total_groups'] - args.limit} more groups (--limit)", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from api.server import serve
 
@@ -131,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--offset", type=int, default=0)
     search.add_argument("--json", action="store_true", help="print JSON (the API's result objects)")
     search.set_defaults(run=cmd_search)
+
+    dup = commands.add_parser("duplicates", help="groups of exact and near-duplicate images (nothing is deleted)")
+    dup.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for near-duplicates, 0.5-1.0")
+    dup.add_argument("--folder", help="only this subfolder of IMAGE_DIR")
+    dup.add_argument("--limit", type=int, default=100, help="groups to show")
+    dup.add_argument("--json", action="store_true", help="print JSON (the API's answer)")
+    dup.set_defaults(run=cmd_duplicates)
 
     status = commands.add_parser("status", help="what is indexed, what failed, what the indexer is doing")
     status.add_argument("--json", action="store_true")

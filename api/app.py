@@ -27,6 +27,7 @@ from pgvector.psycopg import register_vector
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.answer import UnknownImage, Upload, answer, check_min_match, parse, with_query_filters
+from api.duplicates import DEFAULT_THRESHOLD, duplicates_page
 from api.query import QueryError, Term
 from api.search import (
     MAX_LIMIT,
@@ -531,6 +532,29 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         model = svc.model.name if svc.model else svc.settings.clip_model
         with svc.connection() as conn:
             return {"folders": list_folders(conn, model)}
+
+    @app.get("/api/duplicates", summary="Groups of exact and near-duplicate images (nothing is deleted)")
+    def duplicates(
+        request: Request,
+        threshold: Annotated[
+            float,
+            Query(
+                allow_inf_nan=False,
+                description="cosine similarity above which two images are near-duplicates, 0.5 to 1.0",
+            ),
+        ] = DEFAULT_THRESHOLD,
+        folder: Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="groups per page")] = 20,
+        offset: Annotated[int, Query(ge=0, description="groups to skip")] = 0,
+    ) -> dict[str, Any]:
+        svc = services(request)
+        model = svc.model.name if svc.model else svc.settings.clip_model
+        with svc.connection() as conn:
+            return duplicates_page(conn, model, threshold=threshold, folder=folder, limit=limit, offset=offset)
+
+    @app.get("/duplicates", include_in_schema=False)
+    def duplicates_view() -> FileResponse:
+        return FileResponse(FRONTEND_DIR / "duplicates.html")
 
     @app.get("/status", include_in_schema=False)
     def status_page() -> FileResponse:

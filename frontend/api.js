@@ -135,6 +135,10 @@ export function getStatus() {
   });
 }
 
+export function getDuplicates(params) {
+  return request(`/api/duplicates?${new URLSearchParams(params)}`);
+}
+
 export function getFolders() {
   return request("/api/folders");
 }
