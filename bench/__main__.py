@@ -21,10 +21,12 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E402
+from bench.duplicates import bench_duplicates  # noqa: E402
 from bench.indexing import bench_indexing  # noqa: E402
 from bench.load import load_test  # noqa: E402
 from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E402
 from bench.serving import cold_search, live_latency, query_at_scale  # noqa: E402
+from core.db import database_url  # noqa: E402
 from core.settings import PROJECT_ROOT, get_settings  # noqa: E402
 from flows.model import get_model  # noqa: E402
 
@@ -37,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--random-weights", metavar="ARCH", help="time a randomly initialised ARCH, e.g. ViT-B/32")
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="tokenizer for --random-weights")
     parser.add_argument("--scale", default="10000,100000", help="index sizes for query latency")
+    parser.add_argument("--dup-scale", default="10000,100000", help="index sizes for duplicate grouping")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--drops", type=int, default=20)
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients in the load test")
@@ -49,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.smoke:
         args.images, args.scale, args.queries, args.drops, args.usual_sample = 12, "500", 10, 2, 6
+        args.dup_scale = "500"
         args.clients, args.load_seconds, args.load_size = 4, 3, 500
         args.model = args.model or str(PROJECT_ROOT / "tests" / "fixtures" / "tiny-clip")
     return args
@@ -80,6 +84,7 @@ def main() -> None:
         query_at_scale(settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work)
         cold_search(settings, env, report, work)
         load_test(settings, env, report, work, args.clients, args.load_seconds, args.load_size)
+        bench_duplicates(database_url(settings), report, [int(s) for s in args.dup_scale.split(",")], model.dim)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
