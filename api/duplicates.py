@@ -164,6 +164,9 @@ def find_duplicate_groups(
 
 _cache: dict[tuple[str, str, float, str | None], tuple[Any, float, list[Group]]] = {}
 _cache_lock = threading.Lock()
+# one grouping at a time: the page's first requests arrive together, and computing the same answer
+# twice at once would only halve the speed of both
+_compute_lock = threading.Lock()
 
 
 def cached_duplicate_groups(
@@ -176,14 +179,25 @@ def cached_duplicate_groups(
     row = conn.execute("SELECT max(last_change_at) FROM indexer_status").fetchone()
     stamp = row[0] if row else None
     key = (conn.info.dsn, model, threshold, folder)
-    now = monotonic()
-    with _cache_lock:
-        cached = _cache.get(key)
-    if cached is not None and cached[0] == stamp and now - cached[1] < CACHE_SECONDS:
-        return cached[2]
-    groups = find_duplicate_groups(conn, model, threshold, folder=folder)
-    with _cache_lock:
-        _cache[key] = (stamp, now, groups)
+
+    def fresh() -> list[Group] | None:
+        with _cache_lock:
+            cached = _cache.get(key)
+        if cached is not None and cached[0] == stamp and monotonic() - cached[1] < CACHE_SECONDS:
+            return cached[2]
+        return None
+
+    found = fresh()
+    if found is not None:
+        return found
+    with _compute_lock:
+        found = fresh()  # another request may have computed it while this one waited
+        if found is not None:
+            return found
+        started = monotonic()
+        groups = find_duplicate_groups(conn, model, threshold, folder=folder)
+        with _cache_lock:
+            _cache[key] = (stamp, started, groups)
     return groups
 
 
