@@ -138,5 +138,6 @@ def judge_for(model: Any) -> Judge:
             from flows.model import local_checkpoint
 
             bank = model.embed_texts(list(NEUTRAL_CAPTIONS))
-            judge = _judges[model.name] = Judge(bank, read_logit_scale(local_checkpoint(model.name)))
+            scale = getattr(model, "logit_scale", None) or read_logit_scale(local_checkpoint(model.name))
+            judge = _judges[model.name] = Judge(bank, scale)
         return judge

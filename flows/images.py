@@ -53,7 +53,9 @@ class ImageError(Exception):
 @dataclass(frozen=True)
 class Preprocessing:
     """What the model's image processor does, as plain numbers: resize the shortest side to
-    `size` (bicubic), centre-crop to `crop_height`×`crop_width`, scale to 0..1, normalise."""
+    `size` (bicubic), centre-crop to `crop_height`×`crop_width`, scale to 0..1, normalise.
+    With `squash` (SigLIP) the whole picture is resized to `crop_width`×`crop_height` instead,
+    aspect ratio ignored, and nothing is cropped."""
 
     size: int
     crop_height: int
@@ -61,6 +63,7 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resample: int = Image.Resampling.BICUBIC
+    squash: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,10 @@ def resized_size(width: int, height: int, shortest: int) -> tuple[int, int]:
 def prepare_pixels(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     """Resize the shortest side, centre-crop: uint8 H×W×3, the model's processor before scaling."""
     image = to_rgb(image)
+    if prep.squash:
+        size = (prep.crop_width, prep.crop_height)
+        resized = image.resize(size, resample=prep.resample) if image.size != size else image
+        return np.asarray(resized, dtype=np.uint8)
     new_w, new_h = resized_size(image.width, image.height, prep.size)
     crop_w, crop_h = prep.crop_width, prep.crop_height
     if new_w * new_h > _CROP_FIRST_FACTOR * crop_w * crop_h and new_w >= crop_w and new_h >= crop_h:

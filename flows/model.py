@@ -1,4 +1,8 @@
-"""The CLIP model wrapper: one model per process, shared by the indexer and the server.
+"""The model wrapper: one model per process, shared by the indexer and the server.
+
+CLIP and SigLIP checkpoints (SigLIP 2's fixed-resolution ones included: they are published as
+SigLIP models with a Gemma tokenizer) load through the same path; config.json's `model_type`
+picks the tower classes, the preprocessing and the tokenisation (see `FAMILIES`).
 
 Weights load through `transformers.from_pretrained` for a hub id and a local folder alike, so the
 project's tiny test model exercises the same code as a real checkpoint. Everything heavy is lazy:
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,17 +60,61 @@ def choose_precision(requested: str, device: str) -> str:
 
 
 @dataclass(frozen=True)
+class Family:
+    """How one model family's checkpoints load, tokenise and pool."""
+
+    label: str
+    config_class: str
+    vision_class: str
+    text_class: str
+    # the output attribute holding the projected, pooled embedding of each tower
+    image_output: str
+    text_output: str
+    # SigLIP was trained on texts padded to the full length and pools the last position, so
+    # padding only to the longest text in a batch gives different (wrong) embeddings
+    pad_to_max: bool
+
+
+FAMILIES: dict[str, Family] = {
+    "clip": Family(
+        "CLIP", "CLIPConfig", "CLIPVisionModelWithProjection", "CLIPTextModelWithProjection",
+        "image_embeds", "text_embeds", pad_to_max=False,
+    ),
+    # SigLIP and the fixed-resolution SigLIP 2 checkpoints (published with model_type "siglip")
+    "siglip": Family(
+        "SigLIP", "SiglipConfig", "SiglipVisionModel", "SiglipTextModel",
+        "pooler_output", "pooler_output", pad_to_max=True,
+    ),
+}  # fmt: skip
+_NAFLEX = "siglip2"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """What a checkpoint's JSON files say: enough to create the table and preprocess images."""
 
     dim: int
     max_tokens: int
     preprocessing: Preprocessing
+    family: Family = FAMILIES["clip"]
 
 
 def read_spec(folder: str) -> ModelSpec:
     config = json.loads((Path(folder) / "config.json").read_text())
     processor = json.loads((Path(folder) / "preprocessor_config.json").read_text())
+    model_type = config.get("model_type", "clip")
+    if model_type == _NAFLEX:
+        raise ModelLoadError(
+            f"{folder} is a SigLIP 2 NaFlex checkpoint (variable resolution), which Sightline does not "
+            f"support; use a fixed-resolution one such as google/siglip2-base-patch16-224"
+        )
+    if model_type not in FAMILIES:
+        raise ModelLoadError(
+            f"{folder} has model_type {model_type!r}; Sightline supports CLIP and SigLIP / SigLIP 2 "
+            f"checkpoints (model_type clip or siglip)"
+        )
+    if model_type == "siglip":
+        return _siglip_spec(config, processor)
     size = processor.get("size", {"shortest_edge": 224})
     shortest = size if isinstance(size, int) else size.get("shortest_edge") or min(size["height"], size["width"])
     crop = processor.get("crop_size", shortest)
@@ -87,6 +135,34 @@ def read_spec(folder: str) -> ModelSpec:
     )
 
 
+def _siglip_spec(config: dict[str, Any], processor: dict[str, Any]) -> ModelSpec:
+    # real SigLIP configs leave most fields at transformers' defaults (hidden size 768, 64 tokens,
+    # 224 px, bicubic, mean and std 0.5), so the same defaults apply here
+    vision = config.get("vision_config", {})
+    text = config.get("text_config", {})
+    image_size = int(vision.get("image_size", 224))
+    size = processor.get("size", {"height": image_size, "width": image_size})
+    height, width = (size, size) if isinstance(size, int) else (int(size["height"]), int(size["width"]))
+    dim = int(vision.get("hidden_size", 768))
+    text_dim = int(text.get("projection_size") or text.get("hidden_size", 768))
+    if text_dim != dim:
+        raise ModelLoadError(f"the SigLIP towers disagree on the embedding size ({dim} and {text_dim})")
+    return ModelSpec(
+        dim=dim,
+        max_tokens=int(text.get("max_position_embeddings", 64)),
+        preprocessing=Preprocessing(
+            size=max(height, width),
+            crop_height=height,
+            crop_width=width,
+            mean=tuple(float(v) for v in processor.get("image_mean", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in processor.get("image_std", (0.5, 0.5, 0.5))),  # type: ignore[arg-type]
+            resample=int(processor.get("resample", 3)),
+            squash=True,
+        ),
+        family=FAMILIES["siglip"],
+    )
+
+
 class ClipModel:
     """CLIP at the chosen precision with L2-normalised output. The two towers load on first use,
     each with only its own weights: an indexer holds no text tower until a query comes, and a
@@ -97,6 +173,7 @@ class ClipModel:
         self.dim = spec.dim
         self.max_tokens = spec.max_tokens
         self.preprocessing = spec.preprocessing
+        self.family = spec.family
         self._folder = folder
         self._requested = (device, precision)
         self._device: str | None = None
@@ -107,7 +184,7 @@ class ClipModel:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = 1024
         self._text_waiting: dict[str, Future[np.ndarray]] = {}  # queries queued for the next batch
-        self._text_forward = threading.Lock()
+        self._text_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-text-tower")
         self.text_batches = 0  # forward passes of the text tower made by `embed_text`
         # guards loading and the text cache; forward passes may overlap, so a search never waits
         # for an indexing batch
@@ -129,6 +206,23 @@ class ClipModel:
         return self._resolve()[1]
 
     @property
+    def logit_scale(self) -> float | None:
+        """The learned temperature, exp of the checkpoint's `logit_scale` (CLIP and SigLIP both
+        store its log), or None when the checkpoint has none. SigLIP's sigmoid also adds a
+        `logit_bias`; it shifts every score alike, so ranking by cosine and margins between
+        scores are unchanged by it."""
+        try:
+            from safetensors import safe_open
+
+            for file in sorted(Path(self._folder).glob("*.safetensors")):
+                with safe_open(str(file), framework="pt") as weights:
+                    if "logit_scale" in weights.keys():  # noqa: SIM118 (safe_open has no __contains__)
+                        return float(np.exp(float(weights.get_tensor("logit_scale").float())))
+        except Exception:  # an unusual checkpoint: the caller's default rather than a failure
+            return None
+        return None
+
+    @property
     def loaded(self) -> bool:
         """Whether any weights are in memory (device and precision are then settled)."""
         return self._vision is not None or self._text is not None
@@ -143,21 +237,24 @@ class ClipModel:
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
-        config = transformers.CLIPConfig.from_pretrained(self._folder)
+        config = getattr(transformers, self.family.config_class).from_pretrained(self._folder)
         tower_config = getattr(config, part)
-        tower_config.projection_dim = self.dim  # the tower's own config may lack the projection size
+        if self.family.config_class == "CLIPConfig":
+            tower_config.projection_dim = self.dim  # the tower's own config may lack the projection size
         try:
             tower = getattr(transformers, loader_name).from_pretrained(
                 self._folder, config=tower_config, dtype=self._dtype()
             )
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"Cannot load the weights of CLIP_MODEL={self.name!r}: {exc}") from exc
+            raise ModelLoadError(
+                f"Cannot load the weights of CLIP_MODEL={self.name!r} ({self.family.label}): {exc}"
+            ) from exc
         return tower.to(self.device).eval()
 
     def vision_tower(self) -> Any:
         with self._lock:
             if self._vision is None:
-                self._vision = self._load("CLIPVisionModelWithProjection", "vision_config")
+                self._vision = self._load(self.family.vision_class, "vision_config")
             return self._vision
 
     def text_tower(self) -> tuple[Any, Any]:
@@ -166,7 +263,7 @@ class ClipModel:
                 from transformers import AutoTokenizer
 
                 self._tokenizer = AutoTokenizer.from_pretrained(self._folder)
-                self._text = self._load("CLIPTextModelWithProjection", "text_config")
+                self._text = self._load(self.family.text_class, "text_config")
             return self._text, self._tokenizer
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
@@ -176,28 +273,36 @@ class ClipModel:
         tower = self.vision_tower()
         batch = torch.from_numpy(normalize(pixels, self.preprocessing)).to(self.device, self._dtype())
         with torch.inference_mode():
-            features = tower(pixel_values=batch).image_embeds
+            features = getattr(tower(pixel_values=batch), self.family.image_output)
         return _unit(features)
 
     def embed_image(self, image: Image.Image) -> np.ndarray:
         return self.embed_pixels(prepare_pixels(image, self.preprocessing)[None])[0]
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Texts → float32 N×D unit vectors; padded to the longest text, cut at the model's limit."""
+        """Texts → float32 N×D unit vectors; cut at the model's limit and padded as the family was
+        trained (CLIP: to the longest text; SigLIP: always to the limit)."""
         import torch
 
         tower, tokenizer = self.text_tower()
-        tokens = tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
-        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        padding = "max_length" if self.family.pad_to_max else True
+        tokens = tokenizer(texts, padding=padding, truncation=True, max_length=self.max_tokens, return_tensors="pt")
+        # only what the tokenizer gives: SigLIP's own returns no attention mask (it was trained
+        # attending to the padding), and the model must see exactly that
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode():
-            features = tower(**tokens).text_embeds
+            features = getattr(tower(**tokens), self.family.text_output)
         return _unit(features)
 
     def embed_text(self, text: str) -> np.ndarray:
-        """One query, with an LRU cache so a repeated query skips the model. Queries that arrive
-        while the text tower is busy wait and then go through it together, in one batch: under
-        load that is one forward pass for many clients instead of many passes fighting over the
-        cores, and a lone query goes straight through."""
+        """One query, with an LRU cache so a repeated query skips the model.
+
+        Queries go through the text tower on one thread of its own, in batches: those that arrive
+        while it is busy go through together in its next pass. Under load that is one forward pass
+        for many clients instead of many passes fighting over the cores, and a lone query goes
+        straight through. One thread also means one team of compute threads for the tower, where
+        running it on whichever web worker thread took the request would wake a new team for each.
+        """
         with self._lock:
             cached = self._text_cache.get(text)
             if cached is not None:
@@ -206,27 +311,28 @@ class ClipModel:
             waiting = self._text_waiting.get(text)
             if waiting is None:
                 waiting = self._text_waiting[text] = Future()
-        while not waiting.done():
-            with self._text_forward:  # one batch at a time; whoever holds it serves everyone queued
-                if waiting.done():
-                    break
-                with self._lock:
-                    batch = dict(self._text_waiting)
-                    self._text_waiting.clear()
-                self.text_batches += 1
-                try:
-                    vectors = self.embed_texts(list(batch))
-                except BaseException as exc:
-                    for future in batch.values():
-                        future.set_exception(exc)
-                    raise
-                with self._lock:
-                    for (query, future), vector in zip(batch.items(), vectors):
-                        self._text_cache[query] = vector
-                        future.set_result(vector)
-                    while len(self._text_cache) > self._text_cache_size:
-                        self._text_cache.popitem(last=False)
+                self._text_worker.submit(self._embed_waiting_texts)
         return waiting.result()
+
+    def _embed_waiting_texts(self) -> None:
+        with self._lock:
+            batch = dict(self._text_waiting)
+            self._text_waiting.clear()
+        if not batch:
+            return  # served by an earlier pass
+        self.text_batches += 1
+        try:
+            vectors = self.embed_texts(list(batch))
+        except BaseException as exc:
+            for future in batch.values():
+                future.set_exception(exc)
+            return
+        with self._lock:
+            for (query, future), vector in zip(batch.items(), vectors):
+                self._text_cache[query] = vector
+                future.set_result(vector)
+            while len(self._text_cache) > self._text_cache_size:
+                self._text_cache.popitem(last=False)
 
 
 def _unit(features: Any) -> np.ndarray:
@@ -257,13 +363,15 @@ def local_checkpoint(name: str) -> str:
 
 
 def load_model(name: str, device: str = "auto", precision: str = "auto") -> ClipModel:
-    """Find a CLIP checkpoint by hub id or local folder and read its configuration (weights load
+    """Find a CLIP or SigLIP checkpoint by hub id or local folder and read its configuration (weights load
     on first use), or raise `ModelLoadError` saying what to do."""
     try:
         folder = local_checkpoint(name)
         spec = read_spec(folder)
         if not any(Path(folder).glob("*.safetensors")) and not any(Path(folder).glob("*.bin")):
             raise FileNotFoundError(f"no model weights in {folder}")
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"Cannot load CLIP_MODEL={name!r}: {exc}") from exc
     except Exception as exc:
         hint = (
             f"the folder {name} is not a CLIP checkpoint (config.json, model weights, tokenizer)"
