@@ -1,4 +1,4 @@
-"""A randomly initialised CLIP of a real architecture, saved like a downloaded checkpoint, for timing
+"""A randomly initialised CLIP or SigLIP of a real architecture, saved like a downloaded checkpoint, for timing
 when the real weights cannot be downloaded. Speed does not depend on the weights' values.
 
     python -m bench.random_model ViT-B/32 OUT_DIR [--tokenizer DIR]
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import Any
 
 from core.settings import PROJECT_ROOT
 
@@ -27,6 +28,12 @@ ARCHITECTURES: dict[str, dict[str, object]] = {
         },
         "projection_dim": 768,
     },
+}
+# transformers' SiglipConfig defaults are google/siglip-base-patch16-224 (whose fixed-resolution
+# SigLIP 2 counterpart has the same towers and a larger vocabulary, which costs no time per token)
+SIGLIP_ARCHITECTURES: dict[str, dict[str, object]] = {
+    "SigLIP-B/16": {},
+    "SigLIP-B/16-256": {"vision_config": {"image_size": 256}},
 }
 DEFAULT_TOKENIZER = PROJECT_ROOT.parent / "shared" / "data" / "clip-tokenizer"
 # always at hand: the tiny test model's own tokenizer. A query costs the same number of text-tower
@@ -47,8 +54,11 @@ def build_random_clip(arch: str, out_dir: Path, tokenizer_dir: Path = DEFAULT_TO
     import torch
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
+    if arch in SIGLIP_ARCHITECTURES:
+        return _build_random_siglip(arch, out_dir, find_tokenizer(tokenizer_dir))
     if arch not in ARCHITECTURES:
-        raise SystemExit(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+        known = ", ".join([*ARCHITECTURES, *SIGLIP_ARCHITECTURES])
+        raise SystemExit(f"unknown architecture {arch!r}; choose from {known}")
     tokenizer_dir = find_tokenizer(tokenizer_dir)
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig(**ARCHITECTURES[arch]))  # type: ignore[arg-type]
@@ -64,9 +74,28 @@ def build_random_clip(arch: str, out_dir: Path, tokenizer_dir: Path = DEFAULT_TO
     return out_dir
 
 
+def _build_random_siglip(arch: str, out_dir: Path, tokenizer_dir: Path) -> Path:
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+
+    config: dict[str, Any] = dict(SIGLIP_ARCHITECTURES[arch])
+    # room for every id of the CLIP tokenizer used in its place (SigLIP's own is not at hand)
+    config["text_config"] = {"vocab_size": 49408, **config.get("text_config", {})}  # type: ignore[dict-item]
+    torch.manual_seed(0)
+    model = SiglipModel(SiglipConfig(**config))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, out_dir / name)
+    image_size = model.config.vision_config.image_size
+    SiglipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(out_dir)
+    return out_dir
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("arch", choices=sorted(ARCHITECTURES))
+    parser.add_argument("arch", choices=sorted([*ARCHITECTURES, *SIGLIP_ARCHITECTURES]))
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     args = parser.parse_args()

@@ -236,3 +236,21 @@ def test_an_unsupported_model_type_names_the_supported_families(tmp_path: Path) 
     folder = _write_checkpoint(tmp_path / "blip", {"model_type": "blip"})
     with pytest.raises(ModelLoadError, match="supports CLIP and SigLIP"):
         load_model(str(folder))
+
+
+def test_a_sentencepiece_tokenizer_without_its_package_gets_one_line(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed here")
+    # SigLIP (v1) checkpoints ship their tokenizer as spiece.model
+    folder = tmp_path / "siglip-spm"
+    shutil.copytree(checkpoints["siglip"], folder)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "SiglipTokenizer"}))
+    (folder / "spiece.model").write_bytes(b"\0")
+    with pytest.raises(ModelLoadError, match="needs the package sentencepiece") as raised:
+        load_model(str(folder)).embed_texts(["a red circle"])
+    assert "\n" not in str(raised.value)
