@@ -60,11 +60,3 @@ class EmbeddingCache:
                 embedding.astype(np.float32).tobytes(),
             )
         )
-
-    async def prune(self) -> int:
-        """Forget embeddings no indexed file has any more (any model); returns how many."""
-        status = await self._pool.execute(
-            "DELETE FROM embedding_cache c WHERE NOT EXISTS "
-            "(SELECT 1 FROM images i WHERE i.content_hash = c.content_hash AND i.model = c.model)"
-        )
-        return int(status.split()[-1])

@@ -30,7 +30,8 @@ from cocoindex.connectors import localfs, postgres
 from cocoindex.resources.schema import VectorSchema
 from numpy.typing import NDArray
 
-from core.db import ERRORS_TABLE, IMAGES_TABLE
+from core.db import ERRORS_TABLE
+from core.model_state import ModelChoice
 from core.settings import Settings
 from flows.cache import DatabaseUnavailable, EmbeddingCache
 from flows.images import ImageError, decode_image, one_line
@@ -92,32 +93,50 @@ class IndexCounters:
 
 
 @dataclass
-class IndexRun:
-    """Everything a component needs, provided once per process through the CocoIndex context."""
+class ModelSlot:
+    """One model the indexer embeds with, and where its rows go."""
 
-    settings: Settings
     model: ClipModel
     cache: EmbeddingCache
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]
+    table: str
+
+
+@dataclass
+class IndexRun:
+    """Everything a component needs, provided once per process through the CocoIndex context.
+
+    `slots` holds the model that answers searches first and, while a new model is being built
+    beside it, that one second: new files go into both, so neither falls behind.
+    """
+
+    settings: Settings
+    slots: dict[str, ModelSlot]
     image_root: Path  # resolved
+    choice: ModelChoice  # as it was when this run started
     counters: IndexCounters = field(default_factory=IndexCounters)
     # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
     # memory on folders of large photos while keeping enough decoded images queued for the model
     reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
     folder: "RescannableFolder | None" = None  # set once the live walk is mounted
-    _warming: bool = False
+    _warming: set[str] = field(default_factory=set)
+
+    @property
+    def model(self) -> ClipModel:
+        """The model that answers searches."""
+        return next(iter(self.slots.values())).model
 
     def request_rescan(self) -> None:
         """Walk the whole folder again soon (safe from any thread)."""
         if self.folder is not None:
             self.folder.request_rescan()
 
-    def warm_up(self) -> None:
-        """Load the image tower in the background as soon as there is work, so importing torch and
-        reading weights overlap with decoding the first files instead of delaying them."""
-        if not self._warming:
-            self._warming = True
-            threading.Thread(target=self.model.vision_tower, name="load-image-tower", daemon=True).start()
+    def warm_up(self, model: ClipModel) -> None:
+        """Load an image tower in the background as soon as there is work for it, so importing
+        torch and reading weights overlap with decoding the first files instead of delaying them."""
+        if model.name not in self._warming:
+            self._warming.add(model.name)
+            threading.Thread(target=model.vision_tower, name="load-image-tower", daemon=True).start()
 
 
 class RescannableFolder:
@@ -137,6 +156,7 @@ class RescannableFolder:
         self._root = root
         self._wanted: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watching: asyncio.Task[Any] | None = None
 
     async def __aiter__(self) -> AsyncIterator[tuple[str, localfs.File]]:
         async for item in self._inner:
@@ -147,6 +167,7 @@ class RescannableFolder:
 
     async def watch(self, subscriber: coco.LiveMapSubscriber[str, localfs.File]) -> None:
         self._loop = asyncio.get_running_loop()
+        self._watching = asyncio.current_task()
         self._wanted = asyncio.Event()
         wanted = self._wanted
 
@@ -165,6 +186,12 @@ class RescannableFolder:
     def request_rescan(self) -> None:
         if self._loop is not None and self._wanted is not None:
             self._loop.call_soon_threadsafe(self._wanted.set)
+
+    def stop_watching(self) -> None:
+        """End the live watch. Leaving the runtime does not end it, and a watcher that outlives its
+        environment would keep reacting to files with errors."""
+        if self._loop is not None and self._watching is not None:
+            self._loop.call_soon_threadsafe(self._watching.cancel)
 
 
 async def report_failure(exc: BaseException, context: coco.ExceptionContext) -> None:
@@ -226,16 +253,17 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
     """Read, hash, decode and embed one version of a file. Bad content is a memoised failure;
     an OSError (unreadable right now) propagates so nothing is remembered and it is retried."""
     run = coco.use_context(RUN)
+    slot = run.slots[model]
     run.counters.described += 1
-    run.warm_up()
+    run.warm_up(slot.model)
     async with run.reading:
         data, digest = await in_file_worker(_read_and_hash, run.image_root / rel)
-        cached = await run.cache.get(digest)
+        cached = await slot.cache.get(digest)
         try:
             decoded = await in_file_worker(
                 decode_image,
                 data,
-                run.model.preprocessing,
+                slot.model.preprocessing,
                 max_pixels=run.settings.max_image_pixels,
                 pixels=cached is None,
             )
@@ -244,8 +272,8 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
         del data
     if cached is None:
         assert decoded.pixels is not None
-        cached = await run.embed(decoded.pixels)
-        await run.cache.put(digest, cached)
+        cached = await slot.embed(decoded.pixels)
+        await slot.cache.put(digest, cached)
         run.counters.embedded += 1
     else:
         run.counters.reused += 1
@@ -270,10 +298,10 @@ def _lstat(path: Path) -> os.stat_result | None:
 @coco.fn
 async def index_file(
     file: localfs.File,
-    images: postgres.TableTarget[ImageRow],
+    tables: tuple[tuple[str, postgres.TableTarget[ImageRow]], ...],
     errors: postgres.TableTarget[ErrorRow],
-    model: str,
 ) -> None:
+    """Declare this file's row in each model's table, or its error row."""
     run = coco.use_context(RUN)
     rel = file.file_path.path.as_posix()
     full = run.image_root / rel
@@ -294,32 +322,33 @@ async def index_file(
     if not real.is_relative_to(run.image_root):
         fail("leads outside IMAGE_DIR through a symlink: not indexed and never served (copy the file in instead)")
         return
-    try:
-        facts = await describe_file(rel, stat.st_size, stat.st_mtime_ns, model)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError) and not os.path.lexists(full):
-            return  # deleted while it was read: nothing to record, its delete event follows
-        fail(f"cannot read the file ({exc.strerror or one_line(exc)}); it is retried on the next change or run")
-        return
-    if facts.failure is not None:
-        fail(facts.failure)
-        return
-    images.declare_row(
-        row=ImageRow(
-            path=rel,
-            id=image_id(rel),
-            content_hash=facts.content_hash,
-            size=stat.st_size,
-            modified_at=modified,
-            width=facts.width,
-            height=facts.height,
-            format=facts.format,
-            taken_at=facts.taken_at,
-            camera=facts.camera,
-            model=model,
-            embedding=np.frombuffer(facts.embedding, dtype=np.float32),
+    for model, images in tables:
+        try:
+            facts = await describe_file(rel, stat.st_size, stat.st_mtime_ns, model)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not os.path.lexists(full):
+                return  # deleted while it was read: nothing to record, its delete event follows
+            fail(f"cannot read the file ({exc.strerror or one_line(exc)}); it is retried on the next change or run")
+            return
+        if facts.failure is not None:
+            fail(facts.failure)  # the content is bad for every model: no row in any table
+            return
+        images.declare_row(
+            row=ImageRow(
+                path=rel,
+                id=image_id(rel),
+                content_hash=facts.content_hash,
+                size=stat.st_size,
+                modified_at=modified,
+                width=facts.width,
+                height=facts.height,
+                format=facts.format,
+                taken_at=facts.taken_at,
+                camera=facts.camera,
+                model=model,
+                embedding=np.frombuffer(facts.embedding, dtype=np.float32),
+            )
         )
-    )
 
 
 async def images_schema(dim: int) -> postgres.TableSchema[ImageRow]:
@@ -336,17 +365,21 @@ async def images_schema(dim: int) -> postgres.TableSchema[ImageRow]:
 @coco.fn
 async def index_folder() -> None:
     run = coco.use_context(RUN)
-    images = await postgres.mount_table_target(
-        PG_POOL, table_name=IMAGES_TABLE, table_schema=await images_schema(run.model.dim)
-    )
-    images.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
-    for name, columns in (("id", "id"), ("content_hash", "content_hash")):
-        unique = "UNIQUE " if name == "id" else ""
-        images.declare_sql_command_attachment(
-            name=f"{name}_index",
-            setup_sql=f"CREATE {unique}INDEX IF NOT EXISTS images_{name}_idx ON {IMAGES_TABLE} ({columns})",
-            teardown_sql=f"DROP INDEX IF EXISTS images_{name}_idx",
+    tables = []
+    for name, slot in run.slots.items():
+        images = await postgres.mount_table_target(
+            PG_POOL, table_name=slot.table, table_schema=await images_schema(slot.model.dim)
         )
+        images.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
+        for column in ("id", "content_hash"):
+            unique = "UNIQUE " if column == "id" else ""
+            index = f"{slot.table}_{column}_idx"
+            images.declare_sql_command_attachment(
+                name=f"{column}_index",
+                setup_sql=f"CREATE {unique}INDEX IF NOT EXISTS {index} ON {slot.table} ({column})",
+                teardown_sql=f"DROP INDEX IF EXISTS {index}",
+            )
+        tables.append((name, images))
     errors = await postgres.mount_table_target(
         PG_POOL,
         table_name=ERRORS_TABLE,
@@ -355,7 +388,7 @@ async def index_folder() -> None:
     walk = localfs.walk_dir(IMAGE_ROOT, recursive=True, path_matcher=ImageFileMatcher(), live=True)
     run.folder = RescannableFolder(walk.items(), run.image_root)  # type: ignore[arg-type]
     async with coco.exception_handler(report_failure):
-        await coco.mount_each(index_file, run.folder, images, errors, run.model.name)
+        await coco.mount_each(index_file, run.folder, tuple(tables), errors)
 
 
 app = coco.App(coco.AppConfig(name="sightline"), index_folder)

@@ -16,10 +16,21 @@ import asyncpg
 import cocoindex as coco
 
 from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, database_url, ensure_schema, table_exists
+from core.errors import UserError
+from core.model_state import (
+    ModelChoice,
+    coverage,
+    model_table,
+    model_tables,
+    point_images_view,
+    read_choice,
+    settle_choice,
+    switch_to,
+)
 from core.settings import Settings, get_settings
 from flows.cache import EmbeddingCache
-from flows.indexer import IMAGE_ROOT, PG_POOL, RUN, IndexRun, app, make_batched_embed
-from flows.model import get_model
+from flows.indexer import IMAGE_ROOT, PG_POOL, RUN, IndexRun, ModelSlot, app, make_batched_embed
+from flows.model import ClipModel, get_model
 from flows.walk import count_image_files
 
 log = logging.getLogger("sightline.indexer")
@@ -55,14 +66,20 @@ def reconcile_state(url: str, settings: Settings) -> None:
         remote = row[0] if row else None
         if local is not None and local == remote:
             return
-        stale_tables = table_exists(conn, IMAGES_TABLE) or table_exists(conn, ERRORS_TABLE)
+        old_layout = _relkind(conn, IMAGES_TABLE) == "r"  # before per-model tables, `images` was one
+        if old_layout:
+            local = None
+        stale_tables = table_exists(conn, IMAGES_TABLE) or table_exists(conn, ERRORS_TABLE) or model_tables(conn)
         if stale_tables or (local is not None and remote is None):
             log.warning(
                 "The indexer state in %s does not match the database; rebuilding the images table "
                 "(cached embeddings are reused, so no image goes through the model again).",
                 settings.state_dir,
             )
-            conn.execute(f"DROP TABLE IF EXISTS {IMAGES_TABLE}, {ERRORS_TABLE}")
+            conn.execute(f"DROP {'TABLE' if old_layout else 'VIEW'} IF EXISTS {IMAGES_TABLE}")
+            for table in [ERRORS_TABLE, *model_tables(conn)]:
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute("DELETE FROM sightline_meta WHERE key = 'active_model'")
             shutil.rmtree(settings.state_dir, ignore_errors=True)
         new_id = uuid.uuid4().hex
         settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +91,40 @@ def reconcile_state(url: str, settings: Settings) -> None:
         id_file.write_text(new_id + "\n")
 
 
+def _relkind(conn: Any, name: str) -> str | None:
+    row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (name,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def settle_models(url: str, settings: Settings) -> ModelChoice:
+    with connect(url) as conn:
+        return settle_choice(conn, settings.clip_model)
+
+
+def open_models(choice: ModelChoice, settings: Settings, url: str) -> tuple[ModelChoice, list[ClipModel]]:
+    """Open the model in use and the one being built. One that cannot be opened is reported in a
+    line and left out: a bad new choice never stops the indexing of the old one. When the model in
+    use is the one that cannot be opened (its files removed) but the new one can, switch now."""
+    opened: list[ClipModel] = []
+    for name in dict.fromkeys([choice.serving, choice.building]):
+        if name is None:
+            continue
+        try:
+            opened.append(get_model(name, settings.device, settings.precision))
+        except UserError as exc:
+            if name == choice.serving and choice.building is None:
+                raise
+            log.error("%s", exc)
+    if not opened:
+        raise UserError(f"Neither {choice.serving!r} nor {choice.building!r} can be opened; set CLIP_MODEL")
+    if opened[0].name != choice.serving:
+        log.warning("switching to %s now: the model in use cannot be opened", opened[0].name)
+        with connect(url) as conn:
+            switch_to(conn, opened[0].name)
+            choice = read_choice(conn, settings.clip_model)
+    return choice, opened
+
+
 @coco.lifespan
 async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[None]:
     settings = active_settings()
@@ -83,20 +134,24 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
     await asyncio.to_thread(ensure_schema, url)
     await asyncio.to_thread(reconcile_state, url, settings)
     builder.settings.db_path = settings.state_dir
-    model = await asyncio.to_thread(get_model, settings.clip_model, settings.device, settings.precision)
+    choice = await asyncio.to_thread(settle_models, url, settings)
+    choice, models = await asyncio.to_thread(open_models, choice, settings, url)
     # no connection floor: asyncpg would log a traceback a second while the database is away
     pool = await asyncpg.create_pool(url, min_size=0, max_size=8)
     assert pool is not None
     root = settings.image_dir.resolve()
     builder.provide(PG_POOL, pool)
     builder.provide(IMAGE_ROOT, root)
-    run = IndexRun(
-        settings=settings,
-        model=model,
-        cache=EmbeddingCache(pool, model.name),
-        embed=make_batched_embed(model, settings.batch_size),
-        image_root=root,
-    )
+    slots = {
+        m.name: ModelSlot(
+            model=m,
+            cache=EmbeddingCache(pool, m.name),
+            embed=make_batched_embed(m, settings.batch_size),
+            table=model_table(m.name),
+        )
+        for m in models
+    }
+    run = IndexRun(settings=settings, slots=slots, image_root=root, choice=choice)
     builder.provide(RUN, run)
     global _current_run
     _current_run = run
@@ -135,56 +190,109 @@ class IndexSummary:
         return asdict(self)
 
 
-def _snapshot(url: str) -> tuple[dict[str, tuple[str, Any]], set[str]]:
+def _snapshot(url: str, model: str) -> tuple[dict[str, tuple[str, Any]], set[str]]:
     with connect(url) as conn:
         rows: dict[str, tuple[str, Any]] = {}
         failed: set[str] = set()
-        if table_exists(conn, IMAGES_TABLE):
-            for path, digest, mtime in conn.execute(f"SELECT path, content_hash, modified_at FROM {IMAGES_TABLE}"):
+        table = model_table(model)
+        if table_exists(conn, table):
+            for path, digest, mtime in conn.execute(f"SELECT path, content_hash, modified_at FROM {table}"):
                 rows[path] = (digest, mtime)
         if table_exists(conn, ERRORS_TABLE):
             failed = {r[0] for r in conn.execute(f"SELECT path FROM {ERRORS_TABLE}")}
         return rows, failed
 
 
+def next_step(url: str, run: IndexRun, scanned: bool) -> str | None:
+    """What the model choice asks of the indexer now: "restart" (the wanted model changed, so the
+    set of models and tables to keep changes), "switched" (the model being built covers the
+    collection, or a switch was asked for, and now answers searches), or nothing."""
+    with connect(url) as conn:
+        now = read_choice(conn, run.settings.clip_model)
+        if now.target != run.choice.target:
+            return "restart"
+        if now.active is None and table_exists(conn, model_table(now.target)):
+            switch_to(conn, now.target)  # the first model of a new index: nothing to wait for
+            run.choice = read_choice(conn, run.settings.clip_model)
+            return None
+        if now.active is not None:
+            point_images_view(conn, now.active)
+        building = run.choice.building
+        if building is None or building not in run.slots or not scanned:
+            return None
+        covered, total = coverage(conn, now)
+        if now.switch_requested or covered >= total:
+            log.warning("switching searches to %s (%d of %d files embedded)", building, covered, total)
+            switch_to(conn, building)
+            return "switched"
+    return None
+
+
 ProgressFn = Callable[[int, int], None]  # (files finished, files total)
 
 
 async def index_once(settings: Settings, progress: ProgressFn | None = None) -> IndexSummary:
-    """One incremental update of the whole folder; returns what changed."""
+    """One incremental update of the whole folder; returns what changed.
+
+    With a new model wanted, it is built beside the one in use and takes over at the end; a second
+    pass then lets CocoIndex drop the old model's table.
+    """
     configure(settings)
     started = time.monotonic()
     total = await asyncio.to_thread(count_image_files, settings.image_dir)
-    async with coco.runtime():
-        run = await _started_run()
-        url = await asyncio.to_thread(database_url, settings)
-        before, failed_before = await asyncio.to_thread(_snapshot, url)
-        handle = app.update()
-        async for snap in handle.watch():
-            if progress is not None:
-                stats = snap.stats.by_component.get("index_file")
-                if stats is not None:
-                    progress(min(stats.num_finished, total), total)
-        after, failed_after = await asyncio.to_thread(_snapshot, url)
-        await run.cache.prune()
-        added = sum(1 for p in after if p not in before)
-        updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
-        reporter = StatusReporter(url, settings, run)
-        reporter.scanning = False
-        reporter.files_total = reporter.files_done = total
-        if added or updated or len(after) != len(before) or failed_after != failed_before:
-            reporter.mark_changed()
-        await asyncio.to_thread(reporter.write, False)
+    url = await asyncio.to_thread(database_url, settings)
+    embedded = reused = 0
+    before: dict[str, tuple[str, Any]] | None = None
+    failed_before: set[str] = set()
+    step: str | None = None
+    for _ in range(3):  # an update, then at most a switch and the pass that drops the old table
+        async with coco.runtime():
+            run = await _started_run()
+            if before is None:
+                before, failed_before = await asyncio.to_thread(_snapshot, url, run.choice.serving)
+            handle = app.update()
+            async for snap in handle.watch():
+                if progress is not None:
+                    stats = snap.stats.by_component.get("index_file")
+                    if stats is not None:
+                        progress(min(stats.num_finished, total), total)
+            embedded += run.counters.embedded
+            reused += run.counters.reused
+            step = await asyncio.to_thread(next_step, url, run, True)
+            if step is None:
+                break
+    after, failed_after = await asyncio.to_thread(_snapshot, url, run.choice.serving)
+    await asyncio.to_thread(prune_cache, url)
+    added = sum(1 for p in after if p not in before)
+    updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
+    reporter = StatusReporter(url, settings, run)
+    reporter.scanning = False
+    reporter.files_total = reporter.files_done = total
+    if added or updated or len(after) != len(before) or failed_after != failed_before or step is not None:
+        reporter.mark_changed()
+    await asyncio.to_thread(reporter.write, False)
     return IndexSummary(
         added=added,
         updated=updated,
         deleted=sum(1 for p in before if p not in after),
         unchanged=len(after) - added - updated,
         failed=len(failed_after),
-        embedded=run.counters.embedded,
-        reused=run.counters.reused,
+        embedded=embedded,
+        reused=reused,
         seconds=time.monotonic() - started,
     )
+
+
+def prune_cache(url: str) -> int:
+    """Forget cached embeddings that no indexed file has any more; returns how many."""
+    with connect(url) as conn:
+        tables = model_tables(conn)
+        referenced = " AND ".join(
+            f"NOT EXISTS (SELECT 1 FROM {t} i WHERE i.content_hash = c.content_hash AND i.model = c.model)"
+            for t in tables
+        )
+        cursor = conn.execute(f"DELETE FROM embedding_cache c WHERE {referenced or 'true'}")
+        return cursor.rowcount
 
 
 class StatusReporter:
@@ -300,8 +408,19 @@ class DatabaseWatch:
 
 
 async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
-    """Index the folder, then keep the table in sync with it until cancelled."""
+    """Index the folder, then keep the tables in sync with it until cancelled.
+
+    When the wanted model changes, or the one being built takes over, the engine restarts with the
+    new set of models: searches go on meanwhile, and a dropped model's table goes with the restart.
+    """
     configure(settings)
+    while True:
+        step = await _watch_until_models_change(settings, on_ready)
+        on_ready = None  # ready once: later restarts are the indexer's own business
+        log.info("models changed (%s); restarting the indexer", step)
+
+
+async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], None] | None) -> str:
     async with coco.runtime():
         run = await _started_run()
         url = await asyncio.to_thread(database_url, settings)
@@ -311,25 +430,30 @@ async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None =
         reporter = StatusReporter(url, settings, run)
         reporter.files_total = await asyncio.to_thread(count_image_files, settings.image_dir)
         stop = asyncio.Event()
+        changed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         database = DatabaseWatch()
+
+        def beat_once() -> str | None:
+            reporter.write(True)
+            return next_step(url, run, scanned=not reporter.scanning)
 
         async def heartbeat() -> None:
             while not stop.is_set():
                 try:
-                    await asyncio.to_thread(reporter.write, True)
+                    step = await asyncio.to_thread(beat_once)
                 except Exception as exc:  # the database may be away for a while: keep trying
                     database.failed(exc)
                 else:
                     if database.succeeded():
                         run.request_rescan()
+                    if step is not None and not changed.done():
+                        changed.set_result(step)
                 try:
                     await asyncio.wait_for(stop.wait(), database.next_try)
                 except TimeoutError:
                     pass
 
-        beat = asyncio.create_task(heartbeat())
-        handle = app.update(live=True)
-        try:
+        async def follow() -> None:
             async for snap in handle.watch():
                 reporter.observe(snap.stats)
                 if reporter.scanning and snap.status == coco.UpdateStatus.READY:
@@ -344,9 +468,22 @@ async def watch_folder(settings: Settings, on_ready: Callable[[], None] | None =
                         on_ready()
                 elif not reporter.scanning:
                     reporter.files_total = max(reporter.files_total, reporter.files_done)
+
+        beat = asyncio.create_task(heartbeat())
+        handle = app.update(live=True)
+        following = asyncio.create_task(follow())
+        try:
+            await asyncio.wait({following, changed}, return_when=asyncio.FIRST_COMPLETED)
+            if following.done():
+                following.result()  # an engine error: raise it
+                return "the engine stopped"
+            return changed.result()
         finally:
+            following.cancel()
+            if run.folder is not None:
+                run.folder.stop_watching()
             stop.set()
-            await asyncio.gather(beat, return_exceptions=True)
+            await asyncio.gather(beat, following, return_exceptions=True)
             reporter.scanning = False
             try:
                 await asyncio.to_thread(reporter.write, False)

@@ -15,6 +15,7 @@ from conftest import copy_tiny_model, query, run_main, wait_for, write_slowly
 from PIL import Image
 from shapes import ALL_DRAWINGS, Drawing, draw
 
+from core.model_state import model_table
 from core.settings import Settings
 from flows.model import load_model
 
@@ -52,7 +53,8 @@ class TestFirstIndex:
 
     def test_the_table_has_an_hnsw_cosine_index(self, settings, index) -> None:
         index(settings)
-        definitions = [r[0] for r in query(settings, "SELECT indexdef FROM pg_indexes WHERE tablename = 'images'")]
+        table = model_table(settings.clip_model)
+        definitions = [r[0] for r in query(settings, "SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,))]
         assert any("USING hnsw (embedding vector_cosine_ops)" in d for d in definitions), definitions
 
     def test_a_text_query_finds_its_picture_first_by_cosine_distance(self, settings, index) -> None:
