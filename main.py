@@ -102,15 +102,17 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
     from api.duplicates import duplicates_page
     from api.search import BadRequest
-    from core.db import IMAGES_TABLE, connect, database_url, table_exists
+    from core.db import connect, database_url, table_exists
+    from core.model_state import model_table, read_choice
 
     with connect(database_url(settings)) as conn:
-        if not table_exists(conn, IMAGES_TABLE):
+        model = read_choice(conn, settings.clip_model).serving
+        if not table_exists(conn, model_table(model)):
             print("error: nothing is indexed in this database yet; run `python main.py index` first", file=sys.stderr)
             return 2
         try:
             page = duplicates_page(
-                conn, settings.clip_model, threshold=args.threshold, folder=args.folder, limit=args.limit, offset=0
+                conn, model, threshold=args.threshold, folder=args.folder, limit=args.limit, offset=0
             )
         except BadRequest as exc:
             print(f"error: {exc}", file=sys.stderr)

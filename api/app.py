@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.answer import UnknownImage, Upload, answer, check_min_match, parse, with_query_filters
 from api.duplicates import DEFAULT_THRESHOLD, duplicates_page
+from api.models import ModelUnavailable, ServingModels
 from api.query import QueryError, Term
 from api.search import (
     MAX_LIMIT,
@@ -38,12 +38,13 @@ from api.search import (
     make_filters,
 )
 from api.security import TokenAuth, UploadLimit
-from api.status import status_from, unreachable_status
+from api.status import models_status, status_from, unreachable_status
 from api.thumbnails import ensure_thumbnail, thumbnail_path
 from core.db import DatabaseError, database_url, ensure_schema
+from core.model_state import ModelChoice, choose_model, read_choice, request_switch
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from flows.images import ImageError, decode_image, one_line
-from flows.model import ClipModel, ModelLoadError, get_model
+from flows.model import ClipModel, ModelLoadError, load_model
 
 log = logging.getLogger("sightline.api")
 # while the database is away the pool logs every failed reconnection; /api/status says it once
@@ -120,6 +121,16 @@ def reject_nul_bytes(request: Request) -> None:
             raise BadRequest(f"{name} must not contain NUL (\\x00) characters")
 
 
+class ModelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model: str = Field(
+        min_length=1, max_length=500, description="a Hugging Face model id, or a folder holding a checkpoint"
+    )
+    switch_now: bool = Field(
+        False, description="switch searches to it as soon as possible, before it covers the collection"
+    )
+
+
 class Services:
     """What the endpoints share: settings, a connection pool and the model (loaded once)."""
 
@@ -130,9 +141,7 @@ class Services:
         self.url = ""
         self.database_down: str | None = None  # why the database was last unreachable, while it is
         self._last_probe = 0.0
-        self.model: ClipModel | None = None
-        self.model_error: str | None = None
-        self._model_ready = threading.Event()
+        self.models = ServingModels(settings)
 
     def open(self) -> None:
         try:
@@ -161,26 +170,36 @@ class Services:
         self.pool.open(wait=False)
 
     def load_model(self) -> None:
+        """At start-up: learn which model is in use and load it (and the one being built)."""
+        self.model_choice()
         try:
-            s = self.settings
-            self.model = get_model(s.clip_model, s.device, s.precision)
-            self.model.text_tower()  # warm: the first search should not pay for loading it
-        except ModelLoadError as exc:
-            self.model_error = str(exc)
-            log.error("%s", exc)
-        finally:
-            self._model_ready.set()
+            self.models.current()
+        except ModelUnavailable:
+            pass  # logged; searches answer 503 with the reason
+
+    def model_choice(self) -> ModelChoice:
+        """Which model searches use, as the database says (asked at most once a second); the
+        last known answer while the database is away."""
+        if self.models.due() and self.pool is not None and not self._still_down():
+            try:
+                with self.pool.connection(timeout=2.0) as conn:
+                    self.models.observe(read_choice(conn, self.settings.clip_model))
+            except (psycopg.Error, psycopg_pool.PoolTimeout):
+                pass
+        elif self.models.due() and self.pool is None:
+            self.models.observe(self.models.choice)
+        return self.models.choice
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
 
     def require_model(self) -> ClipModel:
-        if not self._model_ready.wait(timeout=120):
-            raise HTTPException(503, "The model is still loading; try again in a moment.")
-        if self.model is None:
-            raise HTTPException(503, self.model_error or "The model is not available.")
-        return self.model
+        self.model_choice()
+        try:
+            return self.models.current()
+        except ModelUnavailable as exc:
+            raise HTTPException(503, str(exc)) from None
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -201,6 +220,10 @@ class Services:
             self._mark_down(exc)
             raise HTTPException(503, self._unreachable(self.database_down or "")) from exc
         except psycopg.errors.UndefinedTable as exc:
+            if self.models.choice.active is not None:
+                # the model in use changed in the second since this server last asked
+                self.models.recheck_soon()
+                raise HTTPException(503, "Searches just switched to another model; try again.") from exc
             raise HTTPException(503, NOTHING_INDEXED) from exc
 
     def _mark_down(self, exc: BaseException) -> None:
@@ -514,22 +537,62 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
     @app.get("/api/status", summary="What is indexed, what failed, what the indexer is doing")
     def status(request: Request) -> JSONResponse:
         svc = services(request)
-        model_name = svc.model.name if svc.model else None
+        svc.model_choice()
         try:
             with svc.connection() as conn:
-                body = status_from(conn, svc.settings, model_name)
+                body = status_from(conn, svc.settings)
         except HTTPException as exc:
             return JSONResponse(status_code=503, content=unreachable_status(svc.settings, str(exc.detail)))
-        if svc.model is not None and body["device"] is None:
-            body["device"], body["precision"] = svc.model.device, svc.model.precision
-        if svc.model_error:
-            body["model_error"] = svc.model_error
+        loaded = svc.models.loaded
+        if loaded is not None and body["device"] is None:
+            body["device"], body["precision"] = loaded.device, loaded.precision
+        if svc.models.error:
+            body["model_error"] = svc.models.error
+        if body["models"]["building"] is not None and svc.models.building_error():
+            body["models"]["building"]["error"] = svc.models.building_error()
         return JSONResponse(body)
+
+    def models_now(svc: Services) -> dict[str, Any]:
+        with svc.connection() as conn:
+            body = models_status(conn, svc.settings)
+        if body["building"] is not None and svc.models.building_error():
+            body["building"]["error"] = svc.models.building_error()
+        return body
+
+    @app.get("/api/model", summary="The model in use and the one being built beside it")
+    def model_info(request: Request) -> dict[str, Any]:
+        return models_now(services(request))
+
+    @app.post("/api/model", summary="Choose the model: it is built beside the one in use, which keeps answering")
+    def model_choose(request: Request, body: ModelRequest) -> dict[str, Any]:
+        svc = services(request)
+        name = body.model.strip()
+        if "\x00" in name or not name:
+            raise BadRequest("model: expected a Hugging Face model id or a checkpoint folder")
+        try:
+            # reads the configuration only (no weights); a hub id not yet downloaded is fetched here,
+            # which is the download the person asked for
+            load_model(name, svc.settings.device, svc.settings.precision)
+        except ModelLoadError as exc:
+            raise BadRequest(f"model: {exc}") from None
+        with svc.connection() as conn:
+            choose_model(conn, name, switch_now=body.switch_now)
+        svc.models.recheck_soon()
+        return models_now(svc)
+
+    @app.post("/api/model/switch", summary="Switch searches to the model being built now, before it is complete")
+    def model_switch(request: Request) -> dict[str, Any]:
+        svc = services(request)
+        with svc.connection() as conn:
+            if read_choice(conn, svc.settings.clip_model).building is None:
+                raise HTTPException(409, "No model is being built, so there is nothing to switch to.")
+            request_switch(conn)
+        return models_now(svc)
 
     @app.get("/api/folders", summary="Folders that hold indexed images, with counts")
     def folders(request: Request) -> dict[str, Any]:
         svc = services(request)
-        model = svc.model.name if svc.model else svc.settings.clip_model
+        model = svc.model_choice().serving
         with svc.connection() as conn:
             return {"folders": list_folders(conn, model)}
 
@@ -548,7 +611,7 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         offset: Annotated[int, Query(ge=0, description="groups to skip")] = 0,
     ) -> dict[str, Any]:
         svc = services(request)
-        model = svc.model.name if svc.model else svc.settings.clip_model
+        model = svc.model_choice().serving
         with svc.connection() as conn:
             return duplicates_page(conn, model, threshold=threshold, folder=folder, limit=limit, offset=offset)
 

@@ -18,7 +18,8 @@ from pgvector.psycopg import register_vector
 from api.answer import UnknownImage, Upload, answer, check_min_match, parse, with_query_filters
 from api.query import QueryError
 from api.search import BadRequest, SearchFilters
-from core.db import IMAGES_TABLE, connect, database_url, table_exists
+from core.db import connect, database_url, table_exists
+from core.model_state import model_table, read_choice
 from core.settings import Settings
 from flows.images import ImageError, decode_image
 
@@ -37,7 +38,8 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
         headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
         with httpx.Client(base_url=base, headers=headers, timeout=httpx.Timeout(30, connect=0.3)) as client:
             status = client.get("/api/status").json()
-            if status.get("image_dir") != str(settings.image_dir) or status.get("model") != settings.clip_model:
+            configured = (status.get("models") or {}).get("configured")
+            if status.get("image_dir") != str(settings.image_dir) or configured != settings.clip_model:
                 return None  # some other Sightline
             params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
             if getattr(args, "min_match", None):
@@ -63,10 +65,11 @@ def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     min_match = getattr(args, "min_match", None)
     with connect(database_url(settings)) as conn:
         # before loading the model: a database the indexer never ran on has nothing to search
-        if not table_exists(conn, IMAGES_TABLE):
+        choice = read_choice(conn, settings.clip_model)  # the model in use, which CLIP_MODEL may not be yet
+        if not table_exists(conn, model_table(choice.serving)):
             raise CliError("nothing is indexed in this database yet; run `python main.py index` (or serve) first")
         register_vector(conn)
-        model = get_model(settings.clip_model, settings.device, settings.precision)
+        model = get_model(choice.serving, settings.device, settings.precision)
         uploads = []
         if args.image:
             try:

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from api.search import _COLUMNS, BadRequest, ImageRecord, _record, parse_folder
 from core.db import IMAGES_TABLE
+from core.model_state import model_table
 
 DEFAULT_THRESHOLD = 0.95
 MIN_THRESHOLD = 0.5
@@ -75,7 +76,7 @@ def _exact_sets(conn: psycopg.Connection[Any], model: str, folder: str | None) -
     query = sql.SQL(
         "SELECT array_agg(id ORDER BY id) FROM {table} i WHERE model = %s{folder} "
         "GROUP BY content_hash HAVING count(*) > 1"
-    ).format(table=sql.Identifier(IMAGES_TABLE), folder=clause)
+    ).format(table=sql.Identifier(model_table(model)), folder=clause)
     return [list(r[0]) for r in conn.execute(query, [model, *params])]
 
 
@@ -88,7 +89,7 @@ def _near_pairs(
         r[0]
         for r in conn.execute(
             sql.SQL("SELECT id FROM {table} a WHERE model = %s{folder} ORDER BY id").format(
-                table=sql.Identifier(IMAGES_TABLE), folder=clause
+                table=sql.Identifier(model_table(model)), folder=clause
             ),
             [model, *params],
         )
@@ -101,7 +102,7 @@ def _near_pairs(
         "  ORDER BY b.embedding <=> a.embedding LIMIT %(k)s) n "
         "WHERE a.id = ANY(%(ids)s) AND n.id <> a.id AND n.dist <= %(cut)s AND n.model = %(model)s{folder}"
     ).format(
-        table=sql.Identifier(IMAGES_TABLE),
+        table=sql.Identifier(model_table(model)),
         folder=sql.SQL(" AND starts_with(n.path, %(folder)s)") if folder else sql.SQL(""),
     )
     # a hair of slack: identical pictures re-encoded can differ by float rounding at threshold 1.0

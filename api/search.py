@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from core.db import IMAGES_TABLE
+from core.model_state import model_table
 
 MAX_LIMIT = 200
 
@@ -200,7 +201,7 @@ def search_by_vector(
     ).format(
         cols=_COLUMNS,
         extra=extra,
-        table=sql.Identifier(IMAGES_TABLE),
+        table=sql.Identifier(model_table(model)),
         where=sql.SQL(" AND ").join(where),
         order=order,
     )
@@ -232,7 +233,7 @@ def browse_newest(
     query = sql.SQL(
         "SELECT {cols} FROM {table} WHERE {where} "
         "ORDER BY COALESCE(taken_at, modified_at::timestamp) DESC, id LIMIT %(n)s OFFSET %(skip)s"
-    ).format(cols=_COLUMNS, table=sql.Identifier(IMAGES_TABLE), where=sql.SQL(" AND ").join(where))
+    ).format(cols=_COLUMNS, table=sql.Identifier(model_table(model)), where=sql.SQL(" AND ").join(where))
     rows = conn.execute(query, params).fetchall()
     return [_record(row, None) for row in rows[:limit]], len(rows) > limit
 
@@ -243,7 +244,7 @@ def embeddings_of(conn: psycopg.Connection[Any], ids: Sequence[int], model: str)
         return {}
     rows = conn.execute(
         sql.SQL("SELECT id, embedding FROM {table} WHERE id = ANY(%s) AND model = %s").format(
-            table=sql.Identifier(IMAGES_TABLE)
+            table=sql.Identifier(model_table(model))
         ),
         (list(ids), model),
     ).fetchall()
@@ -256,17 +257,6 @@ def get_image(conn: psycopg.Connection[Any], image_id: int) -> ImageRecord | Non
         (image_id,),
     ).fetchone()
     return None if row is None else _record(row, None)
-
-
-def image_embedding(conn: psycopg.Connection[Any], image_id: int) -> tuple[np.ndarray, str] | None:
-    row = conn.execute(
-        sql.SQL("SELECT embedding, model FROM {table} WHERE id = %s").format(table=sql.Identifier(IMAGES_TABLE)),
-        (image_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    vec = row[0]
-    return (vec.to_numpy() if hasattr(vec, "to_numpy") else np.asarray(vec, dtype=np.float32)), row[1]
 
 
 def image_file_facts(conn: psycopg.Connection[Any], image_id: int) -> tuple[str, str, str] | None:
@@ -311,7 +301,7 @@ def _count_folders(conn: psycopg.Connection[Any], model: str) -> list[dict[str, 
     query = sql.SQL(
         "SELECT regexp_replace(path, '/[^/]*$', '') AS folder, count(*) FROM {table} "
         "WHERE model = %s AND position('/' in path) > 0 GROUP BY 1"
-    ).format(table=sql.Identifier(IMAGES_TABLE))
+    ).format(table=sql.Identifier(model_table(model)))
     for folder, count in conn.execute(query, (model,)):
         parts = folder.split("/")
         for depth in range(1, len(parts) + 1):

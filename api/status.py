@@ -7,23 +7,38 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from core.db import ERRORS_TABLE, IMAGES_TABLE, DatabaseError, connect, database_url, table_exists
+from core.db import ERRORS_TABLE, DatabaseError, connect, database_url, table_exists
+from core.model_state import coverage, model_table, read_choice
 from core.settings import Settings
 
 HEARTBEAT_STALE_SECONDS = 10
 
 
-def status_from(conn: psycopg.Connection[Any], settings: Settings, model_name: str | None = None) -> dict[str, Any]:
-    model = model_name or settings.clip_model
+def models_status(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:
+    """The model in use and the one being built beside it, with how far that build has come."""
+    choice = read_choice(conn, settings.clip_model)
+    table = model_table(choice.serving)
     images = 0
-    other_models = 0
-    if table_exists(conn, IMAGES_TABLE):
-        for name, count in conn.execute(f"SELECT model, count(*) FROM {IMAGES_TABLE} GROUP BY model"):
-            if name == model:
-                images = count
-            else:
-                other_models += count
+    if table_exists(conn, table):
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+        images = int(row[0]) if row else 0
+    building = None
+    if choice.building is not None:
+        done, total = coverage(conn, choice)
+        building = {"name": choice.building, "done": done, "total": total, "switch_requested": choice.switch_requested}
+    return {
+        "active": {"name": choice.serving, "images": images},
+        "building": building,
+        "configured": settings.clip_model,
+    }
+
+
+def status_from(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:
+    models = models_status(conn, settings)
+    model = models["active"]["name"]
+    images = models["active"]["images"]
     failed: list[dict[str, Any]] = []
     if table_exists(conn, ERRORS_TABLE):
         failed = [
@@ -41,9 +56,9 @@ def status_from(conn: psycopg.Connection[Any], settings: Settings, model_name: s
     return {
         "database": "ok",
         "images": images,
-        "images_other_models": other_models,
         "failed": failed,
-        "model": row[0] if row else model,
+        "model": model,
+        "models": models,
         "device": row[1] if row else None,
         "precision": row[2] if row else None,
         "live": bool(alive and row and row[3]),
@@ -62,9 +77,13 @@ def unreachable_status(settings: Settings, reason: str) -> dict[str, Any]:
     return {
         "database": f"unreachable: {reason}",
         "images": None,
-        "images_other_models": None,
         "failed": [],
         "model": settings.clip_model,
+        "models": {
+            "active": {"name": settings.clip_model, "images": None},
+            "building": None,
+            "configured": settings.clip_model,
+        },
         "device": None,
         "precision": None,
         "live": False,
@@ -90,9 +109,9 @@ def read_status(settings: Settings) -> dict[str, Any]:
 def render_status(status: dict[str, Any]) -> str:
     lines = [
         f"database   {status['database']}",
-        f"images     {status['images']}"
-        + (f" (+{status['images_other_models']} from another model)" if status.get("images_other_models") else ""),
+        f"images     {status['images']}",
         f"model      {status['model']} on {status['device'] or '?'} ({status['precision'] or '?'})",
+        *_building_lines(status["models"]),
         f"indexer    {'live' if status['live'] else 'not running'}"
         + (" — first scan under way" if status["scanning"] else ""),
         f"changed    {status['last_change_at'] or 'never'}",
@@ -105,6 +124,20 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append(f"failed     {len(failed)}")
     lines += [f"  {f['path']}: {f['reason']}" for f in failed]
     return "\n".join(lines)
+
+
+def _building_lines(models: dict[str, Any]) -> list[str]:
+    building = models.get("building")
+    if not building:
+        return []
+    line = f"building   {building['name']}: {building['done']}/{building['total']} files"
+    if building.get("error"):
+        line += f" — cannot be loaded: {building['error']}"
+    elif building.get("switch_requested"):
+        line += " — switching now, as asked"
+    else:
+        line += " — searches switch to it once it has them all"
+    return [line]
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -22,6 +22,7 @@ from bench.common import Report, Server, free_port, main_py, median, percentile,
 from bench.latency import queries
 from bench.serving import copy_synthetic_rows, new_database, synthetic_embeddings
 from core.db import database_url
+from core.model_state import model_table
 from core.settings import Settings
 from flows.model import get_model
 
@@ -99,7 +100,7 @@ def load_test(
         with psycopg.connect(url, autocommit=True) as conn:
             register_vector(conn)
             copy_synthetic_rows(conn, synthetic_embeddings(size, model.dim), model.name, first_id=1)
-            conn.execute("ANALYZE images")
+            conn.execute(f"ANALYZE {model_table(model.name)}")
         texts, popular = queries(2000), queries(10)
         stop, tally = threading.Event(), Tally()
         dropped: dict[str, float] = {}

@@ -19,7 +19,8 @@ from PIL import Image
 
 from bench.common import Report, Server, free_port, main_py, median, percentile, verdict, wait_until
 from bench.latency import queries
-from core.db import database_url
+from core.db import database_url, ensure_schema
+from core.model_state import model_table, switch_to
 from core.settings import PROJECT_ROOT, Settings
 from flows.model import get_model
 
@@ -96,11 +97,12 @@ def new_database(admin_url: str, name: str) -> str:
 def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: str) -> str:
     url = new_database(admin_url, name)
     count, dim = vectors.shape
+    ensure_schema(url)
+    table = model_table(model)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
         conn.execute(
-            f"CREATE TABLE images (path text PRIMARY KEY, id bigint, content_hash text, size bigint, "
+            f"CREATE TABLE {table} (path text PRIMARY KEY, id bigint, content_hash text, size bigint, "
             f"modified_at timestamptz, width bigint, height bigint, format text, taken_at timestamp, "
             f"camera text, model text, embedding vector({dim}))"
         )
@@ -108,20 +110,21 @@ def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '512MB'")
         conn.execute(
-            "CREATE INDEX ON images USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+            f"CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
         )
-        conn.execute("CREATE UNIQUE INDEX ON images (id)")
+        conn.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
         print(f"  HNSW index over {count:,} vectors built in {time.perf_counter() - started:.1f}s", flush=True)
-        conn.execute("ANALYZE images")
+        conn.execute(f"ANALYZE {table}")
+        switch_to(conn, model)  # the model in use, and `images` showing its table
     return url
 
 
 def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: str, first_id: int = 0) -> None:
-    """Rows for `vectors` straight into `images`, as the indexer would have written them."""
+    """Rows for `vectors` straight into `model`'s table, as the indexer would have written them."""
     stamp = datetime.now(UTC)
     with conn.cursor().copy(
-        "COPY images (path, id, content_hash, size, modified_at, width, height, format, model, embedding) "
-        "FROM STDIN WITH (FORMAT BINARY)"
+        f"COPY {model_table(model)} (path, id, content_hash, size, modified_at, width, height, format, model, "
+        "embedding) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
         copy.set_types(["text", "int8", "text", "int8", "timestamptz", "int8", "int8", "text", "text", "vector"])
         for i, v in enumerate(vectors, start=first_id):

@@ -25,6 +25,11 @@ from core.db import IMAGES_TABLE, table_exists
 
 _TABLE_PREFIX = "images_"
 
+# Servers ask which model is in use at most this often, and the old model's table is kept this
+# much longer after a switch, so a search that started just before it never finds its table gone.
+CHECK_SECONDS = 1.0
+SWITCH_GRACE_SECONDS = 2.5 * CHECK_SECONDS
+
 
 def model_table(model: str) -> str:
     """The table that holds one model's rows: a short digest of the model name, because names
@@ -120,14 +125,18 @@ def point_images_view(conn: psycopg.Connection[Any], model: str) -> None:
 
 
 def switch_to(conn: psycopg.Connection[Any], model: str) -> None:
-    """Make `model` the one searches use, at once for every process, and forget the embeddings
-    cached for any other model (the old model's table goes when the indexer next starts)."""
+    """Make `model` the one searches use, at once for every process. The old model's table goes
+    when the indexer restarts without it, and its cached embeddings after that (`forget_others`)."""
     with conn.transaction():
         _put(conn, "active_model", model)
         _put(conn, "target_model", model)
         _put(conn, "switch_requested", None)
         point_images_view(conn, model)
-        conn.execute("DELETE FROM embedding_cache WHERE model <> %s", (model,))
+
+
+def forget_others(conn: psycopg.Connection[Any], models: list[str]) -> int:
+    """Drop the cached embeddings of every model but these; returns how many."""
+    return conn.execute("DELETE FROM embedding_cache WHERE model <> ALL(%s)", (models,)).rowcount
 
 
 def model_tables(conn: psycopg.Connection[Any]) -> list[str]:

@@ -410,3 +410,10 @@ def get_model(name: str, device: str = "auto", precision: str = "auto") -> ClipM
         if key not in _loaded:
             _loaded[key] = load_model(name, device, precision)
         return _loaded[key]
+
+
+def release_model(name: str) -> None:
+    """Let go of a model no longer in use, so its memory can be reclaimed once nothing else holds it."""
+    with _loaded_lock:
+        for key in [k for k in _loaded if k[0] == name]:
+            del _loaded[key]

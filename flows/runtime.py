@@ -18,8 +18,10 @@ import cocoindex as coco
 from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, database_url, ensure_schema, table_exists
 from core.errors import UserError
 from core.model_state import (
+    SWITCH_GRACE_SECONDS,
     ModelChoice,
     coverage,
+    forget_others,
     model_table,
     model_tables,
     point_images_view,
@@ -218,10 +220,10 @@ def next_step(url: str, run: IndexRun, scanned: bool) -> str | None:
         if now.active is not None:
             point_images_view(conn, now.active)
         building = run.choice.building
-        if building is None or building not in run.slots or not scanned:
+        if building is None or building not in run.slots:
             return None
         covered, total = coverage(conn, now)
-        if now.switch_requested or covered >= total:
+        if now.switch_requested or (scanned and covered >= total):
             log.warning("switching searches to %s (%d of %d files embedded)", building, covered, total)
             switch_to(conn, building)
             return "switched"
@@ -261,6 +263,8 @@ async def index_once(settings: Settings, progress: ProgressFn | None = None) -> 
             step = await asyncio.to_thread(next_step, url, run, True)
             if step is None:
                 break
+            if step == "switched":
+                await asyncio.sleep(SWITCH_GRACE_SECONDS)  # the next pass drops the old model's table
     after, failed_after = await asyncio.to_thread(_snapshot, url, run.choice.serving)
     await asyncio.to_thread(prune_cache, url)
     added = sum(1 for p in after if p not in before)
@@ -281,6 +285,13 @@ async def index_once(settings: Settings, progress: ProgressFn | None = None) -> 
         reused=reused,
         seconds=time.monotonic() - started,
     )
+
+
+def forget_models_not_in(url: str, run: IndexRun) -> None:
+    """Once a run with its models is under way, any other model's cached embeddings are stale:
+    a switch made them so, or a build was cancelled."""
+    with connect(url) as conn:
+        forget_others(conn, list(run.slots))
 
 
 def prune_cache(url: str) -> int:
@@ -464,6 +475,10 @@ async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], 
                         await asyncio.to_thread(reporter.write, True)
                     except Exception as exc:
                         database.failed(exc)
+                    try:
+                        await asyncio.to_thread(forget_models_not_in, url, run)
+                    except Exception as exc:
+                        database.failed(exc)
                     if on_ready is not None:
                         on_ready()
                 elif not reporter.scanning:
@@ -477,7 +492,10 @@ async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], 
             if following.done():
                 following.result()  # an engine error: raise it
                 return "the engine stopped"
-            return changed.result()
+            step = changed.result()
+            if step == "switched":
+                await asyncio.sleep(SWITCH_GRACE_SECONDS)  # the restart drops the old model's table
+            return step
         finally:
             following.cancel()
             if run.folder is not None:

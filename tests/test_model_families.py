@@ -49,15 +49,16 @@ def _siglip2_tokenizer_files(folder: Path) -> dict[str, int]:
     return {"vocab_size": len(vocab), "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
 
 
-def build_tiny_siglip(folder: Path, tokenizer: str) -> Path:
+def build_tiny_siglip(folder: Path, tokenizer: str, hidden: int = 32) -> Path:
     """A SigLIP checkpoint (fixed-resolution SigLIP 2 checkpoints are the same architecture with
-    the Gemma tokenizer): two layers per tower, 32 px images, random weights."""
+    the Gemma tokenizer): two layers per tower, 32 px images, random weights; its embeddings have
+    `hidden` dimensions."""
     import torch
     from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
 
     folder.mkdir(parents=True)
     token_ids = (_siglip2_tokenizer_files if tokenizer == "siglip2" else _siglip_tokenizer_files)(folder)
-    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    tower = {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 2, "num_attention_heads": 2}
     config = SiglipConfig(
         text_config={**tower, **token_ids},  # 64 tokens, as the real ones
         vision_config={**tower, "image_size": IMAGE_SIZE, "patch_size": 8},
