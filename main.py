@@ -6,6 +6,7 @@
     python main.py search "a dog"   # search from the terminal
     python main.py status           # what the index holds, what failed
     python main.py duplicates       # groups of exact and near-duplicate images (nothing is deleted)
+    python main.py model [NAME]     # the model in use; NAME builds another beside it
 
 `app` below is the CocoIndex app, so `cocoindex update main.py` works too.
 """
@@ -93,6 +94,27 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
+    from api.status import models_status, render_models
+    from core.db import connect, database_url, ensure_schema
+    from core.model_state import choose_model
+    from flows.model import load_model
+
+    if args.now and not args.name:
+        print("error: --now needs the NAME of the model to switch to", file=sys.stderr)
+        return 2
+    url = database_url(settings)
+    ensure_schema(url)
+    if args.name:
+        load_model(args.name, settings.device, settings.precision)  # the configuration only: fails fast
+    with connect(url) as conn:
+        if args.name:
+            choose_model(conn, args.name, switch_now=args.now)
+        models = models_status(conn, settings)
+    print(json.dumps(models, indent=2) if args.json else render_models(models))
+    return 0
+
+
 def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     from api.cli import run_search
 
@@ -176,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     dup.add_argument("--limit", type=int, default=100, help="groups to show")
     dup.add_argument("--json", action="store_true", help="print JSON (the API's answer)")
     dup.set_defaults(run=cmd_duplicates)
+
+    model = commands.add_parser(
+        "model", help="the model in use and any being built; with NAME, build that one beside it (no downtime)"
+    )
+    model.add_argument("name", nargs="?", help="a Hugging Face model id or a checkpoint folder to build")
+    model.add_argument("--now", action="store_true", help="switch searches to it as soon as the indexer starts on it")
+    model.add_argument("--json", action="store_true")
+    model.set_defaults(run=cmd_model)
 
     status = commands.add_parser("status", help="what is indexed, what failed, what the indexer is doing")
     status.add_argument("--json", action="store_true")

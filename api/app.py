@@ -41,7 +41,7 @@ from api.security import TokenAuth, UploadLimit
 from api.status import models_status, status_from, unreachable_status
 from api.thumbnails import ensure_thumbnail, thumbnail_path
 from core.db import DatabaseError, database_url, ensure_schema
-from core.model_state import ModelChoice, choose_model, read_choice, request_switch
+from core.model_state import ModelChoice, choose_model, read_choice
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from flows.images import ImageError, decode_image, one_line
 from flows.model import ClipModel, ModelLoadError, load_model
@@ -563,7 +563,11 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
     def model_info(request: Request) -> dict[str, Any]:
         return models_now(services(request))
 
-    @app.post("/api/model", summary="Choose the model: it is built beside the one in use, which keeps answering")
+    @app.post(
+        "/api/model",
+        summary="Choose the model: it is built beside the one in use, which keeps answering until the new "
+        "one has every image (or at once, with switch_now); choosing the model in use cancels a build",
+    )
     def model_choose(request: Request, body: ModelRequest) -> dict[str, Any]:
         svc = services(request)
         name = body.model.strip()
@@ -578,15 +582,6 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
         with svc.connection() as conn:
             choose_model(conn, name, switch_now=body.switch_now)
         svc.models.recheck_soon()
-        return models_now(svc)
-
-    @app.post("/api/model/switch", summary="Switch searches to the model being built now, before it is complete")
-    def model_switch(request: Request) -> dict[str, Any]:
-        svc = services(request)
-        with svc.connection() as conn:
-            if read_choice(conn, svc.settings.clip_model).building is None:
-                raise HTTPException(409, "No model is being built, so there is nothing to switch to.")
-            request_switch(conn)
         return models_now(svc)
 
     @app.get("/api/folders", summary="Folders that hold indexed images, with counts")

@@ -126,6 +126,14 @@ def render_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_models(models: dict[str, Any]) -> str:
+    active = models["active"]
+    lines = [f"in use     {active['name']} ({active['images']} images)", *_building_lines(models)]
+    if models["configured"] != active["name"] and not models.get("building"):
+        lines.append(f"CLIP_MODEL {models['configured']} (the indexer builds it when it next starts)")
+    return "\n".join(lines)
+
+
 def _building_lines(models: dict[str, Any]) -> list[str]:
     building = models.get("building")
     if not building:

@@ -1,6 +1,8 @@
 """The database connection: the embedded Postgres (pgserver) or DATABASE_URL, and the project's own tables.
 
-CocoIndex owns `images` and `index_errors` (it creates, migrates and fills them). The project owns
+CocoIndex owns one table per model (`core.model_state.model_table`) and `index_errors` (it creates,
+migrates, fills and drops them); `images` is the project's view of the table of the model in use.
+The project also owns
 `embedding_cache` (embeddings by content hash, so renamed or copied files skip the model) and
 `indexer_status` (one row the indexer keeps fresh, so any process can tell what it is doing).
 """

@@ -96,14 +96,11 @@ def settle_choice(conn: psycopg.Connection[Any], configured: str) -> ModelChoice
 
 
 def choose_model(conn: psycopg.Connection[Any], model: str, *, switch_now: bool = False) -> None:
-    """A settings call: build `model` (choosing the active one cancels a build in progress)."""
+    """A settings call: build `model`, and with `switch_now` use it as soon as the indexer has
+    started on it (choosing the active one cancels a build in progress)."""
     with conn.transaction():
         _put(conn, "target_model", model)
         _put(conn, "switch_requested", "1" if switch_now else None)
-
-
-def request_switch(conn: psycopg.Connection[Any]) -> None:
-    _put(conn, "switch_requested", "1")
 
 
 def point_images_view(conn: psycopg.Connection[Any], model: str) -> None:

@@ -135,6 +135,15 @@ export function getStatus() {
   });
 }
 
+// Build `model` beside the one in use; with switchNow, searches use it as soon as the indexer starts on it.
+export function chooseModel(model, switchNow = false) {
+  return request("/api/model", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ model, switch_now: switchNow }),
+  });
+}
+
 export function getDuplicates(params) {
   return request(`/api/duplicates?${new URLSearchParams(params)}`);
 }

@@ -1,5 +1,5 @@
 // The monitoring view: what the indexer is doing, refreshed every two seconds.
-import { formatDate, getStatus } from "./api.js";
+import { chooseModel, formatDate, getStatus } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -36,6 +36,8 @@ function render(s) {
     $("scan-text").textContent = `${p.done} of ${p.total} files`;
   }
 
+  renderModels(s.models);
+
   const body = $("failures").querySelector("tbody");
   body.replaceChildren(
     ...s.failed.map((f) => {
@@ -52,6 +54,44 @@ function render(s) {
   $("failures").hidden = s.failed.length === 0;
   $("no-failures").hidden = s.failed.length !== 0 || s.images == null;
 }
+
+let current = null; // the models part of the last status
+
+function renderModels(models) {
+  current = models || null;
+  const building = models && models.building;
+  $("building").hidden = !building;
+  if (!building) return;
+  let text = `Building ${building.name}: ${building.done} of ${building.total} images.`;
+  if (building.error) text = `Cannot build ${building.name}: ${building.error}`;
+  else if (building.switch_requested) text += " Switching now, as asked.";
+  else text += ` Searches use ${models.active.name} until it has them all.`;
+  $("building-text").textContent = text;
+  $("building-progress").max = Math.max(1, building.total);
+  $("building-progress").value = building.done;
+  $("switch-now").disabled = Boolean(building.switch_requested || building.error);
+}
+
+async function choose(model, switchNow) {
+  const message = $("model-message");
+  try {
+    renderModels(await chooseModel(model, switchNow));
+    message.className = "off";
+    message.textContent =
+      model === (current && current.active.name) ? `Kept ${model}.` : `Building ${model} beside the current model.`;
+  } catch (error) {
+    message.className = "bad";
+    message.textContent = error.message;
+  }
+}
+
+$("model-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const model = $("model-name").value.trim();
+  if (model) choose(model, false);
+});
+$("switch-now").addEventListener("click", () => current && current.building && choose(current.building.name, true));
+$("cancel-build").addEventListener("click", () => current && choose(current.active.name, false));
 
 async function refresh() {
   try {

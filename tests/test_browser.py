@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ARTIFACTS, free_port, wait_for
+from conftest import ARTIFACTS, copy_tiny_model, free_port, wait_for
 from shapes import ALL_DRAWINGS, Drawing, draw, random_drawing
 
 from core.settings import Settings
@@ -185,6 +185,27 @@ def test_the_monitoring_view_lists_the_corrupt_file_with_its_reason(page: Any, s
     assert page.inner_text("#live").startswith("Live")
     assert "tiny-clip" in page.inner_text("#model")
     screenshot(page, "status-page.png")
+
+
+def test_the_monitoring_view_builds_another_model_and_switches_to_it(page: Any, server: str, tmp_path: Path) -> None:
+    page.goto(server + "/status")
+    page.wait_for_function("document.querySelector('#images').textContent === '73'")
+    page.fill("#model-name", str(tmp_path / "not-a-model"))
+    page.click("#model-form button")
+    page.wait_for_function("document.querySelector('#model-message').className === 'bad'")
+    assert "not-a-model" in page.inner_text("#model-message")
+
+    other = copy_tiny_model(tmp_path / "other-model")
+    page.fill("#model-name", str(other))
+    page.click("#model-form button")
+    # the answer to the choice already shows the build, and which model searches use meanwhile
+    page.wait_for_selector("#building:not([hidden])")
+    assert f"Building {other}" in page.inner_text("#building-text")
+    assert "tiny-clip" in page.inner_text("#building-text")
+    # 73 images later the new model answers searches and the build is over
+    page.wait_for_function("document.querySelector('#model').textContent.includes('other-model')", timeout=60_000)
+    page.wait_for_selector("#building[hidden]", state="attached")
+    screenshot(page, "status-page-after-switch.png")
 
 
 def test_an_unreachable_server_is_said_plainly(page: Any, server: str) -> None:

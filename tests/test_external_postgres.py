@@ -26,6 +26,7 @@ import pytest
 from conftest import TINY_CLIP, free_port, run_main, wait_for
 from test_deploy import app_health_check
 
+from core.model_state import model_table
 from core.settings import Settings, load_settings
 
 USER = "sightline"
@@ -240,7 +241,8 @@ class TestOwnPostgres:
         assert not settings.pg_data_dir.exists()
         assert images_on_server(pg.url()) == 18
         with psycopg.connect(pg.url()) as conn:
-            indexes = [r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'images'")]
+            table = model_table(settings.clip_model)  # `images` is a view of it
+            indexes = [r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,))]
         assert any("hnsw" in d and "vector_cosine_ops" in d for d in indexes), indexes
 
         server, base = serve_and_wait(start_process, settings)

@@ -79,6 +79,30 @@ class TestChangingClipModel:
         assert status["models"]["configured"] == siglip
 
 
+class TestTheModelCommand:
+    def test_model_shows_chooses_and_reports_the_build(
+        self, settings: Settings, index: Any, siglip: str, tmp_path: Path
+    ) -> None:
+        index(settings)
+        shown = run_main(settings, "model")
+        assert shown.returncode == 0, shown.stderr
+        assert f"in use     {settings.clip_model} ({N} images)" in shown.stdout
+
+        chosen = run_main(settings, "model", siglip)
+        assert chosen.returncode == 0, chosen.stderr
+        assert f"building   {siglip}: 0/{N} files" in chosen.stdout
+        # CLIP_MODEL still names the old model: the choice stands, and the next run builds it
+        summary = index(settings)
+        assert summary.embedded == N
+        after = json.loads(run_main(settings, "model", "--json").stdout)
+        assert after["active"] == {"name": siglip, "images": N} and after["building"] is None
+
+        missing = run_main(settings, "model", str(tmp_path / "nowhere"))
+        assert missing.returncode == 2
+        lines = [line for line in missing.stderr.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1 and "nowhere" in lines[0] and "Traceback" not in missing.stderr
+
+
 class Server:
     """`main.py serve` (server and live indexer) on a free port."""
 
@@ -184,11 +208,11 @@ class TestSwitchingALiveServer:
     def test_a_switch_on_request_happens_before_the_build_is_complete(
         self, settings: Settings, server: Server, siglip: str, cache_frozen: threading.Event
     ) -> None:
-        assert server.client.post("/api/model/switch").status_code == 409  # nothing being built yet
         server.client.post("/api/model", json={"model": siglip})
         wait_for(lambda: server.status()["models"]["building"], timeout=60)
-        switched = server.client.post("/api/model/switch")
+        switched = server.client.post("/api/model", json={"model": siglip, "switch_now": True})
         assert switched.status_code == 200, switched.text
+        assert switched.json()["building"]["switch_requested"] is True
 
         status = wait_for(lambda: (s := server.status())["model"] == siglip and s, timeout=60)
         assert status["images"] < N  # searches use the new model with what it has so far
@@ -224,3 +248,13 @@ class TestChoosingABadModel:
         assert server.status()["models"]["building"] is None
         assert server.client.post("/api/model", json={"model": ""}).status_code == 422
         assert server.client.post("/api/model", json={"name": "x"}).status_code == 422
+
+    def test_another_site_cannot_choose_the_model_with_a_plain_form_post(
+        self, settings: Settings, server: Server, siglip: str
+    ) -> None:
+        # a page elsewhere can send text/plain without a CORS preflight; only JSON is accepted
+        sent = server.client.post(
+            "/api/model", content=json.dumps({"model": siglip}), headers={"Content-Type": "text/plain"}
+        )
+        assert sent.status_code == 422
+        assert server.status()["models"]["building"] is None
