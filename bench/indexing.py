@@ -50,15 +50,14 @@ def model_ceiling(settings: Settings, count: int) -> float:
     """Images per second of batched forward passes over already-prepared pixels at our precision."""
     model = get_model(settings.clip_model, settings.device, settings.precision)
     prep = model.preprocessing
-    batch = np.random.default_rng(0).integers(
-        0, 256, (settings.batch_size, prep.crop_height, prep.crop_width, 3), dtype=np.uint8
-    )
+    size = settings.batch_size or model.batch_size
+    batch = np.random.default_rng(0).integers(0, 256, (size, prep.crop_height, prep.crop_width, 3), dtype=np.uint8)
     model.embed_pixels(batch)  # warm-up (and load)
-    batches = max(2, -(-count // settings.batch_size))
+    batches = max(2, -(-count // size))
     started = time.perf_counter()
     for _ in range(batches):
         model.embed_pixels(batch)
-    return batches * settings.batch_size / (time.perf_counter() - started)
+    return batches * size / (time.perf_counter() - started)
 
 
 def index_run(settings: Settings, env: dict[str, str]) -> tuple[dict[str, float], float, int]:

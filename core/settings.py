@@ -33,7 +33,7 @@ class Settings:
     clip_model: str  # a model id or a local folder
     device: str  # auto | cpu | cuda
     precision: str  # auto | float32 | bfloat16 | float16
-    batch_size: int
+    batch_size: int  # 0: auto (32 on a CPU, 128 on a GPU)
     max_image_pixels: int
     host: str
     port: int
@@ -84,6 +84,10 @@ def _int(values: Mapping[str, str | None], name: str, default: int, lo: int = 1)
     if value < lo:
         raise SettingsError(f"{name}={value} must be at least {lo}")
     return value
+
+
+def _is_auto(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("", "auto", "0")
 
 
 def _choice(values: Mapping[str, str | None], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -151,7 +155,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         clip_model=_model((values.get("CLIP_MODEL") or "openai/clip-vit-base-patch32").strip()),
         device=_choice(values, "DEVICE", "auto", ("auto", "cpu", "cuda")),
         precision=_choice(values, "PRECISION", "auto", ("auto", "float32", "bfloat16", "float16")),
-        batch_size=_int(values, "BATCH_SIZE", 32),
+        batch_size=0 if _is_auto(values.get("BATCH_SIZE")) else _int(values, "BATCH_SIZE", 32),
         max_image_pixels=_int(values, "MAX_IMAGE_PIXELS", 100_000_000),
         host=(values.get("HOST") or "127.0.0.1").strip(),
         port=_int(values, "PORT", 8000),

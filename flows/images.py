@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -194,6 +194,21 @@ def normalize(batch: np.ndarray, prep: Preprocessing) -> np.ndarray:
     x *= 1 / (255 * std)
     x -= mean / std
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def normalize_tensor(batch: np.ndarray, prep: Preprocessing, device: str, dtype: Any) -> Any:
+    """`normalize` done where the model runs: on a GPU the pictures cross the bus as bytes (a
+    quarter of the float32 size) and the arithmetic costs microseconds instead of CPU time that
+    decoding needs. The same float32 arithmetic as `normalize`, then the model's precision."""
+    import torch
+
+    x = torch.from_numpy(batch).to(device)
+    scale = torch.tensor(1 / (255 * np.asarray(prep.std, dtype=np.float32)), device=device).view(1, 3, 1, 1)
+    shift = torch.tensor(
+        np.asarray(prep.mean, dtype=np.float32) / np.asarray(prep.std, dtype=np.float32), device=device
+    )
+    x = x.permute(0, 3, 1, 2).to(torch.float32)
+    return (x * scale - shift.view(1, 3, 1, 1)).to(dtype).contiguous()
 
 
 def one_line(exc: BaseException) -> str:

@@ -41,7 +41,9 @@ from flows.walk import ImageFileMatcher, unreachable_link_reason, unreachable_li
 log = logging.getLogger("sightline.indexer")
 T = TypeVar("T")
 
-READ_AHEAD = 16
+# files read and decoded at once: enough to keep every core decoding ahead of the model
+READ_AHEAD = max(16, 2 * (os.cpu_count() or 1))
+AUTO_GATHER = 128  # the most images one gathered batch holds when BATCH_SIZE is auto
 PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
 IMAGE_ROOT = coco.ContextKey[Path]("sightline_image_root")
 RUN = coco.ContextKey["IndexRun"]("sightline_index_run")
@@ -214,12 +216,21 @@ def make_batched_embed(model: ClipModel, batch_size: int) -> Callable[[np.ndarra
     The runner makes batches run one after another (on CPU as on GPU): without it the engine
     starts a batch in a new thread whenever one fills up, and a dozen concurrent forward passes
     fight over the cores, multiply activation memory and hold back every row until all finish.
+
+    With `batch_size` 0 (auto), up to the GPU's batch size is gathered, and each forward pass takes
+    the model's own size (`ClipModel.batch_size`): the device is known only once torch is imported,
+    which a run with nothing to embed never does.
     """
+    gather = batch_size or AUTO_GATHER
 
     def embed_batch(pixels: list[np.ndarray]) -> list[np.ndarray]:
-        return list(model.embed_pixels(np.stack(pixels)))
+        step = batch_size or model.batch_size
+        out: list[np.ndarray] = []
+        for start in range(0, len(pixels), step):
+            out.extend(model.embed_pixels(np.stack(pixels[start : start + step])))
+        return out
 
-    return coco.fn.as_async(batching=True, max_batch_size=batch_size, runner=coco.GPU)(embed_batch)
+    return coco.fn.as_async(batching=True, max_batch_size=gather, runner=coco.GPU)(embed_batch)
 
 
 def _yield_to_the_model() -> None:

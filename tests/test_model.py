@@ -14,9 +14,9 @@ from conftest import TINY_CLIP, run_main
 from PIL import Image
 from shapes import ALL_DRAWINGS, random_drawing, write_corpus
 
-from core.settings import Settings
-from flows.images import decode_image, normalize, prepare_pixels
-from flows.model import ModelLoadError, choose_precision, load_model
+from core.settings import Settings, load_settings
+from flows.images import decode_image, normalize, normalize_tensor, prepare_pixels
+from flows.model import ModelLoadError, auto_batch_size, choose_precision, load_model
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +112,43 @@ def test_concurrent_queries_share_forward_passes_and_get_their_own_vectors() -> 
     for q in queries:
         assert float(np.dot(together[q], alone[q])) > 0.999, q
     assert model.text_batches < len(queries)
+
+
+class TestOnAGPU:
+    """What indexing does differently with CUDA, checked where the suite runs (CPU only): the
+    arithmetic the GPU path does, and the batch sizes it picks."""
+
+    def test_normalizing_where_the_model_runs_equals_normalizing_in_numpy(self, model) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        pixels = np.random.default_rng(3).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+        on_device = normalize_tensor(pixels, model.preprocessing, "cpu", torch.float32)
+        assert on_device.shape == (5, 3, 64, 64) and on_device.is_contiguous()
+        np.testing.assert_allclose(on_device.numpy(), normalize(pixels, model.preprocessing), rtol=0, atol=1e-6)
+        half = normalize_tensor(pixels, model.preprocessing, "cpu", torch.float16)
+        assert half.dtype == torch.float16
+
+    def test_batch_size_auto_is_larger_on_a_gpu(self) -> None:
+        assert auto_batch_size("cuda") == 128 and auto_batch_size("cpu") == 32
+        assert load_model(str(TINY_CLIP), "cpu", "float32").batch_size == 32
+        assert load_settings({"BATCH_SIZE": "auto"}).batch_size == 0
+        assert load_settings({"BATCH_SIZE": "64"}).batch_size == 64
+
+    def test_an_auto_batch_is_split_into_forward_passes_of_the_models_size(self) -> None:
+        import asyncio
+
+        from flows.indexer import make_batched_embed
+
+        model = load_model(str(TINY_CLIP), "cpu", "float32")
+        passes: list[int] = []
+        real = model.embed_pixels
+        model.embed_pixels = lambda batch: passes.append(len(batch)) or real(batch)  # type: ignore[method-assign]
+        embed = make_batched_embed(model, 0)
+        pixels = np.random.default_rng(4).integers(0, 256, (70, 64, 64, 3), dtype=np.uint8)
+
+        async def all_at_once() -> list[np.ndarray]:
+            return await asyncio.gather(*(embed(p) for p in pixels))
+
+        vectors = asyncio.run(all_at_once())
+        assert len(vectors) == 70 and max(passes) <= 32 and sum(passes) == 70
+        np.testing.assert_allclose(vectors[0], real(pixels[:1])[0], atol=1e-5)
