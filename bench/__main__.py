@@ -26,6 +26,7 @@ from bench.indexing import bench_indexing  # noqa: E402
 from bench.load import load_test  # noqa: E402
 from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E402
 from bench.serving import cold_search, live_latency, query_at_scale  # noqa: E402
+from bench.switch import model_switch  # noqa: E402
 from core.db import database_url  # noqa: E402
 from core.settings import PROJECT_ROOT, get_settings  # noqa: E402
 from flows.model import get_model  # noqa: E402
@@ -85,6 +86,7 @@ def main() -> None:
         cold_search(settings, env, report, work)
         load_test(settings, env, report, work, args.clients, args.load_seconds, args.load_size)
         bench_duplicates(database_url(settings), report, [int(s) for s in args.dup_scale.split(",")], model.dim)
+        model_switch(settings, env, report, work, args.queries)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

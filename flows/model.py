@@ -13,7 +13,6 @@ never pays for them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 from collections import OrderedDict
@@ -271,12 +270,7 @@ class ClipModel:
                 try:
                     self._tokenizer = AutoTokenizer.from_pretrained(self._folder)
                 except (ImportError, OSError, ValueError) as exc:
-                    # SigLIP's (v1) tokenizer is a SentencePiece model, read by an optional package
-                    # whose absence transformers reports as an unrelated-looking error
-                    if any(Path(self._folder).glob("*.model")) and importlib.util.find_spec("sentencepiece") is None:
-                        reason = "its SentencePiece tokenizer needs the package sentencepiece (pip install it)"
-                    else:
-                        reason = one_line(exc)
+                    reason = one_line(exc)
                     raise ModelLoadError(f"Cannot load the tokenizer of CLIP_MODEL={self.name!r}: {reason}") from exc
                 self._text = self._load(self.family.text_class, "text_config")
             return self._text, self._tokenizer
