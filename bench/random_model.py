@@ -62,16 +62,20 @@ def build_random_clip(arch: str, out_dir: Path, tokenizer_dir: Path = DEFAULT_TO
     tokenizer_dir = find_tokenizer(tokenizer_dir)
     torch.manual_seed(0)
     model = CLIPModel(CLIPConfig(**ARCHITECTURES[arch]))  # type: ignore[arg-type]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    for name in TOKENIZER_FILES:
-        if (tokenizer_dir / name).exists():
-            shutil.copy(tokenizer_dir / name, out_dir / name)
+    _save_with_tokenizer(model, out_dir, tokenizer_dir)
     image_size = model.config.vision_config.image_size
     CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     ).save_pretrained(out_dir)
     return out_dir
+
+
+def _save_with_tokenizer(model: Any, out_dir: Path, tokenizer_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, out_dir / name)
 
 
 def _build_random_siglip(arch: str, out_dir: Path, tokenizer_dir: Path) -> Path:
@@ -83,11 +87,7 @@ def _build_random_siglip(arch: str, out_dir: Path, tokenizer_dir: Path) -> Path:
     config["text_config"] = {"vocab_size": 49408, **config.get("text_config", {})}  # type: ignore[dict-item]
     torch.manual_seed(0)
     model = SiglipModel(SiglipConfig(**config))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    for name in TOKENIZER_FILES:
-        if (tokenizer_dir / name).exists():
-            shutil.copy(tokenizer_dir / name, out_dir / name)
+    _save_with_tokenizer(model, out_dir, tokenizer_dir)
     image_size = model.config.vision_config.image_size
     SiglipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(out_dir)
     return out_dir
