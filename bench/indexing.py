@@ -20,21 +20,22 @@ from flows.model import get_model, local_checkpoint
 from flows.runtime import index_once
 
 
-def usual_way(model_name: str, files: list[Path]) -> float:
-    """Images per second, CLIPSE / CocoIndex-example style: processor + model per image, float32."""
+def usual_way(model_name: str, files: list[Path], device: str = "cpu") -> float:
+    """Images per second, CLIPSE / CocoIndex-example style: processor + model per image, float32,
+    on the same device as ours (those tools use CUDA when it is there)."""
     from transformers import CLIPImageProcessorPil, CLIPModel
 
     folder = local_checkpoint(model_name)
-    model = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
+    model = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval().to(device)
     processor = CLIPImageProcessorPil.from_pretrained(folder)
 
     def one(path: Path) -> None:
         image = Image.open(path).convert("RGB")
-        inputs = processor(images=image, return_tensors="pt")
+        inputs = {k: v.to(device) for k, v in processor(images=image, return_tensors="pt").items()}
         with torch.no_grad():
             out = model.get_image_features(**inputs)
         features = out if isinstance(out, torch.Tensor) else out.pooler_output
-        features / features.norm(dim=-1, keepdim=True)
+        (features / features.norm(dim=-1, keepdim=True)).cpu()  # as stored: back in main memory
 
     one(files[0])  # warm-up
     rates = []
@@ -85,7 +86,8 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
         ensure_schema(database_url(s))
     before = model_ceiling(settings, n)
     first = asyncio.run(index_once(trial))
-    usual = usual_way(settings.clip_model, files[: min(n, usual_sample)])
+    device = get_model(settings.clip_model, settings.device, settings.precision).device
+    usual = usual_way(settings.clip_model, files[: min(n, usual_sample)], device)
     warm = asyncio.run(index_once(settings))
     ceiling = max(before, model_ceiling(settings, n))
     ours = max(first.embedded / first.seconds, warm.embedded / warm.seconds)
