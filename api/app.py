@@ -180,13 +180,15 @@ class Services:
     def model_choice(self) -> ModelChoice:
         """Which model searches use, as the database says (asked at most once a second); the
         last known answer while the database is away."""
-        if self.models.due() and self.pool is not None and not self._still_down():
+        if self.models.due() and self.pool is not None:
             try:
-                with self.pool.connection(timeout=2.0) as conn:
+                # through `connection`, so a database found away is remembered as away, and the
+                # request's own query answers 503 at once instead of waiting for the pool
+                with self.connection() as conn:
                     self.models.observe(read_choice(conn, self.settings.clip_model))
-            except (psycopg.Error, psycopg_pool.PoolTimeout):
+            except HTTPException:
                 pass
-        elif self.models.due() and self.pool is None:
+        elif self.models.due():
             self.models.observe(self.models.choice)
         return self.models.choice
 
