@@ -162,6 +162,10 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
     finally:
         _current_run = None
         await pool.close()
+        try:  # the first model of a new index is in use once its table exists, whoever ran the update
+            await asyncio.to_thread(next_step, url, run, False)  # (`cocoindex update main.py` included)
+        except Exception as exc:
+            log.debug("could not record the model in use: %s", exc)
 
 
 async def _started_run() -> IndexRun:

@@ -222,6 +222,20 @@ class TestCommandLine:
         assert len(rows(settings)) == N - 1
         assert os.environ.get("COCOINDEX_DISABLE_USAGE_TRACKING") == "1"
 
+    def test_a_first_index_made_by_the_cocoindex_cli_is_the_one_searches_use(self, settings: Settings) -> None:
+        import subprocess
+        import sys
+
+        from conftest import ROOT, env_for
+
+        cli = Path(sys.executable).parent / "cocoindex"
+        env = env_for(settings)
+        done = subprocess.run([str(cli), "update", "main.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert len(rows(settings)) == N  # `images` shows the new model's table
+        found = run_main(settings, "search", "a red circle", "--limit", "1")
+        assert found.returncode == 0 and "red-circle.png" in found.stdout, found.stderr
+
     def test_the_embedded_database_starts_by_itself_and_keeps_its_data(self, settings: Settings) -> None:
         embedded = settings.with_overrides(database_url="")
         first = run_main(embedded, "index", "--json")
