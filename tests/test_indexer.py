@@ -230,7 +230,9 @@ class TestCommandLine:
 
         cli = Path(sys.executable).parent / "cocoindex"
         env = env_for(settings)
-        done = subprocess.run([str(cli), "update", "main.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [str(cli), "update", "main.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         assert len(rows(settings)) == N  # `images` shows the new model's table
         found = run_main(settings, "search", "a red circle", "--limit", "1")
