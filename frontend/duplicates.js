@@ -1,6 +1,6 @@
 // The duplicates view: each group of exact or near copies side by side, with what a person needs
 // to choose which to keep. Sightline never deletes anything; this page only shows.
-import { formatBytes, formatDate, getDuplicates } from "./api.js";
+import { formatBytes, formatDate, getDuplicates, getFolders } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 20;
@@ -54,7 +54,9 @@ async function load(reset) {
   }
   const banner = $("banner");
   try {
-    const body = await getDuplicates({ threshold: $("threshold").value, limit: PAGE, offset });
+    const params = { threshold: $("threshold").value, limit: PAGE, offset };
+    if ($("folder").value) params.folder = $("folder").value;
+    const body = await getDuplicates(params);
     banner.hidden = true;
     $("summary").textContent = body.total_groups
       ? `${body.total_groups} groups, ${body.images_in_groups} images`
@@ -69,9 +71,46 @@ async function load(reset) {
   }
 }
 
+// the threshold and folder live in the URL, so a view of the duplicates is a bookmark
+function keepInUrl() {
+  const params = new URLSearchParams();
+  if ($("threshold").value !== "0.95") params.set("threshold", $("threshold").value);
+  if ($("folder").value) params.set("folder", $("folder").value);
+  const query = params.toString();
+  history.replaceState(null, "", query ? `?${query}` : location.pathname);
+}
+
+async function fillFolders(chosen) {
+  try {
+    const { folders } = await getFolders();
+    $("folder").append(
+      ...folders.map((f) => {
+        const option = document.createElement("option");
+        option.value = f.path;
+        option.textContent = `${f.path} (${f.images})`;
+        return option;
+      }),
+    );
+  } catch {
+    // the groups' own request says what is wrong
+  }
+  if (chosen && ![...$("folder").options].some((o) => o.value === chosen)) {
+    $("folder").append(new Option(chosen, chosen)); // named in the URL, not (yet) indexed
+  }
+  $("folder").value = chosen;
+}
+
 $("dup-form").addEventListener("submit", (event) => {
   event.preventDefault();
+  keepInUrl();
+  load(true);
+});
+$("folder").addEventListener("change", () => {
+  keepInUrl();
   load(true);
 });
 $("more").addEventListener("click", () => load(false));
-load(true);
+
+const start = new URLSearchParams(location.search);
+if (start.get("threshold")) $("threshold").value = start.get("threshold");
+fillFolders(start.get("folder") || "").then(() => load(true));

@@ -135,3 +135,11 @@ def test_the_page_shows_each_group_side_by_side(server: str) -> None:  # noqa: F
         exact = page.locator(".dup-group[data-kind=exact]", has_text="holiday/beach.png")
         exact.wait_for()
         assert exact.locator("figure").count() == 2
+        # the choice is in the URL: a reload, or a bookmark, shows the same view
+        assert page.url.endswith("/duplicates?threshold=1")
+        page.select_option("#folder", "holiday")
+        page.wait_for_url("**/duplicates?threshold=1&folder=holiday")
+        page.wait_for_function("document.querySelector('#summary').textContent.startsWith('No duplicates')")
+        page.reload()
+        page.wait_for_function("document.querySelector('#summary').textContent.startsWith('No duplicates')")
+        assert page.input_value("#threshold") == "1" and page.input_value("#folder") == "holiday"
