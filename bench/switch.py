@@ -91,3 +91,39 @@ def model_switch(settings: Settings, env: dict[str, str], report: Report, work: 
         "none fail",
         verdict(not failures and bool(during)),
     )
+
+
+def main() -> None:
+    """`python -m bench.switch --corpus DIR [--model M]`: this part alone, printed as table rows."""
+    import argparse
+    import os
+    import shutil
+    import tempfile
+
+    from bench.common import env_for
+    from core.settings import get_settings
+
+    os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as `python -m bench`: time what is here
+    parser = argparse.ArgumentParser(prog="python -m bench.switch", description=main.__doc__)
+    parser.add_argument("--corpus", type=Path, required=True, help="a folder of images")
+    parser.add_argument("--model", help="model id or folder (default: CLIP_MODEL)")
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sightline-switch-"))
+    try:
+        shutil.copytree(args.corpus, work / "img")
+        base = get_settings()
+        settings = base.with_overrides(
+            image_dir=work / "img", data_dir=work / "data", database_url="", clip_model=args.model or base.clip_model
+        )
+        report = Report()
+        model_switch(settings, env_for(settings), report, work, args.queries)
+        for r in report.rows:
+            print(f"| {r.part} | {r.metric} | {r.ours} | {r.usual} | {r.ratio} | {r.target} | {r.met} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
