@@ -56,12 +56,20 @@ function render(s) {
 }
 
 let current = null; // the models part of the last status
+let chosen = null; // the model this page asked to build, until searches use it
 
 function renderModels(models) {
   current = models || null;
   const building = models && models.building;
   $("building").hidden = !building;
-  if (!building) return;
+  if (!building) {
+    if (models && chosen && models.active.name === chosen) {
+      $("model-message").className = "ok";
+      $("model-message").textContent = `Searches now use ${chosen}.`;
+      chosen = null;
+    }
+    return;
+  }
   let text = `Building ${building.name}: ${building.done} of ${building.total} images.`;
   if (building.error) text = `Cannot build ${building.name}: ${building.error}`;
   else if (building.switch_requested) text += " Switching now, as asked.";
@@ -74,11 +82,18 @@ function renderModels(models) {
 
 async function choose(model, switchNow) {
   const message = $("model-message");
+  const keeping = model === (current && current.active.name);
+  const cancelling = keeping && Boolean(current.building);
   try {
-    renderModels(await chooseModel(model, switchNow));
+    const models = await chooseModel(model, switchNow);
+    chosen = keeping ? null : model;
     message.className = "off";
-    message.textContent =
-      model === (current && current.active.name) ? `Kept ${model}.` : `Building ${model} beside the current model.`;
+    if (cancelling) message.textContent = `Build cancelled; searches keep using ${model}.`;
+    else if (keeping) message.textContent = `${model} is already in use.`;
+    else if (switchNow) message.textContent = `Switching searches to ${model} now.`;
+    else message.textContent = `Building ${model} beside the current model.`;
+    $("model-name").value = "";
+    renderModels(models);
   } catch (error) {
     message.className = "bad";
     message.textContent = error.message;

@@ -205,6 +205,7 @@ def test_the_monitoring_view_builds_another_model_and_switches_to_it(page: Any, 
     # 73 images later the new model answers searches and the build is over
     page.wait_for_function("document.querySelector('#model').textContent.includes('other-model')", timeout=60_000)
     page.wait_for_selector("#building[hidden]", state="attached")
+    page.wait_for_function("document.querySelector('#model-message').textContent.startsWith('Searches now use')")
     screenshot(page, "status-page-after-switch.png")
 
 
