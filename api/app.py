@@ -550,15 +550,13 @@ def create_app(settings: Settings | None = None, *, with_indexer: bool = False) 
             body["device"], body["precision"] = loaded.device, loaded.precision
         if svc.models.error:
             body["model_error"] = svc.models.error
-        if body["models"]["building"] is not None and svc.models.building_error():
-            body["models"]["building"]["error"] = svc.models.building_error()
+        svc.models.note_build_error(body["models"])
         return JSONResponse(body)
 
     def models_now(svc: Services) -> dict[str, Any]:
         with svc.connection() as conn:
             body = models_status(conn, svc.settings)
-        if body["building"] is not None and svc.models.building_error():
-            body["building"]["error"] = svc.models.building_error()
+        svc.models.note_build_error(body)
         return body
 
     @app.get("/api/model", summary="The model in use and the one being built beside it")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from time import monotonic
+from typing import Any
 
 from core.model_state import CHECK_SECONDS, ModelChoice
 from core.settings import Settings
@@ -103,6 +104,8 @@ class ServingModels:
     def error(self) -> str | None:
         return self._errors.get(self._choice.serving)
 
-    def building_error(self) -> str | None:
-        building = self._choice.building
-        return self._errors.get(building) if building else None
+    def note_build_error(self, models: dict[str, Any]) -> None:
+        """Add to a `models_status` answer why this server cannot load the model being built."""
+        building = models.get("building")
+        if building is not None and building["name"] in self._errors:
+            building["error"] = self._errors[building["name"]]

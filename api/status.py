@@ -7,10 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from core.db import ERRORS_TABLE, DatabaseError, connect, database_url, table_exists
-from core.model_state import coverage, model_table, read_choice
+from core.model_state import count_images, coverage, read_choice
 from core.settings import Settings
 
 HEARTBEAT_STALE_SECONDS = 10
@@ -19,15 +18,12 @@ HEARTBEAT_STALE_SECONDS = 10
 def models_status(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:
     """The model in use and the one being built beside it, with how far that build has come."""
     choice = read_choice(conn, settings.clip_model)
-    table = model_table(choice.serving)
-    images = 0
-    if table_exists(conn, table):
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
-        images = int(row[0]) if row else 0
     building = None
     if choice.building is not None:
-        done, total = coverage(conn, choice)
-        building = {"name": choice.building, "done": done, "total": total, "switch_requested": choice.switch_requested}
+        done, images = coverage(conn, choice)  # of the images the model in use has
+        building = {"name": choice.building, "done": done, "total": images, "switch_requested": choice.switch_requested}
+    else:
+        images = count_images(conn, choice.serving)
     return {
         "active": {"name": choice.serving, "images": images},
         "building": building,

@@ -103,24 +103,6 @@ def choose_model(conn: psycopg.Connection[Any], model: str, *, switch_now: bool 
         _put(conn, "switch_requested", "1" if switch_now else None)
 
 
-def point_images_view(conn: psycopg.Connection[Any], model: str) -> None:
-    """Make `images` show `model`'s table (a no-op when it already does)."""
-    table = model_table(model)
-    current = conn.execute(
-        "SELECT c.relname FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
-        "JOIN pg_class c ON c.oid = d.refobjid "
-        "WHERE r.ev_class = to_regclass(%s) AND c.relname <> %s LIMIT 1",
-        (IMAGES_TABLE, IMAGES_TABLE),
-    ).fetchone()
-    if current is not None and current[0] == table:
-        return
-    # CREATE OR REPLACE cannot change a column's type, and the vector size differs between models
-    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(IMAGES_TABLE)))
-    conn.execute(
-        sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(sql.Identifier(IMAGES_TABLE), sql.Identifier(table))
-    )
-
-
 def switch_to(conn: psycopg.Connection[Any], model: str) -> None:
     """Make `model` the one searches use, at once for every process. The old model's table goes
     when the indexer restarts without it, and its cached embeddings after that (`forget_others`)."""
@@ -128,7 +110,10 @@ def switch_to(conn: psycopg.Connection[Any], model: str) -> None:
         _put(conn, "active_model", model)
         _put(conn, "target_model", model)
         _put(conn, "switch_requested", None)
-        point_images_view(conn, model)
+        # not CREATE OR REPLACE: it cannot change a column's type, and vector sizes differ by model
+        conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(IMAGES_TABLE)))
+        view = sql.SQL("CREATE VIEW {} AS SELECT * FROM {}")
+        conn.execute(view.format(sql.Identifier(IMAGES_TABLE), sql.Identifier(model_table(model))))
 
 
 def forget_others(conn: psycopg.Connection[Any], models: list[str]) -> int:
@@ -150,8 +135,8 @@ def coverage(conn: psycopg.Connection[Any], choice: ModelChoice) -> tuple[int, i
     if choice.active is None or choice.building is None:
         return 0, 0
     active, building = model_table(choice.active), model_table(choice.building)
-    total = _count(conn, active)
-    if not table_exists(conn, building) or not table_exists(conn, active):
+    total = count_images(conn, choice.active)
+    if total == 0 or not table_exists(conn, building):
         return 0, total
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {a} a WHERE EXISTS (SELECT 1 FROM {b} b WHERE b.path = a.path)").format(
@@ -161,7 +146,9 @@ def coverage(conn: psycopg.Connection[Any], choice: ModelChoice) -> tuple[int, i
     return (int(row[0]) if row else 0), total
 
 
-def _count(conn: psycopg.Connection[Any], table: str) -> int:
+def count_images(conn: psycopg.Connection[Any], model: str) -> int:
+    """How many images `model`'s table holds (0 before it exists)."""
+    table = model_table(model)
     if not table_exists(conn, table):
         return 0
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()

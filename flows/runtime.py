@@ -24,7 +24,6 @@ from core.model_state import (
     forget_others,
     model_table,
     model_tables,
-    point_images_view,
     read_choice,
     settle_choice,
     switch_to,
@@ -162,8 +161,8 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
     finally:
         _current_run = None
         await pool.close()
-        try:  # the first model of a new index is in use once its table exists, whoever ran the update
-            await asyncio.to_thread(next_step, url, run, False)  # (`cocoindex update main.py` included)
+        try:  # whoever ran the update (`cocoindex update main.py` included)
+            await asyncio.to_thread(adopt_first_model, url, run)
         except Exception as exc:
             log.debug("could not record the model in use: %s", exc)
 
@@ -209,6 +208,20 @@ def _snapshot(url: str, model: str) -> tuple[dict[str, tuple[str, Any]], set[str
         return rows, failed
 
 
+def _adopt_first_model(conn: Any, run: IndexRun, now: ModelChoice) -> bool:
+    """The first model of a new index is in use as soon as its table exists: nothing to wait for."""
+    if now.active is None and table_exists(conn, model_table(now.target)):
+        switch_to(conn, now.target)
+        run.choice = read_choice(conn, run.settings.clip_model)
+        return True
+    return False
+
+
+def adopt_first_model(url: str, run: IndexRun) -> None:
+    with connect(url) as conn:
+        _adopt_first_model(conn, run, read_choice(conn, run.settings.clip_model))
+
+
 def next_step(url: str, run: IndexRun, scanned: bool) -> str | None:
     """What the model choice asks of the indexer now: "restart" (the wanted model changed, so the
     set of models and tables to keep changes), "switched" (the model being built covers the
@@ -217,12 +230,8 @@ def next_step(url: str, run: IndexRun, scanned: bool) -> str | None:
         now = read_choice(conn, run.settings.clip_model)
         if now.target != run.choice.target:
             return "restart"
-        if now.active is None and table_exists(conn, model_table(now.target)):
-            switch_to(conn, now.target)  # the first model of a new index: nothing to wait for
-            run.choice = read_choice(conn, run.settings.clip_model)
+        if _adopt_first_model(conn, run, now):
             return None
-        if now.active is not None:
-            point_images_view(conn, now.active)
         building = run.choice.building
         if building is None or building not in run.slots:
             return None
