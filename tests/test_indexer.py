@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_tiny_model, query, run_main, wait_for, write_slowly
+from conftest import ROOT, copy_tiny_model, env_for, query, run_main, wait_for, write_slowly
 from PIL import Image
 from shapes import ALL_DRAWINGS, Drawing, draw
 
@@ -197,6 +199,15 @@ class TestModels:
         assert models == {other.clip_model}
 
 
+def cocoindex_update(settings: Settings) -> subprocess.CompletedProcess[str]:
+    """`cocoindex update main.py`: the CocoIndex CLI on the project's app."""
+    cli = Path(sys.executable).parent / "cocoindex"
+    env = env_for(settings)
+    return subprocess.run(
+        [str(cli), "update", "main.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 class TestCommandLine:
     def test_index_prints_a_summary_and_the_cocoindex_cli_runs_the_same_app(self, settings: Settings) -> None:
         result = run_main(settings, "index")
@@ -204,35 +215,14 @@ class TestCommandLine:
         assert f"added {N}, updated 0, deleted 0, unchanged 0, failed 0" in result.stdout
         (settings.image_dir / "red-circle.png").unlink()
         import os
-        import subprocess
-        import sys
 
-        from conftest import ROOT, env_for
-
-        cli = Path(sys.executable).parent / "cocoindex"
-        done = subprocess.run(
-            [str(cli), "update", "main.py"],
-            cwd=ROOT,
-            env=env_for(settings),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = cocoindex_update(settings)
         assert done.returncode == 0, done.stderr
         assert len(rows(settings)) == N - 1
         assert os.environ.get("COCOINDEX_DISABLE_USAGE_TRACKING") == "1"
 
     def test_a_first_index_made_by_the_cocoindex_cli_is_the_one_searches_use(self, settings: Settings) -> None:
-        import subprocess
-        import sys
-
-        from conftest import ROOT, env_for
-
-        cli = Path(sys.executable).parent / "cocoindex"
-        env = env_for(settings)
-        done = subprocess.run(
-            [str(cli), "update", "main.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-        )
+        done = cocoindex_update(settings)
         assert done.returncode == 0, done.stderr
         assert len(rows(settings)) == N  # `images` shows the new model's table
         found = run_main(settings, "search", "a red circle", "--limit", "1")
