@@ -32,7 +32,7 @@ from core.settings import Settings, get_settings  # noqa: E402
 if __name__ != "__main__":
     # loaded by the CocoIndex CLI (`cocoindex update main.py`): it looks for the app here. Run as a
     # script, commands import what they need, so `search` and `status` start without torch.
-    from flows.runtime import app  # noqa: F401  (importing runtime also registers the lifespan)
+    from flows.engine import app  # noqa: F401  (importing the engine also registers the lifespan)
 
 KNOWN_ERRORS = (UserError, FileNotFoundError, NotADirectoryError)
 
@@ -52,7 +52,7 @@ def user_error(exc: BaseException) -> BaseException | None:
 def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from flows.runtime import index_once
+    from flows.engine import index_once
 
     show_bar = sys.stderr.isatty() and not args.json
     with Progress(
@@ -74,7 +74,7 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    from flows.runtime import watch_folder
+    from flows.engine import watch_folder
 
     def ready() -> None:
         print(f"watching {settings.image_dir} (Ctrl-C to stop)", file=sys.stderr, flush=True)
@@ -96,9 +96,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
     from api.status import models_status, render_models
+    from core.checkpoints import find_checkpoint
     from core.db import connect, database_url, ensure_schema
     from core.model_state import choose_model
-    from flows.model import load_model
 
     if args.now and not args.name:
         print("error: --now needs the NAME of the model to switch to", file=sys.stderr)
@@ -106,7 +106,7 @@ def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
     url = database_url(settings)
     ensure_schema(url)
     if args.name:
-        load_model(args.name, settings.device, settings.precision)  # the configuration only: fails fast
+        find_checkpoint(args.name)  # the configuration only: fails fast
     with connect(url) as conn:
         if args.name:
             choose_model(conn, args.name, switch_now=args.now)
@@ -122,8 +122,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
-    from api.duplicates import duplicates_page
-    from api.search import BadRequest
+    from api.duplicates import duplicate_cache, duplicates_page
     from core.db import connect, database_url, table_exists
     from core.model_state import model_table, read_choice
 
@@ -132,13 +131,9 @@ def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
         if not table_exists(conn, model_table(model)):
             print("error: nothing is indexed in this database yet; run `python main.py index` first", file=sys.stderr)
             return 2
-        try:
-            page = duplicates_page(
-                conn, model, threshold=args.threshold, folder=args.folder, limit=args.limit, offset=0
-            )
-        except BadRequest as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        page = duplicates_page(
+            conn, model, duplicate_cache(), threshold=args.threshold, folder=args.folder, limit=args.limit, offset=0
+        )
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
@@ -159,10 +154,52 @@ def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from api.server import serve
+    from api.security import check_bind
 
-    serve(settings, host=args.host, port=args.port)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    check_bind(host, settings)  # before anything starts: the refusal is one line, not a half-started server
+    asyncio.run(serve(settings, host, port))
     return 0
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    """The live indexer and the web server side by side in one process, sharing one loaded model.
+    The indexer starts once the server is up, so the two never create the schema at once; if the
+    indexer stops (no database, say), the server goes on answering, with the reason in its 503s."""
+    import uvicorn
+
+    from api.app import create_app
+    from core.embedder import Embedders
+    from flows.engine import watch_folder
+
+    embedders = Embedders()
+    config = uvicorn.Config(create_app(settings, embedders), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    config.access_log = False
+    print(f"Sightline on http://{host}:{port}/  (indexing {settings.image_dir})", flush=True)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    indexer = asyncio.create_task(watch_folder(settings, embedders=embedders))
+    indexer.add_done_callback(_report_indexer_end)
+    try:
+        await serving
+    finally:
+        indexer.cancel()
+        await asyncio.gather(indexer, return_exceptions=True)
+
+
+def _report_indexer_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    exc = task.exception()
+    assert exc is not None
+    known = user_error(exc)
+    if known is not None:
+        logging.getLogger("sightline.indexer").error("the indexer stopped: %s", known)
+    else:
+        logging.getLogger("sightline.indexer").error("the indexer stopped", exc_info=exc)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,32 +1,97 @@
-"""Answering a query, the same way for the API and the CLI: terms → one vector, the search, a
-relevance judgement for each result, and the page with how the query was understood."""
+"""The one path from a search to its answer, for the HTTP API and the command line alike.
+
+    parse the query → resolve image terms → embed → query the index → judge relevance → page
+
+Every form of search (`GET /api/search?q=`, the structured `POST /api/search`, an uploaded example,
+"similar to this image", `python main.py search`) becomes one `Ask` and goes through `answer`.
+Along the path `model` is always a model's name and `embedder` the loaded model that embeds with it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import psycopg
 
 from api.query import ParsedQuery, QueryError, Term, parse_query
-from api.relevance import LEVELS, STRONG, at_least, judge_for, level_of
+from api.relevance import LEVELS, STRONG, Judges, at_least, level_of
 from api.search import (
     MAX_LIMIT,
-    BadRequest,
+    FolderCache,
     SearchFilters,
     browse_newest,
     embeddings_of,
+    folder_cache,
     list_folders,
     parse_folder,
     search_by_vector,
 )
+from core.embedder import Embedder
+from core.errors import BadRequest, NotFound, UserError
 
 # With min_match, results are judged in ranking order, in chunks, up to this many; a level is not
 # monotonic in the score, but past the best thousand by score a strong match is very unlikely.
 MIN_MATCH_SCAN = 1000
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An example picture that is not in the index, already embedded."""
+
+    vector: np.ndarray
+    weight: float
+    name: str
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One search, however it was asked. `q` is read with the query language; `terms` are taken
+    as they are (the structured form); `similar_to` asks for the images most like an indexed one."""
+
+    q: str = ""
+    terms: tuple[Term, ...] = ()
+    similar_to: int | None = None
+    uploads: tuple[Upload, ...] = ()
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    limit: int = 40
+    offset: int = 0
+    min_match: str | None = None
+    echo: Any = None  # how the answer's `query` field repeats the question
+
+
+class SearchContext(Protocol):
+    """What answering needs from whoever asks: the server's pool, or the CLI's one connection."""
+
+    search_ef: int
+    folders: FolderCache
+    judges: Judges
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
+    def embedder(self) -> Embedder: ...
+
+
+class OneConnection:
+    """A `SearchContext` over one open connection and one embedder (the command line's)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], embedder: Embedder, search_ef: int) -> None:
+        self._conn = conn
+        self._embedder = embedder
+        self.search_ef = search_ef
+        self.folders = folder_cache()
+        self.judges = Judges()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        yield self._conn
+
+    def embedder(self) -> Embedder:
+        return self._embedder
 
 
 class UnknownImage(BadRequest):
@@ -34,13 +99,6 @@ class UnknownImage(BadRequest):
         self.index = index
         self.term = term
         super().__init__(f"unknown image id {term.image_id}")
-
-
-@dataclass(frozen=True)
-class Upload:
-    vector: np.ndarray
-    weight: float
-    name: str
 
 
 def check_min_match(value: str | None) -> str | None:
@@ -52,22 +110,124 @@ def check_min_match(value: str | None) -> str | None:
     return level
 
 
-def folder_lookup(conn: psycopg.Connection[Any], model: str) -> Callable[[str], str | None]:
-    """Which subfolder a bare word names exactly (ignoring case); the folder list is read once,
-    on the first word that asks, and only for this query."""
+def check_weight(weight: float, name: str) -> None:
+    if weight == 0:
+        raise BadRequest(f"{name}: a weight of 0: expected a weight other than 0")
+
+
+def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:
+    """The page of results for `ask`, with how it was understood."""
+    level = check_min_match(ask.min_match)
+    if not 1 <= ask.limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    for i, term in enumerate(ask.terms):
+        check_weight(term.weight, f"terms.{i}")
+    for upload in ask.uploads:
+        check_weight(upload.weight, "image_weight")
+    embedder = ctx.embedder()
+    parsed = None
+    if ask.q.strip():
+        with ctx.connection() as conn:
+            parsed = parse(ask.q, conn, embedder.name, ctx.folders)
+    terms = list(parsed.terms) if parsed else [*ask.terms]
+    if ask.similar_to is not None:
+        terms.append(Term(1.0, image_id=ask.similar_to))
+    filters = with_query_filters(ask.filters, parsed) if parsed else ask.filters
+    # the text tower runs while no database connection is held: under load, requests would
+    # otherwise hold every pooled connection while they wait for the model
+    for term in terms:
+        if term.text is not None:
+            embedder.embed_text(term.text)
+    with ctx.connection() as conn:
+        try:
+            results, more = ranked_page(conn, ctx, embedder, terms, filters, ask, level)
+        except UnknownImage as exc:
+            raise _unknown_image(ask, exc) from None
+    page: dict[str, Any] = {"query": ask.echo}
+    if ask.similar_to is None:
+        page["understood"] = _understood(parsed, terms, ask.uploads)
+    return {**page, "results": results, "limit": ask.limit, "offset": ask.offset, "has_more": more}
+
+
+def ranked_page(
+    conn: psycopg.Connection[Any],
+    ctx: SearchContext,
+    embedder: Embedder,
+    terms: Sequence[Term],
+    filters: SearchFilters,
+    ask: Ask,
+    min_match: str | None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """The page of results (API objects with `match` and `relevance`) and whether more follow."""
+    model = embedder.name
+    stored = embeddings_of(conn, [t.image_id for t in terms if t.image_id is not None], model)
+    parts: list[tuple[np.ndarray, float, bool]] = []
+    for i, term in enumerate(terms):
+        if term.image_id is not None:
+            if term.image_id not in stored:
+                raise UnknownImage(i, term)
+            parts.append((stored[term.image_id], term.weight, True))
+        else:
+            assert term.text is not None
+            parts.append((embedder.embed_text(term.text), term.weight, False))
+    parts += [(u.vector, u.weight, True) for u in ask.uploads]
+    # an image asked for by example would otherwise be its own best match
+    excluded = [t.image_id for t in terms if t.image_id is not None and t.weight > 0]
+
+    if not parts:  # only dates and folders: every image that meets them, newest first
+        hits, more = browse_newest(
+            conn, model=model, limit=ask.limit, offset=ask.offset, filters=filters, exclude_ids=excluded
+        )
+        return [{**h.as_json(), "match": STRONG, "relevance": None} for h in hits], more
+
+    vector = query_vector(parts)
+    judge = ctx.judges.for_embedder(embedder)
+    judging = judge.judging_vector(parts)
+
+    def judged(at: int, n: int) -> tuple[list[dict[str, Any]], bool]:
+        hits, more = search_by_vector(
+            conn,
+            vector,
+            model=model,
+            limit=n,
+            offset=at,
+            filters=filters,
+            exclude_ids=excluded,
+            ef_search=ctx.search_ef,
+            with_vectors=True,
+        )
+        vectors = np.stack([h.vector for h in hits if h.vector is not None]) if hits else np.zeros((0, len(vector)))
+        margins = judge.margins(judging, vectors.astype(np.float32))
+        out = [
+            {**h.as_json(), "match": level_of(float(m)), "relevance": round(float(m), 3)} for h, m in zip(hits, margins)
+        ]
+        return out, more
+
+    if min_match is None:
+        return judged(ask.offset, ask.limit)
+    passing: list[dict[str, Any]] = []
+    scanned, more = 0, True
+    while more and len(passing) <= ask.offset + ask.limit and scanned < MIN_MATCH_SCAN:
+        chunk, more = judged(scanned, MAX_LIMIT)
+        scanned += len(chunk)
+        passing += [r for r in chunk if at_least(r["match"], min_match)]
+    return passing[ask.offset : ask.offset + ask.limit], len(passing) > ask.offset + ask.limit
+
+
+def parse(
+    q: str, conn: psycopg.Connection[Any], model: str, folders: FolderCache, today: date | None = None
+) -> ParsedQuery:
+    """`q` in the query language; a bare word that names a folder exactly (ignoring case) is that
+    folder. The folder list is read once, on the first word that asks."""
     names: dict[str, str] | None = None
 
-    def named(word: str) -> str | None:
+    def folder_named(word: str) -> str | None:
         nonlocal names
         if names is None:
-            names = {f["path"].lower(): f["path"] for f in list_folders(conn, model)}
+            names = {f["path"].lower(): f["path"] for f in list_folders(conn, model, folders)}
         return names.get(word.strip("/").lower())
 
-    return named
-
-
-def parse(q: str, conn: psycopg.Connection[Any], model: str, today: date | None = None) -> ParsedQuery:
-    parsed = parse_query(q, today=today or date.today(), folder_named=folder_lookup(conn, model))
+    parsed = parse_query(q, today=today or date.today(), folder_named=folder_named)
     for f in parsed.folders:
         try:
             parse_folder(f.folder)
@@ -96,71 +256,21 @@ def query_vector(parts: Sequence[tuple[np.ndarray, float, bool]]) -> np.ndarray:
     return (total / norm).astype(np.float32)
 
 
-def answer(
-    conn: psycopg.Connection[Any],
-    model: Any,
-    terms: Sequence[Term],
-    filters: SearchFilters,
-    *,
-    limit: int,
-    offset: int,
-    min_match: str | None = None,
-    ef_search: int = 100,
-    uploads: Sequence[Upload] = (),
-    exclude_ids: Sequence[int] = (),
-) -> tuple[list[dict[str, Any]], bool]:
-    """The page of results (API objects with `match` and `relevance`) and whether more follow."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    stored = embeddings_of(conn, [t.image_id for t in terms if t.image_id is not None], model.name)
-    parts: list[tuple[np.ndarray, float, bool]] = []
-    for i, term in enumerate(terms):
-        if term.image_id is not None:
-            if term.image_id not in stored:
-                raise UnknownImage(i, term)
-            parts.append((stored[term.image_id], term.weight, True))
-        else:
-            assert term.text is not None
-            parts.append((model.embed_text(term.text), term.weight, False))
-    parts += [(u.vector, u.weight, True) for u in uploads]
-    # an image asked for by example would otherwise be its own best match
-    excluded = [*exclude_ids, *(t.image_id for t in terms if t.image_id is not None and t.weight > 0)]
+def _understood(parsed: ParsedQuery | None, terms: Sequence[Term], uploads: Sequence[Upload]) -> dict[str, Any]:
+    if parsed is not None:
+        understood = parsed.understood()
+    else:
+        text = " ".join(t.text for t in terms if t.text)
+        understood = {"text": text, "terms": [t.as_json() for t in terms], "filters": {}}
+    understood["terms"] += [{"upload": u.name, "weight": u.weight} for u in uploads]
+    return understood
 
-    if not parts:  # only dates and folders: every image that meets them, newest first
-        hits, more = browse_newest(
-            conn, model=model.name, limit=limit, offset=offset, filters=filters, exclude_ids=excluded
-        )
-        return [{**h.as_json(), "match": STRONG, "relevance": None} for h in hits], more
 
-    vector = query_vector(parts)
-    judge = judge_for(model)
-    judging = judge.judging_vector(parts)
-
-    def judged(at: int, n: int) -> tuple[list[dict[str, Any]], bool]:
-        hits, more = search_by_vector(
-            conn,
-            vector,
-            model=model.name,
-            limit=n,
-            offset=at,
-            filters=filters,
-            exclude_ids=excluded,
-            ef_search=ef_search,
-            with_vectors=True,
-        )
-        vectors = np.stack([h.vector for h in hits]) if hits else np.zeros((0, len(vector)), np.float32)
-        margins = judge.margins(judging, vectors)
-        out = [
-            {**h.as_json(), "match": level_of(float(m)), "relevance": round(float(m), 3)} for h, m in zip(hits, margins)
-        ]
-        return out, more
-
-    if min_match is None:
-        return judged(offset, limit)
-    passing: list[dict[str, Any]] = []
-    scanned, more = 0, True
-    while more and len(passing) <= offset + limit and scanned < MIN_MATCH_SCAN:
-        chunk, more = judged(scanned, MAX_LIMIT)
-        scanned += len(chunk)
-        passing += [r for r in chunk if at_least(r["match"], min_match)]
-    return passing[offset : offset + limit], len(passing) > offset + limit
+def _unknown_image(ask: Ask, exc: UnknownImage) -> UserError:
+    """Where the unknown id came from decides how the error points at it."""
+    if ask.similar_to is not None and exc.term.image_id == ask.similar_to:
+        return NotFound(f"No indexed image has id {ask.similar_to}.")
+    if ask.q.strip():
+        at = ask.q.lower().find("img:", exc.term.start)
+        return QueryError(f"unknown image id {exc.term.image_id}", max(at, 0), "the id of an indexed image")
+    return BadRequest(f"terms.{exc.index}: unknown image id {exc.term.image_id}: expected the id of an indexed image")

@@ -13,19 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pgvector.psycopg import register_vector
-
-from api.answer import UnknownImage, Upload, answer, check_min_match, parse, with_query_filters
-from api.query import QueryError
-from api.search import BadRequest, SearchFilters
+from api.answer import Ask, OneConnection, Upload, answer
 from core.db import connect, database_url, table_exists
+from core.embedder import open_embedder
+from core.errors import BadRequest, Unavailable, UserError
 from core.model_state import model_table, read_choice
+from core.pictures import ImageError, decode_image
 from core.settings import Settings
-from flows.images import ImageError, decode_image
-
-
-class CliError(Exception):
-    pass
 
 
 def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -54,65 +48,39 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
     except (httpx.HTTPError, ValueError, OSError):
         return None
     if response.status_code in (413, 415, 422):
-        raise CliError(response.json().get("detail", response.text))
-    return response.json() if response.status_code == 200 else None
+        raise BadRequest(response.json().get("detail", response.text))
+    return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
 
 
 def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """The same answer as the server's, computed in this process."""
-    from flows.model import get_model
-
-    min_match = getattr(args, "min_match", None)
     with connect(database_url(settings)) as conn:
         # before loading the model: a database the indexer never ran on has nothing to search
         choice = read_choice(conn, settings.clip_model)  # the model in use, which CLIP_MODEL may not be yet
         if not table_exists(conn, model_table(choice.serving)):
-            raise CliError("nothing is indexed in this database yet; run `python main.py index` (or serve) first")
-        register_vector(conn)
-        model = get_model(choice.serving, settings.device, settings.precision)
-        uploads = []
+            raise Unavailable("nothing is indexed in this database yet; run `python main.py index` (or serve) first")
+        embedder = open_embedder(choice.serving, settings.device, settings.precision)
+        uploads: list[Upload] = []
         if args.image:
             try:
                 data = Path(args.image).read_bytes()
-                decoded = decode_image(data, model.preprocessing, max_pixels=settings.max_image_pixels)
+                decoded = decode_image(data, embedder.preprocessing, max_pixels=settings.max_image_pixels)
             except OSError as exc:
-                raise CliError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+                raise BadRequest(f"cannot read {args.image}: {exc.strerror or exc}") from None
             except ImageError as exc:
-                raise CliError(f"{args.image} is not a usable image: {exc}") from None
+                raise BadRequest(f"{args.image} is not a usable image: {exc}") from None
             assert decoded.pixels is not None
-            uploads.append(Upload(model.embed_pixels(decoded.pixels[None])[0], 1.0, args.image))
-        try:
-            parsed = parse(args.text, conn, model.name) if args.text else None
-            filters = with_query_filters(SearchFilters(), parsed) if parsed else SearchFilters()
-            results, more = answer(
-                conn,
-                model,
-                parsed.terms if parsed else [],
-                filters,
-                limit=args.limit,
-                offset=args.offset,
-                min_match=check_min_match(min_match),
-                ef_search=settings.search_ef,
-                uploads=uploads,
-            )
-        except UnknownImage as exc:
-            at = args.text.lower().find("img:", exc.term.start)
-            unknown = QueryError(f"unknown image id {exc.term.image_id}", at, "the id of an indexed image")
-            raise CliError(str(unknown)) from None
-        except (BadRequest, QueryError) as exc:
-            raise CliError(str(exc)) from None
-    understood = parsed.understood() if parsed else {"text": "", "terms": [], "filters": {}}
-    for u in uploads:
-        understood["terms"].append({"upload": u.name, "weight": u.weight})
-    query: object = ({"image": args.image, **({"q": args.text} if args.text else {})}) if args.image else args.text
-    return {
-        "query": query,
-        "understood": understood,
-        "results": results,
-        "limit": args.limit,
-        "offset": args.offset,
-        "has_more": more,
-    }
+            uploads.append(Upload(embedder.embed_pixels(decoded.pixels[None])[0], 1.0, args.image))
+        echo: object = ({"image": args.image, **({"q": args.text} if args.text else {})}) if args.image else args.text
+        ask = Ask(
+            q=args.text,
+            uploads=tuple(uploads),
+            limit=args.limit,
+            offset=args.offset,
+            min_match=getattr(args, "min_match", None),
+            echo=echo,
+        )
+        return answer(OneConnection(conn, embedder, settings.search_ef), ask)
 
 
 def run_search(settings: Settings, args: argparse.Namespace) -> int:
@@ -122,7 +90,7 @@ def run_search(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     try:
         page = search_through_server(settings, args) or search_here(settings, args)
-    except CliError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_page(page, args)

@@ -11,17 +11,17 @@ Nothing here deletes anything: the groups are for a person to look at.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from time import monotonic
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from api.search import _COLUMNS, BadRequest, ImageRecord, _record, parse_folder
+from api.search import COLUMNS, ImageRecord, parse_folder, record_of
 from core.db import IMAGES_TABLE
+from core.errors import BadRequest
+from core.freshness import UntilIndexChanges
 from core.model_state import model_table
 
 DEFAULT_THRESHOLD = 0.95
@@ -163,52 +163,31 @@ def find_duplicate_groups(
     return groups
 
 
-_cache: dict[tuple[str, str, float, str | None], tuple[Any, float, list[Group]]] = {}
-_cache_lock = threading.Lock()
-# one grouping at a time: the page's first requests arrive together, and computing the same answer
-# twice at once would only halve the speed of both
-_compute_lock = threading.Lock()
+DuplicateCache = UntilIndexChanges[list[Group]]
+
+
+def duplicate_cache() -> DuplicateCache:
+    return UntilIndexChanges(CACHE_SECONDS, one_at_a_time=True)
 
 
 def cached_duplicate_groups(
-    conn: psycopg.Connection[Any], model: str, threshold: float, folder: str | None = None
+    conn: psycopg.Connection[Any], model: str, threshold: float, folder: str | None, cache: DuplicateCache
 ) -> list[Group]:
     """`find_duplicate_groups`, kept until the indexer reports a change: grouping 100,000 images
     takes seconds, and the page asks again for every page of groups."""
     threshold = check_threshold(threshold)
     folder = parse_folder(folder)
-    row = conn.execute("SELECT max(last_change_at) FROM indexer_status").fetchone()
-    stamp = row[0] if row else None
     key = (conn.info.dsn, model, threshold, folder)
-
-    def fresh() -> list[Group] | None:
-        with _cache_lock:
-            cached = _cache.get(key)
-        if cached is not None and cached[0] == stamp and monotonic() - cached[1] < CACHE_SECONDS:
-            return cached[2]
-        return None
-
-    found = fresh()
-    if found is not None:
-        return found
-    with _compute_lock:
-        found = fresh()  # another request may have computed it while this one waited
-        if found is not None:
-            return found
-        started = monotonic()
-        groups = find_duplicate_groups(conn, model, threshold, folder=folder)
-        with _cache_lock:
-            _cache[key] = (stamp, started, groups)
-    return groups
+    return cache.get(conn, key, lambda: find_duplicate_groups(conn, model, threshold, folder=folder))
 
 
 def records_of(conn: psycopg.Connection[Any], ids: Sequence[int]) -> dict[int, ImageRecord]:
     if not ids:
         return {}
     query = sql.SQL("SELECT {cols} FROM {table} WHERE id = ANY(%s)").format(
-        cols=_COLUMNS, table=sql.Identifier(IMAGES_TABLE)
+        cols=COLUMNS, table=sql.Identifier(IMAGES_TABLE)
     )
-    return {int(r[0]): _record(r, None) for r in conn.execute(query, (list(ids),))}
+    return {int(r[0]): record_of(r, None) for r in conn.execute(query, (list(ids),))}
 
 
 def groups_json(conn: psycopg.Connection[Any], groups: Sequence[Group]) -> list[dict[str, Any]]:
@@ -227,6 +206,7 @@ def groups_json(conn: psycopg.Connection[Any], groups: Sequence[Group]) -> list[
 def duplicates_page(
     conn: psycopg.Connection[Any],
     model: str,
+    cache: DuplicateCache,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     folder: str | None = None,
@@ -236,7 +216,7 @@ def duplicates_page(
     """One page of groups, as `GET /api/duplicates` answers it."""
     if limit < 1 or offset < 0:
         raise BadRequest("limit must be 1 or more and offset 0 or more")
-    groups = cached_duplicate_groups(conn, model, threshold, folder)
+    groups = cached_duplicate_groups(conn, model, threshold, folder, cache)
     chosen = groups[offset : offset + limit]
     return {
         "threshold": check_threshold(threshold),

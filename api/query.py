@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from core.errors import BadRequest
+
 MAX_TERMS = 20
 
 
-class QueryError(ValueError):
+class QueryError(BadRequest):
     """A query that cannot be read; says where and what was expected instead."""
 
     def __init__(self, problem: str, position: int, expected: str) -> None:
@@ -33,6 +35,9 @@ class QueryError(ValueError):
         self.position = position
         self.expected = expected
         super().__init__(f"q: {problem} at position {position}: expected {expected}")
+
+    def details(self) -> dict[str, Any]:
+        return {"position": self.position, "expected": self.expected}
 
 
 @dataclass(frozen=True)

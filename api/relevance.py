@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from core.embedder import Embedder
 
 STRONG = "strong"
 WEAK = "weak"
@@ -48,7 +48,6 @@ NONE = "none"
 LEVELS = (NONE, WEAK, STRONG)  # in increasing order
 STRONG_MARGIN = -1.0
 WEAK_MARGIN = -3.0
-DEFAULT_LOGIT_SCALE = 100.0  # OpenAI CLIP's, when a checkpoint's own cannot be read
 
 _SUBJECTS = (
     "a person", "a group of people", "a face", "a child", "a dog", "a cat", "a bird", "a horse",
@@ -87,20 +86,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / norm if norm > 1e-12 else v
 
 
-def read_logit_scale(folder: str | Path) -> float:
-    """exp(logit_scale) from a checkpoint's safetensors; the CLIP default when it is not there."""
-    try:
-        from safetensors import safe_open
-
-        for file in sorted(Path(folder).glob("*.safetensors")):
-            with safe_open(str(file), framework="pt") as weights:
-                if "logit_scale" in weights.keys():  # noqa: SIM118 (safe_open has no __contains__)
-                    return float(np.exp(float(weights.get_tensor("logit_scale").float())))
-    except Exception:  # an unusual checkpoint: fall back rather than fail a search
-        return DEFAULT_LOGIT_SCALE
-    return DEFAULT_LOGIT_SCALE
-
-
 class Judge:
     """The bank of neutral captions for one model, and the judgement of results against it."""
 
@@ -126,18 +111,17 @@ class Judge:
         return self.scale * (vectors @ judging - best_caption)
 
 
-_judges: dict[str, Judge] = {}
-_judges_lock = threading.Lock()
+class Judges:
+    """The judge of each model, made on first use: embedding the bank is one text batch."""
 
+    def __init__(self) -> None:
+        self._judges: dict[str, Judge] = {}
+        self._lock = threading.Lock()
 
-def judge_for(model: Any) -> Judge:
-    """The process-wide judge for a model (a `flows.model.ClipModel`), made on first use."""
-    with _judges_lock:
-        judge = _judges.get(model.name)
-        if judge is None:
-            from flows.model import local_checkpoint
-
-            bank = model.embed_texts(list(NEUTRAL_CAPTIONS))
-            scale = getattr(model, "logit_scale", None) or read_logit_scale(local_checkpoint(model.name))
-            judge = _judges[model.name] = Judge(bank, scale)
-        return judge
+    def for_embedder(self, embedder: Embedder) -> Judge:
+        with self._lock:
+            judge = self._judges.get(embedder.name)
+            if judge is None:
+                bank = embedder.embed_texts(list(NEUTRAL_CAPTIONS))
+                judge = self._judges[embedder.name] = Judge(bank, embedder.logit_scale)
+            return judge

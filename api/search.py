@@ -8,11 +8,9 @@ that deep is no longer approximate-cheap anyway. Both orders are deterministic, 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
-from time import monotonic
 from typing import Any
 
 import numpy as np
@@ -20,13 +18,11 @@ import psycopg
 from psycopg import sql
 
 from core.db import IMAGES_TABLE
+from core.errors import BadRequest
+from core.freshness import UntilIndexChanges
 from core.model_state import model_table
 
 MAX_LIMIT = 200
-
-
-class BadRequest(ValueError):
-    """A request a user can fix; the message says how."""
 
 
 @dataclass(frozen=True)
@@ -128,13 +124,13 @@ class ImageRecord:
         }
 
 
-_COLUMNS = sql.SQL(
+COLUMNS = sql.SQL(
     "id, path, width, height, size, format, COALESCE(taken_at, modified_at::timestamp) AS taken, "
     "CASE WHEN taken_at IS NULL THEN 'modified' ELSE 'exif' END AS date_source, camera"
 )
 
 
-def _record(row: tuple[Any, ...], score: float | None, vector: Any = None) -> ImageRecord:
+def record_of(row: tuple[Any, ...], score: float | None, vector: Any = None) -> ImageRecord:
     id_, path, width, height, size, fmt, taken, source, camera = row
     return ImageRecord(id_, path, score, width, height, size, fmt, taken, source, camera, _numpy(vector))
 
@@ -199,7 +195,7 @@ def search_by_vector(
         "SELECT {cols}, 1 - (embedding <=> %(q)s) AS score{extra} FROM {table} WHERE {where} "
         "ORDER BY {order} LIMIT %(n)s OFFSET %(skip)s"
     ).format(
-        cols=_COLUMNS,
+        cols=COLUMNS,
         extra=extra,
         table=sql.Identifier(model_table(model)),
         where=sql.SQL(" AND ").join(where),
@@ -210,9 +206,9 @@ def search_by_vector(
         # binary: vectors arrive as floats rather than text to parse (1.5 ms less per page of 10)
         rows = conn.execute(query, params, binary=True).fetchall()
     if with_vectors:
-        page = [_record(row[:-2], float(row[-2]), row[-1]) for row in rows[:limit]]
+        page = [record_of(row[:-2], float(row[-2]), row[-1]) for row in rows[:limit]]
     else:
-        page = [_record(row[:-1], float(row[-1])) for row in rows[:limit]]
+        page = [record_of(row[:-1], float(row[-1])) for row in rows[:limit]]
     return page, len(rows) > limit
 
 
@@ -233,9 +229,9 @@ def browse_newest(
     query = sql.SQL(
         "SELECT {cols} FROM {table} WHERE {where} "
         "ORDER BY COALESCE(taken_at, modified_at::timestamp) DESC, id LIMIT %(n)s OFFSET %(skip)s"
-    ).format(cols=_COLUMNS, table=sql.Identifier(model_table(model)), where=sql.SQL(" AND ").join(where))
+    ).format(cols=COLUMNS, table=sql.Identifier(model_table(model)), where=sql.SQL(" AND ").join(where))
     rows = conn.execute(query, params).fetchall()
-    return [_record(row, None) for row in rows[:limit]], len(rows) > limit
+    return [record_of(row, None) for row in rows[:limit]], len(rows) > limit
 
 
 def embeddings_of(conn: psycopg.Connection[Any], ids: Sequence[int], model: str) -> dict[int, np.ndarray]:
@@ -248,15 +244,15 @@ def embeddings_of(conn: psycopg.Connection[Any], ids: Sequence[int], model: str)
         ),
         (list(ids), model),
     ).fetchall()
-    return {int(r[0]): _numpy(r[1]) for r in rows}  # type: ignore[misc]
+    return {int(r[0]): vector for r in rows if (vector := _numpy(r[1])) is not None}
 
 
 def get_image(conn: psycopg.Connection[Any], image_id: int) -> ImageRecord | None:
     row = conn.execute(
-        sql.SQL("SELECT {cols} FROM {table} WHERE id = %s").format(cols=_COLUMNS, table=sql.Identifier(IMAGES_TABLE)),
+        sql.SQL("SELECT {cols} FROM {table} WHERE id = %s").format(cols=COLUMNS, table=sql.Identifier(IMAGES_TABLE)),
         (image_id,),
     ).fetchone()
-    return None if row is None else _record(row, None)
+    return None if row is None else record_of(row, None)
 
 
 def image_file_facts(conn: psycopg.Connection[Any], image_id: int) -> tuple[str, str, str] | None:
@@ -270,30 +266,22 @@ def image_file_facts(conn: psycopg.Connection[Any], image_id: int) -> tuple[str,
     return None if row is None else (row[0], row[1], row[2])
 
 
-_FOLDER_CACHE_SECONDS = 30.0  # an upper bound on staleness when something other than the indexer writes
-_folder_cache: dict[tuple[str, str], tuple[Any, float, list[dict[str, Any]]]] = {}
-_folder_cache_lock = threading.Lock()
+FOLDERS_MAX_AGE = 30.0  # seconds; an upper bound on staleness when something other than the indexer writes
+
+FolderCache = UntilIndexChanges[list[dict[str, Any]]]
 
 
-def list_folders(conn: psycopg.Connection[Any], model: str) -> list[dict[str, Any]]:
-    """Every folder that holds indexed images (directly or below), with how many.
+def folder_cache() -> FolderCache:
+    return UntilIndexChanges(FOLDERS_MAX_AGE)
+
+
+def list_folders(conn: psycopg.Connection[Any], model: str, cache: FolderCache) -> list[dict[str, Any]]:
+    """Every folder that holds images indexed with `model` (directly or below), with how many.
 
     Counting reads every row, which costs tens of milliseconds at 100,000 images, and every query
-    with a bare word asks (is it a folder name?). So the answer is kept until the indexer reports a
-    change (`indexer_status.last_change_at`, one row) or for 30 seconds at most.
+    with a bare word asks (is it a folder name?), hence the cache.
     """
-    stamp_row = conn.execute("SELECT max(last_change_at) FROM indexer_status").fetchone()
-    stamp = stamp_row[0] if stamp_row else None
-    key = (conn.info.dsn, model)
-    now = monotonic()
-    with _folder_cache_lock:
-        cached = _folder_cache.get(key)
-    if cached is not None and cached[0] == stamp and now - cached[1] < _FOLDER_CACHE_SECONDS:
-        return cached[2]
-    folders = _count_folders(conn, model)
-    with _folder_cache_lock:
-        _folder_cache[key] = (stamp, now, folders)
-    return folders
+    return cache.get(conn, (conn.info.dsn, model), lambda: _count_folders(conn, model))
 
 
 def _count_folders(conn: psycopg.Connection[Any], model: str) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.errors import UserError
+from core.errors import BadRequest
 from core.settings import Settings, is_loopback_host
 
 IMAGE_COOKIE = "sightline_images"
@@ -32,7 +32,7 @@ _IMAGE_READ = re.compile(r"^/api/images/[^/]+/(file|thumbnail)$")
 UPLOAD_OVERHEAD = 64 * 1024
 
 
-class UnsafeBindError(UserError):
+class UnsafeBindError(BadRequest):
     """Listening beyond this machine without a token would open the photos to the network."""
 
 

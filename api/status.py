@@ -8,11 +8,10 @@ from typing import Any
 
 import psycopg
 
+from core import indexer_status
 from core.db import ERRORS_TABLE, DatabaseError, connect, database_url, table_exists
 from core.model_state import count_images, coverage, read_choice
 from core.settings import Settings
-
-HEARTBEAT_STALE_SECONDS = 10
 
 
 def models_status(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:
@@ -33,38 +32,30 @@ def models_status(conn: psycopg.Connection[Any], settings: Settings) -> dict[str
 
 def status_from(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:
     models = models_status(conn, settings)
-    model = models["active"]["name"]
-    images = models["active"]["images"]
     failed: list[dict[str, Any]] = []
     if table_exists(conn, ERRORS_TABLE):
         failed = [
             {"path": path, "reason": reason}
             for path, reason in conn.execute(f"SELECT path, reason FROM {ERRORS_TABLE} ORDER BY path")
         ]
-    row = None
-    if table_exists(conn, "indexer_status"):
-        row = conn.execute(
-            "SELECT model, device, precision, live, scanning, heartbeat_at, last_change_at, files_total, "
-            "files_done, files_pending, throughput, started_at, "
-            "extract(epoch FROM now() - heartbeat_at) AS age FROM indexer_status WHERE id = 1"
-        ).fetchone()
-    alive = row is not None and row[12] is not None and float(row[12]) < HEARTBEAT_STALE_SECONDS
+    row = indexer_status.read(conn)
+    alive = row is not None and row.alive
     return {
         "database": "ok",
-        "images": images,
+        "images": models["active"]["images"],
         "failed": failed,
-        "model": model,
+        "model": models["active"]["name"],
         "models": models,
-        "device": row[1] if row else None,
-        "precision": row[2] if row else None,
-        "live": bool(alive and row and row[3]),
-        "scanning": bool(alive and row and row[4]),
-        "last_change_at": _iso(row[6]) if row else None,
-        "pending": int(row[9] or 0) if alive and row else 0,
-        "progress": {"done": int(row[8] or 0), "total": int(row[7] or 0)} if alive and row else None,
-        "throughput": round(float(row[10] or 0.0), 2) if alive and row else 0.0,
-        "indexer_started_at": _iso(row[11]) if row else None,
-        "heartbeat_at": _iso(row[5]) if row else None,
+        "device": row.device if row else None,
+        "precision": row.precision if row else None,
+        "live": bool(row and alive and row.live),
+        "scanning": bool(row and alive and row.scanning),
+        "last_change_at": _iso(row.last_change_at) if row else None,
+        "pending": row.files_pending if row and alive else 0,
+        "progress": {"done": row.files_done, "total": row.files_total} if row and alive else None,
+        "throughput": round(row.throughput, 2) if row and alive else 0.0,
+        "indexer_started_at": _iso(row.started_at) if row else None,
+        "heartbeat_at": _iso(row.heartbeat_at) if row else None,
         "image_dir": str(settings.image_dir),
     }
 

@@ -7,9 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from flows.images import to_rgb
+from PIL import Image, ImageOps
 
 THUMBNAIL_SIZE = 320
 

@@ -28,8 +28,8 @@ from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E40
 from bench.serving import cold_search, live_latency, query_at_scale  # noqa: E402
 from bench.switch import model_switch  # noqa: E402
 from core.db import database_url  # noqa: E402
+from core.embedder import open_embedder  # noqa: E402
 from core.settings import PROJECT_ROOT, get_settings  # noqa: E402
-from flows.model import get_model  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,7 +77,7 @@ def main() -> None:
         generate_photos(image_dir, args.images)
     settings = base.with_overrides(image_dir=image_dir, data_dir=work / "data", database_url="", clip_model=model_name)
     env = env_for(settings)
-    model = get_model(settings.clip_model, settings.device, settings.precision)
+    model = open_embedder(settings.clip_model, settings.device, settings.precision)
     report = Report()
     try:
         bench_indexing(settings, env, report, args.usual_sample)

@@ -84,7 +84,7 @@ def generate_photos(folder: Path, count: int, seed: int = 0, size: tuple[int, in
 
 
 def list_images(folder: Path) -> list[Path]:
-    from flows.images import is_image_name
+    from core.pictures import is_image_name
 
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name) and not p.name.startswith("."))
 
@@ -142,7 +142,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class Server:
-    """A server subprocess (`main.py serve` or `uvicorn api.app:app`), stopped on exit."""
+    """A server subprocess (`main.py serve` or `uvicorn --factory api.app:create_app`), stopped on exit."""
 
     def __init__(self, cmd: list[str], env: dict[str, str], log: Path) -> None:
         self._log = open(log, "w")  # noqa: SIM115

@@ -22,9 +22,9 @@ from bench.common import Report, Server, free_port, main_py, median, percentile,
 from bench.latency import queries
 from bench.serving import copy_synthetic_rows, new_database, synthetic_embeddings
 from core.db import database_url
+from core.embedder import open_embedder
 from core.model_state import model_table
 from core.settings import Settings
-from flows.model import get_model
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _ready(base: str) -> bool:
 def load_test(
     settings: Settings, env: dict[str, str], report: Report, work: Path, clients: int, seconds: float, size: int
 ) -> None:
-    model = get_model(settings.clip_model, settings.device, settings.precision)
+    model = open_embedder(settings.clip_model, settings.device, settings.precision)
     url = new_database(database_url(settings), "bench_load")
     image_dir = work / "load-img"
     image_dir.mkdir(parents=True, exist_ok=True)

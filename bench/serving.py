@@ -20,9 +20,9 @@ from PIL import Image
 from bench.common import Report, Server, free_port, main_py, median, percentile, verdict, wait_until
 from bench.latency import queries
 from core.db import database_url, ensure_schema
+from core.embedder import open_embedder
 from core.model_state import model_table, switch_to
 from core.settings import PROJECT_ROOT, Settings
-from flows.model import get_model
 
 
 def _ready(base: str, images: int | None = None) -> bool:
@@ -163,7 +163,7 @@ def ef_sweep(url: str, vectors: np.ndarray, probes: list[int], report: Report, s
 def query_at_scale(
     settings: Settings, env: dict[str, str], report: Report, sizes: list[int], n_queries: int, work: Path
 ) -> None:
-    model = get_model(settings.clip_model, settings.device, settings.precision)
+    model = open_embedder(settings.clip_model, settings.device, settings.precision)
     texts = queries(n_queries)
     encode = []
     for t in texts[:50]:
@@ -177,7 +177,17 @@ def query_at_scale(
         probes = np.random.default_rng(3).choice(size, min(n_queries, size), replace=False).tolist()
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         with (
             Server([*cmd, "--log-level", "warning"], {**env, "DATABASE_URL": url}, work / f"api-{size}.log"),
             httpx.Client(base_url=base, timeout=60) as client,

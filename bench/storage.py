@@ -26,6 +26,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
+from core import indexer_status
 from core.db import OWN_SCHEMA
 
 TABLE_SQL = """
@@ -84,6 +85,7 @@ def measure(url: str, dim: int, rows: int, queries: int = 50) -> Measurement:
         register_vector(conn)
         conn.execute("DROP TABLE IF EXISTS bench_images, embedding_cache")
         conn.execute(OWN_SCHEMA)
+        conn.execute(indexer_status.SCHEMA)
         conn.execute(TABLE_SQL.format(dim=dim))
         started = time.perf_counter()
         with conn.cursor() as cur:

@@ -13,8 +13,8 @@ import httpx
 from bench.common import Report, Server, free_port, main_py, median, percentile, verdict, wait_until
 from bench.latency import queries
 from bench.serving import _ready
+from core.checkpoints import local_checkpoint
 from core.settings import Settings
-from flows.model import local_checkpoint
 
 
 def same_weights_elsewhere(model: str, folder: Path) -> str:

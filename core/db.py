@@ -4,7 +4,7 @@ CocoIndex owns one table per model (`core.model_state.model_table`) and `index_e
 migrates, fills and drops them); `images` is the project's view of the table of the model in use.
 The project also owns
 `embedding_cache` (embeddings by content hash, so renamed or copied files skip the model) and
-`indexer_status` (one row the indexer keeps fresh, so any process can tell what it is doing).
+`indexer_status` (`core.indexer_status`) and `sightline_meta` (`core.model_state`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 from pgvector.psycopg import register_vector
 
-from core.errors import UserError
+from core import indexer_status
+from core.errors import Unavailable, first_line
 from core.settings import Settings
 
 IMAGES_TABLE = "images"
@@ -30,23 +31,6 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (model, content_hash)
 );
-CREATE TABLE IF NOT EXISTS indexer_status (
-    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
-    pid int,
-    host text,
-    model text,
-    device text,
-    precision text,
-    live boolean NOT NULL DEFAULT false,
-    scanning boolean NOT NULL DEFAULT false,
-    started_at timestamptz,
-    heartbeat_at timestamptz,
-    last_change_at timestamptz,
-    files_total int,
-    files_done int,
-    files_pending int,
-    throughput double precision
-);
 CREATE TABLE IF NOT EXISTS sightline_meta (
     key text PRIMARY KEY,
     value text NOT NULL
@@ -54,11 +38,13 @@ CREATE TABLE IF NOT EXISTS sightline_meta (
 """
 
 
-class DatabaseError(UserError, RuntimeError):
+class DatabaseError(Unavailable):
     """The database cannot be used; the message says what to do."""
 
 
-_embedded: dict[str, Any] = {}  # pg data folder → pgserver handle
+# pg data folder → pgserver handle. Its lifetime is the process's: the server stops when the last
+# process using it exits, so a handle is never dropped before that.
+_embedded: dict[str, Any] = {}
 _embedded_lock = threading.Lock()
 
 
@@ -97,7 +83,7 @@ def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> psyco
     try:
         conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
     except psycopg.OperationalError as exc:
-        raise DatabaseError(f"Cannot reach the database ({_first_line(exc)}). {_where(url)}") from exc
+        raise DatabaseError(f"Cannot reach the database ({first_line(exc)}). {_where(url)}") from exc
     try:
         register_vector(conn)
     except psycopg.ProgrammingError:
@@ -113,27 +99,23 @@ def ensure_schema(url: str) -> None:
         except psycopg.errors.InsufficientPrivilege as exc:
             # managed servers give a database owner, not a superuser; pgvector is not a trusted extension
             raise DatabaseError(
-                f"This database user may not create the pgvector extension ({_first_line(exc)}). "
+                f"This database user may not create the pgvector extension ({first_line(exc)}). "
                 "Have a superuser run CREATE EXTENSION vector; once in this database, then try again."
             ) from exc
         except psycopg.Error as exc:
             raise DatabaseError(
                 "The Postgres server has no pgvector extension available "
-                f"({_first_line(exc)}). Install pgvector on that server "
+                f"({first_line(exc)}). Install pgvector on that server "
                 "(https://github.com/pgvector/pgvector), or leave DATABASE_URL empty to use the "
                 "embedded server, which includes it."
             ) from exc
         conn.execute(OWN_SCHEMA)
+        conn.execute(indexer_status.SCHEMA)
 
 
 def table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
     return bool(row and row[0])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _where(url: str) -> str:

@@ -1,5 +1,44 @@
-"""Errors a user can act on. The command line prints their message as one line, never a traceback."""
+"""Errors a user can cause or fix: the one hierarchy.
+
+Each says in one line what is wrong and what to do. The HTTP API maps the kind to a status code
+(`api.errors`), the command line prints the message after `error:` and exits 2 (`main.py`); neither
+ever shows a traceback for one of these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class UserError(Exception):
     """The message says what is wrong and what to do about it."""
+
+    def details(self) -> dict[str, Any]:
+        """Facts beyond the message that an API client can use (e.g. where in a query)."""
+        return {}
+
+
+class BadRequest(UserError, ValueError):
+    """A request or a setting that cannot work as given; fixing it is up to the user."""
+
+
+class NotFound(UserError, LookupError):
+    """What was asked for does not exist (any more)."""
+
+
+class Unsupported(UserError):
+    """Content Sightline cannot use: a file that is not a usable picture."""
+
+
+class TooLarge(UserError):
+    """More than a configured limit allows."""
+
+
+class Unavailable(UserError, RuntimeError):
+    """A part Sightline needs is away or not ready (the database, the model); it may come back."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: the first line of its message, or its type's name."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    return lines[0][:300] if lines and lines[0] else type(exc).__name__

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from core.errors import UserError
+from core.errors import BadRequest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class SettingsError(UserError, ValueError):
+class SettingsError(BadRequest):
     """A setting with a value that cannot work; the message names the variable."""
 
 

@@ -11,6 +11,8 @@ from typing import TypeVar
 import asyncpg
 import numpy as np
 
+from core.errors import Unavailable
+
 T = TypeVar("T")
 
 # What asyncpg raises when the server is away (refused, socket gone, shutting down, pool closed).
@@ -24,7 +26,7 @@ _CONNECTION_ERRORS = (
 )
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(Unavailable):
     """The database could not be reached; the file is retried once it is back."""
 
 

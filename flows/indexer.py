@@ -31,11 +31,12 @@ from cocoindex.resources.schema import VectorSchema
 from numpy.typing import NDArray
 
 from core.db import ERRORS_TABLE
+from core.embedder import Embedder
+from core.errors import first_line
 from core.model_state import ModelChoice
+from core.pictures import ImageError, decode_image
 from core.settings import Settings
 from flows.cache import DatabaseUnavailable, EmbeddingCache
-from flows.images import ImageError, decode_image, one_line
-from flows.model import ClipModel
 from flows.walk import ImageFileMatcher, unreachable_link_reason, unreachable_links
 
 log = logging.getLogger("sightline.indexer")
@@ -98,7 +99,7 @@ class IndexCounters:
 class ModelSlot:
     """One model the indexer embeds with, and where its rows go."""
 
-    model: ClipModel
+    embedder: Embedder
     cache: EmbeddingCache
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]
     table: str
@@ -124,21 +125,21 @@ class IndexRun:
     _warming: set[str] = field(default_factory=set)
 
     @property
-    def model(self) -> ClipModel:
-        """The model that answers searches."""
-        return next(iter(self.slots.values())).model
+    def embedder(self) -> Embedder:
+        """The embedder of the model that answers searches."""
+        return next(iter(self.slots.values())).embedder
 
     def request_rescan(self) -> None:
         """Walk the whole folder again soon (safe from any thread)."""
         if self.folder is not None:
             self.folder.request_rescan()
 
-    def warm_up(self, model: ClipModel) -> None:
+    def warm_up(self, embedder: Embedder) -> None:
         """Load an image tower in the background as soon as there is work for it, so importing
         torch and reading weights overlap with decoding the first files instead of delaying them."""
-        if model.name not in self._warming:
-            self._warming.add(model.name)
-            threading.Thread(target=model.vision_tower, name="load-image-tower", daemon=True).start()
+        if embedder.name not in self._warming:
+            self._warming.add(embedder.name)
+            threading.Thread(target=embedder.vision_tower, name="load-image-tower", daemon=True).start()
 
 
 class RescannableFolder:
@@ -210,7 +211,7 @@ def image_id(path: str) -> int:
     return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") >> 11
 
 
-def make_batched_embed(model: ClipModel, batch_size: int) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
+def make_batched_embed(embedder: Embedder, batch_size: int) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
     """`await embed(pixels)` one image at a time; CocoIndex gathers concurrent calls into batches.
 
     The runner makes batches run one after another (on CPU as on GPU): without it the engine
@@ -218,16 +219,16 @@ def make_batched_embed(model: ClipModel, batch_size: int) -> Callable[[np.ndarra
     fight over the cores, multiply activation memory and hold back every row until all finish.
 
     With `batch_size` 0 (auto), up to the GPU's batch size is gathered, and each forward pass takes
-    the model's own size (`ClipModel.batch_size`): the device is known only once torch is imported,
+    the model's own size (`Embedder.batch_size`): the device is known only once torch is imported,
     which a run with nothing to embed never does.
     """
     gather = batch_size or AUTO_GATHER
 
     def embed_batch(pixels: list[np.ndarray]) -> list[np.ndarray]:
-        step = batch_size or model.batch_size
+        step = batch_size or embedder.batch_size
         out: list[np.ndarray] = []
         for start in range(0, len(pixels), step):
-            out.extend(model.embed_pixels(np.stack(pixels[start : start + step])))
+            out.extend(embedder.embed_pixels(np.stack(pixels[start : start + step])))
         return out
 
     return coco.fn.as_async(batching=True, max_batch_size=gather, runner=coco.GPU)(embed_batch)
@@ -266,7 +267,7 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
     run = coco.use_context(RUN)
     slot = run.slots[model]
     run.counters.described += 1
-    run.warm_up(slot.model)
+    run.warm_up(slot.embedder)
     async with run.reading:
         data, digest = await in_file_worker(_read_and_hash, run.image_root / rel)
         cached = await slot.cache.get(digest)
@@ -274,7 +275,7 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
             decoded = await in_file_worker(
                 decode_image,
                 data,
-                slot.model.preprocessing,
+                slot.embedder.preprocessing,
                 max_pixels=run.settings.max_image_pixels,
                 pixels=cached is None,
             )
@@ -339,7 +340,7 @@ async def index_file(
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(full):
                 return  # deleted while it was read: nothing to record, its delete event follows
-            fail(f"cannot read the file ({exc.strerror or one_line(exc)}); it is retried on the next change or run")
+            fail(f"cannot read the file ({exc.strerror or first_line(exc)}); it is retried on the next change or run")
             return
         if facts.failure is not None:
             fail(facts.failure)  # the content is bad for every model: no row in any table
@@ -379,7 +380,7 @@ async def index_folder() -> None:
     tables = []
     for name, slot in run.slots.items():
         images = await postgres.mount_table_target(
-            PG_POOL, table_name=slot.table, table_schema=await images_schema(slot.model.dim)
+            PG_POOL, table_name=slot.table, table_schema=await images_schema(slot.embedder.dim)
         )
         images.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
         for column in ("id", "content_hash"):

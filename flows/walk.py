@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
-from flows.images import is_image_name
+from core.pictures import is_image_name
 
 
 class ImageFileMatcher:

@@ -111,7 +111,7 @@ def run_main(
 @pytest.fixture
 def index() -> Callable[[Settings], Any]:
     """Run one incremental update in this process; returns the summary."""
-    from flows.runtime import index_once
+    from flows.engine import index_once
 
     def run(settings: Settings) -> Any:
         return asyncio.run(index_once(settings))

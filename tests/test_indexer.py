@@ -17,9 +17,9 @@ from conftest import ROOT, copy_tiny_model, env_for, query, run_main, wait_for, 
 from PIL import Image
 from shapes import ALL_DRAWINGS, Drawing, draw
 
+from core.embedder import open_embedder
 from core.model_state import model_table
 from core.settings import Settings
-from flows.model import load_model
 
 N = len(ALL_DRAWINGS)
 
@@ -61,7 +61,7 @@ class TestFirstIndex:
 
     def test_a_text_query_finds_its_picture_first_by_cosine_distance(self, settings, index) -> None:
         index(settings)
-        model = load_model(settings.clip_model)
+        model = open_embedder(settings.clip_model)
         for caption in ("a blue square", "a green triangle", "a red circle"):
             vector = model.embed_text(caption)
             best = query(settings, "SELECT path FROM images ORDER BY embedding <=> %s LIMIT 1", (vector,))

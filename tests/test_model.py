@@ -14,14 +14,15 @@ from conftest import TINY_CLIP, run_main
 from PIL import Image
 from shapes import ALL_DRAWINGS, random_drawing, write_corpus
 
+from core.checkpoints import ModelLoadError, auto_batch_size, choose_precision
+from core.embedder import open_embedder
+from core.pictures import decode_image, normalize, normalize_tensor, prepare_pixels
 from core.settings import Settings, load_settings
-from flows.images import decode_image, normalize, normalize_tensor, prepare_pixels
-from flows.model import ModelLoadError, auto_batch_size, choose_precision, load_model
 
 
 @pytest.fixture(scope="module")
 def model():  # type: ignore[no-untyped-def]
-    return load_model(str(TINY_CLIP))
+    return open_embedder(str(TINY_CLIP))
 
 
 def test_tiny_model_ranks_the_matching_picture_first_for_every_caption(model, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -84,7 +85,7 @@ def test_precision_auto_picks_float16_on_cuda_and_respects_an_explicit_choice() 
 
 def test_a_missing_local_model_raises_a_message_naming_clip_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ModelLoadError, match="CLIP_MODEL"):
-        load_model(str(tmp_path / "no-such-model"))
+        open_embedder(str(tmp_path / "no-such-model"))
 
 
 @pytest.mark.parametrize("name", ["openai/clip-vit-base-patch32", "/nowhere/at/all"])
@@ -98,7 +99,7 @@ def test_the_cli_says_one_line_about_an_unavailable_model(settings: Settings, na
 
 
 def test_concurrent_queries_share_forward_passes_and_get_their_own_vectors() -> None:
-    model = load_model(str(TINY_CLIP))
+    model = open_embedder(str(TINY_CLIP))
     queries = [f"a {color} {shape}" for color in ("red", "green", "blue", "yellow") for shape in ("circle", "square")]
     alone = {q: model.embed_texts([q])[0] for q in queries}
     start = threading.Barrier(len(queries))
@@ -130,7 +131,7 @@ class TestOnAGPU:
 
     def test_batch_size_auto_is_larger_on_a_gpu(self) -> None:
         assert auto_batch_size("cuda") == 128 and auto_batch_size("cpu") == 32
-        assert load_model(str(TINY_CLIP), "cpu", "float32").batch_size == 32
+        assert open_embedder(str(TINY_CLIP), "cpu", "float32").batch_size == 32
         assert load_settings({"BATCH_SIZE": "auto"}).batch_size == 0
         assert load_settings({"BATCH_SIZE": "64"}).batch_size == 64
 
@@ -139,7 +140,7 @@ class TestOnAGPU:
 
         from flows.indexer import make_batched_embed
 
-        model = load_model(str(TINY_CLIP), "cpu", "float32")
+        model = open_embedder(str(TINY_CLIP), "cpu", "float32")
         passes: list[int] = []
         real = model.embed_pixels
         model.embed_pixels = lambda batch: passes.append(len(batch)) or real(batch)  # type: ignore[method-assign]

@@ -21,9 +21,10 @@ from conftest import TINY_CLIP, run_main
 from PIL import Image
 from shapes import ALL_DRAWINGS, random_drawing
 
+from core.checkpoints import ModelLoadError
+from core.embedder import Embedder, open_embedder
+from core.pictures import normalize, prepare_pixels
 from core.settings import Settings
-from flows.images import normalize, prepare_pixels
-from flows.model import ClipModel, ModelLoadError, load_model
 
 IMAGE_SIZE = 32
 LOGIT_SCALE = 10.0  # what SigLIP starts training from; stored as its log, like CLIP's
@@ -156,12 +157,12 @@ def _unit(output: Any) -> np.ndarray:
     return features / np.linalg.norm(features, axis=1, keepdims=True)
 
 
-Models = dict[str, tuple[ClipModel, Reference]]
+Models = dict[str, tuple[Embedder, Reference]]
 
 
 @pytest.fixture(scope="module")
 def models(checkpoints: dict[str, Path]) -> Models:
-    return {f: (load_model(str(p), precision="float32"), Reference(p)) for f, p in checkpoints.items()}
+    return {f: (open_embedder(str(p), precision="float32"), Reference(p)) for f, p in checkpoints.items()}
 
 
 def _pictures(count: int, seed: int) -> list[Image.Image]:
@@ -216,13 +217,13 @@ def test_siglip2_lower_cases_like_its_tokenizer(models: Models) -> None:
 
 @pytest.mark.parametrize("family", SIGLIPS)
 def test_the_relevance_scale_is_the_checkpoints_learned_temperature(models: Models, family: str) -> None:
-    from api.relevance import judge_for
+    from api.relevance import Judges
 
     model, reference = models[family]
     assert model.logit_scale == pytest.approx(LOGIT_SCALE, rel=1e-5)
     assert model.logit_scale == pytest.approx(float(reference.model.logit_scale.detach().exp()), rel=1e-5)
-    assert judge_for(model).scale == pytest.approx(LOGIT_SCALE, rel=1e-5)
-    assert load_model(str(TINY_CLIP)).logit_scale == pytest.approx(np.exp(2.727094), rel=1e-4)
+    assert Judges().for_embedder(model).scale == pytest.approx(LOGIT_SCALE, rel=1e-5)
+    assert open_embedder(str(TINY_CLIP)).logit_scale == pytest.approx(np.exp(2.727094), rel=1e-4)
 
 
 @pytest.mark.parametrize("family", SIGLIPS)
@@ -265,7 +266,7 @@ def _write_checkpoint(folder: Path, config: dict[str, Any]) -> Path:
 def test_a_naflex_siglip2_checkpoint_is_refused_with_one_line(settings: Settings, tmp_path: Path) -> None:
     folder = _write_checkpoint(tmp_path / "naflex", {"model_type": "siglip2"})
     with pytest.raises(ModelLoadError, match="NaFlex") as raised:
-        load_model(str(folder))
+        open_embedder(str(folder))
     assert "\n" not in str(raised.value) and "CLIP_MODEL" in str(raised.value)
     result = run_main(settings.with_overrides(clip_model=str(folder)), "index")
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -276,4 +277,4 @@ def test_a_naflex_siglip2_checkpoint_is_refused_with_one_line(settings: Settings
 def test_an_unsupported_model_type_names_the_supported_families(tmp_path: Path) -> None:
     folder = _write_checkpoint(tmp_path / "blip", {"model_type": "blip"})
     with pytest.raises(ModelLoadError, match="supports CLIP and SigLIP"):
-        load_model(str(folder))
+        open_embedder(str(folder))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import io
 import shutil
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,8 @@ from shapes import ALL_DRAWINGS, Drawing, draw, write_corpus
 from api.answer import query_vector
 from api.app import create_app
 from api.query import QueryError, parse_query
-from api.relevance import NEUTRAL_CAPTIONS, STRONG_MARGIN, read_logit_scale
+from api.relevance import NEUTRAL_CAPTIONS, STRONG_MARGIN
+from core.checkpoints import find_checkpoint
 from core.settings import Settings, load_settings
 
 TODAY = date(2025, 7, 10)  # a Thursday in summer
@@ -205,7 +206,7 @@ def indexed(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "CLIP_MODEL": str(TINY_CLIP),
         }
     )
-    from flows.runtime import index_once
+    from flows.engine import index_once
 
     asyncio.run(index_once(settings))
     yield settings
@@ -221,9 +222,9 @@ def client(indexed: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def model(indexed: Settings) -> Any:
-    from flows.model import get_model
+    from core.embedder import open_embedder
 
-    return get_model(indexed.clip_model, indexed.device, indexed.precision)
+    return open_embedder(indexed.clip_model, indexed.device, indexed.precision)
 
 
 def image_id(settings: Settings, path: str) -> int:
@@ -399,8 +400,9 @@ class TestRelevance:
         assert found(search(client, f"img:{ident}", min_match="strong")) == ["yellow-triangle-copy.png"]
 
     def test_the_bank_is_judged_with_the_models_own_temperature(self) -> None:
-        assert read_logit_scale(TINY_CLIP) == pytest.approx(np.exp(2.727094), rel=1e-4)
-        assert read_logit_scale(Path("/nonexistent")) == 100.0
+        tiny = find_checkpoint(str(TINY_CLIP))
+        assert tiny.logit_scale == pytest.approx(np.exp(2.727094), rel=1e-4)
+        assert dataclasses.replace(tiny, folder="/nonexistent").logit_scale == 100.0
         assert len(set(NEUTRAL_CAPTIONS)) == len(NEUTRAL_CAPTIONS) and STRONG_MARGIN < 0
 
 

@@ -2,7 +2,7 @@
 the API token, CORS, what files can be read, hostile query strings, uploads, and that a run makes
 no connection beyond this machine.
 
-Most tests share one `uvicorn api.app:app` server (API only, no live indexer, so that a file
+Most tests share one `uvicorn --factory api.app:create_app` server (API only, no live indexer, so that a file
 swapped for a symlink keeps its row and only the serving code stands between it and the client).
 """
 
@@ -56,11 +56,21 @@ class Server:
 
 
 def start_api(settings: Settings, log: Path, **env: str) -> Server:
-    """`uvicorn api.app:app` on a free loopback port with these settings (and extra variables)."""
+    """`uvicorn --factory api.app:create_app` on a free loopback port with these settings (and extra variables)."""
     port = free_port()
     out = open(log, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         env=env_for(settings, **env),
         stdout=out,
         stderr=subprocess.STDOUT,

@@ -12,17 +12,17 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core.errors import Unsupported, first_line
+
 T = TypeVar("T")
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
-
-# Pillow's own bomb check stays on as a second guard; ours runs first with a clearer message.
-Image.MAX_IMAGE_PIXELS = None
 
 _EXIF_IFD = 0x8769
 _TAG_DATETIME_ORIGINAL = 36867
@@ -46,8 +46,15 @@ _UPRIGHT = {
 _CROP_FIRST_FACTOR = 4
 
 
-class ImageError(Exception):
+class ImageError(Unsupported):
     """A file that cannot be indexed; the message is the one-line reason shown to users."""
+
+
+def open_picture(source: str | Path | IO[bytes]) -> Image.Image:
+    """`Image.open` with Sightline's own size limit (MAX_IMAGE_PIXELS, checked by the callers with a
+    clearer message) in place of Pillow's lower one."""
+    Image.MAX_IMAGE_PIXELS = None
+    return Image.open(source)
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def decode_image(
             # and a warning per file would bury the indexer's log
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = open_picture(io.BytesIO(data))
             stored_w, stored_h = image.size
             if stored_w * stored_h > max_pixels:
                 raise ImageError(
@@ -120,11 +127,11 @@ def decode_image(
     except MemoryError:
         raise ImageError(f"not enough memory to decode this {stored_w}x{stored_h} image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"image data is truncated or corrupt ({one_line(exc)})") from None
+        raise ImageError(f"image data is truncated or corrupt ({first_line(exc)})") from None
     except Exception as exc:
         # a decoder tripping over data it never expected (struct.error, IndexError, ...) means a
         # bad file, not a bug in the indexer: it gets a reason like any other bad file
-        raise ImageError(f"image data is corrupt ({type(exc).__name__}: {one_line(exc)})") from None
+        raise ImageError(f"image data is corrupt ({type(exc).__name__}: {first_line(exc)})") from None
     width, height = (stored_h, stored_w) if orientation in (5, 6, 7, 8) else (stored_w, stored_h)
     return DecodedImage(width=width, height=height, format=fmt, taken_at=taken_at, camera=camera, pixels=rgb)
 
@@ -211,11 +218,6 @@ def normalize_tensor(batch: np.ndarray, prep: Preprocessing, device: str, dtype:
     scale, shift = (torch.from_numpy(a).to(device).view(1, 3, 1, 1) for a in _scale_and_shift(prep))
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).to(torch.float32)
     return (x * scale - shift).to(dtype).contiguous()
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] if text else type(exc).__name__
 
 
 def _metadata(image: Image.Image) -> tuple[int, datetime | None, str | None]:

@@ -13,25 +13,30 @@ import threading
 from time import monotonic
 from typing import Any
 
+from core.checkpoints import ModelLoadError
+from core.embedder import Embedder, Embedders
+from core.errors import Unavailable
 from core.model_state import CHECK_SECONDS, ModelChoice
 from core.settings import Settings
-from flows.model import ClipModel, ModelLoadError, get_model, release_model
 
 log = logging.getLogger("sightline.api")
 
 LOAD_TIMEOUT_SECONDS = 120.0
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(Unavailable):
     """No model to search with (yet); the message says why."""
 
 
 class ServingModels:
-    def __init__(self, settings: Settings) -> None:
+    """The embedders searches use: the one in use, loaded, and the one being built, loading."""
+
+    def __init__(self, settings: Settings, embedders: Embedders) -> None:
         self._settings = settings
+        self._embedders = embedders
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Event] = {}
-        self._models: dict[str, ClipModel] = {}
+        self._models: dict[str, Embedder] = {}
         self._errors: dict[str, str] = {}
         self._choice = ModelChoice(active=None, target=settings.clip_model)
         self._checked_at = -CHECK_SECONDS
@@ -59,7 +64,7 @@ class ServingModels:
                 del self._loading[name]
                 self._errors.pop(name, None)
                 if self._models.pop(name, None) is not None:
-                    release_model(name)
+                    self._embedders.release(name)
 
     def _start_loading(self, name: str) -> None:
         with self._lock:
@@ -71,7 +76,7 @@ class ServingModels:
     def _load(self, name: str, done: threading.Event) -> None:
         s = self._settings
         try:
-            model = get_model(name, s.device, s.precision)
+            model = self._embedders.get(name, s.device, s.precision)
             model.text_tower()  # warm: the first search should not pay for loading it
             self._models[name] = model
         except ModelLoadError as exc:
@@ -80,7 +85,7 @@ class ServingModels:
         finally:
             done.set()
 
-    def current(self, timeout: float = LOAD_TIMEOUT_SECONDS) -> ClipModel:
+    def current(self, timeout: float = LOAD_TIMEOUT_SECONDS) -> Embedder:
         """The model searches use, waiting for it to load if it must."""
         name = self._choice.serving
         self._start_loading(name)
@@ -96,7 +101,7 @@ class ServingModels:
         return model
 
     @property
-    def loaded(self) -> ClipModel | None:
+    def loaded(self) -> Embedder | None:
         """The model in use, if it is loaded (never waits)."""
         return self._models.get(self._choice.serving)
 

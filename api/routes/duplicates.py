@@ -1,0 +1,40 @@
+"""Groups of exact and near-duplicate images, for a person to look at (nothing is deleted)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.duplicates import DEFAULT_THRESHOLD, duplicates_page
+from api.schemas import DuplicatesPage, answers, errors
+from api.search import MAX_LIMIT
+from api.services import ServicesDep
+
+router = APIRouter(tags=["duplicates"], responses=errors(422, 503))
+
+
+@router.get(
+    "/api/duplicates",
+    summary="Groups of exact and near-duplicate images (nothing is deleted)",
+    response_model=None,
+    responses=answers(DuplicatesPage),
+)
+def duplicates(
+    services: ServicesDep,
+    threshold: Annotated[
+        float,
+        Query(
+            allow_inf_nan=False,
+            description="cosine similarity above which two images are near-duplicates, 0.5 to 1.0",
+        ),
+    ] = DEFAULT_THRESHOLD,
+    folder: Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="groups per page")] = 20,
+    offset: Annotated[int, Query(ge=0, description="groups to skip")] = 0,
+) -> dict[str, Any]:
+    model = services.model_choice().serving
+    with services.connection() as conn:
+        return duplicates_page(
+            conn, model, services.duplicates, threshold=threshold, folder=folder, limit=limit, offset=offset
+        )

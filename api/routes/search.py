@@ -1,0 +1,108 @@
+"""Searching: by text or the query language, by weighted terms, by an example image."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from api.answer import Ask, Upload, answer, check_weight
+from api.query import Term
+from api.schemas import QUERY_HELP, ImageTerm, SearchPage, StructuredSearch, TextTerm, answers, errors
+from api.search import MAX_LIMIT, make_filters
+from api.services import ServicesDep
+from core.errors import BadRequest, TooLarge, Unsupported
+from core.pictures import ImageError, decode_image
+
+router = APIRouter(prefix="/api/search", tags=["search"], responses=errors(422, 503))
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
+Offset = Annotated[int, Query(ge=0, description="results to skip")]
+MinMatch = Annotated[
+    str | None,
+    Query(description="drop results judged below this level: strong, weak or none (see `match` in results)"),
+]
+Folder = Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")]
+TakenAfter = Annotated[str | None, Query(description="ISO date, inclusive")]
+TakenBefore = Annotated[str | None, Query(description="ISO date, inclusive")]
+Format = Annotated[str | None, Query(description="jpeg, png, webp, gif, bmp, tiff")]
+
+
+@router.get("", summary="Search by text or the query language", response_model=None, responses=answers(SearchPage))
+def search_text(
+    services: ServicesDep,
+    q: Annotated[str, Query(description=QUERY_HELP)] = "",
+    limit: Limit = 40,
+    offset: Offset = 0,
+    folder: Folder = None,
+    taken_after: TakenAfter = None,
+    taken_before: TakenBefore = None,
+    format: Format = None,
+    min_match: MinMatch = None,
+) -> dict[str, Any]:
+    if not q.strip():
+        raise BadRequest("q must not be empty: describe what you are looking for, e.g. q=a dog on a beach")
+    filters = make_filters(folder, taken_after, taken_before, format)
+    ask = Ask(q=q, filters=filters, limit=limit, offset=offset, min_match=min_match, echo=q)
+    return answer(services, ask)
+
+
+@router.post(
+    "",
+    summary="Search by weighted terms (the structured form of the query language)",
+    response_model=None,
+    responses=answers(SearchPage),
+)
+def search_terms(services: ServicesDep, body: StructuredSearch) -> dict[str, Any]:
+    terms = tuple(
+        Term(t.weight, text=t.text) if isinstance(t, TextTerm) else Term(t.weight, image_id=t.image_id)
+        for t in body.terms
+        if isinstance(t, TextTerm | ImageTerm)
+    )
+    ask = Ask(
+        terms=terms,
+        filters=make_filters(body.folder, body.taken_after, body.taken_before, body.format),
+        limit=body.limit,
+        offset=body.offset,
+        min_match=body.min_match,
+        echo={"terms": [t.model_dump() for t in body.terms]},
+    )
+    return answer(services, ask)
+
+
+@router.post(
+    "/image",
+    summary="Search by an example image (not stored), optionally with text",
+    response_model=None,
+    responses=answers(SearchPage, 413, 415),
+)
+def search_image(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="an image file")],
+    limit: Limit = 40,
+    offset: Offset = 0,
+    folder: Folder = None,
+    taken_after: TakenAfter = None,
+    taken_before: TakenBefore = None,
+    format: Format = None,
+    q: Annotated[str, Query(description="text terms to combine with the image (query language)")] = "",
+    image_weight: Annotated[float, Query(allow_inf_nan=False, description="the upload's weight")] = 1.0,
+    min_match: MinMatch = None,
+) -> dict[str, Any]:
+    cap = services.settings.upload_max_bytes
+    data = file.file.read(cap + 1)
+    if len(data) > cap:
+        raise TooLarge(f"The upload is larger than {cap // (1024 * 1024)} MB (UPLOAD_MAX_MB).")
+    filters = make_filters(folder, taken_after, taken_before, format)
+    check_weight(image_weight, "image_weight")
+    embedder = services.embedder()
+    try:
+        decoded = decode_image(data, embedder.preprocessing, max_pixels=services.settings.max_image_pixels)
+    except ImageError as exc:
+        raise Unsupported(f"Not a usable image: {exc}.") from None
+    assert decoded.pixels is not None
+    name = file.filename or "upload"
+    upload = Upload(embedder.embed_pixels(decoded.pixels[None])[0], image_weight, name)
+    echo: dict[str, Any] = {"image": name, **({"q": q} if q.strip() else {})}
+    ask = Ask(q=q, uploads=(upload,), filters=filters, limit=limit, offset=offset, min_match=min_match, echo=echo)
+    return answer(services, ask)

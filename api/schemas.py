@@ -1,0 +1,234 @@
+"""What the HTTP API takes and gives: request bodies, and the documented shape of every answer.
+
+Routes return plain dicts (built once, by the code that knows the facts); the response models here
+describe them in `/openapi.json`, and the schemathesis run in the test suite checks that the
+answers match what is written here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.search import MAX_LIMIT
+
+QUERY_HELP = (
+    "what to look for, in plain language, or in the query language: terms joined by + and -, "
+    "weights (2:sunset), quoted phrases, img:ID, in:FOLDER, dates (2023, July 2023, last summer)"
+)
+
+
+class TextTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=2000, description="words for the model, taken literally")
+    weight: float = Field(1.0, allow_inf_nan=False, description="negative to steer away from it")
+
+
+class ImageTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_id: int = Field(ge=0, lt=2**63, description="an indexed image's id")
+    weight: float = Field(1.0, allow_inf_nan=False, description="negative for less like this image")
+
+
+class StructuredSearch(BaseModel):
+    """A query as terms instead of `q`: the search vector is the normalised weighted sum of the
+    terms' embeddings; filters work as in `GET /api/search` (no dates or folders are read from texts)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "terms": [{"text": "sunset", "weight": 2}, {"text": "people", "weight": -1}],
+                    "taken_after": "2023-01-01",
+                    "min_match": "weak",
+                }
+            ]
+        },
+    )
+    terms: list[TextTerm | ImageTerm] = Field(min_length=1, max_length=20)
+    limit: int = Field(40, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0)
+    folder: str | None = None
+    taken_after: str | None = None
+    taken_before: str | None = None
+    format: str | None = None
+    min_match: str | None = None
+
+
+class ModelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model: str = Field(
+        min_length=1, max_length=500, description="a Hugging Face model id, or a folder holding a checkpoint"
+    )
+    switch_now: bool = Field(
+        False, description="switch searches to it as soon as possible, before it covers the collection"
+    )
+
+
+# ---- answers ----
+
+
+class Error(BaseModel):
+    """Every error: one line that says what is wrong and what to do."""
+
+    detail: str
+
+
+class QueryErrorBody(Error):
+    """A query that cannot be read, or any other invalid request."""
+
+    position: int | None = Field(None, description="where in q the problem is (characters from 0)")
+    expected: str | None = Field(None, description="what the query language expected there")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="each invalid field, for a request that fails validation"
+    )
+
+
+class Image(BaseModel):
+    id: int
+    path: str = Field(description="relative to IMAGE_DIR")
+    score: float | None = Field(description="cosine similarity to the query; null when browsing by date")
+    width: int
+    height: int
+    size: int = Field(description="bytes")
+    format: str
+    taken_at: str | None = Field(description="EXIF date taken, else the file's modification time")
+    date_source: str = Field(description="exif or modified")
+    camera: str | None
+    url: str
+    thumbnail_url: str
+
+
+class Result(Image):
+    match: str = Field(description="strong, weak or none: how well the query describes the image")
+    relevance: float | None = Field(description="the margin behind `match`; null when browsing by date")
+
+
+class Understood(BaseModel):
+    text: str
+    terms: list[dict[str, Any]]
+    filters: dict[str, Any]
+
+
+class SearchPage(BaseModel):
+    query: Any = Field(description="the question, as asked")
+    understood: Understood | None = Field(None, description="how the query was read (not for similar)")
+    results: list[Result]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class Folder(BaseModel):
+    path: str
+    images: int
+
+
+class Folders(BaseModel):
+    folders: list[Folder]
+
+
+class ModelFacts(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    name: str
+    images: int | None
+
+
+class Build(BaseModel):
+    name: str
+    done: int
+    total: int
+    switch_requested: bool
+    error: str | None = Field(None, description="why this server cannot load it, if it cannot")
+
+
+class Models(BaseModel):
+    active: ModelFacts
+    building: Build | None
+    configured: str = Field(description="CLIP_MODEL as this server read it")
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class Failure(BaseModel):
+    path: str
+    reason: str
+
+
+class Status(BaseModel):
+    database: str = Field(description='"ok", or "unreachable: <why>"')
+    images: int | None
+    failed: list[Failure]
+    model: str
+    models: Models
+    device: str | None
+    precision: str | None
+    live: bool
+    scanning: bool
+    last_change_at: str | None
+    pending: int
+    progress: Progress | None
+    throughput: float
+    indexer_started_at: str | None
+    heartbeat_at: str | None
+    image_dir: str
+    model_error: str | None = None
+
+
+class DuplicateImage(Image):
+    similarity: float
+
+
+class DuplicateGroup(BaseModel):
+    kind: str = Field(description="exact (same bytes) or near")
+    count: int
+    similarity: float
+    images: list[DuplicateImage]
+
+
+class DuplicatesPage(BaseModel):
+    threshold: float
+    folder: str | None
+    total_groups: int
+    images_in_groups: int
+    groups: list[DuplicateGroup]
+    limit: int
+    offset: int
+    has_more: bool
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route."""
+    described = {
+        404: "not found",
+        413: "the upload is larger than UPLOAD_MAX_MB",
+        415: "not a usable image",
+        422: "an invalid request, said in one line",
+        503: "the database or the model is not available (yet); try again",
+    }
+    return {code: {"model": QueryErrorBody if code == 422 else Error, "description": described[code]} for code in codes}
+
+
+def answers(model: type[BaseModel], *codes: int) -> dict[int | str, dict[str, Any]]:
+    """A route's documented answers: `model` with 200, and these errors."""
+    return {200: {"model": model, "description": "OK"}, **errors(*codes)}
+
+
+def image_bytes(description: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 answer of a route that sends a picture's bytes rather than JSON."""
+    types = (
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "image/tiff",
+        "application/octet-stream",
+    )
+    content = {t: {"schema": {"type": "string", "format": "binary"}} for t in types}
+    return {200: {"content": content, "description": description}}

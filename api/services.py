@@ -1,0 +1,170 @@
+"""What the routes share, made once per app: the settings, the connection pool (and what it knows
+of an outage), the model searches use, and the caches of answers. Routes receive it as a FastAPI
+dependency (`ServicesDep`); it is also the `SearchContext` the one search path asks for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import psycopg
+import psycopg_pool
+from fastapi import Depends, Request
+from pgvector.psycopg import register_vector
+
+from api.duplicates import DuplicateCache, duplicate_cache
+from api.relevance import Judges
+from api.search import FolderCache, folder_cache
+from api.serving_models import ServingModels
+from core.db import DatabaseError, database_url, ensure_schema
+from core.embedder import Embedder, Embedders
+from core.errors import Unavailable, first_line
+from core.model_state import ModelChoice, read_choice
+from core.settings import Settings
+
+log = logging.getLogger("sightline.api")
+
+PROBE_SECONDS = 1.0
+NOTHING_INDEXED = "Nothing is indexed yet: the indexer has not created its table (python main.py serve, or index)."
+
+
+class Services:
+    def __init__(self, settings: Settings, embedders: Embedders) -> None:
+        self.settings = settings
+        self.search_ef = settings.search_ef
+        self.pool: psycopg_pool.ConnectionPool | None = None
+        self.database_error: str | None = None
+        self.url = ""
+        self.database_down: str | None = None  # why the database was last unreachable, while it is
+        self._last_probe = 0.0
+        self.models = ServingModels(settings, embedders)
+        self.folders: FolderCache = folder_cache()
+        self.duplicates: DuplicateCache = duplicate_cache()
+        self.judges = Judges()
+
+    def open(self) -> None:
+        try:
+            url = self.url = database_url(self.settings)
+            ensure_schema(url)
+        except DatabaseError as exc:
+            self.database_error = str(exc)
+            log.error("%s", exc)
+            return
+        ef = int(self.settings.search_ef)
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            register_vector(conn)
+            conn.execute(f"SET hnsw.ef_search = {ef}")
+
+        self.pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=8,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+            configure=configure,
+            open=False,
+            timeout=5.0,
+            reconnect_timeout=0,
+        )
+        self.pool.open(wait=False)
+
+    def load_model(self) -> None:
+        """At start-up: learn which model is in use and load it (and the one being built)."""
+        self.model_choice()
+        try:
+            self.models.current()
+        except Unavailable:
+            pass  # logged; searches answer 503 with the reason
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+    def model_choice(self) -> ModelChoice:
+        """Which model searches use, as the database says (asked at most once a second); the
+        last known answer while the database is away."""
+        if self.models.due() and self.pool is not None:
+            try:
+                # through `connection`, so a database found away is remembered as away, and the
+                # request's own query answers 503 at once instead of waiting for the pool
+                with self.connection() as conn:
+                    self.models.observe(read_choice(conn, self.settings.clip_model))
+            except Unavailable:
+                pass
+        elif self.models.due():
+            self.models.observe(self.models.choice)
+        return self.models.choice
+
+    def embedder(self) -> Embedder:
+        """The loaded model searches use now."""
+        self.model_choice()
+        return self.models.current()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, or `Unavailable` at once while the database is known to be away."""
+        if self.pool is None:
+            raise Unavailable(f"Database unavailable: {self.database_error or 'not configured'}")
+        if self._still_down():
+            raise Unavailable(self._unreachable(self.database_down or "no answer"))
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except psycopg_pool.PoolTimeout as exc:
+            # every connection busy for `timeout` seconds: heavy load, or a database that is away
+            if self._reachable():
+                raise Unavailable("The server is busy; try again in a moment.") from exc
+            self._mark_down(exc)
+            raise Unavailable(self._unreachable(self.database_down or "")) from exc
+        except psycopg.OperationalError as exc:
+            self._mark_down(exc)
+            raise Unavailable(self._unreachable(self.database_down or "")) from exc
+        except psycopg.errors.UndefinedTable as exc:
+            if self.models.choice.active is not None:
+                # the model in use changed in the second since this server last asked
+                self.models.recheck_soon()
+                raise Unavailable("Searches just switched to another model; try again.") from exc
+            raise Unavailable(NOTHING_INDEXED) from exc
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self.database_down = first_line(exc)
+        self._last_probe = time.monotonic()
+
+    def _reachable(self) -> bool:
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+        except psycopg.Error:
+            return False
+        return True
+
+    def _still_down(self) -> bool:
+        """While the database is known to be away, answer at once instead of waiting for the pool's
+        timeout; one direct connection attempt a second tells when it is back."""
+        if self.database_down is None:
+            return False
+        now = time.monotonic()
+        if now - self._last_probe < PROBE_SECONDS:
+            return True
+        self._last_probe = now
+        if not self._reachable():
+            return True
+        self.database_down = None
+        assert self.pool is not None
+        self.pool.check()  # drop the connections the outage broke
+        return False
+
+    @staticmethod
+    def _unreachable(reason: str) -> str:
+        return f"Database unreachable ({reason}); searches resume by themselves when it is back."
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

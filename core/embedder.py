@@ -1,0 +1,240 @@
+"""The embedding model: the image and text towers of one CLIP or SigLIP checkpoint, loaded lazily.
+
+Weights load through `transformers.from_pretrained` for a hub id and a local folder alike, so the
+project's tiny test model exercises the same code as a real checkpoint. Everything heavy is lazy:
+opening an embedder reads the checkpoint's JSON files only (`core.checkpoints`); torch and
+transformers are imported, and each tower's weights loaded, the first time that tower is needed.
+An `index` run with nothing new to embed never pays for them.
+
+`Embedders` holds the ones a process has opened, so the live indexer and the web server of
+`python main.py serve` share one loaded model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from core.checkpoints import (
+    Checkpoint,
+    ModelLoadError,
+    auto_batch_size,
+    choose_device,
+    choose_precision,
+    find_checkpoint,
+)
+from core.errors import first_line
+from core.pictures import normalize, normalize_tensor, prepare_pixels
+
+
+class Embedder:
+    """A checkpoint's towers at the chosen precision, with L2-normalised output. The two towers
+    load on first use, each with only its own weights: an indexer holds no text tower until a
+    query comes, and a text search never loads the image tower."""
+
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", precision: str = "auto"):
+        self.checkpoint = checkpoint
+        self.name = checkpoint.name
+        self.dim = checkpoint.spec.dim
+        self.max_tokens = checkpoint.spec.max_tokens
+        self.preprocessing = checkpoint.spec.preprocessing
+        self.family = checkpoint.spec.family
+        self._folder = checkpoint.folder
+        self._requested = (device, precision)
+        self._device: str | None = None
+        self._precision: str | None = None
+        self._vision: Any = None
+        self._text: Any = None
+        self._tokenizer: Any = None
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_size = 1024
+        self._text_waiting: dict[str, Future[np.ndarray]] = {}  # queries queued for the next batch
+        self._text_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sightline-text-tower")
+        self.text_batches = 0  # forward passes of the text tower made by `embed_text`
+        # guards loading and the text cache; forward passes may overlap, so a search never waits
+        # for an indexing batch
+        self._lock = threading.RLock()
+
+    def _resolve(self) -> tuple[str, str]:
+        with self._lock:
+            if self._device is None or self._precision is None:
+                self._device = choose_device(self._requested[0])
+                self._precision = choose_precision(self._requested[1], self._device)
+            return self._device, self._precision
+
+    @property
+    def device(self) -> str:
+        return self._resolve()[0]
+
+    @property
+    def precision(self) -> str:
+        return self._resolve()[1]
+
+    @property
+    def logit_scale(self) -> float:
+        return self.checkpoint.logit_scale
+
+    @property
+    def loaded(self) -> bool:
+        """Whether any weights are in memory (device and precision are then settled)."""
+        return self._vision is not None or self._text is not None
+
+    def _dtype(self) -> Any:
+        import torch
+
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.precision]
+
+    def _load(self, loader_name: str, part: str) -> Any:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        config = getattr(transformers, self.family.config_class).from_pretrained(self._folder)
+        tower_config = getattr(config, part)
+        if self.family.config_class == "CLIPConfig":
+            tower_config.projection_dim = self.dim  # the tower's own config may lack the projection size
+        try:
+            tower = getattr(transformers, loader_name).from_pretrained(
+                self._folder, config=tower_config, dtype=self._dtype()
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"Cannot load the weights of CLIP_MODEL={self.name!r} ({self.family.label}): {exc}"
+            ) from exc
+        return tower.to(self.device).eval()
+
+    def vision_tower(self) -> Any:
+        with self._lock:
+            if self._vision is None:
+                self._vision = self._load(self.family.vision_class, "vision_config")
+            return self._vision
+
+    def text_tower(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._text is None:
+                from transformers import AutoTokenizer
+
+                try:
+                    self._tokenizer = AutoTokenizer.from_pretrained(self._folder)
+                except (ImportError, OSError, ValueError) as exc:
+                    reason = first_line(exc)
+                    raise ModelLoadError(f"Cannot load the tokenizer of CLIP_MODEL={self.name!r}: {reason}") from exc
+                self._text = self._load(self.family.text_class, "text_config")
+            return self._text, self._tokenizer
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 N×H×W×3 crops (see `core.pictures.prepare_pixels`) → float32 N×D unit vectors."""
+        import torch
+
+        tower = self.vision_tower()
+        if self.device == "cuda":
+            batch = normalize_tensor(pixels, self.preprocessing, self.device, self._dtype())
+        else:  # numpy's in-place arithmetic is the faster of the two on a CPU
+            batch = torch.from_numpy(normalize(pixels, self.preprocessing)).to(self.device, self._dtype())
+        with torch.inference_mode():
+            features = getattr(tower(pixel_values=batch), self.family.image_output)
+        return _unit(features)
+
+    @property
+    def batch_size(self) -> int:
+        """Images per forward pass when BATCH_SIZE is auto."""
+        return auto_batch_size(self.device)
+
+    def embed_image(self, image: Image.Image) -> np.ndarray:
+        return self.embed_pixels(prepare_pixels(image, self.preprocessing)[None])[0]
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts → float32 N×D unit vectors; cut at the model's limit and padded as the family was
+        trained (CLIP: to the longest text; SigLIP: always to the limit)."""
+        import torch
+
+        tower, tokenizer = self.text_tower()
+        padding = "max_length" if self.family.pad_to_max else True
+        tokens = tokenizer(texts, padding=padding, truncation=True, max_length=self.max_tokens, return_tensors="pt")
+        # only what the tokenizer gives: SigLIP's own returns no attention mask (it was trained
+        # attending to the padding), and the model must see exactly that
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        with torch.inference_mode():
+            features = getattr(tower(**tokens), self.family.text_output)
+        return _unit(features)
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """One query, with an LRU cache so a repeated query skips the model.
+
+        Queries go through the text tower on one thread of its own, in batches: those that arrive
+        while it is busy go through together in its next pass. Under load that is one forward pass
+        for many clients instead of many passes fighting over the cores, and a lone query goes
+        straight through. One thread also means one team of compute threads for the tower, where
+        running it on whichever web worker thread took the request would wake a new team for each.
+        """
+        with self._lock:
+            cached = self._text_cache.get(text)
+            if cached is not None:
+                self._text_cache.move_to_end(text)
+                return cached
+            waiting = self._text_waiting.get(text)
+            if waiting is None:
+                waiting = self._text_waiting[text] = Future()
+                self._text_worker.submit(self._embed_waiting_texts)
+        return waiting.result()
+
+    def _embed_waiting_texts(self) -> None:
+        with self._lock:
+            batch = dict(self._text_waiting)
+            self._text_waiting.clear()
+        if not batch:
+            return  # served by an earlier pass
+        self.text_batches += 1
+        try:
+            vectors = self.embed_texts(list(batch))
+        except BaseException as exc:
+            for future in batch.values():
+                future.set_exception(exc)
+            return
+        with self._lock:
+            for (query, future), vector in zip(batch.items(), vectors):
+                self._text_cache[query] = vector
+                future.set_result(vector)
+            while len(self._text_cache) > self._text_cache_size:
+                self._text_cache.popitem(last=False)
+
+
+def _unit(features: Any) -> np.ndarray:
+    out = features.float().cpu().numpy()
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def open_embedder(name: str, device: str = "auto", precision: str = "auto") -> Embedder:
+    """An embedder for the checkpoint `name` (weights load on first use), or `ModelLoadError`."""
+    embedder = Embedder(find_checkpoint(name), device, precision)
+    if device == "cuda":
+        embedder.device  # noqa: B018  (fail now, with the clear message, if there is no CUDA)
+    return embedder
+
+
+class Embedders:
+    """The embedders one process has opened, one per (model, device, precision), so everything in
+    the process that embeds with a model shares its loaded weights."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str, str], Embedder] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, device: str = "auto", precision: str = "auto") -> Embedder:
+        key = (name, device, precision)
+        with self._lock:
+            if key not in self._open:
+                self._open[key] = open_embedder(name, device, precision)
+            return self._open[key]
+
+    def release(self, name: str) -> None:
+        """Let go of a model no longer in use, so its memory can be reclaimed once nothing else holds it."""
+        with self._lock:
+            for key in [k for k in self._open if k[0] == name]:
+                del self._open[key]

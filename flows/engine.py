@@ -1,0 +1,284 @@
+"""Running the indexer: the CocoIndex lifespan (database, models, context), a one-shot update with
+a summary, and live mode, which follows the folder until cancelled.
+
+CocoIndex calls its lifespan itself, with no arguments, so what a run needs (the settings, the
+embedders to share) is handed over by `configure` just before the engine starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+import cocoindex as coco
+
+from core.db import ERRORS_TABLE, connect, database_url, ensure_schema, table_exists
+from core.embedder import Embedders
+from core.model_state import SWITCH_GRACE_SECONDS, model_table
+from core.settings import Settings, get_settings
+from flows.cache import EmbeddingCache
+from flows.heartbeat import DatabaseWatch, StatusReporter
+from flows.indexer import IMAGE_ROOT, PG_POOL, RUN, IndexRun, ModelSlot, app, make_batched_embed
+from flows.switching import adopt_first_model, next_step, open_models, settle_models
+from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state
+from flows.walk import count_image_files
+
+log = logging.getLogger("sightline.indexer")
+
+
+@dataclass
+class _Launch:
+    """What the next engine start uses; `cocoindex update main.py` starts it with the defaults."""
+
+    settings: Settings | None = None
+    embedders: Embedders | None = None
+    run: IndexRun | None = None  # the run the lifespan built, while it lasts
+
+
+_launch = _Launch()
+
+
+def configure(settings: Settings, embedders: Embedders | None = None) -> None:
+    """Use these settings (instead of the environment's), and these embedders (shared with the rest
+    of the process), the next time the indexer starts."""
+    _launch.settings = settings
+    _launch.embedders = embedders or _launch.embedders or Embedders()
+
+
+@coco.lifespan
+async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[None]:
+    settings = _launch.settings or get_settings()
+    embedders = _launch.embedders = _launch.embedders or Embedders()
+    if not settings.image_dir.is_dir():
+        raise FileNotFoundError(f"IMAGE_DIR {settings.image_dir} is not a folder; create it or set IMAGE_DIR")
+    url = await asyncio.to_thread(database_url, settings)
+    await asyncio.to_thread(ensure_schema, url)
+    await asyncio.to_thread(reconcile_state, url, settings)
+    builder.settings.db_path = settings.state_dir
+    choice = await asyncio.to_thread(settle_models, url, settings)
+    choice, models = await asyncio.to_thread(open_models, choice, settings, url, embedders)
+    # no connection floor: asyncpg would log a traceback a second while the database is away
+    pool = await asyncpg.create_pool(url, min_size=0, max_size=8)
+    assert pool is not None
+    root = settings.image_dir.resolve()
+    builder.provide(PG_POOL, pool)
+    builder.provide(IMAGE_ROOT, root)
+    slots = {
+        m.name: ModelSlot(
+            embedder=m,
+            cache=EmbeddingCache(pool, m.name),
+            embed=make_batched_embed(m, settings.batch_size),
+            table=model_table(m.name),
+        )
+        for m in models
+    }
+    run = IndexRun(settings=settings, slots=slots, image_root=root, choice=choice)
+    builder.provide(RUN, run)
+    _launch.run = run
+    try:
+        yield
+    finally:
+        _launch.run = None
+        await pool.close()
+        try:  # whoever ran the update (`cocoindex update main.py` included)
+            await asyncio.to_thread(adopt_first_model, url, run)
+        except Exception as exc:
+            log.debug("could not record the model in use: %s", exc)
+
+
+async def _started_run() -> IndexRun:
+    await coco.default_env()
+    assert _launch.run is not None, "the indexer lifespan did not run"
+    return _launch.run
+
+
+@dataclass
+class IndexSummary:
+    added: int
+    updated: int
+    deleted: int
+    unchanged: int
+    failed: int
+    embedded: int
+    reused: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"added {self.added}, updated {self.updated}, deleted {self.deleted}, "
+            f"unchanged {self.unchanged}, failed {self.failed} "
+            f"(embedded {self.embedded}, reused {self.reused} from cache) in {self.seconds:.1f}s"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _snapshot(url: str, model: str) -> tuple[dict[str, tuple[str, Any]], set[str]]:
+    with connect(url) as conn:
+        rows: dict[str, tuple[str, Any]] = {}
+        failed: set[str] = set()
+        table = model_table(model)
+        if table_exists(conn, table):
+            for path, digest, mtime in conn.execute(f"SELECT path, content_hash, modified_at FROM {table}"):
+                rows[path] = (digest, mtime)
+        if table_exists(conn, ERRORS_TABLE):
+            failed = {r[0] for r in conn.execute(f"SELECT path FROM {ERRORS_TABLE}")}
+        return rows, failed
+
+
+ProgressFn = Callable[[int, int], None]  # (files finished, files total)
+
+
+async def index_once(
+    settings: Settings, progress: ProgressFn | None = None, embedders: Embedders | None = None
+) -> IndexSummary:
+    """One incremental update of the whole folder; returns what changed.
+
+    With a new model wanted, it is built beside the one in use and takes over at the end; a second
+    pass then lets CocoIndex drop the old model's table.
+    """
+    configure(settings, embedders)
+    started = time.monotonic()
+    total = await asyncio.to_thread(count_image_files, settings.image_dir)
+    url = await asyncio.to_thread(database_url, settings)
+    embedded = reused = 0
+    before: dict[str, tuple[str, Any]] | None = None
+    failed_before: set[str] = set()
+    step: str | None = None
+    for _ in range(3):  # an update, then at most a switch and the pass that drops the old table
+        async with coco.runtime():
+            run = await _started_run()
+            if before is None:
+                before, failed_before = await asyncio.to_thread(_snapshot, url, run.choice.serving)
+            handle = app.update()
+            async for snap in handle.watch():
+                if progress is not None:
+                    stats = snap.stats.by_component.get("index_file")
+                    if stats is not None:
+                        progress(min(stats.num_finished, total), total)
+            embedded += run.counters.embedded
+            reused += run.counters.reused
+            step = await asyncio.to_thread(next_step, url, run, True)
+            if step is None:
+                break
+            if step == "switched":
+                await asyncio.sleep(SWITCH_GRACE_SECONDS)  # the next pass drops the old model's table
+    after, failed_after = await asyncio.to_thread(_snapshot, url, run.choice.serving)
+    await asyncio.to_thread(prune_cache, url)
+    added = sum(1 for p in after if p not in before)
+    updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
+    reporter = StatusReporter(url, run)
+    reporter.scanning = False
+    reporter.files_total = reporter.files_done = total
+    if added or updated or len(after) != len(before) or failed_after != failed_before or step is not None:
+        reporter.mark_changed()
+    await asyncio.to_thread(reporter.write, False)
+    return IndexSummary(
+        added=added,
+        updated=updated,
+        deleted=sum(1 for p in before if p not in after),
+        unchanged=len(after) - added - updated,
+        failed=len(failed_after),
+        embedded=embedded,
+        reused=reused,
+        seconds=time.monotonic() - started,
+    )
+
+
+async def watch_folder(
+    settings: Settings, on_ready: Callable[[], None] | None = None, embedders: Embedders | None = None
+) -> None:
+    """Index the folder, then keep the tables in sync with it until cancelled.
+
+    When the wanted model changes, or the one being built takes over, the engine restarts with the
+    new set of models: searches go on meanwhile, and a dropped model's table goes with the restart.
+    """
+    configure(settings, embedders)
+    while True:
+        step = await _watch_until_models_change(settings, on_ready)
+        on_ready = None  # ready once: later restarts are the indexer's own business
+        log.info("models changed (%s); restarting the indexer", step)
+
+
+async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], None] | None) -> str:
+    async with coco.runtime():
+        run = await _started_run()
+        url = await asyncio.to_thread(database_url, settings)
+        # a live indexer will need the image tower: load it during the first scan, and call the
+        # indexer ready only once it is loaded, so the first new photo does not wait for it
+        tower = asyncio.create_task(asyncio.to_thread(run.embedder.vision_tower))
+        reporter = StatusReporter(url, run)
+        reporter.files_total = await asyncio.to_thread(count_image_files, settings.image_dir)
+        stop = asyncio.Event()
+        changed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        database = DatabaseWatch()
+
+        def beat_once() -> str | None:
+            reporter.write(True)
+            return next_step(url, run, scanned=not reporter.scanning)
+
+        async def heartbeat() -> None:
+            while not stop.is_set():
+                try:
+                    step = await asyncio.to_thread(beat_once)
+                except Exception as exc:  # the database may be away for a while: keep trying
+                    database.failed(exc)
+                else:
+                    if database.succeeded():
+                        run.request_rescan()
+                    if step is not None and not changed.done():
+                        changed.set_result(step)
+                try:
+                    await asyncio.wait_for(stop.wait(), database.next_try)
+                except TimeoutError:
+                    pass
+
+        async def follow() -> None:
+            async for snap in handle.watch():
+                reporter.observe(snap.stats)
+                if reporter.scanning and snap.status == coco.UpdateStatus.READY:
+                    await tower
+                    reporter.scanning = False
+                    reporter.files_total = reporter.files_done
+                    try:
+                        await asyncio.to_thread(reporter.write, True)
+                    except Exception as exc:
+                        database.failed(exc)
+                    try:
+                        await asyncio.to_thread(forget_models_not_in, url, list(run.slots))
+                    except Exception as exc:
+                        database.failed(exc)
+                    if on_ready is not None:
+                        on_ready()
+                elif not reporter.scanning:
+                    reporter.files_total = max(reporter.files_total, reporter.files_done)
+
+        beat = asyncio.create_task(heartbeat())
+        handle = app.update(live=True)
+        following = asyncio.create_task(follow())
+        try:
+            await asyncio.wait({following, changed}, return_when=asyncio.FIRST_COMPLETED)
+            if following.done():
+                following.result()  # an engine error: raise it
+                return "the engine stopped"
+            step = changed.result()
+            if step == "switched":
+                await asyncio.sleep(SWITCH_GRACE_SECONDS)  # the restart drops the old model's table
+            return step
+        finally:
+            following.cancel()
+            if run.folder is not None:
+                run.folder.stop_watching()
+            stop.set()
+            await asyncio.gather(beat, following, return_exceptions=True)
+            reporter.scanning = False
+            try:
+                await asyncio.to_thread(reporter.write, False)
+            except Exception:
+                pass

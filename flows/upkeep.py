@@ -1,0 +1,81 @@
+"""Keeping CocoIndex's own state and the database in step, and the embedding cache lean."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from typing import Any
+
+from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, table_exists
+from core.model_state import forget_others, model_tables
+from core.settings import Settings
+
+log = logging.getLogger("sightline.indexer")
+
+_STATE_ID_FILE = "sightline-state-id"
+
+
+def reconcile_state(url: str, settings: Settings) -> None:
+    """Keep CocoIndex's local state and the database's tables in step.
+
+    CocoIndex remembers what it wrote in an LMDB folder under DATA_DIR. If that folder is lost while
+    the tables survive (or DATABASE_URL now names another server), the two disagree and the engine
+    would fail with DuplicateTableError or write into tables it thinks exist. A shared id, kept in
+    both places, tells; on a mismatch the CocoIndex-managed tables are dropped and rebuilt, which is
+    cheap because the embedding cache survives.
+    """
+    id_file = settings.state_dir / _STATE_ID_FILE
+    local = id_file.read_text().strip() if id_file.exists() else None
+    with connect(url) as conn:
+        row = conn.execute("SELECT value FROM sightline_meta WHERE key = 'state_id'").fetchone()
+        remote = row[0] if row else None
+        if local is not None and local == remote:
+            return
+        old_layout = _relkind(conn, IMAGES_TABLE) == "r"  # before per-model tables, `images` was one
+        if old_layout:
+            local = None
+        stale_tables = table_exists(conn, IMAGES_TABLE) or table_exists(conn, ERRORS_TABLE) or model_tables(conn)
+        if stale_tables or (local is not None and remote is None):
+            log.warning(
+                "The indexer state in %s does not match the database; rebuilding the images table "
+                "(cached embeddings are reused, so no image goes through the model again).",
+                settings.state_dir,
+            )
+            conn.execute(f"DROP {'TABLE' if old_layout else 'VIEW'} IF EXISTS {IMAGES_TABLE}")
+            for table in [ERRORS_TABLE, *model_tables(conn)]:
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute("DELETE FROM sightline_meta WHERE key = 'active_model'")
+            shutil.rmtree(settings.state_dir, ignore_errors=True)
+        new_id = uuid.uuid4().hex
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        conn.execute(
+            "INSERT INTO sightline_meta (key, value) VALUES ('state_id', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (new_id,),
+        )
+        id_file.write_text(new_id + "\n")
+
+
+def _relkind(conn: Any, name: str) -> str | None:
+    row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (name,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def forget_models_not_in(url: str, models: list[str]) -> None:
+    """Once a run with its models is under way, any other model's cached embeddings are stale:
+    a switch made them so, or a build was cancelled."""
+    with connect(url) as conn:
+        forget_others(conn, models)
+
+
+def prune_cache(url: str) -> int:
+    """Forget cached embeddings that no indexed file has any more; returns how many."""
+    with connect(url) as conn:
+        tables = model_tables(conn)
+        referenced = " AND ".join(
+            f"NOT EXISTS (SELECT 1 FROM {t} i WHERE i.content_hash = c.content_hash AND i.model = c.model)"
+            for t in tables
+        )
+        cursor = conn.execute(f"DELETE FROM embedding_cache c WHERE {referenced or 'true'}")
+        return cursor.rowcount
