@@ -49,7 +49,10 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
         return None
     if response.status_code in (413, 415, 422):
         raise BadRequest(response.json().get("detail", response.text))
-    return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+    if response.status_code != 200:
+        return None
+    page: dict[str, Any] = response.json()
+    return page
 
 
 def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:

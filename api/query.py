@@ -244,7 +244,8 @@ def _date_at(words: list[str], today: date) -> tuple[tuple[date, date], int] | N
     if w0 == "today":
         return (today, today), 1
     if w0 == "yesterday":
-        return (today - timedelta(days=1),) * 2, 1  # type: ignore[return-value]
+        yesterday = today - timedelta(days=1)
+        return (yesterday, yesterday), 1
     if w0 in ("last", "this") and w1 is not None:
         found = _relative(w1, w0, today)
         if found:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from flows.images import to_rgb
+from core.pictures import open_picture, to_rgb
 from PIL import Image, ImageOps
 
 THUMBNAIL_SIZE = 320
@@ -22,7 +22,7 @@ def ensure_thumbnail(source: Path, target: Path, max_pixels: int) -> Path:
     files that can no longer be decoded."""
     if target.exists():
         return target
-    with Image.open(source) as image:
+    with open_picture(source) as image:
         if image.width * image.height > max_pixels:
             raise ValueError("image too large to thumbnail")
         if image.format == "JPEG":

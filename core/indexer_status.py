@@ -115,8 +115,11 @@ def read(conn: psycopg.Connection[Any]) -> IndexerRow | None:
     ).fetchone()
     if row is None:
         return None
-    *facts, age = row
-    return IndexerRow(*facts, heartbeat_age=None if age is None else float(age))
+    model, device, precision, live, scanning, started, beat, changed, total, done, pending, rate, age = row
+    return IndexerRow(
+        model, device, precision, bool(live), bool(scanning), started, beat, changed,
+        int(total), int(done), int(pending), float(rate), heartbeat_age=None if age is None else float(age),
+    )  # fmt: skip
 
 
 def last_change(conn: psycopg.Connection[Any]) -> datetime | None:

@@ -169,6 +169,7 @@ async def index_once(
                 break
             if step == "switched":
                 await asyncio.sleep(SWITCH_GRACE_SECONDS)  # the next pass drops the old model's table
+    assert before is not None
     after, failed_after = await asyncio.to_thread(_snapshot, url, run.choice.serving)
     await asyncio.to_thread(prune_cache, url)
     added = sum(1 for p in after if p not in before)
@@ -263,7 +264,8 @@ async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], 
         handle = app.update(live=True)
         following = asyncio.create_task(follow())
         try:
-            await asyncio.wait({following, changed}, return_when=asyncio.FIRST_COMPLETED)
+            either: list[asyncio.Future[Any]] = [following, changed]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if following.done():
                 following.result()  # an engine error: raise it
                 return "the engine stopped"

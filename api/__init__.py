@@ -1,0 +1,1 @@
+"""Serving: the table → answers, over HTTP and on the command line."""
