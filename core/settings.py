@@ -1,7 +1,7 @@
 """The one settings object. Read once from the environment, with `.env` as the documented defaults.
 
 The real environment wins over `.env`; relative paths are relative to the project root, whatever
-the working directory.
+the working directory. Every variable, its default and what it does: docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -19,6 +19,26 @@ from dotenv import dotenv_values
 from core.errors import BadRequest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Every variable `load_settings` reads, with its default as `.env` and docs/configuration.md write
+# it. An empty value counts as unset.
+DEFAULTS: dict[str, str] = {
+    "IMAGE_DIR": "img",
+    "DATA_DIR": ".data",
+    "DATABASE_URL": "",
+    "CLIP_MODEL": "openai/clip-vit-base-patch32",
+    "DEVICE": "auto",
+    "PRECISION": "auto",
+    "BATCH_SIZE": "auto",
+    "MAX_IMAGE_PIXELS": "100000000",
+    "HOST": "127.0.0.1",
+    "PORT": "8000",
+    "API_TOKEN": "",
+    "ALLOW_REMOTE_WITHOUT_TOKEN": "0",
+    "UPLOAD_MAX_MB": "20",
+    "SEARCH_EF": "100",
+    "CORS_ORIGINS": "",
+}
 
 
 class SettingsError(BadRequest):
@@ -75,8 +95,12 @@ def _model(raw: str) -> str:
     return raw
 
 
-def _int(values: Mapping[str, str | None], name: str, default: int, lo: int = 1) -> int:
-    raw = values.get(name) or str(default)
+def _raw(values: Mapping[str, str | None], name: str) -> str:
+    return values.get(name) or DEFAULTS[name]
+
+
+def _int(values: Mapping[str, str | None], name: str, lo: int = 1) -> int:
+    raw = _raw(values, name)
     try:
         value = int(raw.replace("_", ""))
     except ValueError:
@@ -90,17 +114,15 @@ def _is_auto(raw: str | None) -> bool:
     return (raw or "").strip().lower() in ("", "auto", "0")
 
 
-def _choice(values: Mapping[str, str | None], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = (values.get(name) or default).strip().lower()
+def _choice(values: Mapping[str, str | None], name: str, allowed: tuple[str, ...]) -> str:
+    value = _raw(values, name).strip().lower()
     if value not in allowed:
         raise SettingsError(f"{name}={value!r} must be one of: {', '.join(allowed)}")
     return value
 
 
-def _bool(values: Mapping[str, str | None], name: str, default: bool) -> bool:
-    raw = (values.get(name) or "").strip().lower()
-    if not raw:
-        return default
+def _bool(values: Mapping[str, str | None], name: str) -> bool:
+    raw = (values.get(name) or "").strip().lower() or DEFAULTS[name]
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw in ("0", "false", "no", "off"):
@@ -149,21 +171,21 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     values: dict[str, str | None] = dict(dotenv_values(env_file or PROJECT_ROOT / ".env"))
     values.update(os.environ if environ is None else environ)
     return Settings(
-        image_dir=_path(values.get("IMAGE_DIR") or "img"),
-        data_dir=_path(values.get("DATA_DIR") or ".data"),
-        database_url=(values.get("DATABASE_URL") or "").strip(),
-        clip_model=_model((values.get("CLIP_MODEL") or "openai/clip-vit-base-patch32").strip()),
-        device=_choice(values, "DEVICE", "auto", ("auto", "cpu", "cuda")),
-        precision=_choice(values, "PRECISION", "auto", ("auto", "float32", "bfloat16", "float16")),
-        batch_size=0 if _is_auto(values.get("BATCH_SIZE")) else _int(values, "BATCH_SIZE", 32),
-        max_image_pixels=_int(values, "MAX_IMAGE_PIXELS", 100_000_000),
-        host=(values.get("HOST") or "127.0.0.1").strip(),
-        port=_int(values, "PORT", 8000),
-        upload_max_bytes=_int(values, "UPLOAD_MAX_MB", 20) * 1024 * 1024,
-        search_ef=_int(values, "SEARCH_EF", 100, lo=10),
-        cors_origins=_origins(values.get("CORS_ORIGINS")),
-        api_token=_token(values.get("API_TOKEN")),
-        allow_remote_without_token=_bool(values, "ALLOW_REMOTE_WITHOUT_TOKEN", False),
+        image_dir=_path(_raw(values, "IMAGE_DIR")),
+        data_dir=_path(_raw(values, "DATA_DIR")),
+        database_url=_raw(values, "DATABASE_URL").strip(),
+        clip_model=_model(_raw(values, "CLIP_MODEL").strip()),
+        device=_choice(values, "DEVICE", ("auto", "cpu", "cuda")),
+        precision=_choice(values, "PRECISION", ("auto", "float32", "bfloat16", "float16")),
+        batch_size=0 if _is_auto(_raw(values, "BATCH_SIZE")) else _int(values, "BATCH_SIZE"),
+        max_image_pixels=_int(values, "MAX_IMAGE_PIXELS"),
+        host=_raw(values, "HOST").strip(),
+        port=_int(values, "PORT"),
+        upload_max_bytes=_int(values, "UPLOAD_MAX_MB") * 1024 * 1024,
+        search_ef=_int(values, "SEARCH_EF", lo=10),
+        cors_origins=_origins(_raw(values, "CORS_ORIGINS")),
+        api_token=_token(_raw(values, "API_TOKEN")),
+        allow_remote_without_token=_bool(values, "ALLOW_REMOTE_WITHOUT_TOKEN"),
     )
 
 
