@@ -205,6 +205,7 @@ class DuplicatesPage(BaseModel):
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The documented error answers of a route."""
     described = {
+        400: "a body that cannot be parsed (not JSON, or broken multipart)",
         404: "not found",
         413: "the upload is larger than UPLOAD_MAX_MB",
         415: "not a usable image",

@@ -7,8 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from core.pictures import open_picture, to_rgb
 from PIL import Image, ImageOps
+
+from core.pictures import open_picture, to_rgb
 
 THUMBNAIL_SIZE = 320
 

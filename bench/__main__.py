@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -108,7 +109,7 @@ def render(report: Report, model: str, precision: str, device: str, args: argpar
         f"- machine: {cpu_name()}, {os.cpu_count()} cores",
         f"- model: {shown_model}, {precision} on {device}",
         f"- corpus: {corpus}",
-        f"- command: `python -m bench {' '.join(a for a in os.sys.argv[1:])}`".rstrip(),
+        f"- command: `python -m bench {' '.join(sys.argv[1:])}`".rstrip(),
         "",
         "| part | metric | Sightline | usual way | ratio | target | met |",
         "| --- | --- | --- | --- | --- | --- | --- |",

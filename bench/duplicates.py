@@ -29,7 +29,7 @@ def plant_duplicates(
     pairs = [(int(a), int(b)) for a, b in zip(chosen[:n], chosen[n:])]
     out = vectors.copy()
     for a, b in pairs:
-        noisy = vectors[a] + 0.2 * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+        noisy = vectors[a] + 0.2 * rng.standard_normal(dim, dtype=np.float32) / np.sqrt(dim)
         out[b] = noisy / np.linalg.norm(noisy)
     return out, pairs
 

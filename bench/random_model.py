@@ -14,7 +14,7 @@ from typing import Any
 from core.settings import PROJECT_ROOT
 
 # transformers' CLIPConfig defaults are ViT-B/32; the others differ in the vision tower and projection
-ARCHITECTURES: dict[str, dict[str, object]] = {
+ARCHITECTURES: dict[str, dict[str, Any]] = {
     "ViT-B/32": {},
     "ViT-B/16": {"vision_config": {"patch_size": 16}},
     "ViT-L/14": {
@@ -31,7 +31,7 @@ ARCHITECTURES: dict[str, dict[str, object]] = {
 }
 # transformers' SiglipConfig defaults are google/siglip-base-patch16-224 (whose fixed-resolution
 # SigLIP 2 counterpart has the same towers and a larger vocabulary, which costs no time per token)
-SIGLIP_ARCHITECTURES: dict[str, dict[str, object]] = {
+SIGLIP_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "SigLIP-B/16": {},
     "SigLIP-B/16-256": {"vision_config": {"image_size": 256}},
 }
@@ -61,7 +61,7 @@ def build_random_clip(arch: str, out_dir: Path, tokenizer_dir: Path = DEFAULT_TO
         raise SystemExit(f"unknown architecture {arch!r}; choose from {known}")
     tokenizer_dir = find_tokenizer(tokenizer_dir)
     torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig(**ARCHITECTURES[arch]))  # type: ignore[arg-type]
+    model: Any = CLIPModel(CLIPConfig(**ARCHITECTURES[arch]))
     _save_with_tokenizer(model, out_dir, tokenizer_dir)
     image_size = model.config.vision_config.image_size
     CLIPImageProcessorPil(
@@ -84,9 +84,9 @@ def _build_random_siglip(arch: str, out_dir: Path, tokenizer_dir: Path) -> Path:
 
     config: dict[str, Any] = dict(SIGLIP_ARCHITECTURES[arch])
     # room for every id of the CLIP tokenizer used in its place (SigLIP's own is not at hand)
-    config["text_config"] = {"vocab_size": 49408, **config.get("text_config", {})}  # type: ignore[dict-item]
+    config["text_config"] = {"vocab_size": 49408, **config.get("text_config", {})}
     torch.manual_seed(0)
-    model = SiglipModel(SiglipConfig(**config))
+    model: Any = SiglipModel(SiglipConfig(**config))
     _save_with_tokenizer(model, out_dir, tokenizer_dir)
     image_size = model.config.vision_config.image_size
     SiglipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(out_dir)

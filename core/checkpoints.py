@@ -167,10 +167,17 @@ def _siglip_spec(config: dict[str, Any], processor: dict[str, Any]) -> ModelSpec
 _CHECKPOINT_FILES = ["*.json", "*.txt", "*.safetensors", "*.model"]
 
 
+def _exists(name: str) -> bool:
+    try:
+        return Path(name).exists()
+    except (OSError, ValueError):  # a name too long to be a path, or with a NUL in it
+        return False
+
+
 def local_checkpoint(name: str) -> str:
     """A local folder holding the checkpoint: `name` itself, or the Hugging Face cache's copy,
     downloaded first if it is missing (the only network traffic Sightline ever makes)."""
-    if Path(name).is_dir():
+    if _exists(name) and Path(name).is_dir():
         return name
     if Path(name).is_absolute() or name.startswith((".", "~")):
         raise FileNotFoundError(name)
@@ -224,7 +231,7 @@ def find_checkpoint(name: str) -> Checkpoint:
     except Exception as exc:
         hint = (
             f"the folder {name} is not a CLIP checkpoint (config.json, model weights, tokenizer)"
-            if Path(name).exists()
+            if _exists(name)
             else "it is not downloaded and the model hub cannot be reached"
         )
         raise ModelLoadError(

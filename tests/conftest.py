@@ -95,9 +95,14 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+MAIN_TIMEOUT: float = 120
+
+
 def run_main(
-    settings: Settings, *args: str, timeout: float = 120, **extra_env: str
+    settings: Settings, *args: str, timeout: float = MAIN_TIMEOUT, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
+    """`main.py ARGS` with `extra_env` added to the environment. A caller spreading a `dict` of variables
+    into `extra_env` names `timeout` too, so that the type checker need not match the dict against it."""
     return subprocess.run(
         [sys.executable, str(ROOT / "main.py"), *args],
         env=env_for(settings, **extra_env),
@@ -177,7 +182,7 @@ def start_process(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
     def start(settings: Settings, *args: str, **extra_env: str) -> Process:
-        p = Process(settings, list(args), tmp_path / f"proc-{len(started)}.log", **extra_env)
+        p = Process(settings, list(args), tmp_path / f"proc-{len(started)}.log", prefix=None, **extra_env)
         started.append(p)
         return p
 

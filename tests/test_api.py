@@ -8,12 +8,12 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import httpx
 import pytest
-from conftest import ROOT, env_for, free_port, query, run_main, wait_for
+from conftest import ROOT, Process, env_for, free_port, query, run_main, wait_for
 from fastapi.testclient import TestClient
 from PIL import Image
 from shapes import Drawing, draw
@@ -48,7 +48,19 @@ def client(indexed: Settings) -> Iterator[TestClient]:
         yield c
 
 
-def paths(response: httpx.Response) -> list[str]:
+class JsonResponse(Protocol):
+    """What `paths` reads of a response: an `httpx.Response`, or the TestClient's (from `httpx2`)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+def paths(response: JsonResponse) -> list[str]:
     assert response.status_code == 200, response.text
     return [r["path"] for r in response.json()["results"]]
 
@@ -103,12 +115,14 @@ class TestTextSearch:
 
 
 class TestImageSearch:
-    def test_similar_images_rank_a_duplicate_first_and_leave_the_image_out(self, client, indexed) -> None:
+    def test_similar_images_rank_a_duplicate_first_and_leave_the_image_out(
+        self, client: TestClient, indexed: Settings
+    ) -> None:
         original = image_id(indexed, "orange-square.png")
         found = paths(client.get(f"/api/images/{original}/similar", params={"limit": 5}))
         assert found[0] == "orange-square-copy.png" and "orange-square.png" not in found
 
-    def test_an_uploaded_example_finds_its_kind_and_is_not_stored(self, client, indexed) -> None:
+    def test_an_uploaded_example_finds_its_kind_and_is_not_stored(self, client: TestClient, indexed: Settings) -> None:
         upload = io.BytesIO()
         draw(Drawing("yellow", "triangle"), width=140, height=110, background=(40, 40, 40)).save(upload, "PNG")
         response = client.post("/api/search/image", files={"file": ("example.png", upload.getvalue(), "image/png")})
@@ -117,12 +131,14 @@ class TestImageSearch:
 
 
 class TestFiles:
-    def test_the_original_comes_with_its_content_type(self, client, indexed) -> None:
+    def test_the_original_comes_with_its_content_type(self, client: TestClient, indexed: Settings) -> None:
         response = client.get(f"/api/images/{image_id(indexed, 'trips/blue-circle.jpg')}/file")
         assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
         assert response.content == (indexed.image_dir / "trips" / "blue-circle.jpg").read_bytes()
 
-    def test_thumbnails_are_small_cached_and_renewed_when_the_file_changes(self, client, indexed, index) -> None:
+    def test_thumbnails_are_small_cached_and_renewed_when_the_file_changes(
+        self, client: TestClient, indexed: Settings, index: Callable[[Settings], Any]
+    ) -> None:
         big = indexed.image_dir / "big.png"
         draw(Drawing("red", "square"), width=1000, height=600).save(big)
         index(indexed)
@@ -180,7 +196,7 @@ class TestBadRequests:
             response = c.post("/api/search/image", files={"file": ("big.png", b"\0" * 150_000, "image/png")})
         assert response.status_code == 413 and "MB" in response.json()["detail"]
 
-    def test_a_deleted_file_is_not_served_even_by_its_old_id(self, client, indexed) -> None:
+    def test_a_deleted_file_is_not_served_even_by_its_old_id(self, client: TestClient, indexed: Settings) -> None:
         ident = image_id(indexed, "red-circle.png")
         (indexed.image_dir / "red-circle.png").unlink()
         assert client.get(f"/api/images/{ident}/file").status_code == 404
@@ -242,7 +258,9 @@ class TestBeforeTheFirstIndex:
 
 
 class TestServer:
-    def test_serve_runs_the_live_indexer_and_the_api_in_one_process(self, settings, start_process) -> None:
+    def test_serve_runs_the_live_indexer_and_the_api_in_one_process(
+        self, settings: Settings, start_process: Callable[..., Process]
+    ) -> None:
         port = free_port()
         server = start_process(settings, "serve", PORT=str(port))
         base = f"http://127.0.0.1:{port}"

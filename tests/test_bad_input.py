@@ -197,7 +197,9 @@ def palette_png_with_transparency(drawing: Drawing) -> bytes:
     mask = np.asarray(shape.convert("L")) > 0
     indices = np.where(mask, 1, 0).astype(np.uint8)
     picture = Image.frombytes("P", shape.size, indices.tobytes())
-    picture.putpalette([0, 0, 0, *shape.getpixel((48, 48))])
+    colour = shape.getpixel((48, 48))
+    assert isinstance(colour, tuple)  # an RGB picture's pixel
+    picture.putpalette([0, 0, 0, *colour])
     return saved(picture, "PNG", transparency=0)
 
 

@@ -11,18 +11,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pgserver
 import pytest
-from conftest import ROOT, TINY_CLIP, env_for, free_port, query, run_main, wait_for
+from conftest import ROOT, TINY_CLIP, Process, env_for, free_port, query, run_main, wait_for
 from shapes import ALL_DRAWINGS, draw, random_drawing, write_corpus
 
 from core.db import connect
 from core.settings import Settings, load_settings
 
-PG_BIN = Path(__import__("pgserver").__file__).parent / "pginstall" / "bin"
+PG_BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
 class StoppablePostgres:
@@ -70,7 +72,7 @@ def own_postgres(tmp_path: Path) -> Iterator[tuple[StoppablePostgres, str]]:
         pass  # already stopped
 
 
-def search_paths(base: str, q: str, **params: object) -> list[str]:
+def search_paths(base: str, q: str, **params: str | int) -> list[str]:
     response = httpx.get(f"{base}/api/search", params={"q": q, "limit": 200, **params}, timeout=10)
     response.raise_for_status()
     return [r["path"] for r in response.json()["results"]]
@@ -86,7 +88,10 @@ def live_and_ready(base: str, images: int) -> bool:
 
 class TestDatabaseOutage:
     def test_searches_get_a_quick_503_then_everything_recovers_without_a_restart(
-        self, tmp_path, own_postgres, start_process
+        self,
+        tmp_path: Path,
+        own_postgres: tuple[StoppablePostgres, str],
+        start_process: Callable[..., Process],
     ) -> None:
         server, url = own_postgres
         image_dir = tmp_path / "img"
@@ -171,11 +176,13 @@ class TestCrashes:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+
             # kill it in the middle of real work: once it has embedded a few more images
+            def embedded_more_or_ended(before: int = before, proc: subprocess.Popen[bytes] = proc) -> bool:
+                return cached() >= before + 25 or proc.poll() is not None
+
             try:
-                wait_for(
-                    lambda before=before, proc=proc: cached() >= before + 25 or proc.poll() is not None, timeout=120
-                )
+                wait_for(embedded_more_or_ended, timeout=120)
             finally:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
@@ -201,7 +208,7 @@ class TestCrashes:
 
 class TestRestart:
     def test_a_restarted_server_answers_from_the_existing_index_while_it_rescans(
-        self, settings: Settings, index, start_process
+        self, settings: Settings, index: Callable[[Settings], Any], start_process: Callable[..., Process]
     ) -> None:
         index(settings)
         total = len(ALL_DRAWINGS)

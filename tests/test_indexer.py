@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ROOT, copy_tiny_model, env_for, query, run_main, wait_for, write_slowly
+from conftest import ROOT, Process, copy_tiny_model, env_for, query, run_main, wait_for, write_slowly
 from PIL import Image
 from shapes import ALL_DRAWINGS, Drawing, draw
 
@@ -39,7 +41,9 @@ def jpeg_bytes(image: Image.Image, **save: object) -> bytes:
 
 
 class TestFirstIndex:
-    def test_every_image_gets_one_row_with_its_facts_and_a_unit_vector(self, settings, index) -> None:
+    def test_every_image_gets_one_row_with_its_facts_and_a_unit_vector(
+        self, settings: Settings, index: Callable[[Settings], Any]
+    ) -> None:
         summary = index(settings)
         assert (summary.added, summary.embedded, summary.failed) == (N, N, 0)
         found = query(settings, "SELECT path, content_hash, size, width, height, format, model, embedding FROM images")
@@ -53,13 +57,15 @@ class TestFirstIndex:
             assert vector.dtype == np.float32 and vector.shape == (32,)
             assert abs(np.linalg.norm(vector) - 1) < 1e-4
 
-    def test_the_table_has_an_hnsw_cosine_index(self, settings, index) -> None:
+    def test_the_table_has_an_hnsw_cosine_index(self, settings: Settings, index: Callable[[Settings], Any]) -> None:
         index(settings)
         table = model_table(settings.clip_model)
         definitions = [r[0] for r in query(settings, "SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,))]
         assert any("USING hnsw (embedding vector_cosine_ops)" in d for d in definitions), definitions
 
-    def test_a_text_query_finds_its_picture_first_by_cosine_distance(self, settings, index) -> None:
+    def test_a_text_query_finds_its_picture_first_by_cosine_distance(
+        self, settings: Settings, index: Callable[[Settings], Any]
+    ) -> None:
         index(settings)
         model = open_embedder(settings.clip_model)
         for caption in ("a blue square", "a green triangle", "a red circle"):
@@ -67,7 +73,9 @@ class TestFirstIndex:
             best = query(settings, "SELECT path FROM images ORDER BY embedding <=> %s LIMIT 1", (vector,))
             assert best[0][0] == Drawing(*caption.split()[1:]).slug + ".png"
 
-    def test_subfolders_and_upper_case_extensions_are_indexed_hidden_files_are_not(self, settings, index) -> None:
+    def test_subfolders_and_upper_case_extensions_are_indexed_hidden_files_are_not(
+        self, settings: Settings, index: Callable[[Settings], Any]
+    ) -> None:
         nested = settings.image_dir / "trips" / "2023" / "beach"
         nested.mkdir(parents=True)
         shutil.copy(settings.image_dir / "red-circle.png", nested / "SUNSET.PNG")
@@ -82,7 +90,9 @@ class TestFirstIndex:
         assert not any(p.startswith(".") or "/." in p for p in paths)
         assert "notes.txt" not in paths and "notes.txt" not in errors(settings)
 
-    def test_exif_orientation_date_and_camera_are_read(self, settings, index) -> None:
+    def test_exif_orientation_date_and_camera_are_read(
+        self, settings: Settings, index: Callable[[Settings], Any]
+    ) -> None:
         picture = draw(ALL_DRAWINGS[0], width=200, height=100)
         exif = Image.Exif()
         exif[274] = 6  # rotate 90° when displayed
@@ -98,13 +108,13 @@ class TestFirstIndex:
 
 
 class TestIncremental:
-    def test_an_unchanged_folder_embeds_nothing(self, settings, index) -> None:
+    def test_an_unchanged_folder_embeds_nothing(self, settings: Settings, index: Callable[[Settings], Any]) -> None:
         index(settings)
         again = index(settings)
         assert (again.added, again.updated, again.deleted, again.unchanged) == (0, 0, 0, N)
         assert again.embedded == 0 and again.reused == 0
 
-    def test_a_modified_file_is_embedded_again(self, settings, index) -> None:
+    def test_a_modified_file_is_embedded_again(self, settings: Settings, index: Callable[[Settings], Any]) -> None:
         index(settings)
         before = rows(settings)["red-circle.png"]
         time.sleep(0.01)
@@ -114,13 +124,13 @@ class TestIncremental:
         after = rows(settings)["red-circle.png"]
         assert after[0] != before[0] and after[2:] == (90, 90)
 
-    def test_a_deleted_file_loses_its_row(self, settings, index) -> None:
+    def test_a_deleted_file_loses_its_row(self, settings: Settings, index: Callable[[Settings], Any]) -> None:
         index(settings)
         (settings.image_dir / "blue-square.png").unlink()
         summary = index(settings)
         assert summary.deleted == 1 and "blue-square.png" not in rows(settings)
 
-    def test_a_renamed_file_reuses_its_embedding(self, settings, index) -> None:
+    def test_a_renamed_file_reuses_its_embedding(self, settings: Settings, index: Callable[[Settings], Any]) -> None:
         index(settings)
         old = rows(settings)["blue-square.png"]
         (settings.image_dir / "blue-square.png").rename(settings.image_dir / "renamed.png")
@@ -128,7 +138,7 @@ class TestIncremental:
         assert (summary.added, summary.deleted, summary.embedded, summary.reused) == (1, 1, 0, 1)
         assert rows(settings)["renamed.png"][0] == old[0]
 
-    def test_a_copied_file_reuses_its_embedding(self, settings, index) -> None:
+    def test_a_copied_file_reuses_its_embedding(self, settings: Settings, index: Callable[[Settings], Any]) -> None:
         index(settings)
         (settings.image_dir / "copies").mkdir()
         shutil.copy(settings.image_dir / "green-circle.png", settings.image_dir / "copies" / "again.png")
@@ -140,7 +150,9 @@ class TestIncremental:
         )
         assert np.array_equal(vectors[0][0].to_numpy(), vectors[1][0].to_numpy())
 
-    def test_losing_the_indexer_state_rebuilds_from_the_cache_without_the_model(self, settings, index) -> None:
+    def test_losing_the_indexer_state_rebuilds_from_the_cache_without_the_model(
+        self, settings: Settings, index: Callable[[Settings], Any]
+    ) -> None:
         index(settings)
         shutil.rmtree(settings.state_dir)
         summary = index(settings)
@@ -169,7 +181,9 @@ class TestBadFiles:
             (settings.image_dir / "bad" / name).write_bytes(data)
         return files
 
-    def test_each_bad_file_gets_a_reason_and_every_good_one_a_row(self, settings, index, bad_files) -> None:
+    def test_each_bad_file_gets_a_reason_and_every_good_one_a_row(
+        self, settings: Settings, index: Callable[[Settings], Any], bad_files: dict[str, bytes]
+    ) -> None:
         summary = index(settings)
         assert summary.failed == len(bad_files) and len(rows(settings)) == N
         reasons = errors(settings)
@@ -180,7 +194,9 @@ class TestBadFiles:
         assert "too large" in reasons["bad/bomb.png"] and "MAX_IMAGE_PIXELS" in reasons["bad/bomb.png"]
         assert all("\n" not in r for r in reasons.values())
 
-    def test_a_fixed_file_loses_its_error_and_a_removed_one_too(self, settings, index, bad_files) -> None:
+    def test_a_fixed_file_loses_its_error_and_a_removed_one_too(
+        self, settings: Settings, index: Callable[[Settings], Any], bad_files: dict[str, bytes]
+    ) -> None:
         index(settings)
         shutil.copy(settings.image_dir / "red-circle.png", settings.image_dir / "bad" / "text.png")
         (settings.image_dir / "bad" / "empty.jpg").unlink()
@@ -190,7 +206,9 @@ class TestBadFiles:
 
 
 class TestModels:
-    def test_changing_the_model_re_embeds_and_never_mixes_vectors(self, settings, index, tmp_path) -> None:
+    def test_changing_the_model_re_embeds_and_never_mixes_vectors(
+        self, settings: Settings, index: Callable[[Settings], Any], tmp_path: Path
+    ) -> None:
         index(settings)
         other = settings.with_overrides(clip_model=str(copy_tiny_model(tmp_path / "another-model")))
         summary = index(other)
@@ -238,7 +256,9 @@ class TestCommandLine:
 
 
 class TestLive:
-    def test_watch_follows_the_folder_and_a_slow_copy_ends_as_one_clean_row(self, settings, start_process) -> None:
+    def test_watch_follows_the_folder_and_a_slow_copy_ends_as_one_clean_row(
+        self, settings: Settings, start_process: Callable[..., Process]
+    ) -> None:
         watcher = start_process(settings, "watch")
         wait_for(lambda: "watching" in watcher.output(), timeout=60)
         assert len(rows(settings)) == N

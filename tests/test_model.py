@@ -7,6 +7,8 @@ import io
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,17 +17,17 @@ from PIL import Image
 from shapes import ALL_DRAWINGS, random_drawing, write_corpus
 
 from core.checkpoints import ModelLoadError, auto_batch_size, choose_precision
-from core.embedder import open_embedder
+from core.embedder import Embedder, open_embedder
 from core.pictures import decode_image, normalize, normalize_tensor, prepare_pixels
 from core.settings import Settings, load_settings
 
 
 @pytest.fixture(scope="module")
-def model():  # type: ignore[no-untyped-def]
+def model() -> Embedder:
     return open_embedder(str(TINY_CLIP))
 
 
-def test_tiny_model_ranks_the_matching_picture_first_for_every_caption(model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tiny_model_ranks_the_matching_picture_first_for_every_caption(model: Embedder, tmp_path: Path) -> None:
     files = write_corpus(tmp_path)
     captions = list(files)
     image_vectors = np.stack([model.embed_image(Image.open(files[c])) for c in captions])
@@ -35,24 +37,24 @@ def test_tiny_model_ranks_the_matching_picture_first_for_every_caption(model, tm
     assert wrong == [], f"caption → picture ranked first instead: {wrong}"
 
 
-def test_embeddings_are_unit_length_float32_of_the_projection_size(model) -> None:  # type: ignore[no-untyped-def]
+def test_embeddings_are_unit_length_float32_of_the_projection_size(model: Embedder) -> None:
     vectors = model.embed_texts(["a red circle", "a much longer caption about a blue square on grey"])
     assert vectors.dtype == np.float32
     assert vectors.shape == (2, model.dim) and model.dim == 32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_a_very_long_query_is_cut_at_the_token_limit_not_refused(model) -> None:  # type: ignore[no-untyped-def]
+def test_a_very_long_query_is_cut_at_the_token_limit_not_refused(model: Embedder) -> None:
     vector = model.embed_text("a red circle " * 200)
     assert vector.shape == (model.dim,)
 
 
-def test_repeated_text_queries_come_from_the_cache(model) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_text_queries_come_from_the_cache(model: Embedder) -> None:
     first = model.embed_text("a purple triangle")
     assert model.embed_text("a purple triangle") is first
 
 
-def test_fast_preprocessing_equals_the_models_own_processor(model) -> None:  # type: ignore[no-untyped-def]
+def test_fast_preprocessing_equals_the_models_own_processor(model: Embedder) -> None:
     from transformers import CLIPImageProcessorPil
 
     processor = CLIPImageProcessorPil.from_pretrained(str(TINY_CLIP))
@@ -65,7 +67,7 @@ def test_fast_preprocessing_equals_the_models_own_processor(model) -> None:  # t
         assert np.abs(ours - theirs).max() < 1e-5, image.size
 
 
-def test_jpeg_draft_decoding_keeps_the_embedding(model) -> None:  # type: ignore[no-untyped-def]
+def test_jpeg_draft_decoding_keeps_the_embedding(model: Embedder) -> None:
     image = random_drawing(ALL_DRAWINGS[4], random.Random(5), base=900)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=92)
@@ -83,7 +85,7 @@ def test_precision_auto_picks_float16_on_cuda_and_respects_an_explicit_choice() 
     assert choose_precision("float32", "cuda") == "float32"
 
 
-def test_a_missing_local_model_raises_a_message_naming_clip_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_local_model_raises_a_message_naming_clip_model(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="CLIP_MODEL"):
         open_embedder(str(tmp_path / "no-such-model"))
 
@@ -119,7 +121,7 @@ class TestOnAGPU:
     """What indexing does differently with CUDA, checked where the suite runs (CPU only): the
     arithmetic the GPU path does, and the batch sizes it picks."""
 
-    def test_normalizing_where_the_model_runs_equals_normalizing_in_numpy(self, model) -> None:  # type: ignore[no-untyped-def]
+    def test_normalizing_where_the_model_runs_equals_normalizing_in_numpy(self, model: Embedder) -> None:
         import torch
 
         pixels = np.random.default_rng(3).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
@@ -143,7 +145,13 @@ class TestOnAGPU:
         model = open_embedder(str(TINY_CLIP), "cpu", "float32")
         passes: list[int] = []
         real = model.embed_pixels
-        model.embed_pixels = lambda batch: passes.append(len(batch)) or real(batch)  # type: ignore[method-assign]
+
+        def counted(batch: np.ndarray) -> np.ndarray:
+            passes.append(len(batch))
+            return real(batch)
+
+        spied: Any = model  # to replace its method with a spy
+        spied.embed_pixels = counted
         embed = make_batched_embed(model, 0)
         pixels = np.random.default_rng(4).integers(0, 256, (70, 64, 64, 3), dtype=np.uint8)
 

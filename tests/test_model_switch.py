@@ -111,7 +111,7 @@ class Server:
         self.client = httpx.Client(base_url=base, timeout=30)
 
     def status(self) -> dict[str, Any]:
-        return self.client.get("/api/status").json()  # type: ignore[no-any-return]
+        return self.client.get("/api/status").json()
 
     def search(self) -> httpx.Response:
         return self.client.get("/api/search", params={"q": QUERY, "limit": 40})

@@ -285,7 +285,9 @@ class TestWeightedSums:
         top = more["results"][0]
         assert top["score"] == pytest.approx(float(vectors[top["path"]] @ expected), abs=2e-5)
 
-    def test_the_structured_form_gives_the_same_answer_as_the_language(self, client: TestClient, indexed) -> None:
+    def test_the_structured_form_gives_the_same_answer_as_the_language(
+        self, client: TestClient, indexed: Settings
+    ) -> None:
         ident = image_id(indexed, "orange-square.png")
         body = {
             "terms": [{"text": "a blue triangle", "weight": 2}, {"image_id": ident, "weight": -0.5}],

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import ROOT, TINY_CLIP, env_for, free_port, query, run_main, wait_for
+from conftest import MAIN_TIMEOUT, ROOT, TINY_CLIP, env_for, free_port, query, run_main, wait_for
 from PIL import Image
 from shapes import Drawing, draw, write_corpus
 
@@ -184,7 +184,7 @@ class TestBinding:
         self, settings: Settings, env: dict[str, str], args: list[str]
     ) -> None:
         started = time.monotonic()
-        result = run_main(settings, "serve", *args, PORT=str(free_port()), API_TOKEN="", **env)
+        result = run_main(settings, "serve", *args, timeout=MAIN_TIMEOUT, PORT=str(free_port()), API_TOKEN="", **env)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: refusing to listen on"), result.stderr
@@ -294,10 +294,14 @@ class TestToken:
         # the database here is unreachable, so an answer can only have come through the server
         nowhere = "postgresql://nobody@127.0.0.1:9/none?connect_timeout=2"
         env = {"PORT": str(api.port), "DATABASE_URL": nowhere}
-        result = run_main(folder, "search", "a purple square", "--json", "--limit", "1", API_TOKEN=TOKEN, **env)
+        result = run_main(
+            folder, "search", "a purple square", "--json", "--limit", "1", timeout=MAIN_TIMEOUT, API_TOKEN=TOKEN, **env
+        )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["results"][0]["path"] == "purple-square.png"
-        refused = run_main(folder, "search", "a purple square", "--limit", "1", API_TOKEN="not-it", **env)
+        refused = run_main(
+            folder, "search", "a purple square", "--limit", "1", timeout=MAIN_TIMEOUT, API_TOKEN="not-it", **env
+        )
         assert refused.returncode != 0 and "purple-square.png" not in refused.stdout
 
 
@@ -480,7 +484,7 @@ HOSTILE = [
 
 class TestSql:
     def _intact(self, folder: Settings) -> tuple[int, int]:
-        return query(folder, "SELECT count(*), count(DISTINCT id) FROM images")[0]  # type: ignore[return-value]
+        return query(folder, "SELECT count(*), count(DISTINCT id) FROM images")[0]
 
     @pytest.mark.parametrize("q", [*HOSTILE, "a red circle " * 500])
     def test_hostile_text_is_just_text(self, client: httpx.Client, folder: Settings, q: str) -> None:

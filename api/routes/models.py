@@ -61,7 +61,7 @@ def model_info(services: ServicesDep) -> dict[str, Any]:
     summary="Choose the model: it is built beside the one in use, which keeps answering until the new "
     "one has every image (or at once, with switch_now); choosing the model in use cancels a build",
     response_model=None,
-    responses=answers(Models, 422, 503),
+    responses=answers(Models, 400, 422, 503),
 )
 def model_choose(services: ServicesDep, body: ModelRequest) -> dict[str, Any]:
     name = body.model.strip()

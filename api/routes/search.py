@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from api.answer import Ask, Upload, answer, check_weight
 from api.query import Term
 from api.schemas import QUERY_HELP, ImageTerm, SearchPage, StructuredSearch, TextTerm, answers, errors
-from api.search import MAX_LIMIT, make_filters
+from api.search import MAX_LIMIT, SearchFilters, make_filters
 from api.services import ServicesDep
 from core.errors import BadRequest, TooLarge, Unsupported
 from core.pictures import ImageError, decode_image
 
-router = APIRouter(prefix="/api/search", tags=["search"], responses=errors(422, 503))
+router = APIRouter(prefix="/api/search", tags=["search"], responses=errors(400, 422, 503))
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
 Offset = Annotated[int, Query(ge=0, description="results to skip")]
@@ -22,27 +22,32 @@ MinMatch = Annotated[
     str | None,
     Query(description="drop results judged below this level: strong, weak or none (see `match` in results)"),
 ]
-Folder = Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")]
-TakenAfter = Annotated[str | None, Query(description="ISO date, inclusive")]
-TakenBefore = Annotated[str | None, Query(description="ISO date, inclusive")]
-Format = Annotated[str | None, Query(description="jpeg, png, webp, gif, bmp, tiff")]
+
+
+def query_filters(
+    folder: Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")] = None,
+    taken_after: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
+    taken_before: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
+    format: Annotated[str | None, Query(description="jpeg, png, webp, gif, bmp, tiff")] = None,
+) -> SearchFilters:
+    """The filters of the query string, checked."""
+    return make_filters(folder, taken_after, taken_before, format)
+
+
+Filters = Annotated[SearchFilters, Depends(query_filters)]
 
 
 @router.get("", summary="Search by text or the query language", response_model=None, responses=answers(SearchPage))
 def search_text(
     services: ServicesDep,
+    filters: Filters,
     q: Annotated[str, Query(description=QUERY_HELP)] = "",
     limit: Limit = 40,
     offset: Offset = 0,
-    folder: Folder = None,
-    taken_after: TakenAfter = None,
-    taken_before: TakenBefore = None,
-    format: Format = None,
     min_match: MinMatch = None,
 ) -> dict[str, Any]:
     if not q.strip():
         raise BadRequest("q must not be empty: describe what you are looking for, e.g. q=a dog on a beach")
-    filters = make_filters(folder, taken_after, taken_before, format)
     ask = Ask(q=q, filters=filters, limit=limit, offset=offset, min_match=min_match, echo=q)
     return answer(services, ask)
 
@@ -78,13 +83,10 @@ def search_terms(services: ServicesDep, body: StructuredSearch) -> dict[str, Any
 )
 def search_image(
     services: ServicesDep,
+    filters: Filters,
     file: Annotated[UploadFile, File(description="an image file")],
     limit: Limit = 40,
     offset: Offset = 0,
-    folder: Folder = None,
-    taken_after: TakenAfter = None,
-    taken_before: TakenBefore = None,
-    format: Format = None,
     q: Annotated[str, Query(description="text terms to combine with the image (query language)")] = "",
     image_weight: Annotated[float, Query(allow_inf_nan=False, description="the upload's weight")] = 1.0,
     min_match: MinMatch = None,
@@ -93,7 +95,6 @@ def search_image(
     data = file.file.read(cap + 1)
     if len(data) > cap:
         raise TooLarge(f"The upload is larger than {cap // (1024 * 1024)} MB (UPLOAD_MAX_MB).")
-    filters = make_filters(folder, taken_after, taken_before, format)
     check_weight(image_weight, "image_weight")
     embedder = services.embedder()
     try:
