@@ -23,8 +23,10 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
@@ -178,6 +180,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     server = uvicorn.Server(config)
     config.access_log = False
     print(f"Sightline on http://{host}:{port}/  (indexing {settings.image_dir})", flush=True)
+    _wait_for_the_indexer_on_signals(server)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
@@ -188,6 +191,22 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     finally:
         indexer.cancel()
         await asyncio.gather(indexer, return_exceptions=True)
+
+
+def _wait_for_the_indexer_on_signals(server: Any) -> None:
+    """uvicorn stops on Ctrl-C or SIGTERM and then raises the same signal again, for the handler
+    that was there before it. The default one would end the process before the indexer records
+    that it has stopped; this one lets that repeat go (the server is stopping already) and ends
+    the process at any other."""
+    repeated: list[int] = []
+
+    def handle(sig: int, frame: object) -> None:
+        if not server.should_exit or repeated:
+            raise KeyboardInterrupt
+        repeated.append(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
 
 
 def _report_indexer_end(task: asyncio.Task[None]) -> None:
