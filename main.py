@@ -28,7 +28,7 @@ import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from core.errors import UserError  # noqa: E402
+from core.errors import BadRequest, Unavailable, UserError  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
 
 if __name__ != "__main__":
@@ -103,8 +103,7 @@ def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
     from core.model_state import choose_model
 
     if args.now and not args.name:
-        print("error: --now needs the NAME of the model to switch to", file=sys.stderr)
-        return 2
+        raise BadRequest("--now needs the NAME of the model to switch to")
     url = database_url(settings)
     ensure_schema(url)
     if args.name:
@@ -131,8 +130,7 @@ def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
     with connect(database_url(settings)) as conn:
         model = read_choice(conn, settings.clip_model).serving
         if not table_exists(conn, model_table(model)):
-            print("error: nothing is indexed in this database yet; run `python main.py index` first", file=sys.stderr)
-            return 2
+            raise Unavailable("nothing is indexed in this database yet; run `python main.py index` first")
         page = duplicates_page(
             conn, model, duplicate_cache(), threshold=args.threshold, folder=args.folder, limit=args.limit, offset=0
         )

@@ -16,7 +16,7 @@ from typing import Any
 from api.answer import Ask, OneConnection, Upload, answer
 from core.db import connect, database_url, table_exists
 from core.embedder import open_embedder
-from core.errors import BadRequest, Unavailable, UserError
+from core.errors import BadRequest, Unavailable
 from core.model_state import model_table, read_choice
 from core.pictures import ImageError, decode_image
 from core.settings import Settings
@@ -89,13 +89,8 @@ def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 def run_search(settings: Settings, args: argparse.Namespace) -> int:
     args.text = (args.text or "").strip()
     if not args.text and not args.image:
-        print('error: give a text to search for, e.g. search "a dog on a beach", or --image PATH', file=sys.stderr)
-        return 2
-    try:
-        page = search_through_server(settings, args) or search_here(settings, args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise BadRequest('give a text to search for, e.g. search "a dog on a beach", or --image PATH')
+    page = search_through_server(settings, args) or search_here(settings, args)
     print_page(page, args)
     return 0
 
