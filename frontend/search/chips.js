@@ -11,10 +11,11 @@ export function showUnderstood(understood, edit) {
     els.chips.hidden = true;
     return;
   }
-  const remove = (start, end, label) => removeButton(label, () => {
-    const q = sentQuery();
-    edit(tidy(q.slice(0, start) + " " + q.slice(end)));
-  });
+  // The positions are in the query this answer is for: by the time a chip is clicked the box
+  // may hold a newer one, still on its way.
+  const q = sentQuery();
+  const remove = (start, end, label) =>
+    removeButton(label, () => edit(tidy(q.slice(0, start) + " " + q.slice(end))));
   const chips = [];
   for (const t of terms) {
     const chip = makeChip(t.weight < 0 ? "chip term term-negative" : "chip term");

@@ -14,37 +14,43 @@ function fetchPage(offset) {
   const params = { limit: PAGE, offset, ...filters() };
   if (state.mode === "text") return searchText(state.q.trim(), params);
   if (state.mode === "similar") return searchSimilar(state.similar, params);
-  if (state.mode === "image") return searchImage(state.file, params);
-  return Promise.resolve(null);
+  return searchImage(state.file, params);
 }
 
-export async function search() {
+// A new search leaves the previous answer on the page until its own first page arrives, then
+// replaces tiles, chips and message together: the page never shows the results of one query
+// beside the chips of another, nor an empty grid while the answer is on its way. An answer to
+// a query that has since been replaced is dropped.
+export function search() {
   const generation = ++state.generation;
-  state.results = [];
-  state.offset = 0;
-  state.hasMore = false;
-  clearTiles();
-  hideUnderstood();
-  showQueryChip(clearExample);
   if (state.mode === "none") {
+    showAnswer(null);
+    settle();
     showMessage(emptyIndexMessage() || "Type what you are looking for, or drop an image here.");
-    return;
+    return Promise.resolve();
   }
-  await loadMore(generation);
+  return fetchAndShow(generation, 0);
 }
 
-export async function loadMore(generation = state.generation) {
-  if (state.loading && generation === state.generation && state.offset > 0) return;
+// The next page of the current answer. While a new search is on its way the offset is still the
+// old answer's, so nothing is fetched then.
+export function loadMore() {
+  if (state.loading || !state.hasMore) return Promise.resolve();
+  return fetchAndShow(state.generation, state.offset);
+}
+
+async function fetchAndShow(generation, offset) {
   state.loading = true;
   els.grid.setAttribute("aria-busy", "true");
+  els.main.classList.toggle("replacing", offset === 0);
   try {
-    const page = await fetchPage(state.offset);
-    if (generation !== state.generation || !page) return;
+    const page = await fetchPage(offset);
+    if (generation !== state.generation) return;
+    if (offset === 0) showAnswer(page);
     state.results.push(...page.results);
     state.offset += page.results.length;
     state.hasMore = page.has_more;
     renderTiles(page.results, tileActions);
-    if (page.understood && page.offset === 0) showUnderstood(page.understood, setQuery);
     if (state.results.length === 0) {
       showMessage(emptyIndexMessage() || "No matching images. Try other words, or clear the filters.");
     } else if (!state.results.some((r) => levelOf(r) === "strong")) {
@@ -55,15 +61,30 @@ export async function loadMore(generation = state.generation) {
     hideBanner("error");
   } catch (error) {
     if (generation !== state.generation) return;
+    if (offset === 0) showAnswer(null); // no results shown under a query they do not answer
     if (error.status === 0 || error.status >= 500) showBanner(error.message, "error");
     else showMessage(error.message);
   } finally {
-    if (generation === state.generation) {
-      state.loading = false;
-      els.grid.removeAttribute("aria-busy");
-      els.more.hidden = !state.hasMore;
-    }
+    if (generation === state.generation) settle();
   }
+}
+
+function settle() {
+  state.loading = false;
+  els.grid.removeAttribute("aria-busy");
+  els.main.classList.remove("replacing");
+  els.more.hidden = !state.hasMore;
+}
+
+// Clears the previous answer and shows how this one understood the query; its tiles follow.
+function showAnswer(page) {
+  state.results = [];
+  state.offset = 0;
+  state.hasMore = false;
+  clearTiles();
+  if (page?.understood) showUnderstood(page.understood, setQuery);
+  else hideUnderstood();
+  showQueryChip(clearExample);
 }
 
 let typingTimer = 0;

@@ -10,7 +10,7 @@ export const els = {
   clear: $("clear-filters"), banner: $("banner"), chip: $("query-chip"), message: $("message"), grid: $("results"),
   sentinel: $("sentinel"), more: $("more"), viewer: $("viewer"), drop: $("drop"), chips: $("chips"),
   weakGrid: $("results-weak"), noneGrid: $("results-none"), weakDivider: $("divider-weak"),
-  noneDivider: $("divider-none"),
+  noneDivider: $("divider-none"), main: document.querySelector("main"),
 };
 
 export const state = {
