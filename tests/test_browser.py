@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ARTIFACTS, copy_tiny_model, free_port, wait_for
+from playwright.sync_api import expect
 from shapes import ALL_DRAWINGS, Drawing, draw, random_drawing
 
 from core.settings import Settings
@@ -94,8 +95,10 @@ def test_typing_a_description_shows_the_matching_picture_first(page: Any, server
     page.goto(server + "/")
     assert page.evaluate("document.activeElement.id") == "q"
     page.keyboard.type("a green triangle")
-    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('green-triangle')")
-    assert "q=a+green+triangle" in page.url or "q=a%20green%20triangle" in page.url
+    # typing searches once it pauses: wait for the whole query, then for its answer
+    page.wait_for_url("**/?q=a+green+triangle")
+    page.wait_for_selector("#results:not([aria-busy])", state="attached")
+    assert first_paths(page, 1)[0].startswith("green-triangle")
     assert page.locator(".tile .score").first.inner_text().startswith("0.")
     page.wait_for_function("[...document.images].every((i) => i.complete)")
     screenshot(page, "search-page.png")
@@ -117,23 +120,25 @@ def test_the_larger_view_shows_facts_and_more_like_this(page: Any, server: str) 
     page.goto(server + "/?q=a%20purple%20triangle")
     page.wait_for_function("document.querySelector('.tile')?.dataset.path.includes('purple-triangle')")
     page.locator(".tile button").first.click()
-    assert page.locator("#viewer").is_visible()
+    expect(page.locator("#viewer")).to_be_visible()
     facts = page.inner_text("#viewer-facts")
     assert "Dimensions" in facts and "Size" in facts
     assert "/api/images/" in page.get_attribute("#viewer-original", "href")
     first = page.inner_text("#viewer-path")
+    first_id = tile_ids(page)[0]
     page.keyboard.press("ArrowRight")
     page.wait_for_function(f"document.querySelector('#viewer-path').textContent !== {first!r}")
     page.keyboard.press("ArrowLeft")
     page.wait_for_function(f"document.querySelector('#viewer-path').textContent === {first!r}")
     page.click("#viewer-similar")
-    page.wait_for_url("**/?similar=*")
-    page.wait_for_function("document.querySelectorAll('.tile').length > 0")
+    page.wait_for_url(f"**/?similar={first_id}")
+    # the chip naming the example comes with the answer's tiles, not before
+    expect(page.locator("#query-chip")).to_contain_text(f"Images like #{first_id}")
     assert first not in first_paths(page, 1)
     assert all("purple" in p for p in first_paths(page, 2))
     page.locator(".tile button").first.click()
     page.keyboard.press("Escape")
-    assert not page.locator("#viewer").is_visible()
+    expect(page.locator("#viewer")).to_be_hidden()
 
 
 def test_searching_by_an_uploaded_example(page: Any, server: str, tmp_path: Path) -> None:
@@ -318,10 +323,11 @@ def test_more_and_less_like_this_add_image_terms(page: Any, server: str) -> None
     first = tile_ids(page)[0]
     page.locator(".tile").first.hover()
     page.locator(".tile .less-like").first.click()
-    page.wait_for_function(f"document.querySelector('#q').value === 'a blue circle - img:{first}'")
-    page.wait_for_function(f"document.querySelector('.tile')?.dataset.id !== {first!r}")
+    expect(page.locator("#q")).to_have_value(f"a blue circle - img:{first}")
+    # the chips and the tiles of one answer arrive together: once the chip shows, so do the tiles
+    expect(page.locator("#chips .chip.term-negative img")).to_have_count(1)
+    assert tile_ids(page)[0] != first
     assert first not in tile_ids(page, "#results .tile")  # pushed down, out of the strong matches
-    assert page.locator("#chips .chip.term-negative img").count() == 1
     other = tile_ids(page)[0]
     page.locator(".tile").first.hover()
     page.locator(".tile .more-like").first.click()
@@ -349,3 +355,69 @@ def test_strong_matches_come_first_then_a_divider_and_no_good_match_is_said(page
     page.wait_for_function("document.querySelector('#message').textContent.includes('No good match')")
     assert page.locator("#results .tile").count() == 0 and page.locator("#results-none .tile").count() > 0
     screenshot(page, "search-no-good-match.png")
+
+
+# Holds back the answers to searches whose URL contains `window.holdAnswers` until the test calls
+# `releaseAnswers()`, so that a test can look at the page while an answer is on its way, and make
+# an older answer arrive after a newer one. `heldRead` counts the held answers the page has read.
+HOLD_ANSWERS = """
+window.held = [];
+window.heldRead = 0;
+const realFetch = window.fetch;
+window.fetch = async (resource, options) => {
+  const response = await realFetch(resource, options);
+  if (!window.holdAnswers || !String(resource).includes(window.holdAnswers)) return response;
+  await new Promise((resolve) => window.held.push(resolve));
+  const json = response.json.bind(response);
+  response.json = async () => {
+    const body = await json();
+    window.heldRead += 1;
+    return body;
+  };
+  return response;
+};
+window.releaseAnswers = () => window.held.splice(0).forEach((resolve) => resolve());
+"""
+
+
+def chip_texts(page: Any) -> list[str]:
+    return [" ".join(c.replace("×", "").split()) for c in page.locator("#chips .chip").all_inner_texts()]
+
+
+def test_while_an_answer_is_on_its_way_the_page_keeps_the_previous_one_whole(page: Any, server: str) -> None:
+    page.add_init_script(HOLD_ANSWERS)
+    page.goto(server + "/?q=a%20blue%20circle%20-%20a%20red%20square")
+    expect(page.locator("#chips .chip")).to_have_count(2)
+    before = tile_ids(page)
+    assert chip_texts(page) == ["a blue circle", "without a red square"]
+    page.evaluate("window.holdAnswers = '/api/search?'")
+    page.locator(".tile").first.hover()
+    page.locator(".tile .less-like").first.click()
+    page.wait_for_function("window.held.length > 0")
+    # the server has answered, the page has not seen it: the old tiles and their chips, together
+    assert tile_ids(page) == before
+    assert chip_texts(page) == ["a blue circle", "without a red square"]
+    assert page.get_attribute("#results", "aria-busy") == "true"
+
+    page.evaluate("releaseAnswers()")
+    expect(page.locator("#chips .chip.term-negative img")).to_have_count(1)
+    assert chip_texts(page) == ["a blue circle", "without a red square", f"without image #{before[0]}"]
+    assert tile_ids(page)[0] != before[0]
+    assert page.get_attribute("#results", "aria-busy") is None
+
+
+def test_an_answer_that_arrives_after_a_newer_one_is_dropped(page: Any, server: str) -> None:
+    page.add_init_script(HOLD_ANSWERS + "window.holdAnswers = 'green';")
+    page.goto(server + "/?q=a%20green%20circle%20-%20a%20red%20square")
+    page.wait_for_function("window.held.length === 1")
+    page.fill("#q", "a yellow square - a blue circle")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('yellow-square')")
+    yellow = tile_ids(page)
+
+    page.evaluate("releaseAnswers()")  # the answer for green comes last
+    page.wait_for_function("window.heldRead === 1")
+    assert tile_ids(page) == yellow
+    assert chip_texts(page) == ["a yellow square", "without a blue circle"]
+    assert page.input_value("#q") == "a yellow square - a blue circle"
+    assert "green" not in page.url

@@ -1,0 +1,60 @@
+// The results: one grid per match level (strong, weak, none), each with a divider above it
+// that shows only when its grid has tiles.
+import { els, levelOf } from "./state.js";
+
+const grids = () => ({ strong: els.grid, weak: els.weakGrid, none: els.noneGrid });
+
+export function clearTiles() {
+  for (const grid of Object.values(grids())) grid.replaceChildren();
+  els.weakDivider.hidden = true;
+  els.noneDivider.hidden = true;
+}
+
+// `open(r)` shows a result in the larger view; `addTerm(id, sign)` adds it to the query.
+export function renderTiles(results, { open, addTerm }) {
+  const byLevel = grids();
+  results.forEach((r) => {
+    const li = document.createElement("li");
+    li.className = "tile";
+    li.dataset.path = r.path;
+    li.dataset.id = r.id;
+    li.dataset.match = levelOf(r);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.title = `${r.path}\nscore ${r.score?.toFixed(3) ?? "–"} · ${levelOf(r)} match`;
+    button.addEventListener("click", () => open(r));
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.decoding = "async";
+    img.src = r.thumbnail_url;
+    img.alt = r.path;
+    img.width = r.width;
+    img.height = r.height;
+    const caption = document.createElement("span");
+    caption.className = "caption";
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = r.path.split("/").pop();
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = r.score == null ? "" : r.score.toFixed(3);
+    caption.append(name, score);
+    button.append(img, caption);
+    const acts = document.createElement("span");
+    acts.className = "acts";
+    for (const [sign, label, cls] of [["+", "More like this", "more-like"], ["-", "Less like this", "less-like"]]) {
+      const act = document.createElement("button");
+      act.type = "button";
+      act.className = cls;
+      act.title = label;
+      act.setAttribute("aria-label", `${label}: ${r.path}`);
+      act.textContent = sign === "+" ? "+" : "−";
+      act.addEventListener("click", () => addTerm(r.id, sign));
+      acts.append(act);
+    }
+    li.append(button, acts);
+    byLevel[levelOf(r)].append(li);
+  });
+  els.weakDivider.hidden = els.weakGrid.children.length === 0;
+  els.noneDivider.hidden = els.noneGrid.children.length === 0;
+}
