@@ -203,3 +203,28 @@ def write_slowly(path: Path, data: bytes, chunk: int = 4096, pause: float = 0.02
             out.write(data[start : start + chunk])
             out.flush()
             time.sleep(pause)
+
+
+def serve_and_wait(
+    start_process: Callable[..., Process], settings: Settings, images: int | None = None, **extra_env: str
+) -> tuple[Process, str]:
+    """`main.py serve` on a free port, once its first scan is done (and, if given, `images` are
+    indexed); returns (process, base URL)."""
+    import httpx
+
+    port = free_port()
+    server = start_process(settings, "serve", PORT=str(port), **extra_env)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> dict[str, Any] | None:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"serve exited:\n{server.output()}")
+        try:
+            body = httpx.get(f"{base}/api/status", timeout=2).json()
+        except (httpx.TransportError, ValueError):
+            return None
+        done = body.get("live") and not body.get("scanning")
+        return body if done and (images is None or body.get("images") == images) else None
+
+    wait_for(ready, timeout=120)
+    return server, base

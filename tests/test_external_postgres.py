@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import TINY_CLIP, free_port, run_main, wait_for
+from conftest import TINY_CLIP, free_port, run_main, serve_and_wait, wait_for
 from test_deploy import app_health_check
 
 from core.model_state import model_table
@@ -183,25 +183,6 @@ def settings_for(url: str, image_dir: Path, data_dir: Path) -> Settings:
     return load_settings(
         {"IMAGE_DIR": str(image_dir), "DATA_DIR": str(data_dir), "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)}
     )
-
-
-def serve_and_wait(start_process: Any, settings: Settings, **extra_env: str) -> tuple[Any, str]:
-    """`main.py serve` on a free port, once its first scan is done; returns (process, base URL)."""
-    port = free_port()
-    server = start_process(settings, "serve", PORT=str(port), **extra_env)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> dict[str, Any] | None:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"serve exited:\n{server.output()}")
-        try:
-            body = httpx.get(f"{base}/api/status", timeout=2).json()
-        except (httpx.TransportError, ValueError):
-            return None
-        return body if body.get("live") and not body.get("scanning") else None
-
-    wait_for(ready, timeout=90)
-    return server, base
 
 
 def top_paths(base: str, text: str, limit: int = 1) -> list[str]:

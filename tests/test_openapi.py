@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-from conftest import free_port, wait_for
+from conftest import serve_and_wait
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -20,24 +19,8 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
-def live_server(settings: Settings, start_process: Any) -> str:
-    port = free_port()
-    start_process(settings, "serve", PORT=str(port))
-    base = f"http://127.0.0.1:{port}"
-
-    def indexed() -> bool:
-        try:
-            body = httpx.get(f"{base}/api/status", timeout=2).json()
-        except (httpx.TransportError, ValueError):
-            return False
-        return bool(body["live"] and not body["scanning"] and body["images"] == 18)
-
-    wait_for(indexed, timeout=120)
-    return base
-
-
 def test_every_answer_matches_the_description(settings: Settings, start_process: Any, tmp_path: Path) -> None:
-    base = live_server(settings, start_process)
+    _, base = serve_and_wait(start_process, settings, images=18)
     run = subprocess.run(
         [
             str(SCHEMATHESIS),
