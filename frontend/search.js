@@ -25,7 +25,7 @@ async function pollStatus() {
     const changed = state.lastChange !== undefined && s.last_change_at !== state.lastChange;
     state.lastChange = s.last_change_at;
     if (changed && state.mode !== "none" && state.results.length <= PAGE && !els.viewer.open) {
-      search(); // new or changed images: refresh the first page in place
+      search({ inPlace: true }); // new or changed images: refresh the first page
     } else if (state.mode === "none" && state.results.length === 0) {
       showMessage(emptyIndexMessage() || "Type what you are looking for, or drop an image here.");
     }

@@ -421,3 +421,74 @@ def test_an_answer_that_arrives_after_a_newer_one_is_dropped(page: Any, server: 
     assert chip_texts(page) == ["a yellow square", "without a blue circle"]
     assert page.input_value("#q") == "a yellow square - a blue circle"
     assert "green" not in page.url
+
+
+def test_a_new_answer_is_shown_from_its_start(page: Any, server: str) -> None:
+    page.goto(server + "/?q=a%20orange%20circle")
+    page.wait_for_function("document.querySelectorAll('.tile').length >= 40")
+    page.mouse.wheel(0, 900)
+    page.wait_for_function("window.scrollY > 0")
+    page.fill("#q", "a green square")  # the header stays on screen while scrolled
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('green-square')")
+    assert page.evaluate("window.scrollY") == 0
+
+
+PHONE = {"width": 390, "height": 844}
+
+# Per page: where it is, what to wait for before measuring, the controls in its header (all on
+# the first screen) and those of its own forms (reachable by scrolling down, never sideways).
+PAGES = {
+    "search": (
+        "/?q=a%20red%20circle",
+        ".tile",
+        [".brand", "#q", "label.pick", "#duplicates-link", "#status-link"],
+        ["#folder", "#after", "#before", "#clear-filters", ".tile button"],
+    ),
+    "status": (
+        "/status",
+        "#failures:not([hidden])",
+        [".brand", ".bar .nav[href='/']", ".bar .nav[href='/duplicates']"],
+        ["#model-name", "#model-form button"],
+    ),
+    "duplicates": (
+        "/duplicates",
+        ".dup-group",
+        [".brand", ".bar .nav[href='/']", ".bar .nav[href='/status']"],
+        ["#threshold", "#folder", "#dup-form button"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_fits_a_phone(page: Any, server: str, name: str) -> None:
+    path, ready, header, forms = PAGES[name]
+    page.set_viewport_size(PHONE)
+    page.goto(server + path)
+    page.wait_for_selector(ready)
+    # lazy images load once near the screen: wait for those on it
+    page.wait_for_function(
+        """[...document.images].filter((i) => {
+            const box = i.getBoundingClientRect();
+            return box.top < innerHeight && box.left < innerWidth;
+        }).every((i) => i.complete)"""
+    )
+    screenshot(page, f"mobile-{name}.png")
+    width = page.evaluate("window.innerWidth")
+    assert width == PHONE["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+
+    def usable(selector: str, on_first_screen: bool) -> None:
+        control = page.locator(selector).first
+        if not on_first_screen:
+            control.scroll_into_view_if_needed()
+        box = control.bounding_box()
+        assert box is not None, f"{selector} is not shown"
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, f"{selector} is cut off: {box}"
+        assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"], f"{selector} is off screen: {box}"
+        control.click(trial=True)  # nothing covers it
+
+    for selector in header:
+        usable(selector, on_first_screen=True)
+    for selector in forms:
+        usable(selector, on_first_screen=False)

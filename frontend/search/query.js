@@ -20,8 +20,9 @@ function fetchPage(offset) {
 // A new search leaves the previous answer on the page until its own first page arrives, then
 // replaces tiles, chips and message together: the page never shows the results of one query
 // beside the chips of another, nor an empty grid while the answer is on its way. An answer to
-// a query that has since been replaced is dropped.
-export function search() {
+// a query that has since been replaced is dropped. A new answer starts at the top of the page, as
+// when the grid emptied at once; `inPlace` keeps the place for a refresh of the same query.
+export function search({ inPlace = false } = {}) {
   const generation = ++state.generation;
   if (state.mode === "none") {
     showAnswer(null);
@@ -29,7 +30,7 @@ export function search() {
     showMessage(emptyIndexMessage() || "Type what you are looking for, or drop an image here.");
     return Promise.resolve();
   }
-  return fetchAndShow(generation, 0);
+  return fetchAndShow(generation, 0, inPlace);
 }
 
 // The next page of the current answer. While a new search is on its way the offset is still the
@@ -39,14 +40,17 @@ export function loadMore() {
   return fetchAndShow(state.generation, state.offset);
 }
 
-async function fetchAndShow(generation, offset) {
+async function fetchAndShow(generation, offset, inPlace = false) {
   state.loading = true;
   els.grid.setAttribute("aria-busy", "true");
   els.main.classList.toggle("replacing", offset === 0);
   try {
     const page = await fetchPage(offset);
     if (generation !== state.generation) return;
-    if (offset === 0) showAnswer(page);
+    if (offset === 0) {
+      showAnswer(page);
+      if (!inPlace) window.scrollTo({ top: 0 });
+    }
     state.results.push(...page.results);
     state.offset += page.results.length;
     state.hasMore = page.has_more;
