@@ -426,8 +426,8 @@ def test_an_answer_that_arrives_after_a_newer_one_is_dropped(page: Any, server: 
 def test_a_new_answer_is_shown_from_its_start(page: Any, server: str) -> None:
     page.goto(server + "/?q=a%20orange%20circle")
     page.wait_for_function("document.querySelectorAll('.tile').length >= 40")
-    page.mouse.wheel(0, 900)
-    page.wait_for_function("window.scrollY > 0")
+    page.evaluate("window.scrollTo(0, 900)")
+    assert page.evaluate("window.scrollY") == 900
     page.fill("#q", "a green square")  # the header stays on screen while scrolled
     page.press("#q", "Enter")
     page.wait_for_function("document.querySelector('.tile')?.dataset.path.startsWith('green-square')")
