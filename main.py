@@ -26,10 +26,13 @@ import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from core.errors import BadRequest, Unavailable, UserError  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
+
+if TYPE_CHECKING:
+    import uvicorn
 
 if __name__ != "__main__":
     # loaded by the CocoIndex CLI (`cocoindex update main.py`): it looks for the app here. Run as a
@@ -174,9 +177,10 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     from flows.engine import watch_folder
 
     embedders = Embedders()
-    config = uvicorn.Config(create_app(settings, embedders), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(settings, embedders), host=host, port=port, log_level="warning", access_log=False
+    )
     server = uvicorn.Server(config)
-    config.access_log = False
     print(f"Sightline on http://{host}:{port}/  (indexing {settings.image_dir})", flush=True)
     _wait_for_the_indexer_on_signals(server)
     serving = asyncio.create_task(server.serve())
@@ -191,7 +195,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         await asyncio.gather(indexer, return_exceptions=True)
 
 
-def _wait_for_the_indexer_on_signals(server: Any) -> None:
+def _wait_for_the_indexer_on_signals(server: uvicorn.Server) -> None:
     """uvicorn stops on Ctrl-C or SIGTERM and then raises the same signal again, for the handler
     that was there before it. The default one would end the process before the indexer records
     that it has stopped; this one lets that repeat go (the server is stopping already) and ends
@@ -208,10 +212,9 @@ def _wait_for_the_indexer_on_signals(server: Any) -> None:
 
 
 def _report_indexer_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled() or task.exception() is None:
+    exc = None if task.cancelled() else task.exception()
+    if exc is None:
         return
-    exc = task.exception()
-    assert exc is not None
     known = user_error(exc)
     if known is not None:
         logging.getLogger("sightline.indexer").error("the indexer stopped: %s", known)

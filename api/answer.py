@@ -23,6 +23,7 @@ from api.relevance import LEVELS, STRONG, Judges, at_least, level_of
 from api.search import (
     MAX_LIMIT,
     FolderCache,
+    ImageRecord,
     SearchFilters,
     browse_newest,
     embeddings_of,
@@ -33,6 +34,7 @@ from api.search import (
 )
 from core.embedder import Embedder
 from core.errors import BadRequest, NotFound, UserError
+from core.settings import Settings
 
 # With min_match, results are judged in ranking order, in chunks, up to this many; a level is not
 # monotonic in the score, but past the best thousand by score a strong match is very unlikely.
@@ -67,7 +69,7 @@ class Ask:
 class SearchContext(Protocol):
     """What answering needs from whoever asks: the server's pool, or the CLI's one connection."""
 
-    search_ef: int
+    settings: Settings
     folders: FolderCache
     judges: Judges
 
@@ -79,10 +81,10 @@ class SearchContext(Protocol):
 class OneConnection:
     """A `SearchContext` over one open connection and one embedder (the command line's)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], embedder: Embedder, search_ef: int) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], embedder: Embedder, settings: Settings) -> None:
         self._conn = conn
         self._embedder = embedder
-        self.search_ef = search_ef
+        self.settings = settings
         self.folders = folder_cache()
         self.judges = Judges()
 
@@ -193,11 +195,11 @@ def ranked_page(
             offset=at,
             filters=filters,
             exclude_ids=excluded,
-            ef_search=ctx.search_ef,
+            ef_search=ctx.settings.search_ef,
             with_vectors=True,
         )
-        vectors = np.stack([h.vector for h in hits if h.vector is not None]) if hits else np.zeros((0, len(vector)))
-        margins = judge.margins(judging, vectors.astype(np.float32))
+        vectors = np.stack([vector_of(h) for h in hits]) if hits else np.zeros((0, len(vector)), np.float32)
+        margins = judge.margins(judging, vectors)
         out = [
             {**h.as_json(), "match": level_of(float(m)), "relevance": round(float(m), 3)} for h, m in zip(hits, margins)
         ]
@@ -212,6 +214,11 @@ def ranked_page(
         scanned += len(chunk)
         passing += [r for r in chunk if at_least(r["match"], min_match)]
     return passing[ask.offset : ask.offset + ask.limit], len(passing) > ask.offset + ask.limit
+
+
+def vector_of(hit: ImageRecord) -> np.ndarray:
+    assert hit.vector is not None, "searched with_vectors"
+    return hit.vector
 
 
 def parse(

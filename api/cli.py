@@ -83,7 +83,7 @@ def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             min_match=getattr(args, "min_match", None),
             echo=echo,
         )
-        return answer(OneConnection(conn, embedder, settings.search_ef), ask)
+        return answer(OneConnection(conn, embedder, settings), ask)
 
 
 def run_search(settings: Settings, args: argparse.Namespace) -> int:

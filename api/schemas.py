@@ -7,8 +7,9 @@ answers match what is written here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.search import MAX_LIMIT
@@ -17,6 +18,14 @@ QUERY_HELP = (
     "what to look for, in plain language, or in the query language: terms joined by + and -, "
     "weights (2:sunset), quoted phrases, img:ID, in:FOLDER, dates (2023, July 2023, last summer)"
 )
+
+# query parameters of every route that answers with a page of results
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
+Offset = Annotated[int, Query(ge=0, description="results to skip")]
+MinMatch = Annotated[
+    str | None,
+    Query(description="drop results judged below this level: strong, weak or none (see `match` in results)"),
+]
 
 
 class TextTerm(BaseModel):

@@ -35,7 +35,6 @@ NOTHING_INDEXED = "Nothing is indexed yet: the indexer has not created its table
 class Services:
     def __init__(self, settings: Settings, embedders: Embedders) -> None:
         self.settings = settings
-        self.search_ef = settings.search_ef
         self.pool: psycopg_pool.ConnectionPool | None = None
         self.database_error: str | None = None
         self.url = ""
@@ -54,7 +53,7 @@ class Services:
             self.database_error = str(exc)
             log.error("%s", exc)
             return
-        ef = int(self.settings.search_ef)
+        ef = self.settings.search_ef
 
         def configure(conn: psycopg.Connection[Any]) -> None:
             register_vector(conn)

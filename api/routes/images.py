@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from api.answer import Ask, answer
-from api.schemas import Folders, Image, SearchPage, answers, errors, image_bytes
-from api.search import MAX_LIMIT, get_image, image_file_facts, list_folders
+from api.schemas import Folders, Image, Limit, MinMatch, Offset, SearchPage, answers, errors, image_bytes
+from api.search import get_image, image_file_facts, list_folders
 from api.services import Services, ServicesDep
 from api.thumbnails import ensure_thumbnail, thumbnail_path
 from core.errors import NotFound, first_line
@@ -55,11 +55,9 @@ def image_info(services: ServicesDep, image_id: ImageId) -> dict[str, Any]:
 def similar(
     services: ServicesDep,
     image_id: ImageId,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")] = 40,
-    offset: Annotated[int, Query(ge=0, description="results to skip")] = 0,
-    min_match: Annotated[
-        str | None, Query(description="drop results judged below this level: strong, weak or none")
-    ] = None,
+    limit: Limit = 40,
+    offset: Offset = 0,
+    min_match: MinMatch = None,
 ) -> dict[str, Any]:
     ask = Ask(similar_to=image_id, limit=limit, offset=offset, min_match=min_match, echo={"similar_to": image_id})
     return answer(services, ask)

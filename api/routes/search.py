@@ -8,20 +8,13 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from api.answer import Ask, Upload, answer, check_weight
 from api.query import Term
-from api.schemas import QUERY_HELP, ImageTerm, SearchPage, StructuredSearch, TextTerm, answers, errors
-from api.search import MAX_LIMIT, SearchFilters, make_filters
+from api.schemas import QUERY_HELP, Limit, MinMatch, Offset, SearchPage, StructuredSearch, TextTerm, answers, errors
+from api.search import SearchFilters, make_filters
 from api.services import ServicesDep
 from core.errors import BadRequest, TooLarge, Unsupported
 from core.pictures import ImageError, decode_image
 
 router = APIRouter(prefix="/api/search", tags=["search"], responses=errors(400, 422, 503))
-
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
-Offset = Annotated[int, Query(ge=0, description="results to skip")]
-MinMatch = Annotated[
-    str | None,
-    Query(description="drop results judged below this level: strong, weak or none (see `match` in results)"),
-]
 
 
 def query_filters(
@@ -62,7 +55,6 @@ def search_terms(services: ServicesDep, body: StructuredSearch) -> dict[str, Any
     terms = tuple(
         Term(t.weight, text=t.text) if isinstance(t, TextTerm) else Term(t.weight, image_id=t.image_id)
         for t in body.terms
-        if isinstance(t, TextTerm | ImageTerm)
     )
     ask = Ask(
         terms=terms,
