@@ -171,7 +171,10 @@ class TestCrashes:
             before = cached()
             proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "main.py"), "index"],
-                env=env_for(settings),
+                # batches of 16, so the cache fills in steps small enough to kill the run between
+                # them: with BATCH_SIZE auto one gathered batch holds up to 128 images, and the
+                # last of 300 files could all be embedded in one step, leaving nothing to kill
+                env=env_for(settings, BATCH_SIZE="16"),
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
