@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from api.routes import duplicates, images, models, pages, search
+from api.routes import duplicates, files, images, models, pages, search
 from api.security import TokenAuth, UploadLimit
 from api.services import Services
 from core.embedder import Embedders
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, embedders: Embedders | None = N
         )
     app.add_exception_handler(UserError, user_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    for resource in (search, images, models, duplicates, pages):
+    for resource in (search, images, files, models, duplicates, pages):
         app.include_router(resource.router)
     pages.mount_frontend(app)
     app.openapi = lambda: openapi(app, bearer=bool(settings.api_token))  # type: ignore[method-assign]

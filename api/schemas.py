@@ -238,6 +238,10 @@ def image_bytes(description: str) -> dict[int | str, dict[str, Any]]:
         "image/gif",
         "image/bmp",
         "image/tiff",
+        "image/heic",
+        "image/avif",
+        "video/mp4",
+        "video/webm",
         "application/octet-stream",
     )
     content = {t: {"schema": {"type": "string", "format": "binary"}} for t in types}

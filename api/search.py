@@ -1,9 +1,10 @@
 """Searching the `images` table: one parameterised SQL statement per search, ranked by cosine distance.
 
-Unfiltered first pages are served by the HNSW index (`ORDER BY embedding <=> q`). Filters, and
-pages deeper than `hnsw.ef_search`, use an exact scan ordered by (distance, id): pgvector 0.6
-applies filters after the index scan, which would return fewer results than exist, and a scan
-that deep is no longer approximate-cheap anyway. Both orders are deterministic, so paging is stable.
+Unfiltered first pages take their candidates from the HNSW indexes (`ORDER BY embedding <=> q`)
+of the items and of the video frames. Filters, and pages deeper than `hnsw.ef_search`, use an
+exact scan ordered by (distance, id): pgvector 0.6 applies filters after the index scan, which
+would return fewer results than exist, and a scan that deep is no longer approximate-cheap anyway.
+Both orders are deterministic, so paging is stable.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from psycopg import sql
 from core.db import IMAGES_TABLE
 from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
-from core.model_state import model_table
+from core.model_state import frames_table, model_table
 
 MAX_LIMIT = 200
 
@@ -105,12 +106,18 @@ class ImageRecord:
     taken_at: datetime | None  # EXIF date taken, else the file's modification time
     date_source: str  # "exif" or "modified"
     camera: str | None
+    facts: ItemFacts = field(default_factory=lambda: ItemFacts())
+    second: float | None = None  # a video: the second of the frame that matched
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)  # when asked for
 
     def as_json(self) -> dict[str, Any]:
+        facts = self.facts
+        at = self.second if self.second is not None else facts.poster_at
+        thumbnail = f"/api/images/{self.id}/thumbnail" + (f"?at={at:g}" if at is not None else "")
         return {
             "id": self.id,
             "path": self.path,
+            "kind": "live" if facts.motion and facts.kind == "picture" else facts.kind,
             "score": None if self.score is None else round(self.score, 6),
             "width": self.width,
             "height": self.height,
@@ -119,20 +126,62 @@ class ImageRecord:
             "taken_at": self.taken_at.isoformat() if self.taken_at else None,
             "date_source": self.date_source,
             "camera": self.camera,
+            "latitude": facts.latitude,
+            "longitude": facts.longitude,
+            "keywords": list(facts.keywords),
+            "title": facts.title,
+            "description": facts.description,
+            "rating": facts.rating,
+            "duration": facts.duration,
+            "second": self.second,
             "url": f"/api/images/{self.id}/file",
-            "thumbnail_url": f"/api/images/{self.id}/thumbnail",
+            "thumbnail_url": thumbnail,
+            "preview_url": f"/api/images/{self.id}/preview" if facts.needs_preview(self.format) else None,
+            "original_url": f"/api/images/{self.id}/original" if facts.original else None,
+            "motion_url": f"/api/images/{self.id}/motion" if facts.motion else None,
         }
+
+
+# formats every browser shows in an <img> or a <video> as they are
+BROWSER_FORMATS = frozenset({"jpeg", "jpg", "png", "webp", "gif", "bmp", "mp4", "m4v", "webm", "mov"})
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """What a row says beyond its size and date: where, what it is called, and for videos and
+    pairs, what goes with it."""
+
+    kind: str = "picture"
+    latitude: float | None = None
+    longitude: float | None = None
+    keywords: tuple[str, ...] = ()
+    title: str | None = None
+    description: str | None = None
+    rating: int | None = None
+    duration: float | None = None
+    poster_at: float | None = None
+    original: str | None = None
+    motion: str | None = None
+
+    def needs_preview(self, fmt: str) -> bool:
+        return self.kind == "picture" and fmt not in BROWSER_FORMATS
 
 
 COLUMNS = sql.SQL(
     "id, path, width, height, size, format, COALESCE(taken_at, modified_at::timestamp) AS taken, "
-    "CASE WHEN taken_at IS NULL THEN 'modified' ELSE 'exif' END AS date_source, camera"
+    "CASE WHEN taken_at IS NULL THEN 'modified' WHEN kind = 'video' THEN 'created' ELSE 'exif' END AS date_source, "
+    "camera, kind, latitude, longitude, keywords, title, description, rating, duration, poster_at, original, motion"
 )
+_COLUMN_COUNT = 20
 
 
-def record_of(row: tuple[Any, ...], score: float | None, vector: Any = None) -> ImageRecord:
-    id_, path, width, height, size, fmt, taken, source, camera = row
-    return ImageRecord(id_, path, score, width, height, size, fmt, taken, source, camera, _numpy(vector))
+def record_of(row: tuple[Any, ...], score: float | None, vector: Any = None, second: float | None = None) -> ImageRecord:
+    id_, path, width, height, size, fmt, taken, source, camera = row[:9]
+    kind, lat, lon, keywords, title, description, rating, duration, poster_at, original, motion = row[9:_COLUMN_COUNT]
+    facts = ItemFacts(
+        kind, lat, lon, tuple(keywords or ()), title, description, rating, duration, poster_at, original, motion
+    )
+    return ImageRecord(id_, path, score, width, height, size, fmt, taken, source, camera, facts, second, _numpy(vector))
 
 
 def _numpy(vector: Any) -> np.ndarray | None:
@@ -180,35 +229,53 @@ def search_by_vector(
     ef_search: int = 100,
     with_vectors: bool = False,
 ) -> tuple[list[ImageRecord], bool]:
-    """Ranked images nearest to `vector`; returns (page, whether more follow). `with_vectors`
-    also reads each result's embedding (for judging its relevance)."""
+    """Ranked images and videos nearest to `vector`; returns (page, whether more follow).
+    `with_vectors` also reads each result's embedding (for judging its relevance).
+
+    A video is as near as its nearest frame. Unfiltered first pages take their candidates from
+    the two HNSW indexes (items and frames) and rank those exactly; filtered and deep pages rank
+    every row that passes the filters."""
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise BadRequest("offset must be 0 or more")
     where, params = _where(model, filters, exclude_ids)
-    params.update(q=vector.astype(np.float32), n=limit + 1, skip=offset)
-    exact = filters.any or offset + limit + 1 > ef_search
-    order = sql.SQL("embedding <=> %(q)s, id") if exact else sql.SQL("embedding <=> %(q)s")
-    extra = sql.SQL(", embedding") if with_vectors else sql.SQL("")
+    wanted = offset + limit + 1
+    params.update(q=vector.astype(np.float32), n=limit + 1, skip=offset, wanted=wanted, frames_wanted=4 * wanted)
+    exact = filters.any or wanted > ef_search
+    table, frames = sql.Identifier(model_table(model)), sql.Identifier(frames_table(model))
+    candidates = sql.SQL("")
+    if not exact:
+        # a video may fill several of the frame index's places, hence more frames than items
+        candidates = sql.SQL(
+            " AND id IN ((SELECT id FROM {table} WHERE {where} ORDER BY embedding <=> %(q)s LIMIT %(wanted)s) "
+            "UNION (SELECT id FROM {frames} ORDER BY embedding <=> %(q)s LIMIT %(frames_wanted)s))"
+        ).format(table=table, frames=frames, where=sql.SQL(" AND ").join(where))
     query = sql.SQL(
-        "SELECT {cols}, 1 - (embedding <=> %(q)s) AS score{extra} FROM {table} WHERE {where} "
-        "ORDER BY {order} LIMIT %(n)s OFFSET %(skip)s"
+        "SELECT {cols}, 1 - d AS score, second{extra} FROM ("
+        "SELECT i.*, LEAST(i.embedding <=> %(q)s, f.d) AS d, f.second, "
+        "CASE WHEN f.d < (i.embedding <=> %(q)s) THEN f.embedding ELSE i.embedding END AS best "
+        "FROM {table} i LEFT JOIN LATERAL (SELECT embedding <=> %(q)s AS d, second, embedding FROM {frames} "
+        "WHERE {frames}.id = i.id AND i.kind = 'video' ORDER BY 1 LIMIT 1) f ON true "
+        "WHERE {where}{candidates}) hit ORDER BY d, id LIMIT %(n)s OFFSET %(skip)s"
     ).format(
         cols=COLUMNS,
-        extra=extra,
-        table=sql.Identifier(model_table(model)),
+        extra=sql.SQL(", best") if with_vectors else sql.SQL(""),
+        table=table,
+        frames=frames,
         where=sql.SQL(" AND ").join(where),
-        order=order,
+        candidates=candidates,
     )
     with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(ef_search))))
+        ef = max(ef_search, 4 * wanted)
+        conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(min(ef, 1000)))))
         # binary: vectors arrive as floats rather than text to parse (1.5 ms less per page of 10)
         rows = conn.execute(query, params, binary=True).fetchall()
-    if with_vectors:
-        page = [record_of(row[:-2], float(row[-2]), row[-1]) for row in rows[:limit]]
-    else:
-        page = [record_of(row[:-1], float(row[-1])) for row in rows[:limit]]
+    page = []
+    for row in rows[:limit]:
+        second = None if row[_COLUMN_COUNT + 1] is None else float(row[_COLUMN_COUNT + 1])
+        best = row[_COLUMN_COUNT + 2] if with_vectors else None
+        page.append(record_of(row[:_COLUMN_COUNT], float(row[_COLUMN_COUNT]), best, second))
     return page, len(rows) > limit
 
 
@@ -255,15 +322,27 @@ def get_image(conn: psycopg.Connection[Any], image_id: int) -> ImageRecord | Non
     return None if row is None else record_of(row, None)
 
 
-def image_file_facts(conn: psycopg.Connection[Any], image_id: int) -> tuple[str, str, str] | None:
-    """(path, format, content hash) of an indexed image."""
+@dataclass(frozen=True)
+class StoredFile:
+    """What serving an item's files needs to know of it."""
+
+    path: str
+    format: str
+    content_hash: str
+    kind: str
+    poster_at: float | None
+    original: str | None
+    motion: str | None
+
+
+def stored_file(conn: psycopg.Connection[Any], image_id: int) -> StoredFile | None:
     row = conn.execute(
-        sql.SQL("SELECT path, format, content_hash FROM {table} WHERE id = %s").format(
-            table=sql.Identifier(IMAGES_TABLE)
-        ),
+        sql.SQL(
+            "SELECT path, format, content_hash, kind, poster_at, original, motion FROM {table} WHERE id = %s"
+        ).format(table=sql.Identifier(IMAGES_TABLE)),
         (image_id,),
     ).fetchone()
-    return None if row is None else (row[0], row[1], row[2])
+    return None if row is None else StoredFile(*row)
 
 
 FOLDERS_MAX_AGE = 30.0  # seconds; an upper bound on staleness when something other than the indexer writes

@@ -22,6 +22,7 @@ from api.search import FolderCache, folder_cache
 from api.serving_models import ServingModels
 from core.db import DatabaseError, database_url, ensure_schema
 from core.embedder import Embedder, Embedders
+from core.library import library_of
 from core.errors import Unavailable, first_line
 from core.model_state import ModelChoice, read_choice
 from core.settings import Settings
@@ -44,6 +45,7 @@ class Services:
         self.folders: FolderCache = folder_cache()
         self.duplicates: DuplicateCache = duplicate_cache()
         self.judges = Judges()
+        self.library = library_of(settings.image_dirs)
 
     def open(self) -> None:
         try:
@@ -128,6 +130,9 @@ class Services:
                 self.models.recheck_soon()
                 raise Unavailable("Searches just switched to another model; try again.") from exc
             raise Unavailable(NOTHING_INDEXED) from exc
+        except psycopg.errors.UndefinedColumn as exc:
+            # an index made by an older release, before the indexer's first scan adds the columns
+            raise Unavailable("The index is being upgraded to a new layout; searches resume in a moment.") from exc
 
     def _mark_down(self, exc: BaseException) -> None:
         self.database_down = first_line(exc)

@@ -4,7 +4,7 @@ CocoIndex owns one table per model (`core.model_state.model_table`) and `index_e
 migrates, fills and drops them); `images` is the project's view of the table of the model in use.
 The project also owns
 `embedding_cache` (embeddings by content hash, so renamed or copied files skip the model) and
-`indexer_status` (`core.indexer_status`) and `sightline_meta` (`core.model_state`).
+`indexer_status` (`core.indexer_status`), `library_folders` (`core.folder_survey`) and `sightline_meta` (`core.model_state`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from pgvector.psycopg import register_vector
 
-from core import indexer_status
+from core import folder_survey, indexer_status
 from core.errors import Unavailable, first_line
 from core.settings import Settings
 
@@ -111,6 +111,7 @@ def ensure_schema(url: str) -> None:
             ) from exc
         conn.execute(OWN_SCHEMA)
         conn.execute(indexer_status.SCHEMA)
+        conn.execute(folder_survey.SCHEMA)
 
 
 def table_exists(conn: psycopg.Connection[Any], name: str) -> bool:

@@ -37,6 +37,11 @@ def model_table(model: str) -> str:
     return _TABLE_PREFIX + hashlib.sha256(model.encode()).hexdigest()[:12]
 
 
+def frames_table(model: str) -> str:
+    """The table of one model's video frames, beside its `model_table`."""
+    return model_table(model) + "_frames"
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     active: str | None  # None: nothing indexed yet
@@ -114,6 +119,20 @@ def switch_to(conn: psycopg.Connection[Any], model: str) -> None:
         conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(IMAGES_TABLE)))
         view = sql.SQL("CREATE VIEW {} AS SELECT * FROM {}")
         conn.execute(view.format(sql.Identifier(IMAGES_TABLE), sql.Identifier(model_table(model))))
+
+
+def refresh_view(conn: psycopg.Connection[Any], model: str) -> None:
+    """Make the `images` view show every column of the model's table again. A view keeps the
+    columns its table had when it was made, and the indexer adds columns as Sightline learns
+    more about files (places, keywords, videos)."""
+    count = "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = %s"
+    have = conn.execute(count, (IMAGES_TABLE,)).fetchone()
+    want = conn.execute(count, (model_table(model),)).fetchone()
+    if have and want and have[0] and want[0] and have[0] != want[0]:
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(IMAGES_TABLE)))
+            view = sql.SQL("CREATE VIEW {} AS SELECT * FROM {}")
+            conn.execute(view.format(sql.Identifier(IMAGES_TABLE), sql.Identifier(model_table(model))))
 
 
 def forget_others(conn: psycopg.Connection[Any], models: list[str]) -> int:

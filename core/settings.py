@@ -24,6 +24,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # it. An empty value counts as unset.
 DEFAULTS: dict[str, str] = {
     "IMAGE_DIR": "img",
+    "SCAN_INTERVAL": "300",
+    "WATCH": "auto",
+    "VIDEO_FRAMES": "16",
     "DATA_DIR": ".data",
     "DATABASE_URL": "",
     "CLIP_MODEL": "openai/clip-vit-base-patch32",
@@ -47,7 +50,7 @@ class SettingsError(BadRequest):
 
 @dataclass(frozen=True)
 class Settings:
-    image_dir: Path
+    image_dirs: tuple[Path, ...]  # IMAGE_DIR: one folder, or several separated by os.pathsep
     data_dir: Path
     database_url: str  # empty: the embedded Postgres under data_dir
     clip_model: str  # a model id or a local folder
@@ -55,6 +58,9 @@ class Settings:
     precision: str  # auto | float32 | bfloat16 | float16
     batch_size: int  # 0: auto (32 on a CPU, 128 on a GPU)
     max_image_pixels: int
+    scan_interval: float  # seconds between full rescans of folders where file events do not arrive
+    watch: str  # auto (file events, except on network mounts) | poll (rescan every folder)
+    video_frames: int  # the most frames of one video that are embedded
     host: str
     port: int
     upload_max_bytes: int
@@ -62,6 +68,11 @@ class Settings:
     cors_origins: tuple[str, ...]
     api_token: str  # empty: no authentication
     allow_remote_without_token: bool  # the explicit opt-out of the loopback-only rule
+
+    @property
+    def image_dir(self) -> Path:
+        """The first folder (the only one, usually)."""
+        return self.image_dirs[0]
 
     @property
     def embedded_database(self) -> bool:
@@ -80,12 +91,21 @@ class Settings:
         return self.data_dir / "thumbnails"
 
     def with_overrides(self, **changes: object) -> Settings:
+        if "image_dir" in changes:
+            changes["image_dirs"] = (changes.pop("image_dir"),)
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def _path(raw: str) -> Path:
     path = Path(raw).expanduser()
     return path if path.is_absolute() else (PROJECT_ROOT / path)
+
+
+def _paths(raw: str) -> tuple[Path, ...]:
+    folders = tuple(_path(part.strip()) for part in raw.split(os.pathsep) if part.strip())
+    if not folders:
+        raise SettingsError("IMAGE_DIR names no folder")
+    return tuple(dict.fromkeys(folders))
 
 
 def _model(raw: str) -> str:
@@ -171,7 +191,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     values: dict[str, str | None] = dict(dotenv_values(env_file or PROJECT_ROOT / ".env"))
     values.update(os.environ if environ is None else environ)
     return Settings(
-        image_dir=_path(_raw(values, "IMAGE_DIR")),
+        image_dirs=_paths(_raw(values, "IMAGE_DIR")),
         data_dir=_path(_raw(values, "DATA_DIR")),
         database_url=_raw(values, "DATABASE_URL").strip(),
         clip_model=_model(_raw(values, "CLIP_MODEL").strip()),
@@ -179,6 +199,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         precision=_choice(values, "PRECISION", ("auto", "float32", "bfloat16", "float16")),
         batch_size=0 if _is_auto(_raw(values, "BATCH_SIZE")) else _int(values, "BATCH_SIZE"),
         max_image_pixels=_int(values, "MAX_IMAGE_PIXELS"),
+        scan_interval=float(_int(values, "SCAN_INTERVAL")),
+        watch=_choice(values, "WATCH", ("auto", "poll")),
+        video_frames=_int(values, "VIDEO_FRAMES"),
         host=_raw(values, "HOST").strip(),
         port=_int(values, "PORT"),
         upload_max_bytes=_int(values, "UPLOAD_MAX_MB") * 1024 * 1024,

@@ -62,3 +62,18 @@ class EmbeddingCache:
                 embedding.astype(np.float32).tobytes(),
             )
         )
+
+    async def get_frames(self, content_hash: str, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """A video's frames: (seconds, N × dim embeddings), or None when not cached.
+
+        A video's entry holds one row per sampled frame, its second first, then its embedding:
+        videos and pictures share the one cache, keyed, pruned and forgotten the same way."""
+        flat = await self.get(content_hash)
+        if flat is None or flat.size % (dim + 1):
+            return None
+        rows = flat.reshape(-1, dim + 1)
+        return rows[:, 0].astype(np.float64), np.ascontiguousarray(rows[:, 1:])
+
+    async def put_frames(self, content_hash: str, seconds: np.ndarray, embeddings: np.ndarray) -> None:
+        rows = np.concatenate([np.asarray(seconds, dtype=np.float32)[:, None], embeddings.astype(np.float32)], axis=1)
+        await self.put(content_hash, rows.reshape(-1))

@@ -19,14 +19,15 @@ import cocoindex as coco
 
 from core.db import ERRORS_TABLE, connect, database_url, ensure_schema, table_exists
 from core.embedder import Embedders
+from core.library import Library, library_of
 from core.model_state import SWITCH_GRACE_SECONDS, model_table
 from core.settings import Settings, get_settings
 from flows.cache import EmbeddingCache
 from flows.heartbeat import DatabaseWatch, StatusReporter
-from flows.indexer import IMAGE_ROOT, PG_POOL, RUN, IndexRun, ModelSlot, app, make_batched_embed
+from flows.indexer import PG_POOL, RUN, IndexRun, ModelSlot, app, make_batched_embed
 from flows.switching import adopt_first_model, next_step, open_models, settle_models
-from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state
-from flows.walk import count_image_files
+from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state, refresh_images_view
+from flows.walk import scan_folder
 
 log = logging.getLogger("sightline.indexer")
 
@@ -54,8 +55,9 @@ def configure(settings: Settings, embedders: Embedders | None = None) -> None:
 async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[None]:
     settings = _launch.settings or get_settings()
     embedders = _launch.embedders = _launch.embedders or Embedders()
-    if not settings.image_dir.is_dir():
-        raise FileNotFoundError(f"IMAGE_DIR {settings.image_dir} is not a folder; create it or set IMAGE_DIR")
+    for folder in settings.image_dirs:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"IMAGE_DIR {folder} is not a folder; create it or set IMAGE_DIR")
     url = await asyncio.to_thread(database_url, settings)
     await asyncio.to_thread(ensure_schema, url)
     await asyncio.to_thread(reconcile_state, url, settings)
@@ -65,9 +67,7 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
     # no connection floor: asyncpg would log a traceback a second while the database is away
     pool = await asyncpg.create_pool(url, min_size=0, max_size=8)
     assert pool is not None
-    root = settings.image_dir.resolve()
     builder.provide(PG_POOL, pool)
-    builder.provide(IMAGE_ROOT, root)
     slots = {
         m.name: ModelSlot(
             embedder=m,
@@ -77,7 +77,7 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
         )
         for m in models
     }
-    run = IndexRun(settings=settings, slots=slots, image_root=root, choice=choice)
+    run = IndexRun(settings=settings, slots=slots, library=library_of(settings.image_dirs), choice=choice, database_url=url)
     builder.provide(RUN, run)
     _launch.run = run
     try:
@@ -95,6 +95,11 @@ async def _started_run() -> IndexRun:
     await coco.default_env()
     assert _launch.run is not None, "the indexer lifespan did not run"
     return _launch.run
+
+
+def count_media_files(library: Library) -> int:
+    """How many files a scan will visit (for the progress bar's total)."""
+    return sum(len(scan_folder(root.path).files) for root in library.roots)
 
 
 @dataclass
@@ -145,7 +150,7 @@ async def index_once(
     """
     configure(settings, embedders)
     started = time.monotonic()
-    total = await asyncio.to_thread(count_image_files, settings.image_dir)
+    total = await asyncio.to_thread(count_media_files, library_of(settings.image_dirs))
     url = await asyncio.to_thread(database_url, settings)
     embedded = reused = 0
     before: dict[str, tuple[str, Any]] | None = None
@@ -172,6 +177,7 @@ async def index_once(
     assert before is not None
     after, failed_after = await asyncio.to_thread(_snapshot, url, run.choice.serving)
     await asyncio.to_thread(prune_cache, url)
+    await asyncio.to_thread(refresh_images_view, url, run.choice.serving)
     added = sum(1 for p in after if p not in before)
     updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
     reporter = StatusReporter(url, run)
@@ -215,7 +221,7 @@ async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], 
         # indexer ready only once it is loaded, so the first new photo does not wait for it
         tower = asyncio.create_task(asyncio.to_thread(run.embedder.vision_tower))
         reporter = StatusReporter(url, run)
-        reporter.files_total = await asyncio.to_thread(count_image_files, settings.image_dir)
+        reporter.files_total = await asyncio.to_thread(count_media_files, run.library)
         stop = asyncio.Event()
         changed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         database = DatabaseWatch()

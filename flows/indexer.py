@@ -1,27 +1,27 @@
-"""The CocoIndex app: every image file under IMAGE_DIR declares one row in `images`, or one row
-in `index_errors` saying why it could not be indexed.
+"""The CocoIndex app: every picture or video under IMAGE_DIR declares one row in each model's
+table (a video also one row per sampled frame), or one row in `index_errors` saying why it could
+not be indexed; a RAW or a Live Photo's motion beside its still declares nothing of its own
+(`flows.pairing`).
 
 Each file is a processing component. The engine diffs what components declare against the last
 run, so added, changed, renamed and deleted files become inserts, updates and deletes, and a
 fixed or removed bad file loses its error row by itself.
 
-The expensive part, `describe_file`, is memoised on (path, size, mtime, model): an unchanged file
-is never read again. Inside it, the embedding cache keyed by content hash catches renamed and
-copied files, and the model runs in batches off the event loop.
+The expensive part, `flows.describe.describe_file`, is memoised on (path, size, mtime, model): an
+unchanged file is never read again. Inside it, the embedding cache keyed by content hash catches
+renamed and copied files, and the model runs in batches off the event loop.
 """
 
 import asyncio
-import functools
 import hashlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import cocoindex as coco
@@ -30,38 +30,62 @@ from cocoindex.connectors import localfs, postgres
 from cocoindex.resources.schema import VectorSchema
 from numpy.typing import NDArray
 
-from core.db import ERRORS_TABLE
+from core import folder_survey
+from core.db import ERRORS_TABLE, connect
 from core.embedder import Embedder
 from core.errors import first_line
+from core.library import Library, kind_of
 from core.model_state import ModelChoice
-from core.pictures import ImageError, decode_image
 from core.settings import Settings
 from flows.cache import DatabaseUnavailable, EmbeddingCache
-from flows.walk import ImageFileMatcher, unreachable_link_reason, unreachable_links
+from flows.describe import RUN, describe_file, merge_sidecar, read_sidecar, video_length
+from flows.folders import LibraryView, watch_mode
+from flows.pairing import Siblings, companions_of, stem, still_of
+from flows.walk import unreachable_link_reason
 
 log = logging.getLogger("sightline.indexer")
-T = TypeVar("T")
 
 # files read and decoded at once: enough to keep every core decoding ahead of the model
 READ_AHEAD = max(16, 2 * (os.cpu_count() or 1))
 AUTO_GATHER = 128  # the most images one gathered batch holds when BATCH_SIZE is auto
 PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
-IMAGE_ROOT = coco.ContextKey[Path]("sightline_image_root")
-RUN = coco.ContextKey["IndexRun"]("sightline_index_run")
+__all__ = ["RUN", "PG_POOL", "IndexRun", "ModelSlot", "app", "make_batched_embed"]
 
 
 @dataclass
 class ImageRow:
-    path: str  # relative to IMAGE_DIR, '/'-separated: the key
+    path: str  # the library key (`core.library`): relative to IMAGE_DIR, '/'-separated
     id: int  # stable for a path; what clients use
+    kind: str  # picture | video
     content_hash: str  # sha256 of the bytes
     size: int
     modified_at: datetime
     width: int  # as displayed, after EXIF orientation
     height: int
     format: str
-    taken_at: datetime | None  # EXIF date taken (camera local time)
+    taken_at: datetime | None  # EXIF date taken, or a video's creation date (camera local time)
     camera: str | None
+    latitude: float | None
+    longitude: float | None
+    keywords: list[str]  # XMP/IPTC keywords, embedded or from an .xmp sidecar
+    title: str | None
+    description: str | None
+    rating: int | None
+    duration: float | None  # videos, seconds
+    poster_at: float | None  # videos: the second of the frame shown for it
+    original: str | None  # the key of the RAW this still came with
+    motion: str | None  # the key of a Live Photo's video
+    model: str
+    embedding: NDArray[np.float32]
+
+
+@dataclass
+class FrameRow:
+    """One sampled frame of a video: a search matches a video through its best frame."""
+
+    path: str
+    second: float
+    id: int  # the video's id
     model: str
     embedding: NDArray[np.float32]
 
@@ -72,20 +96,6 @@ class ErrorRow:
     reason: str
     size: int
     modified_at: datetime
-
-
-@dataclass
-class FileFacts:
-    """What `describe_file` learns about one version of one file (memoised)."""
-
-    failure: str | None = None
-    content_hash: str = ""
-    width: int = 0
-    height: int = 0
-    format: str = ""
-    taken_at: datetime | None = None
-    camera: str | None = None
-    embedding: bytes = b""
 
 
 @dataclass
@@ -104,6 +114,10 @@ class ModelSlot:
     embed: Callable[[np.ndarray], Awaitable[np.ndarray]]
     table: str
 
+    @property
+    def frames_table(self) -> str:
+        return f"{self.table}_frames"
+
 
 @dataclass
 class IndexRun:
@@ -115,13 +129,15 @@ class IndexRun:
 
     settings: Settings
     slots: dict[str, ModelSlot]
-    image_root: Path  # resolved
+    library: Library
     choice: ModelChoice  # as it was when this run started
+    database_url: str = ""
     counters: IndexCounters = field(default_factory=IndexCounters)
     # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
     # memory on folders of large photos while keeping enough decoded images queued for the model
     reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
-    folder: "RescannableFolder | None" = None  # set once the live walk is mounted
+    folder: LibraryView | None = None  # set once the live walk is mounted
+    siblings: Siblings = field(default_factory=Siblings)
     _warming: set[str] = field(default_factory=set)
 
     @property
@@ -140,61 +156,6 @@ class IndexRun:
         if embedder.name not in self._warming:
             self._warming.add(embedder.name)
             threading.Thread(target=embedder.vision_tower, name="load-image-tower", daemon=True).start()
-
-
-class RescannableFolder:
-    """The live folder view, plus the symlinks that lead nowhere, plus a full rescan on request.
-
-    Every scan (the first, the hourly ones, and those on request) lists the folder through
-    `__aiter__`, so unreachable links (see `flows.walk`) get their error rows at each of them.
-
-    Files that change while the database is away fail and are not remembered, but the watcher
-    only sees a file again when it changes. When the database comes back the runtime asks for a
-    rescan, which picks them up at once instead of at the next hourly rescan; unchanged files
-    cost a stat each.
-    """
-
-    def __init__(self, inner: coco.LiveMapView[str, localfs.File], root: Path) -> None:
-        self._inner = inner
-        self._root = root
-        self._wanted: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._watching: asyncio.Task[Any] | None = None
-
-    async def __aiter__(self) -> AsyncIterator[tuple[str, localfs.File]]:
-        async for item in self._inner:
-            yield item
-        base = localfs.FilePath(base_dir=IMAGE_ROOT)
-        for rel in await asyncio.to_thread(lambda: list(unreachable_links(self._root, ImageFileMatcher()))):
-            yield rel.as_posix(), localfs.File(base / rel.as_posix())
-
-    async def watch(self, subscriber: coco.LiveMapSubscriber[str, localfs.File]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._watching = asyncio.current_task()
-        self._wanted = asyncio.Event()
-        wanted = self._wanted
-
-        async def rescans() -> None:
-            while True:
-                await wanted.wait()
-                wanted.clear()
-                await subscriber.update_all()
-
-        task = asyncio.create_task(rescans())
-        try:
-            await self._inner.watch(subscriber)
-        finally:
-            task.cancel()
-
-    def request_rescan(self) -> None:
-        if self._loop is not None and self._wanted is not None:
-            self._loop.call_soon_threadsafe(self._wanted.set)
-
-    def stop_watching(self) -> None:
-        """End the live watch. Leaving the runtime does not end it, and a watcher that outlives its
-        environment would keep reacting to files with errors."""
-        if self._loop is not None and self._watching is not None:
-            self._loop.call_soon_threadsafe(self._watching.cancel)
 
 
 async def report_failure(exc: BaseException, context: coco.ExceptionContext) -> None:
@@ -234,72 +195,6 @@ def make_batched_embed(embedder: Embedder, batch_size: int) -> Callable[[np.ndar
     return coco.fn.as_async(batching=True, max_batch_size=gather, runner=coco.GPU)(embed_batch)
 
 
-def _yield_to_the_model() -> None:
-    """Run this worker thread at a lower priority than the model's threads (Linux sets niceness per
-    thread). Reading and decoding then fill the gaps the model leaves instead of preempting its
-    threads mid-operation, which stalls every other thread of the forward pass at its next
-    barrier; with nothing else to do, the workers run at full speed all the same."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass  # not Linux, or not allowed: plain priority
-
-
-# file reading, hashing and decoding; the model has its own thread (CocoIndex's runner)
-FILE_WORKERS = ThreadPoolExecutor(
-    max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="sightline-files", initializer=_yield_to_the_model
-)
-
-
-async def in_file_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(FILE_WORKERS, functools.partial(fn, *args, **kwargs))
-
-
-def _read_and_hash(path: Path) -> tuple[bytes, str]:
-    data = path.read_bytes()
-    return data, hashlib.sha256(data).hexdigest()
-
-
-@coco.fn(memo=True, version=1)
-async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileFacts:
-    """Read, hash, decode and embed one version of a file. Bad content is a memoised failure;
-    an OSError (unreadable right now) propagates so nothing is remembered and it is retried."""
-    run = coco.use_context(RUN)
-    slot = run.slots[model]
-    run.counters.described += 1
-    run.warm_up(slot.embedder)
-    async with run.reading:
-        data, digest = await in_file_worker(_read_and_hash, run.image_root / rel)
-        cached = await slot.cache.get(digest)
-        try:
-            decoded = await in_file_worker(
-                decode_image,
-                data,
-                slot.embedder.preprocessing,
-                max_pixels=run.settings.max_image_pixels,
-                pixels=cached is None,
-            )
-        except ImageError as exc:
-            return FileFacts(failure=str(exc))
-        del data
-    if cached is None:
-        assert decoded.pixels is not None
-        cached = await slot.embed(decoded.pixels)
-        await slot.cache.put(digest, cached)
-        run.counters.embedded += 1
-    else:
-        run.counters.reused += 1
-    return FileFacts(
-        content_hash=digest,
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
-        taken_at=decoded.taken_at,
-        camera=decoded.camera,
-        embedding=cached.astype(np.float32).tobytes(),
-    )
-
-
 def _lstat(path: Path) -> os.stat_result | None:
     try:
         return path.lstat()
@@ -307,16 +202,17 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
 
 
+Tables = tuple[tuple[str, postgres.TableTarget[ImageRow], postgres.TableTarget[FrameRow]], ...]
+
+
 @coco.fn
-async def index_file(
-    file: localfs.File,
-    tables: tuple[tuple[str, postgres.TableTarget[ImageRow]], ...],
-    errors: postgres.TableTarget[ErrorRow],
-) -> None:
-    """Declare this file's row in each model's table, or its error row."""
+async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[ErrorRow]) -> None:
+    """Declare this file's rows in each model's tables, or its error row, or nothing when it
+    belongs to a still beside it."""
     run = coco.use_context(RUN)
-    rel = file.file_path.path.as_posix()
-    full = run.image_root / rel
+    full = run.library.path_of(key)
+    if full is None:
+        return  # a folder no longer in IMAGE_DIR: its rows go
     try:
         stat = full.stat()
         real = full.resolve(strict=True)
@@ -324,19 +220,36 @@ async def index_file(
         dead_link = unreachable_link_reason(full)
         if dead_link is not None and (link := _lstat(full)) is not None:
             modified = datetime.fromtimestamp(link.st_mtime_ns / 1e9, tz=UTC)
-            errors.declare_row(row=ErrorRow(path=rel, reason=dead_link, size=link.st_size, modified_at=modified))
+            errors.declare_row(row=ErrorRow(path=key, reason=dead_link, size=link.st_size, modified_at=modified))
         return  # otherwise gone since the scan: its delete event follows
     modified = datetime.fromtimestamp(stat.st_mtime_ns / 1e9, tz=UTC)
 
     def fail(reason: str) -> None:
-        errors.declare_row(row=ErrorRow(path=rel, reason=reason, size=stat.st_size, modified_at=modified))
+        errors.declare_row(row=ErrorRow(path=key, reason=reason, size=stat.st_size, modified_at=modified))
 
-    if not real.is_relative_to(run.image_root):
+    located = run.library.locate(key)
+    assert located is not None
+    if not real.is_relative_to(located[0].path):
         fail("leads outside IMAGE_DIR through a symlink: not indexed and never served (copy the file in instead)")
         return
-    for model, images in tables:
+    group = run.siblings.group(full.parent, stem(full.name))
+
+    async def seconds_of(name: str) -> float | None:
+        sibling = full.with_name(name)
         try:
-            facts = await describe_file(rel, stat.st_size, stat.st_mtime_ns, model)
+            st = sibling.stat()
+        except OSError:
+            return None
+        return await video_length(run.library.sibling_key(key, name), st.st_size, st.st_mtime_ns)
+
+    lengths = {n: await seconds_of(n) for n in group.names if kind_of(n) == "video" and len(group.names) > 1}
+    if still_of(full.name, group, lambda: lengths.get(full.name)) is not None:
+        return  # part of the still beside it, which lists it
+    companions = companions_of(full.name, group, lengths.get)
+    sidecar = await _sidecar_facts(run, key, full)
+    for model, images, frames in tables:
+        try:
+            facts = await describe_file(key, stat.st_size, stat.st_mtime_ns, model)
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(full):
                 return  # deleted while it was read: nothing to record, its delete event follows
@@ -345,22 +258,50 @@ async def index_file(
         if facts.failure is not None:
             fail(facts.failure)  # the content is bad for every model: no row in any table
             return
+        merged = merge_sidecar(facts, sidecar)
+        item_id = image_id(key)
         images.declare_row(
             row=ImageRow(
-                path=rel,
-                id=image_id(rel),
+                path=key,
+                id=item_id,
+                kind=facts.kind,
                 content_hash=facts.content_hash,
                 size=stat.st_size,
                 modified_at=modified,
                 width=facts.width,
                 height=facts.height,
                 format=facts.format,
-                taken_at=facts.taken_at,
+                taken_at=merged.taken_at,
                 camera=facts.camera,
+                latitude=merged.latitude,
+                longitude=merged.longitude,
+                keywords=list(merged.keywords),
+                title=merged.title,
+                description=merged.description,
+                rating=merged.rating,
+                duration=facts.duration,
+                poster_at=facts.poster_at,
+                original=None if companions.original is None else run.library.sibling_key(key, companions.original),
+                motion=None if companions.motion is None else run.library.sibling_key(key, companions.motion),
                 model=model,
                 embedding=np.frombuffer(facts.embedding, dtype=np.float32),
             )
         )
+        if facts.frames:
+            vectors = np.frombuffer(facts.frames, dtype=np.float32).reshape(len(facts.frame_seconds), -1)
+            for second, vector in zip(facts.frame_seconds, vectors):
+                frames.declare_row(row=FrameRow(path=key, second=second, id=item_id, model=model, embedding=vector))
+
+
+async def _sidecar_facts(run: IndexRun, key: str, full: Path) -> Any:
+    name = run.siblings.sidecar(full)
+    if name is None:
+        return None
+    try:
+        st = full.with_name(name).stat()
+    except OSError:
+        return None
+    return await read_sidecar(run.library.sibling_key(key, name), st.st_size, st.st_mtime_ns)
 
 
 async def images_schema(dim: int) -> postgres.TableSchema[ImageRow]:
@@ -369,8 +310,26 @@ async def images_schema(dim: int) -> postgres.TableSchema[ImageRow]:
         primary_key=["path"],
         column_overrides={
             "taken_at": postgres.PgType("timestamp without time zone"),
+            "keywords": postgres.PgType("text[]"),
             "embedding": VectorSchema(dtype=np.dtype(np.float32), size=dim),
         },
+    )
+
+
+async def frames_schema(dim: int) -> postgres.TableSchema[FrameRow]:
+    return await postgres.TableSchema.from_class(
+        FrameRow,
+        primary_key=["path", "second"],
+        column_overrides={"embedding": VectorSchema(dtype=np.dtype(np.float32), size=dim)},
+    )
+
+
+def _index_on(target: Any, table: str, column: str, unique: bool = False) -> None:
+    index = f"{table}_{column}_idx"
+    target.declare_sql_command_attachment(
+        name=f"{column}_index",
+        setup_sql=f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {index} ON {table} ({column})",
+        teardown_sql=f"DROP INDEX IF EXISTS {index}",
     )
 
 
@@ -379,26 +338,35 @@ async def index_folder() -> None:
     run = coco.use_context(RUN)
     tables = []
     for name, slot in run.slots.items():
-        images = await postgres.mount_table_target(
-            PG_POOL, table_name=slot.table, table_schema=await images_schema(slot.embedder.dim)
-        )
+        dim = slot.embedder.dim
+        images = await postgres.mount_table_target(PG_POOL, table_name=slot.table, table_schema=await images_schema(dim))
         images.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
-        for column in ("id", "content_hash"):
-            unique = "UNIQUE " if column == "id" else ""
-            index = f"{slot.table}_{column}_idx"
-            images.declare_sql_command_attachment(
-                name=f"{column}_index",
-                setup_sql=f"CREATE {unique}INDEX IF NOT EXISTS {index} ON {slot.table} ({column})",
-                teardown_sql=f"DROP INDEX IF EXISTS {index}",
-            )
-        tables.append((name, images))
+        _index_on(images, slot.table, "id", unique=True)
+        _index_on(images, slot.table, "content_hash")
+        frames = await postgres.mount_table_target(
+            PG_POOL, table_name=slot.frames_table, table_schema=await frames_schema(dim)
+        )
+        frames.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
+        _index_on(frames, slot.frames_table, "id")
+        tables.append((name, images, frames))
     errors = await postgres.mount_table_target(
         PG_POOL,
         table_name=ERRORS_TABLE,
         table_schema=await postgres.TableSchema.from_class(ErrorRow, primary_key=["path"]),
     )
-    walk = localfs.walk_dir(IMAGE_ROOT, recursive=True, path_matcher=ImageFileMatcher(), live=True)
-    run.folder = RescannableFolder(walk.items(), run.image_root)  # type: ignore[arg-type]
+    modes = {root.label: watch_mode(root.path, run.settings) for root in run.library.roots}
+
+    async def record(surveys: list[folder_survey.FolderSurvey]) -> None:
+        def write() -> None:
+            with connect(run.database_url) as conn:
+                folder_survey.write(conn, surveys)
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception as exc:  # the database may be away: the next scan writes it again
+            log.debug("could not record the folder survey: %s", exc)
+
+    run.folder = LibraryView(run.library, modes, run.settings.scan_interval, record)
     async with coco.exception_handler(report_failure):
         await coco.mount_each(index_file, run.folder, tuple(tables), errors)
 

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, table_exists
-from core.model_state import forget_others, model_tables
+from core.model_state import forget_others, model_tables, refresh_view
 from core.settings import Settings
 
 log = logging.getLogger("sightline.indexer")
@@ -43,7 +43,7 @@ def reconcile_state(url: str, settings: Settings) -> None:
                 settings.state_dir,
             )
             conn.execute(f"DROP {'TABLE' if old_layout else 'VIEW'} IF EXISTS {IMAGES_TABLE}")
-            for table in [ERRORS_TABLE, *model_tables(conn)]:
+            for table in [ERRORS_TABLE, *(f"{t}_frames" for t in model_tables(conn)), *model_tables(conn)]:
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
             conn.execute("DELETE FROM sightline_meta WHERE key = 'active_model'")
             shutil.rmtree(settings.state_dir, ignore_errors=True)
@@ -67,6 +67,13 @@ def forget_models_not_in(url: str, models: list[str]) -> None:
     a switch made them so, or a build was cancelled."""
     with connect(url) as conn:
         forget_others(conn, models)
+        refresh_view(conn, models[0])
+
+
+def refresh_images_view(url: str, model: str) -> None:
+    """The `images` view gets the columns a run may have added to the model's table."""
+    with connect(url) as conn:
+        refresh_view(conn, model)
 
 
 def prune_cache(url: str) -> int:

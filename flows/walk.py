@@ -1,59 +1,84 @@
-"""Listing IMAGE_DIR: which names are images, and the symlinks that lead nowhere.
+"""Listing a folder: which files are pictures and videos, which symlinks lead nowhere, and what
+else is there.
 
-CocoIndex's walk follows symlinks, stops at folder loops, and leaves out an entry that is neither a
-file nor a folder once followed: a symlink in a loop, or one whose target is missing. Left out,
-such a file would be missing from the index without a word. The indexer lists them too (see
-`RescannableFolder`), so that `index_file` records why each is not indexed, and the record goes
-away with the link. A link made while the watcher runs shows up at the next rescan or start, as
-the watcher skips what it cannot stat.
+One walk per folder and scan does it all. It follows symlinks and stops at folder loops, as
+CocoIndex's own walk does, and it lists the image-named symlinks that lead nowhere (loops,
+missing targets) with the files: left out, such a file would be missing from the index without a
+word, so `index_file` records why each is not indexed, and the record goes away with the link.
+Everything that is not a picture or a video is counted, by extension, for the status page.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
-from core.pictures import is_image_name
+from core.library import extension, is_media_name, kind_of
 
 
-class ImageFileMatcher:
-    """Image extensions in any case; hidden files and folders (.thumbnails, ._IMG.jpg, .part files
-    of copy tools) are left out."""
+class MediaFileMatcher:
+    """What the live watcher reports: pictures, videos and `.xmp` sidecars (a changed sidecar
+    re-reads its picture), in any case; hidden files and folders (.thumbnails, ._IMG.jpg, the
+    .part files of copy tools) are left out."""
 
     def is_dir_included(self, path: PurePath) -> bool:
         return not path.name.startswith(".")
 
     def is_file_included(self, path: PurePath) -> bool:
-        return not path.name.startswith(".") and is_image_name(path.name)
+        name = path.name
+        return not name.startswith(".") and (is_media_name(name) or extension(name) == "xmp")
 
 
-def unreachable_links(root: Path, matcher: ImageFileMatcher) -> Iterator[PurePath]:
-    """Image-named symlinks under `root` that lead to no file (loops, missing targets), relative."""
-    # scandir knows from the directory entry whether a name is a symlink, so the only extra
-    # system calls are one stat per symlink; links to folders are not followed, so a folder
-    # loop cannot trap this walk
-    pending: list[PurePath] = [PurePath()]
+@dataclass
+class FolderScan:
+    files: list[str] = field(default_factory=list)  # pictures and videos, '/'-separated, relative
+    sidecars: int = 0  # known companions that are never indexed: .xmp, .aae, Thumbs.db, ...
+    skipped: Counter[str] = field(default_factory=Counter)  # everything else, by ".ext"
+
+
+def scan_folder(root: Path) -> FolderScan:
+    """Walk `root`: its media files (dead symlinks with media names included) and a count of the rest."""
+    scan = FolderScan()
+    try:
+        top = root.stat()
+    except OSError:
+        return scan
+    # (folder, its path relative to root, the folders above it): a link back to any of those is a loop
+    pending: list[tuple[Path, PurePath, frozenset[tuple[int, int]]]] = [
+        (root, PurePath(), frozenset({(top.st_dev, top.st_ino)}))
+    ]
     while pending:
-        folder = pending.pop()
+        folder, rel_folder, above = pending.pop()
         try:
-            entries = list(os.scandir(root / folder))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             continue
         for entry in entries:
-            rel = folder / entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if matcher.is_dir_included(rel):
-                        pending.append(rel)
-                    continue
-                if not entry.is_symlink() or not matcher.is_file_included(rel):
-                    continue
-            except OSError:
+            if entry.name.startswith("."):
                 continue
-            if unreachable_link_reason(Path(entry.path)) is not None:
-                yield rel
+            rel = rel_folder / entry.name
+            try:
+                if entry.is_dir():  # follows symlinks
+                    st = entry.stat()
+                    ident = (st.st_dev, st.st_ino)
+                    if ident not in above:
+                        pending.append((Path(entry.path), rel, above | {ident}))
+                    continue
+                is_file = entry.is_file()
+            except OSError:
+                is_file = False
+            kind = kind_of(entry.name)
+            if kind in ("picture", "raw", "video"):
+                if is_file or unreachable_link_reason(Path(entry.path)) is not None:
+                    scan.files.append(rel.as_posix())
+            elif kind == "sidecar":
+                scan.sidecars += 1
+            elif is_file:
+                scan.skipped[f".{extension(entry.name)}" if extension(entry.name) else "(no extension)"] += 1
+    return scan
 
 
 def unreachable_link_reason(path: Path) -> str | None:
@@ -69,13 +94,3 @@ def unreachable_link_reason(path: Path) -> str | None:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return "symlink to a file that does not exist: nothing to index"
         return f"symlink that cannot be followed ({exc.strerror or exc})"
-
-
-def count_image_files(root: Path) -> int:
-    """How many files a scan will visit (for the progress bar's total)."""
-    matcher = ImageFileMatcher()
-    total = 0
-    for _folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if matcher.is_dir_included(PurePath(d))]
-        total += sum(1 for n in names if matcher.is_file_included(PurePath(n)))
-    return total

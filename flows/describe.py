@@ -1,0 +1,251 @@
+"""What one version of one file is: read, hash, decode and embed it (memoised per file version).
+
+Pictures are read whole and decoded on the file workers. Videos are never read whole: they are
+hashed in chunks, and a bounded number of frames is decoded from them as a stream; each frame
+goes to the model in the same batches as pictures. The embedding cache, keyed by content hash,
+catches renamed and copied files of both kinds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import cocoindex as coco
+import numpy as np
+
+from core.library import kind_of
+from core.pictures import DecodedImage, ImageError, decode_image
+from core.videos import probe_video, sample_frames
+from core.xmp import parse_xmp
+
+if TYPE_CHECKING:
+    from flows.indexer import IndexRun, ModelSlot
+
+T = TypeVar("T")
+RUN = coco.ContextKey["IndexRun"]("sightline_index_run")
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class FileFacts:
+    """What `describe_file` learns about one version of one file (memoised)."""
+
+    failure: str | None = None
+    kind: str = "picture"  # or "video"
+    content_hash: str = ""
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    taken_at: datetime | None = None
+    camera: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    keywords: tuple[str, ...] = ()
+    title: str | None = None
+    description: str | None = None
+    rating: int | None = None
+    duration: float | None = None  # videos
+    poster_at: float | None = None  # videos: the second of the frame nearest the whole video
+    embedding: bytes = b""  # float32; for a video the normalised mean of its frames
+    frame_seconds: tuple[float, ...] = ()  # videos: the sampled frames
+    frames: bytes = b""  # float32, one embedding per sampled frame
+
+
+def _yield_to_the_model() -> None:
+    """Run this worker thread at a lower priority than the model's threads (Linux sets niceness per
+    thread). Reading and decoding then fill the gaps the model leaves instead of preempting its
+    threads mid-operation, which stalls every other thread of the forward pass at its next
+    barrier; with nothing else to do, the workers run at full speed all the same."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: plain priority
+
+
+# file reading, hashing and decoding; the model has its own thread (CocoIndex's runner)
+FILE_WORKERS = ThreadPoolExecutor(
+    max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="sightline-files", initializer=_yield_to_the_model
+)
+
+
+async def in_file_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(FILE_WORKERS, functools.partial(fn, *args, **kwargs))
+
+
+def _read_and_hash(path: Path) -> tuple[bytes, str]:
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@coco.fn(memo=True, version=2)
+async def describe_file(key: str, size: int, mtime_ns: int, model: str) -> FileFacts:
+    """Read, hash, decode and embed one version of a file. Bad content is a memoised failure;
+    an OSError (unreadable right now) propagates so nothing is remembered and it is retried."""
+    run = coco.use_context(RUN)
+    slot = run.slots[model]
+    run.counters.described += 1
+    run.warm_up(slot.embedder)
+    path = run.library.path_of(key)
+    assert path is not None
+    async with run.reading:
+        if kind_of(path.name) == "video":
+            return await _describe_video(run, slot, path)
+        return await _describe_picture(run, slot, path)
+
+
+async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileFacts:
+    data, digest = await in_file_worker(_read_and_hash, path)
+    cached = await slot.cache.get(digest)
+    try:
+        decoded: DecodedImage = await in_file_worker(
+            decode_image,
+            data,
+            slot.embedder.preprocessing,
+            max_pixels=run.settings.max_image_pixels,
+            pixels=cached is None,
+            name=path.name,
+        )
+    except ImageError as exc:
+        return FileFacts(failure=str(exc))
+    del data
+    if cached is None:
+        assert decoded.pixels is not None
+        cached = await slot.embed(decoded.pixels)
+        await slot.cache.put(digest, cached)
+        run.counters.embedded += 1
+    else:
+        run.counters.reused += 1
+    return FileFacts(
+        content_hash=digest,
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        taken_at=decoded.taken_at,
+        camera=decoded.camera,
+        latitude=decoded.latitude,
+        longitude=decoded.longitude,
+        keywords=tuple(decoded.keywords),
+        title=decoded.title,
+        description=decoded.description,
+        rating=decoded.rating,
+        embedding=cached.astype(np.float32).tobytes(),
+    )
+
+
+async def _describe_video(run: IndexRun, slot: ModelSlot, path: Path) -> FileFacts:
+    digest = await in_file_worker(_hash_file, path)
+    max_pixels = run.settings.max_image_pixels
+    try:
+        video = await in_file_worker(probe_video, path, max_pixels=max_pixels)
+        cached = await slot.cache.get_frames(digest, slot.embedder.dim)
+        if cached is None:
+            prep = slot.embedder.preprocessing
+            frames = await in_file_worker(
+                lambda: list(sample_frames(path, prep, max_frames=run.settings.video_frames, max_pixels=max_pixels))
+            )
+            if not frames:
+                return FileFacts(failure="video without a frame that can be decoded")
+            vectors = await asyncio.gather(*(slot.embed(pixels) for _, pixels in frames))
+            cached = np.array([s for s, _ in frames], dtype=np.float64), np.stack(vectors).astype(np.float32)
+            await slot.cache.put_frames(digest, *cached)
+            run.counters.embedded += 1
+        else:
+            run.counters.reused += 1
+    except ImageError as exc:  # VideoError is one
+        return FileFacts(failure=str(exc))
+    seconds, embeddings = cached
+    mean = embeddings.mean(axis=0)
+    mean /= max(float(np.linalg.norm(mean)), 1e-12)
+    poster = int(np.argmax(embeddings @ mean))
+    return FileFacts(
+        kind="video",
+        content_hash=digest,
+        width=video.width,
+        height=video.height,
+        format=video.format,
+        taken_at=video.created_at,
+        camera=video.camera,
+        latitude=video.latitude,
+        longitude=video.longitude,
+        duration=video.duration,
+        poster_at=float(seconds[poster]),
+        embedding=mean.astype(np.float32).tobytes(),
+        frame_seconds=tuple(float(s) for s in seconds),
+        frames=embeddings.astype(np.float32).tobytes(),
+    )
+
+
+@coco.fn(memo=True, version=1)
+async def video_length(key: str, size: int, mtime_ns: int) -> float | None:
+    """A video's length in seconds (None when it cannot be read): whether it is a Live Photo's motion."""
+    run = coco.use_context(RUN)
+    path = run.library.path_of(key)
+    try:
+        assert path is not None
+        facts = await in_file_worker(probe_video, path, max_pixels=run.settings.max_image_pixels)
+    except (ImageError, OSError):
+        return None
+    return facts.duration
+
+
+@coco.fn(memo=True, version=1)
+async def read_sidecar(key: str, size: int, mtime_ns: int) -> Any:
+    """The facts of an `.xmp` sidecar; unreadable or malformed reads as none."""
+    run = coco.use_context(RUN)
+    path = run.library.path_of(key)
+    try:
+        assert path is not None
+        data = await in_file_worker(path.read_bytes)
+    except OSError:
+        return None
+    return parse_xmp(data)
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """The facts a row shows: the file's own, with its `.xmp` sidecar's over them."""
+
+    taken_at: datetime | None
+    latitude: float | None
+    longitude: float | None
+    keywords: tuple[str, ...]
+    title: str | None
+    description: str | None
+    rating: int | None
+
+
+def merge_sidecar(facts: FileFacts, sidecar: Any) -> ItemFacts:
+    """A sidecar is what the user last wrote in their photo tool, so its values win; keywords from
+    both are kept, the file's first."""
+    if sidecar is None:
+        return ItemFacts(
+            facts.taken_at, facts.latitude, facts.longitude, facts.keywords, facts.title, facts.description, facts.rating
+        )
+    has_place = sidecar.latitude is not None and sidecar.longitude is not None
+    return ItemFacts(
+        taken_at=sidecar.taken_at or facts.taken_at,
+        latitude=sidecar.latitude if has_place else facts.latitude,
+        longitude=sidecar.longitude if has_place else facts.longitude,
+        keywords=tuple(dict.fromkeys((*facts.keywords, *sidecar.keywords))),
+        title=sidecar.title or facts.title,
+        description=sidecar.description or facts.description,
+        rating=sidecar.rating if sidecar.rating is not None else facts.rating,
+    )

@@ -1,0 +1,251 @@
+"""Every IMAGE_DIR folder as one live view for CocoIndex's `mount_each`.
+
+Keys are library keys (`core.library`), and each value is its key again: `index_file` finds the
+file through the library, so one view serves any number of folders.
+
+- A full scan (the first, the hourly ones, those on request) walks every folder (`flows.walk`)
+  and records what it found that is not indexed (`core.folder_survey`).
+- Folders on local disks follow file events. On network mounts (NFS, SMB, FUSE) events do not
+  arrive, so those folders are polled every SCAN_INTERVAL: each file's size and mtime against the
+  last poll, and only what differs goes to the indexer.
+- A change to one file of a group (`flows.pairing`) re-runs the others, so a RAW that appears
+  beside its JPEG folds into it, and a changed `.xmp` sidecar re-reads its picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import cocoindex as coco
+from cocoindex.connectors import localfs
+
+from core.folder_survey import FolderSurvey
+from core.library import Library, Root, extension, is_media_name
+from core.settings import Settings
+from flows.pairing import Siblings, stem
+from flows.walk import MediaFileMatcher, scan_folder
+
+log = logging.getLogger("sightline.indexer")
+
+# what network file systems are called in /proc/mounts (and by psutil on other systems): their
+# servers change files without telling this machine's kernel, so no file event ever arrives
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "davfs", "webdav", "sshfs", "lustre"}
+)
+
+
+def filesystem_of(path: Path) -> str:
+    """The file system type of the mount holding `path` ('' when it cannot be told)."""
+    try:
+        import psutil
+
+        mounts = psutil.disk_partitions(all=True)
+    except Exception:
+        return ""
+    best, fstype = "", ""
+    target = str(path)
+    for mount in mounts:
+        point = mount.mountpoint.rstrip("/") or "/"
+        inside = target == point or target.startswith(point if point.endswith("/") else point + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, mount.fstype
+    return fstype
+
+
+def watch_mode(path: Path, settings: Settings) -> str:
+    if settings.watch == "poll":
+        return "polled"
+    fstype = filesystem_of(path).lower()
+    return "polled" if fstype in NETWORK_FILESYSTEMS or fstype.startswith("fuse") else "live"
+
+
+Signature = tuple[int, int]  # (size, mtime_ns)
+
+
+def _signatures(root: Root) -> dict[str, Signature]:
+    found: dict[str, Signature] = {}
+    matcher = MediaFileMatcher()
+    for folder, dirs, names in os.walk(root.path, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            if matcher.is_file_included(PurePosixPath(name)):
+                try:
+                    st = os.stat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                rel = os.path.relpath(os.path.join(folder, name), root.path).replace(os.sep, "/")
+                found[root.key(rel)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+class LibraryView:
+    def __init__(
+        self,
+        library: Library,
+        modes: dict[str, str],
+        scan_interval: float,
+        on_survey: Callable[[list[FolderSurvey]], Awaitable[None]],
+    ) -> None:
+        self._library = library
+        self._modes = modes
+        self._scan_interval = scan_interval
+        self._on_survey = on_survey
+        self._siblings = Siblings()
+        self._subscriber: coco.LiveMapSubscriber[str, str] | None = None
+        self._wanted: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watching: asyncio.Task[Any] | None = None
+        self._live = [r for r in library.roots if modes[r.label] == "live"]
+        self._scans_asked = 0
+        self._first_scan = asyncio.Event()
+        self._readies = 0
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, str]]:
+        surveys: list[FolderSurvey] = []
+        for root in self._library.roots:
+            scan = await asyncio.to_thread(scan_folder, root.path)
+            for rel in scan.files:
+                key = root.key(rel)
+                yield key, key
+            surveys.append(
+                FolderSurvey(
+                    root.label, str(root.path), self._modes[root.label], len(scan.files), scan.sidecars, dict(scan.skipped)
+                )
+            )
+        await self._on_survey(surveys)
+
+    async def watch(self, subscriber: coco.LiveMapSubscriber[str, str]) -> None:
+        self._subscriber = subscriber
+        self._loop = asyncio.get_running_loop()
+        self._watching = asyncio.current_task()
+        self._wanted = asyncio.Event()
+        polled = [r for r in self._library.roots if self._modes[r.label] == "polled"]
+        # the baseline comes before the first scan, so a change made during that scan is seen
+        baselines = {r.label: await asyncio.to_thread(_signatures, r) for r in polled}
+        tasks = [asyncio.create_task(self._rescans())]
+        tasks += [asyncio.create_task(self._poll(r, baselines[r.label])) for r in polled]
+        for root in self._live:
+            walk = localfs.walk_dir(root.path, recursive=True, path_matcher=MediaFileMatcher(), live=True)
+            tasks.append(asyncio.create_task(walk.items().watch(_RootEvents(self, root))))  # type: ignore[arg-type]
+        try:
+            if not self._live:
+                await subscriber.update_all()
+                await subscriber.mark_ready()
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def request_rescan(self) -> None:
+        """Walk every folder again soon (safe from any thread)."""
+        if self._loop is not None and self._wanted is not None:
+            self._loop.call_soon_threadsafe(self._wanted.set)
+
+    def stop_watching(self) -> None:
+        """End the live watch. Leaving the runtime does not end it, and a watcher that outlives its
+        environment would keep reacting to files with errors."""
+        if self._loop is not None and self._watching is not None:
+            self._loop.call_soon_threadsafe(self._watching.cancel)
+
+    async def _rescans(self) -> None:
+        assert self._wanted is not None and self._subscriber is not None
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            await self._subscriber.update_all()
+
+    async def full_scan(self) -> None:
+        """A folder's watcher asks for a full scan: once armed at start, hourly after. At start the
+        one scan waits until every folder's watcher is armed, so no folder misses an event."""
+        assert self._subscriber is not None
+        if self._first_scan.is_set():
+            await self._subscriber.update_all()
+            return
+        self._scans_asked += 1
+        if self._scans_asked == len(self._live):
+            await self._subscriber.update_all()
+            self._first_scan.set()
+        else:
+            await self._first_scan.wait()
+
+    async def ready(self) -> None:
+        assert self._subscriber is not None
+        self._readies += 1
+        if self._readies == len(self._live):
+            await self._subscriber.mark_ready()
+
+    async def _poll(self, root: Root, last: dict[str, Signature]) -> None:
+        while True:
+            await asyncio.sleep(self._scan_interval)
+            now = await asyncio.to_thread(_signatures, root)
+            for key in sorted(set(last) - set(now)):
+                await self.removed(key)
+            for key, signature in sorted(now.items()):
+                if last.get(key) != signature:
+                    await self.changed(key)
+            last = now
+
+    async def changed(self, key: str) -> Any:
+        assert self._subscriber is not None
+        handle = None
+        if is_media_name(PurePosixPath(key).name):
+            handle = await self._subscriber.update(key, key)
+        await self._regroup(key)
+        return handle
+
+    async def removed(self, key: str) -> Any:
+        assert self._subscriber is not None
+        handle = await self._subscriber.delete(key) if is_media_name(PurePosixPath(key).name) else None
+        await self._regroup(key)
+        return handle
+
+    async def _regroup(self, key: str) -> None:
+        """Re-run the files that `key` groups with: same-stem media, or the pictures of a sidecar."""
+        assert self._subscriber is not None
+        path = self._library.path_of(key)
+        if path is None:
+            return
+        name = path.name
+        group = self._siblings.group(path.parent, stem(name[: -len(".xmp")] if extension(name) == "xmp" else name))
+        for sibling in group.names:
+            if sibling.casefold() != name.casefold():
+                other = self._library.sibling_key(key, sibling)
+                handle = await self._subscriber.update(other, other)
+                await handle.ready()
+
+
+class _RootEvents:
+    """What one folder's watcher says, in library keys, to the view."""
+
+    def __init__(self, view: LibraryView, root: Root) -> None:
+        self._view = view
+        self._root = root
+
+    async def update_all(self) -> None:
+        await self._view.full_scan()
+
+    async def mark_ready(self) -> None:
+        await self._view.ready()
+
+    async def update(self, rel: str, _file: localfs.File) -> Any:
+        return await _Ready.of(await self._view.changed(self._root.key(rel)))
+
+    async def delete(self, rel: str) -> Any:
+        return await _Ready.of(await self._view.removed(self._root.key(rel)))
+
+
+class _Ready:
+    """The watcher awaits `handle.ready()` after each event; a sidecar's event has no component of
+    its own to wait for (its pictures' were awaited already)."""
+
+    @staticmethod
+    async def of(handle: Any) -> Any:
+        return handle if handle is not None else _Ready()
+
+    async def ready(self) -> None:
+        return None

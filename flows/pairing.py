@@ -1,0 +1,147 @@
+"""Files that belong together: a RAW beside the JPEG the camera wrote with it, a Live Photo's
+still and its motion, a picture and its `.xmp` sidecar.
+
+Such files make one item. The still (JPEG or HEIC) is what is shown and searched; the RAW is listed
+as its original, the short video as its motion. Pairing goes by name within a folder
+(`IMG_0001.CR2` + `IMG_0001.JPG`), case aside, as cameras and phones write them.
+
+Every file keeps its own component in the indexer, and each decides from its siblings as they
+are now: a RAW or motion with a still beside it declares nothing, and the still lists it. A change
+to any file of a group re-runs the others (see `flows.folders`), so adding, removing or renaming
+one regroups them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.library import extension, kind_of
+from core.pictures import RAW_EXTENSIONS
+
+# what a RAW or a Live Photo's motion is paired with, in order of preference
+STILLS_FOR_RAW: tuple[str, ...] = ("jpg", "jpeg", "heic", "heif")
+STILLS_FOR_MOTION: tuple[str, ...] = ("heic", "heif", "jpg", "jpeg")
+MOTION_EXTENSIONS: tuple[str, ...] = ("mov", "mp4")
+# Live Photos last about 3 s; a longer video that happens to share a name with a picture (a poster
+# frame exported beside a film) is a video of its own, not motion to hide behind the still
+LIVE_PHOTO_MAX_SECONDS = 6.0
+
+
+def stem(name: str) -> str:
+    return name.rsplit(".", 1)[0].casefold() if "." in name else name.casefold()
+
+
+@dataclass(frozen=True)
+class Group:
+    """The media files of one folder that share a stem, by name."""
+
+    names: tuple[str, ...]
+
+    def with_extension(self, wanted: tuple[str, ...]) -> str | None:
+        """The first name whose extension is in `wanted`, in `wanted`'s order of preference."""
+        by_ext = {extension(n): n for n in sorted(self.names)}
+        return next((by_ext[e] for e in wanted if e in by_ext), None)
+
+
+class Siblings:
+    """Folder listings, cached until the folder's mtime changes (adding, removing or renaming an
+    entry changes it), so pairing costs a stat per file, not a listing per file."""
+
+    def __init__(self, max_folders: int = 256) -> None:
+        self._cache: dict[Path, tuple[int, _Listing]] = {}
+        self._lock = threading.Lock()
+        self._max = max_folders
+
+    def _listing(self, folder: Path) -> _Listing:
+        try:
+            mtime = folder.stat().st_mtime_ns
+        except OSError:
+            return _Listing({}, {})
+        with self._lock:
+            cached = self._cache.get(folder)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, _Listing.of(folder))
+            with self._lock:
+                if len(self._cache) >= self._max:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[folder] = cached
+        return cached[1]
+
+    def group(self, folder: Path, stem_key: str) -> Group:
+        """The media files of `folder` whose stem is `stem_key` (see `stem`)."""
+        return Group(self._listing(folder).groups.get(stem_key, ()))
+
+    def sidecar(self, path: Path) -> str | None:
+        """The `.xmp` beside a file: `IMG_1.JPG.xmp` (darktable, digiKam) before `IMG_1.xmp`
+        (Lightroom, which writes one for a RAW and its JPEG alike)."""
+        sidecars = self._listing(path.parent).sidecars
+        for candidate in (f"{path.name}.xmp", f"{path.name.rsplit('.', 1)[0]}.xmp"):
+            if candidate.casefold() in sidecars:
+                return sidecars[candidate.casefold()]
+        return None
+
+
+@dataclass(frozen=True)
+class _Listing:
+    groups: dict[str, tuple[str, ...]]  # stem → media names
+    sidecars: dict[str, str]  # casefolded name → name, for .xmp files
+
+    @staticmethod
+    def of(folder: Path) -> _Listing:
+        groups: dict[str, list[str]] = {}
+        sidecars: dict[str, str] = {}
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return _Listing({}, {})
+        for name in names:
+            if name.startswith("."):
+                continue
+            if kind_of(name) in ("picture", "raw", "video"):
+                groups.setdefault(stem(name), []).append(name)
+            elif extension(name) == "xmp":
+                sidecars[name.casefold()] = name
+        return _Listing({k: tuple(sorted(v)) for k, v in groups.items()}, sidecars)
+
+
+def still_of(name: str, group: Group, motion_seconds: Callable[[], float | None]) -> str | None:
+    """The still a RAW or a motion file belongs to, or None when it is an item of its own.
+    `motion_seconds` reads the video's length, only asked for when a still shares its name."""
+    kind = kind_of(name)
+    if kind == "raw":
+        return group.with_extension(STILLS_FOR_RAW)
+    if kind == "video" and group.with_extension(MOTION_EXTENSIONS) == name:
+        still = group.with_extension(STILLS_FOR_MOTION)
+        if still is not None:
+            seconds = motion_seconds()
+            if seconds is not None and seconds <= LIVE_PHOTO_MAX_SECONDS:
+                return still
+    return None
+
+
+@dataclass(frozen=True)
+class Companions:
+    original: str | None = None  # the RAW this still was developed from
+    motion: str | None = None  # a Live Photo's video
+
+
+def companions_of(name: str, group: Group, motion_seconds: Callable[[str], float | None]) -> Companions:
+    """What a still has beside it, by name (the same rules as `still_of`, seen from the still)."""
+    if kind_of(name) != "picture":
+        return Companions()
+    ext = extension(name)
+    original = group.with_extension(RAW_EXTENSIONS) if ext in STILLS_FOR_RAW else None
+    if original is not None and group.with_extension(STILLS_FOR_RAW) != name:
+        original = None  # IMG_1.JPG and IMG_1.HEIC beside IMG_1.CR2: the RAW goes with the JPEG
+    motion = None
+    if ext in STILLS_FOR_MOTION and group.with_extension(STILLS_FOR_MOTION) == name:
+        video = group.with_extension(MOTION_EXTENSIONS)
+        seconds = motion_seconds(video) if video is not None else None
+        if video is not None and seconds is not None and seconds <= LIVE_PHOTO_MAX_SECONDS:
+            motion = video
+    return Companions(original=original, motion=motion)
+
