@@ -56,19 +56,22 @@ def write_video(
     gop: int | None = None,
     faststart: bool = False,
     codec: str | None = None,
+    codec_options: Mapping[str, str] | None = None,
+    apple_keys: bool = True,
 ) -> Path:
     """Encode `segments` (a drawing or a picture, and for how many seconds it shows) into `path`; the
     container is the file's extension (mp4, mov, m4v, mkv, webm, avi, 3gp). `size` is the upright
     size as displayed. `rotate` stores the frames turned and a display matrix that turns them back
     (degrees counter-clockwise, as PyAV's `VideoFrame.rotation` reads it; an iPhone held upright
     writes -90). `gop` is the keyframe interval in frames (default: one a second, as phones do);
-    `faststart` puts the index first, so that a file cut short still has its first seconds."""
+    `faststart` puts the index first, so that a file cut short still has its first seconds.
+    `apple_keys` writes the metadata as QuickTime `mdta` keys, as an iPhone does; without it FFmpeg
+    writes its classic boxes (`location` becomes ©xyz in a MOV, as Android and GoPro write it)."""
     import av
 
     ext = path.suffix.lower().lstrip(".")
-    options = {}
-    if ext in ("mp4", "mov", "m4v", "3gp"):
-        options["movflags"] = "use_metadata_tags" + ("+faststart" if faststart else "")
+    flags = (["use_metadata_tags"] if apple_keys else []) + (["faststart"] if faststart else [])
+    options = {"movflags": "+".join(flags)} if flags and ext in ("mp4", "mov", "m4v", "3gp") else {}
     turn = {None: None, 0: None, 90: Image.Transpose.ROTATE_270, -90: Image.Transpose.ROTATE_90}
     turn |= {270: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, -180: Image.Transpose.ROTATE_180}
     if rotate not in turn:
@@ -80,6 +83,7 @@ def write_video(
         stream.width, stream.height = stored
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop or fps
+        stream.codec_context.options = dict(codec_options or {})
         if rotate:
             stream.set_display_rotation(rotate)
         for picture, seconds in segments:
