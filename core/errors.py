@@ -30,6 +30,17 @@ class Unsupported(UserError):
     """Content Sightline cannot use: a file that is not a usable picture."""
 
 
+class ImageError(Unsupported):
+    """A file that cannot be indexed; the message is the one-line reason shown to users."""
+
+    @classmethod
+    def too_large(cls, width: int, height: int, limit: int) -> ImageError:
+        return cls(
+            f"image too large: {width}x{height} pixels is over the limit of {limit:,} "
+            "(raise MAX_IMAGE_PIXELS to index it)"
+        )
+
+
 class TooLarge(UserError):
     """More than a configured limit allows."""
 

@@ -1,5 +1,11 @@
 """Image decoding and metadata: bytes in, pixels ready for the model and facts for the table out.
 
+Every still format a phone or a camera writes goes through here: what Pillow reads itself (JPEG,
+PNG, WebP, GIF, BMP, TIFF, AVIF), HEIC/HEIF and JPEG XL through their plugins (`core.codecs`) and
+camera RAW through LibRaw (`core.raw`); each yields the same facts (EXIF in `core.exif`, XMP and
+IPTC in `core.xmp`) and is decoded along its cheapest faithful path: JPEG's DCT scaling, HEIC's
+embedded thumbnail, a RAW file's preview, whenever they are at least as big as what is asked for.
+
 Decoding is tolerant of what real folders contain (EXIF rotation, CMYK, 16-bit, palettes with
 transparency, animations) and strict about what it cannot trust (truncated data, files that
 are not images, decompression bombs): those raise `ImageError` with a one-line reason.
@@ -8,51 +14,44 @@ are not images, decompression bombs): those raise `ImageError` with a one-line r
 from __future__ import annotations
 
 import io
+import math
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
-from core.errors import Unsupported, first_line
+from core.codecs import is_jxl, jxl_size, register_decoders
+from core.errors import ImageError, first_line
+from core.exif import SIDEWAYS, UPRIGHT, exif_facts, image_exif, tiff_exif
+from core.raw import RAW_EXTENSIONS, RawFile, is_raw_name
+from core.xmp import NO_FACTS, XmpFacts, combined, embedded_xmp, iptc_facts, packet_in, parse_xmp
 
-T = TypeVar("T")
-
-IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
-
-_EXIF_IFD = 0x8769
-_TAG_DATETIME_ORIGINAL = 36867
-_TAG_DATETIME_DIGITIZED = 36868
-_TAG_DATETIME = 306
-_TAG_MODEL = 272
-_TAG_ORIENTATION = 274
-# EXIF orientation → the transposition that shows the picture upright
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    *("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"),
+    *("heic", "heif", "avif", "jxl"),
+    *RAW_EXTENSIONS,
+)
+_DNG_VERSION = 50706
+_TAG_XMP = 700
+# Pillow's formats whose `draft` decodes a smaller picture: JPEG scales in the DCT domain, HEIF
+# picks the embedded thumbnail
+_DRAFTABLE = ("JPEG", "HEIF")
 # resizing a picture far longer than wide in full before cropping costs memory and time for pixels
 # the crop throws away (an 8000×8 strip at 224 px would be 224,000×224); past this many times the
 # crop's area, only the part that survives the crop is resampled
 _CROP_FIRST_FACTOR = 4
 
 
-class ImageError(Unsupported):
-    """A file that cannot be indexed; the message is the one-line reason shown to users."""
-
-
-def open_picture(source: str | Path | IO[bytes]) -> Image.Image:
+def open_picture(source: str | Path | IO[bytes]) -> ImageFile.ImageFile:
     """`Image.open` with Sightline's own size limit (MAX_IMAGE_PIXELS, checked by the callers with a
-    clearer message) in place of Pillow's lower one."""
+    clearer message) in place of Pillow's lower one, and with every decoder Sightline brings."""
+    register_decoders()
     Image.MAX_IMAGE_PIXELS = None
     return Image.open(source)
 
@@ -81,59 +80,187 @@ class DecodedImage:
     taken_at: datetime | None
     camera: str | None
     pixels: np.ndarray | None  # uint8, crop_height × crop_width × 3; None when not asked for
+    latitude: float | None = None  # decimal degrees, south and west negative
+    longitude: float | None = None
+    keywords: tuple[str, ...] = ()
+    title: str | None = None
+    description: str | None = None
+    rating: int | None = None  # xmp:Rating, -1 (rejected) to 5
+    content_id: str | None = None  # Apple's Live Photo identifier, shared by the still and its movie
+
+    def with_sidecar(self, sidecar: XmpFacts) -> DecodedImage:
+        """These facts with an `.xmp` sidecar's over them (a sidecar is where a photo manager keeps
+        its edits); keywords from both."""
+        merged = combined(self._xmp_facts(), sidecar)
+        return replace(
+            self,
+            taken_at=merged.taken_at,
+            latitude=merged.latitude,
+            longitude=merged.longitude,
+            keywords=merged.keywords,
+            title=merged.title,
+            description=merged.description,
+            rating=merged.rating,
+        )
+
+    def _xmp_facts(self) -> XmpFacts:
+        return XmpFacts(
+            keywords=self.keywords,
+            title=self.title,
+            description=self.description,
+            rating=self.rating,
+            taken_at=self.taken_at,
+            latitude=self.latitude,
+            longitude=self.longitude,
+        )
 
 
 def is_image_name(name: str) -> bool:
     return name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS if "." in name else False
 
 
-def decode_image(
-    data: bytes, prep: Preprocessing, *, max_pixels: int, draft: bool = True, pixels: bool = True
-) -> DecodedImage:
-    """Decode `data` into model-ready pixels plus metadata, or raise `ImageError`.
-    With `pixels=False` only the header is read (for bytes whose embedding is already known)."""
+class _Still:
+    """One opened picture file of any format: its size as displayed, its facts, and a way to get
+    its pixels upright at (at least) a wanted size along the cheapest path."""
+
+    def __init__(self, image: ImageFile.ImageFile | None, raw: RawFile | None, data: bytes) -> None:
+        self.image, self.raw = image, raw
+        if raw is not None:
+            self.format, self.size, self.exif = raw.format, raw.size, raw.facts()
+            self.stored_size = raw.stored_size
+            raw_packet = raw.xmp_packet()
+            self.xmp = parse_xmp(raw_packet) if raw_packet else NO_FACTS
+            return
+        assert image is not None
+        self.format = (image.format or "unknown").lower()
+        self.exif = exif_facts(image_exif(image))
+        if self.format == "jxl" and not getattr(image, "jpeg", False):
+            # JPEG XL keeps orientation in its codestream, and libjxl applies it; an Exif box's
+            # orientation is to be ignored (unless the file is a recompressed JPEG, decoded as one)
+            self.exif = replace(self.exif, orientation=1)
+        self.stored_size = image.size
+        self.size = image.size[::-1] if self.exif.orientation in SIDEWAYS else image.size
+        packet = embedded_xmp(image) or (packet_in(data) if self.format == "jxl" else None)
+        # XMP is the current form of what IPTC-IIM holds: where both say something, XMP wins
+        self.xmp = combined(iptc_facts(image), parse_xmp(packet)) if packet else iptc_facts(image)
+
+    def check_size(self, max_pixels: int) -> None:
+        width, height = self.stored_size
+        if self.raw is None and width * height > max_pixels:
+            raise ImageError.too_large(width, height, max_pixels)
+
+    def picture(self, need: tuple[int, int], max_pixels: int, *, draft: bool = True) -> Image.Image:
+        """Upright, at least `need` (width, height as displayed) where the original is that big."""
+        if self.raw is not None:
+            return self.raw.picture(need if draft else self.size, max_pixels)
+        opened = self.image
+        assert opened is not None
+        if draft and opened.format in _DRAFTABLE:
+            opened.draft("RGB", need[::-1] if self.exif.orientation in SIDEWAYS else need)
+        opened.load()
+        if self.exif.orientation in UPRIGHT:
+            return opened.transpose(UPRIGHT[self.exif.orientation])
+        return opened
+
+    def decoded(self, pixels: np.ndarray | None) -> DecodedImage:
+        exif, xmp = self.exif, self.xmp
+        has_position = exif.latitude is not None and exif.longitude is not None
+        return DecodedImage(
+            width=self.size[0],
+            height=self.size[1],
+            format=self.format,
+            # EXIF is what the camera wrote; XMP fills in for files that have no EXIF of their own
+            taken_at=exif.taken_at or xmp.taken_at,
+            camera=exif.camera,
+            pixels=pixels,
+            latitude=exif.latitude if has_position else xmp.latitude,
+            longitude=exif.longitude if has_position else xmp.longitude,
+            keywords=xmp.keywords,
+            title=xmp.title,
+            description=xmp.description,
+            rating=xmp.rating,
+            content_id=exif.content_id,
+        )
+
+
+@contextmanager
+def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[_Still]:
+    """The file opened along its format's path, inside the guards every decoder runs under; any
+    failure leaves as an `ImageError` with a one-line reason."""
     if not data:
         raise ImageError("empty file (0 bytes)")
+    kind = f"{name.rsplit('.', 1)[-1].upper()} " if "." in name else ""
+    size = "this"
     try:
         with warnings.catch_warnings():
             # Pillow warns about damaged metadata it has worked around; the picture is still good,
             # and a warning per file would bury the indexer's log
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if is_raw_name(name):
+                with RawFile(data, name.rsplit(".", 1)[-1].lower()) as raw:
+                    size = "x".join(map(str, raw.stored_size))
+                    yield _Still(None, raw, data)
+                return
+            if data[:4] in (b"II*\x00", b"MM\x00*") and _DNG_VERSION in (tiff_exif(data) or {}):
+                # a DNG under another name: Pillow would read its first IFD, a thumbnail at best
+                with RawFile(data, "dng") as raw:
+                    yield _Still(None, raw, data)
+                return
+            if is_jxl(data) and (jxl := jxl_size(data)) and jxl[0] * jxl[1] > max_pixels:
+                raise ImageError.too_large(*jxl, max_pixels)  # libjxl decodes the whole picture at open
             image = open_picture(io.BytesIO(data))
-            stored_w, stored_h = image.size
-            if stored_w * stored_h > max_pixels:
-                raise ImageError(
-                    f"image too large: {stored_w}x{stored_h} pixels is over the limit of "
-                    f"{max_pixels:,} (raise MAX_IMAGE_PIXELS to index it)"
-                )
-            fmt = (image.format or "unknown").lower()
-            orientation, taken_at, camera = _metadata(image)
-            rgb = None
-            if pixels:
-                if draft and image.format == "JPEG":
-                    # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 size, never below `size`
-                    image.draft("RGB", (prep.size, prep.size))
-                image.load()
-                if orientation in _UPRIGHT:
-                    image = image.transpose(_UPRIGHT[orientation])
-                rgb = prepare_pixels(to_rgb(image), prep)
+            size = f"{image.width}x{image.height}"
+            yield _Still(image, None, data)
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read (unknown format or corrupt header)") from None
+        raise ImageError(f"not an {kind}image Pillow can read (unknown format or corrupt header)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image too large: {exc}") from None
     except MemoryError:
-        raise ImageError(f"not enough memory to decode this {stored_w}x{stored_h} image") from None
+        raise ImageError(f"not enough memory to decode this {size} image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"image data is truncated or corrupt ({first_line(exc)})") from None
     except Exception as exc:
         # a decoder tripping over data it never expected (struct.error, IndexError, ...) means a
         # bad file, not a bug in the indexer: it gets a reason like any other bad file
         raise ImageError(f"image data is corrupt ({type(exc).__name__}: {first_line(exc)})") from None
-    width, height = (stored_h, stored_w) if orientation in (5, 6, 7, 8) else (stored_w, stored_h)
-    return DecodedImage(width=width, height=height, format=fmt, taken_at=taken_at, camera=camera, pixels=rgb)
+
+
+def decode_image(
+    data: bytes,
+    prep: Preprocessing,
+    *,
+    max_pixels: int,
+    draft: bool = True,
+    pixels: bool = True,
+    name: str = "",
+) -> DecodedImage:
+    """Decode `data` into model-ready pixels plus metadata, or raise `ImageError`. `name` (the
+    file's name) picks RAW decoding by its extension. With `pixels=False` only the header is read
+    (for bytes whose embedding is already known). With `draft`, a smaller stored copy of the
+    picture is decoded instead when it is still at least the model's input size."""
+    with _opened(data, name, max_pixels) as still:
+        still.check_size(max_pixels)
+        rgb = None
+        if pixels:
+            need = (prep.crop_width, prep.crop_height) if prep.squash else (prep.size, prep.size)
+            rgb = prepare_pixels(to_rgb(still.picture(need, max_pixels, draft=draft)), prep)
+        return still.decoded(rgb)
+
+
+def render_picture(source: Path, longest: int, *, max_pixels: int) -> Image.Image:
+    """The picture in `source`, upright RGB, at least `longest` px on its long side when the
+    original is that big (smaller copies stored in the file are used when they are big enough);
+    for showing a still of any format. Raises `ImageError`, or OSError if the file is unreadable."""
+    data = source.read_bytes()
+    with _opened(data, source.name, max_pixels) as still:
+        still.check_size(max_pixels)
+        width, height = still.size
+        scale = min(1.0, longest / max(width, height))
+        need = (min(width, math.ceil(width * scale)), min(height, math.ceil(height * scale)))
+        return to_rgb(still.picture(need, max_pixels))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -218,46 +345,3 @@ def normalize_tensor(batch: np.ndarray, prep: Preprocessing, device: str, dtype:
     scale, shift = (torch.from_numpy(a).to(device).view(1, 3, 1, 1) for a in _scale_and_shift(prep))
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).to(torch.float32)
     return (x * scale - shift).to(dtype).contiguous()
-
-
-def _metadata(image: Image.Image) -> tuple[int, datetime | None, str | None]:
-    """(EXIF orientation, date taken, camera). Damaged metadata reads as absent: it says nothing
-    about whether the picture itself can be shown."""
-    try:
-        exif = image.getexif()
-    except Exception:
-        return 1, None, None
-    orientation = _or_default(lambda: exif.get(_TAG_ORIENTATION, 1), 1)
-    return (
-        orientation if isinstance(orientation, int) else 1,
-        _or_default(lambda: _taken_at(exif), None),
-        _or_default(lambda: _camera(exif), None),
-    )
-
-
-def _or_default(read: Callable[[], T], default: T) -> T:
-    try:
-        return read()
-    except Exception:
-        return default
-
-
-def _taken_at(exif: Image.Exif) -> datetime | None:
-    sub = exif.get_ifd(_EXIF_IFD)
-    for raw in (sub.get(_TAG_DATETIME_ORIGINAL), sub.get(_TAG_DATETIME_DIGITIZED), exif.get(_TAG_DATETIME)):
-        if isinstance(raw, bytes):
-            raw = raw.decode("ascii", "ignore")
-        if isinstance(raw, str):
-            try:
-                return datetime.strptime(raw.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
-            except ValueError:
-                continue
-    return None
-
-
-def _camera(exif: Image.Exif) -> str | None:
-    raw = exif.get(_TAG_MODEL)
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "ignore")
-    text = str(raw).strip("\x00 ") if raw else ""
-    return text or None

@@ -1,0 +1,92 @@
+"""The decoders Pillow does not bring itself, registered on first use, and what they need around
+them: HEIC/HEIF through pillow-heif (libheif), JPEG XL through pillow-jxl-plugin (libjxl). AVIF is
+Pillow's own (11.3 and later, libavif inside its wheels).
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+
+_JXL_CODESTREAM = b"\xff\x0a"
+_JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a"
+# SizeHeader's aspect ratios: xsize = ysize * numerator / denominator
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
+
+
+@functools.cache
+def register_decoders() -> None:
+    """Teach Pillow HEIC/HEIF and JPEG XL; once per process, at the first picture opened (importing
+    Sightline's modules registers nothing)."""
+    import pillow_heif
+
+    # thumbnails: HEIC files carry a small copy of the picture that `draft` can decode instead
+    pillow_heif.register_heif_opener(thumbnails=True)
+    import pillow_jxl  # noqa: F401  (registers its plugin with Pillow when imported)
+
+
+def is_jxl(data: bytes) -> bool:
+    return data.startswith(_JXL_CODESTREAM) or data.startswith(_JXL_CONTAINER)
+
+
+def jxl_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG XL header, or None if it cannot be read. pillow-jxl-plugin decodes
+    the whole picture as soon as it is opened, so a decompression bomb has to be caught before."""
+    try:
+        codestream = data if data.startswith(_JXL_CODESTREAM) else _jxl_codestream_start(data)
+        return _size_header(codestream[2:64]) if codestream else None
+    except (IndexError, struct.error):
+        return None
+
+
+def _jxl_codestream_start(data: bytes) -> bytes | None:
+    """The first bytes of the codestream in the container's `jxlc` box or first `jxlp` box."""
+    position = 0
+    while position + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, position)
+        header = 8
+        if size == 1:
+            (size,) = struct.unpack_from(">Q", data, position + 8)
+            header = 16
+        elif size == 0:
+            size = len(data) - position
+        if size < header:
+            return None
+        if kind == b"jxlc":
+            return data[position + header : position + header + 64]
+        if kind == b"jxlp":
+            return data[position + header + 4 : position + header + 68]
+        position += size
+    return None
+
+
+def _size_header(raw: bytes) -> tuple[int, int]:
+    bits = _Bits(raw)
+    small = bits.read(1)
+    height = (bits.read(5) + 1) * 8 if small else bits.u32_size()
+    ratio = bits.read(3)
+    if ratio:
+        numerator, denominator = _JXL_RATIOS[ratio]
+        width = height * numerator // denominator
+    else:
+        width = (bits.read(5) + 1) * 8 if small else bits.u32_size()
+    return width, height
+
+
+class _Bits:
+    """JPEG XL's bit reader: least significant bit first."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.position = 0
+
+    def read(self, count: int) -> int:
+        value = 0
+        for i in range(count):
+            byte = self.raw[(self.position + i) // 8]
+            value |= ((byte >> ((self.position + i) % 8)) & 1) << i
+        self.position += count
+        return value
+
+    def u32_size(self) -> int:
+        return 1 + self.read((9, 13, 18, 30)[self.read(2)])
