@@ -97,17 +97,31 @@ class QueryErrorBody(Error):
 
 class Image(BaseModel):
     id: int
-    path: str = Field(description="relative to IMAGE_DIR")
+    path: str = Field(description="relative to IMAGE_DIR (with several folders, under its folder's label)")
+    kind: str = Field(description="picture, live (a Live Photo: a still with motion) or video")
     score: float | None = Field(description="cosine similarity to the query; null when browsing by date")
     width: int
     height: int
     size: int = Field(description="bytes")
     format: str
-    taken_at: str | None = Field(description="EXIF date taken, else the file's modification time")
-    date_source: str = Field(description="exif or modified")
+    taken_at: str | None = Field(
+        description="EXIF date taken (a video's creation date), else the file's modification time"
+    )
+    date_source: str = Field(description="exif, created (a video's own date) or modified")
     camera: str | None
-    url: str
-    thumbnail_url: str
+    latitude: float | None = Field(description="GPS, decimal degrees (EXIF, XMP or QuickTime)")
+    longitude: float | None
+    keywords: list[str] = Field(description="XMP/IPTC keywords, embedded or from an .xmp sidecar")
+    title: str | None
+    description: str | None
+    rating: int | None = Field(description="XMP rating, -1 (rejected) to 5")
+    duration: float | None = Field(description="a video's length in seconds")
+    second: float | None = Field(description="a video found by a search: the second of the frame that matched")
+    url: str = Field(description="the file; videos support range requests")
+    thumbnail_url: str = Field(description="a JPEG; for a video, of the matched frame")
+    preview_url: str | None = Field(description="a JPEG to show a format browsers cannot (HEIC, RAW, ...)")
+    original_url: str | None = Field(description="the RAW file a JPEG or HEIC came with")
+    motion_url: str | None = Field(description="a Live Photo's motion (a short video)")
 
 
 class Result(Image):
@@ -169,6 +183,22 @@ class Failure(BaseModel):
     reason: str
 
 
+class FolderInfo(BaseModel):
+    label: str = Field(description='its top folder in paths; "" when IMAGE_DIR names one folder')
+    path: str
+    watch: str = Field(description="live (file events) or polled (rescanned every SCAN_INTERVAL)")
+    files: int = Field(description="pictures and videos found, paired files included")
+    sidecars: int = Field(description="known companions never indexed: .xmp, .aae, Thumbs.db, ...")
+    skipped: dict[str, int] = Field(description='other files by extension, e.g. {".psd": 3}')
+
+
+class MediaCounts(BaseModel):
+    pictures: int
+    videos: int
+    live_photos: int
+    raw_originals: int
+
+
 class Status(BaseModel):
     database: str = Field(description='"ok", or "unreachable: <why>"')
     images: int | None
@@ -186,6 +216,8 @@ class Status(BaseModel):
     indexer_started_at: str | None
     heartbeat_at: str | None
     image_dir: str
+    folders: list[FolderInfo] = Field(description="each IMAGE_DIR folder, as the indexer last scanned it")
+    media: MediaCounts | None
     model_error: str | None = None
 
 

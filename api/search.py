@@ -175,7 +175,9 @@ COLUMNS = sql.SQL(
 _COLUMN_COUNT = 20
 
 
-def record_of(row: tuple[Any, ...], score: float | None, vector: Any = None, second: float | None = None) -> ImageRecord:
+def record_of(
+    row: tuple[Any, ...], score: float | None, vector: Any = None, second: float | None = None
+) -> ImageRecord:
     id_, path, width, height, size, fmt, taken, source, camera = row[:9]
     kind, lat, lon, keywords, title, description, rating, duration, poster_at, original, motion = row[9:_COLUMN_COUNT]
     facts = ItemFacts(
@@ -244,7 +246,7 @@ def search_by_vector(
     params.update(q=vector.astype(np.float32), n=limit + 1, skip=offset, wanted=wanted, frames_wanted=4 * wanted)
     exact = filters.any or wanted > ef_search
     table, frames = sql.Identifier(model_table(model)), sql.Identifier(frames_table(model))
-    candidates = sql.SQL("")
+    candidates: sql.Composable = sql.SQL("")
     if not exact:
         # a video may fill several of the frame index's places, hence more frames than items
         candidates = sql.SQL(

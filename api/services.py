@@ -22,8 +22,8 @@ from api.search import FolderCache, folder_cache
 from api.serving_models import ServingModels
 from core.db import DatabaseError, database_url, ensure_schema
 from core.embedder import Embedder, Embedders
-from core.library import library_of
 from core.errors import Unavailable, first_line
+from core.library import library_of
 from core.model_state import ModelChoice, read_choice
 from core.settings import Settings
 

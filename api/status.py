@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 
-from core import indexer_status
-from core.db import ERRORS_TABLE, DatabaseError, connect, database_url, table_exists
+from core import folder_survey, indexer_status
+from core.db import ERRORS_TABLE, IMAGES_TABLE, DatabaseError, connect, database_url, table_exists
 from core.model_state import count_images, coverage, read_choice
 from core.settings import Settings
 
@@ -57,7 +57,27 @@ def status_from(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, 
         "indexer_started_at": _iso(row.started_at) if row else None,
         "heartbeat_at": _iso(row.heartbeat_at) if row else None,
         "image_dir": str(settings.image_dir),
+        "folders": [survey.as_json() for survey in folder_survey.read(conn)],
+        "media": media_counts(conn),
     }
+
+
+def media_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """How many items of each kind the index holds, and the files paired into them."""
+    counts = {"pictures": 0, "videos": 0, "live_photos": 0, "raw_originals": 0}
+    has_kind = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = %s AND column_name = 'kind'",
+        (IMAGES_TABLE,),
+    ).fetchone()
+    if not has_kind:
+        return counts  # nothing indexed yet, or an index the indexer has not upgraded yet
+    query = f"SELECT kind, count(*), count(motion), count(original) FROM {IMAGES_TABLE} GROUP BY kind"
+    for kind, n, motions, originals in conn.execute(query):
+        counts["videos" if kind == "video" else "pictures"] += n
+        counts["live_photos"] += motions
+        counts["raw_originals"] += originals
+    return counts
 
 
 def unreachable_status(settings: Settings, reason: str) -> dict[str, Any]:
@@ -82,6 +102,8 @@ def unreachable_status(settings: Settings, reason: str) -> dict[str, Any]:
         "indexer_started_at": None,
         "heartbeat_at": None,
         "image_dir": str(settings.image_dir),
+        "folders": [],
+        "media": None,
     }
 
 
@@ -102,8 +124,14 @@ def render_status(status: dict[str, Any]) -> str:
         f"indexer    {'live' if status['live'] else 'not running'}"
         + (" — first scan under way" if status["scanning"] else ""),
         f"changed    {status['last_change_at'] or 'never'}",
-        f"folder     {status['image_dir']}",
+        *_folder_lines(status),
     ]
+    media = status.get("media")
+    if media:
+        lines.append(
+            f"media      {media['pictures']} pictures ({media['live_photos']} Live Photos, "
+            f"{media['raw_originals']} with a RAW original), {media['videos']} videos"
+        )
     if status["progress"] and status["scanning"]:
         p = status["progress"]
         lines.append(f"progress   {p['done']}/{p['total']} files, {status['throughput']} files/s")
@@ -111,6 +139,20 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append(f"failed     {len(failed)}")
     lines += [f"  {f['path']}: {f['reason']}" for f in failed]
     return "\n".join(lines)
+
+
+def _folder_lines(status: dict[str, Any]) -> list[str]:
+    folders = status.get("folders") or []
+    if not folders:
+        return [f"folder     {status['image_dir']}"]
+    lines = []
+    for folder in folders:
+        name = f"{folder['label']}: " if folder["label"] else ""
+        lines.append(f"folder     {name}{folder['path']} ({folder['watch']}, {folder['files']} files)")
+        if folder["skipped"]:
+            skipped = ", ".join(f"{n} {ext}" for ext, n in folder["skipped"].items())
+            lines.append(f"  skipped: {skipped}")
+    return lines
 
 
 def render_models(models: dict[str, Any]) -> str:

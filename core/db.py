@@ -1,10 +1,10 @@
 """The database connection: the embedded Postgres (pgserver) or DATABASE_URL, and the project's own tables.
 
-CocoIndex owns one table per model (`core.model_state.model_table`) and `index_errors` (it creates,
-migrates, fills and drops them); `images` is the project's view of the table of the model in use.
-The project also owns
-`embedding_cache` (embeddings by content hash, so renamed or copied files skip the model) and
-`indexer_status` (`core.indexer_status`), `library_folders` (`core.folder_survey`) and `sightline_meta` (`core.model_state`).
+CocoIndex owns two tables per model (`core.model_state.model_table` and its video frames) and
+`index_errors` (it creates, migrates, fills and drops them); `images` is the project's view of the
+table of the model in use. The project also owns `embedding_cache` (embeddings by content hash, so
+renamed or copied files skip the model), `indexer_status` (`core.indexer_status`),
+`library_folders` (`core.folder_survey`) and `sightline_meta` (`core.model_state`).
 """
 
 from __future__ import annotations

@@ -237,7 +237,13 @@ def merge_sidecar(facts: FileFacts, sidecar: Any) -> ItemFacts:
     both are kept, the file's first."""
     if sidecar is None:
         return ItemFacts(
-            facts.taken_at, facts.latitude, facts.longitude, facts.keywords, facts.title, facts.description, facts.rating
+            facts.taken_at,
+            facts.latitude,
+            facts.longitude,
+            facts.keywords,
+            facts.title,
+            facts.description,
+            facts.rating,
         )
     has_place = sidecar.latitude is not None and sidecar.longitude is not None
     return ItemFacts(

@@ -77,7 +77,9 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
         )
         for m in models
     }
-    run = IndexRun(settings=settings, slots=slots, library=library_of(settings.image_dirs), choice=choice, database_url=url)
+    run = IndexRun(
+        settings=settings, slots=slots, library=library_of(settings.image_dirs), choice=choice, database_url=url
+    )
     builder.provide(RUN, run)
     _launch.run = run
     try:

@@ -114,7 +114,12 @@ class LibraryView:
                 yield key, key
             surveys.append(
                 FolderSurvey(
-                    root.label, str(root.path), self._modes[root.label], len(scan.files), scan.sidecars, dict(scan.skipped)
+                    root.label,
+                    str(root.path),
+                    self._modes[root.label],
+                    len(scan.files),
+                    scan.sidecars,
+                    dict(scan.skipped),
                 )
             )
         await self._on_survey(surveys)
@@ -131,7 +136,7 @@ class LibraryView:
         tasks += [asyncio.create_task(self._poll(r, baselines[r.label])) for r in polled]
         for root in self._live:
             walk = localfs.walk_dir(root.path, recursive=True, path_matcher=MediaFileMatcher(), live=True)
-            tasks.append(asyncio.create_task(walk.items().watch(_RootEvents(self, root))))  # type: ignore[arg-type]
+            tasks.append(asyncio.create_task(walk.items().watch(_RootEvents(self, root))))  # type: ignore[attr-defined]
         try:
             if not self._live:
                 await subscriber.update_all()
@@ -140,6 +145,9 @@ class LibraryView:
         finally:
             for task in tasks:
                 task.cancel()
+            # each watcher stops its file observer as it ends; an observer left running would
+            # deliver events to a closed event loop
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def request_rescan(self) -> None:
         """Walk every folder again soon (safe from any thread)."""

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import cocoindex as coco
 import numpy as np
-from cocoindex.connectors import localfs, postgres
+from cocoindex.connectors import postgres
 from cocoindex.resources.schema import VectorSchema
 from numpy.typing import NDArray
 
@@ -84,6 +84,7 @@ class FrameRow:
     """One sampled frame of a video: a search matches a video through its best frame."""
 
     path: str
+    frame: int  # its place among the sampled frames (a float second cannot be part of a key)
     second: float
     id: int  # the video's id
     model: str
@@ -289,8 +290,9 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
         )
         if facts.frames:
             vectors = np.frombuffer(facts.frames, dtype=np.float32).reshape(len(facts.frame_seconds), -1)
-            for second, vector in zip(facts.frame_seconds, vectors):
-                frames.declare_row(row=FrameRow(path=key, second=second, id=item_id, model=model, embedding=vector))
+            for n, (second, vector) in enumerate(zip(facts.frame_seconds, vectors)):
+                row = FrameRow(path=key, frame=n, second=second, id=item_id, model=model, embedding=vector)
+                frames.declare_row(row=row)
 
 
 async def _sidecar_facts(run: IndexRun, key: str, full: Path) -> Any:
@@ -319,7 +321,7 @@ async def images_schema(dim: int) -> postgres.TableSchema[ImageRow]:
 async def frames_schema(dim: int) -> postgres.TableSchema[FrameRow]:
     return await postgres.TableSchema.from_class(
         FrameRow,
-        primary_key=["path", "second"],
+        primary_key=["path", "frame"],
         column_overrides={"embedding": VectorSchema(dtype=np.dtype(np.float32), size=dim)},
     )
 
@@ -339,7 +341,9 @@ async def index_folder() -> None:
     tables = []
     for name, slot in run.slots.items():
         dim = slot.embedder.dim
-        images = await postgres.mount_table_target(PG_POOL, table_name=slot.table, table_schema=await images_schema(dim))
+        images = await postgres.mount_table_target(
+            PG_POOL, table_name=slot.table, table_schema=await images_schema(dim)
+        )
         images.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
         _index_on(images, slot.table, "id", unique=True)
         _index_on(images, slot.table, "content_hash")

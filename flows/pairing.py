@@ -144,4 +144,3 @@ def companions_of(name: str, group: Group, motion_seconds: Callable[[str], float
         if video is not None and seconds is not None and seconds <= LIVE_PHOTO_MAX_SECONDS:
             motion = video
     return Companions(original=original, motion=motion)
-

@@ -85,7 +85,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """The process environment that makes `main.py` use these settings."""
     env = dict(os.environ)
     env.update(
-        IMAGE_DIR=str(settings.image_dir),
+        IMAGE_DIR=os.pathsep.join(str(folder) for folder in settings.image_dirs),
         DATA_DIR=str(settings.data_dir),
         DATABASE_URL=settings.database_url,
         CLIP_MODEL=settings.clip_model,
