@@ -80,6 +80,7 @@ def write_video(
     with av.open(str(path), "w", options=options) as out:
         out.metadata.update(metadata or {})
         stream = out.add_stream(codec or _CODECS.get(ext, "h264"), rate=fps)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = stored
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop or fps
