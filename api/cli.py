@@ -134,10 +134,16 @@ def print_page(page: dict[str, Any], args: argparse.Namespace) -> None:
         for rank, r in enumerate(results, start=args.offset + 1):
             date = (r["taken_at"] or "")[:16].replace("T", " ")
             size = f"{r['width']}×{r['height']}"
-            table.add_row(str(rank), score(r), r.get("match") or "", r["path"], size, date)
+            table.add_row(str(rank), score(r), r.get("match") or "", located(r), size, date)
         console.print(table)
     else:
         if line:
             print(line, file=sys.stderr)  # stdout stays one result per line for scripts
         for r in results:
-            print(f"{'' if r['score'] is None else format(r['score'], '.4f')}\t{r['path']}\t{r.get('match') or ''}")
+            print(f"{'' if r['score'] is None else format(r['score'], '.4f')}\t{located(r)}\t{r.get('match') or ''}")
+
+
+def located(result: dict[str, Any]) -> str:
+    """The path, and for a video found by a search, the second that matched (`clip.mp4@12.5s`)."""
+    second = result.get("second")
+    return result["path"] if second is None else f"{result['path']}@{second:g}s"

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import query, serve_and_wait, wait_for
+from conftest import query, run_main, serve_and_wait, wait_for
 from fastapi.testclient import TestClient
 from PIL import Image
 from shapes import Drawing, draw
@@ -99,6 +99,13 @@ class TestVideos:
             part = client.get(video["url"], headers={"Range": "bytes=100-199"})
             assert part.status_code == 206 and len(part.content) == 100
             assert part.headers["content-type"] == "video/mp4"
+
+    def test_the_command_line_says_at_which_second(self, camera_roll: Settings, index: Any) -> None:
+        index(camera_roll)
+        out = run_main(camera_roll, "search", "a blue square", "--limit", "1")
+        assert out.returncode == 0, out.stderr
+        path, _, second = out.stdout.split("\t")[1].partition("@")
+        assert path == "DCIM/clip.mp4" and 4 <= float(second.rstrip("s")) < 8
 
     def test_date_filters_use_the_creation_date(self, camera_roll: Settings, index: Any) -> None:
         index(camera_roll)
