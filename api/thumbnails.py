@@ -7,9 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from core.pictures import open_picture, to_rgb
+from core.pictures import render_picture
 
 THUMBNAIL_SIZE = 320
 
@@ -19,17 +19,11 @@ def thumbnail_path(cache_dir: Path, image_id: int, content_hash: str) -> Path:
 
 
 def ensure_thumbnail(source: Path, target: Path, max_pixels: int) -> Path:
-    """Make the thumbnail if it is not there yet; returns its path. Raises OSError/ValueError for
-    files that can no longer be decoded."""
+    """Make the thumbnail if it is not there yet, for a still of any format; returns its path. Raises
+    `ImageError` for files that can no longer be decoded, OSError for ones that cannot be read."""
     if target.exists():
         return target
-    with open_picture(source) as image:
-        if image.width * image.height > max_pixels:
-            raise ValueError("image too large to thumbnail")
-        if image.format == "JPEG":
-            image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        image.load()
-        picture = to_rgb(ImageOps.exif_transpose(image) or image)
+    picture = render_picture(source, THUMBNAIL_SIZE, max_pixels=max_pixels)
     picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     target.parent.mkdir(parents=True, exist_ok=True)
     # write then rename, so a concurrent request never serves half a file
