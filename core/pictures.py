@@ -189,7 +189,7 @@ def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[_Still]:
     failure leaves as an `ImageError` with a one-line reason."""
     if not data:
         raise ImageError("empty file (0 bytes)")
-    kind = f"{name.rsplit('.', 1)[-1].upper()} " if "." in name else ""
+    kind = f" as .{name.rsplit('.', 1)[-1].lower()}" if "." in name else ""
     size = "this"
     try:
         with warnings.catch_warnings():
@@ -215,17 +215,34 @@ def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[_Still]:
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"not an {kind}image Pillow can read (unknown format or corrupt header)") from None
+        raise ImageError(_unreadable(data, kind)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"image too large: {exc}") from None
     except MemoryError:
         raise ImageError(f"not enough memory to decode this {size} image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"image data is truncated or corrupt ({first_line(exc)})") from None
+    except RuntimeError as exc:
+        if is_jxl(data):  # pillow-jxl-plugin turns every libjxl failure into one generic error
+            raise ImageError("JPEG XL data is truncated or corrupt (libjxl cannot decode it)") from None
+        raise ImageError(f"image data is corrupt ({type(exc).__name__}: {first_line(exc)})") from None
     except Exception as exc:
         # a decoder tripping over data it never expected (struct.error, IndexError, ...) means a
         # bad file, not a bug in the indexer: it gets a reason like any other bad file
         raise ImageError(f"image data is corrupt ({type(exc).__name__}: {first_line(exc)})") from None
+
+
+def _unreadable(data: bytes, kind: str) -> str:
+    """Why no decoder took the file. Pillow hides what a plugin said when it refused a file; for a
+    HEIF (where the header is often fine and the data truncated) libheif is asked again."""
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis", b"hevc"):
+        try:
+            import pillow_heif
+
+            pillow_heif.open_heif(io.BytesIO(data))
+        except Exception as exc:
+            return f"HEIF data is truncated or corrupt ({first_line(exc)})"
+    return f"not an image that can be read{kind} (unknown format or corrupt header)"
 
 
 def decode_image(

@@ -52,8 +52,10 @@ class RawFile:
         try:
             self._raw: rawpy.RawPy = rawpy.imread(io.BytesIO(data))
             sizes = self._raw.sizes
+        except rawpy.LibRawFileUnsupportedError:
+            raise ImageError(f"not a {fmt.upper()} file LibRaw can read (unknown format or corrupt header)") from None
         except rawpy.LibRawError as exc:
-            raise ImageError(f"not a RAW file LibRaw can read ({first_line(exc)})") from None
+            raise ImageError(f"RAW file is truncated or unreadable ({_reason(exc)})") from None
         self.orientation = _FLIP_TO_ORIENTATION.get(sizes.flip, 1)
         self.stored_size = (sizes.width, sizes.height)
         self.size = self.stored_size[::-1] if sizes.flip & 4 else self.stored_size
@@ -100,7 +102,7 @@ class RawFile:
         except MemoryError:
             raise
         except Exception as exc:
-            raise ImageError(f"RAW data is truncated or corrupt ({first_line(exc)})") from None
+            raise ImageError(f"RAW data is truncated or corrupt ({_reason(exc)})") from None
         return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
 
     def _thumbnail(self) -> rawpy.Thumbnail | None:
@@ -160,6 +162,12 @@ class RawFile:
             return None
         # LibRaw says 0 (the epoch) for "unknown"
         return taken if isinstance(taken, datetime) and taken != datetime.fromtimestamp(0) else None
+
+
+def _reason(exc: Exception) -> str:
+    """LibRaw's message, which rawpy hands over as bytes."""
+    message = exc.args[0] if exc.args else None
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else first_line(exc)
 
 
 def _file_facts(data: bytes) -> ExifFacts:
