@@ -26,7 +26,7 @@ import numpy as np
 from core.library import kind_of
 from core.pictures import DecodedImage, ImageError, decode_image
 from core.videos import probe_video, sample_frames
-from core.xmp import parse_xmp
+from core.xmp import XmpFacts, combined, parse_xmp
 
 if TYPE_CHECKING:
     from flows.indexer import IndexRun, ModelSlot
@@ -207,7 +207,7 @@ async def video_length(key: str, size: int, mtime_ns: int) -> float | None:
 
 
 @coco.fn(memo=True, version=1)
-async def read_sidecar(key: str, size: int, mtime_ns: int) -> Any:
+async def read_sidecar(key: str, size: int, mtime_ns: int) -> XmpFacts | None:
     """The facts of an `.xmp` sidecar; unreadable or malformed reads as none."""
     run = coco.use_context(RUN)
     path = run.library.path_of(key)
@@ -219,39 +219,16 @@ async def read_sidecar(key: str, size: int, mtime_ns: int) -> Any:
     return parse_xmp(data)
 
 
-@dataclass(frozen=True)
-class ItemFacts:
-    """The facts a row shows: the file's own, with its `.xmp` sidecar's over them."""
-
-    taken_at: datetime | None
-    latitude: float | None
-    longitude: float | None
-    keywords: tuple[str, ...]
-    title: str | None
-    description: str | None
-    rating: int | None
-
-
-def merge_sidecar(facts: FileFacts, sidecar: Any) -> ItemFacts:
-    """A sidecar is what the user last wrote in their photo tool, so its values win; keywords from
-    both are kept, the file's first."""
-    if sidecar is None:
-        return ItemFacts(
-            facts.taken_at,
-            facts.latitude,
-            facts.longitude,
-            facts.keywords,
-            facts.title,
-            facts.description,
-            facts.rating,
-        )
-    has_place = sidecar.latitude is not None and sidecar.longitude is not None
-    return ItemFacts(
-        taken_at=sidecar.taken_at or facts.taken_at,
-        latitude=sidecar.latitude if has_place else facts.latitude,
-        longitude=sidecar.longitude if has_place else facts.longitude,
-        keywords=tuple(dict.fromkeys((*facts.keywords, *sidecar.keywords))),
-        title=sidecar.title or facts.title,
-        description=sidecar.description or facts.description,
-        rating=sidecar.rating if sidecar.rating is not None else facts.rating,
+def merge_sidecar(facts: FileFacts, sidecar: XmpFacts | None) -> XmpFacts:
+    """The facts a row shows: the file's own, with its `.xmp` sidecar's over them (a sidecar is
+    what the user last wrote in their photo tool); keywords from both."""
+    own = XmpFacts(
+        keywords=facts.keywords,
+        title=facts.title,
+        description=facts.description,
+        rating=facts.rating,
+        taken_at=facts.taken_at,
+        latitude=facts.latitude,
+        longitude=facts.longitude,
     )
+    return own if sidecar is None else combined(own, sidecar)
