@@ -76,7 +76,8 @@ def _unreadable(image_id: int, exc: Exception) -> NotFound:
 def original_file(services: ServicesDep, image_id: ImageId) -> FileResponse:
     stored = _stored(services, image_id)
     real = _file(services, image_id, stored.path)
-    return FileResponse(real, media_type=MEDIA_TYPES.get(stored.format, "application/octet-stream"))
+    media_type = MEDIA_TYPES.get(extension(real.name)) or MEDIA_TYPES.get(stored.format, "application/octet-stream")
+    return FileResponse(real, media_type=media_type)
 
 
 @router.get(
