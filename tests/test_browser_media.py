@@ -139,6 +139,11 @@ def test_a_video_found_by_a_search_plays_from_the_matched_second(page: Any, libr
     assert fact(page, "Place") == "38.71390° N, 9.13940° W"
     assert fact(page, "Recorded")
     screenshot(page, "viewer-video.png")
+    # the arrows belong to a focused player (it seeks with them); the view stays on the video
+    page.focus("#viewer-video")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.inner_text("#viewer-path") == "DCIM/clip.mp4"
     # Esc closes the view and lets go of the video
     page.keyboard.press("Escape")
     expect(page.locator("#viewer")).to_be_hidden()
