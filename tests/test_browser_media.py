@@ -101,10 +101,15 @@ def result(base: str, q: str, path: str) -> dict[str, Any]:
     return next(r for r in found if r["path"] == path)
 
 
-def open_result(page: Any, base: str, q: str, path: str) -> Any:
-    """Search for `q`, open the tile of `path` in the larger view; returns the tile."""
+def open_result(page: Any, base: str, q: str, path: str, shot: str | None = None) -> Any:
+    """Search for `q`, open the tile of `path` in the larger view; returns the tile. `shot` names
+    a screenshot of the results, taken once their thumbnails are in."""
     page.goto(f"{base}/?q={q.replace(' ', '%20')}")
     tile = page.locator(f".tile[data-path='{path}']")
+    if shot:
+        tile.wait_for()
+        page.wait_for_function("[...document.querySelectorAll('.tile img')].slice(0, 12).every((i) => i.complete)")
+        screenshot(page, shot)
     tile.locator("button").first.click()
     expect(page.locator("#viewer")).to_be_visible()
     return tile
@@ -122,7 +127,7 @@ def test_a_video_found_by_a_search_plays_from_the_matched_second(page: Any, libr
     clip = result(library, "a blue square", "DCIM/clip.mp4")
     second = clip["second"]
     assert 4 <= second < 8  # the blue half
-    tile = open_result(page, library, "a blue square", "DCIM/clip.mp4")
+    tile = open_result(page, library, "a blue square", "DCIM/clip.mp4", shot="search-video-tile.png")
     assert badge(tile, "duration") == "0:08"
     assert badge(tile, "at") == f"at 0:0{round(second)}"
     assert tile.locator(".badge.live").count() == 0
@@ -147,12 +152,13 @@ def test_a_video_found_by_a_search_plays_from_the_matched_second(page: Any, libr
     # Esc closes the view and lets go of the video
     page.keyboard.press("Escape")
     expect(page.locator("#viewer")).to_be_hidden()
-    assert page.evaluate("(() => { const v = document.querySelector('#viewer-video'); return v.paused && !v.src })()")
+    # (the dialog's close event, which stops it, comes a moment after the dialog hides)
+    page.wait_for_function("(() => { const v = document.querySelector('#viewer-video'); return v.paused && !v.src })()")
 
 
 def test_a_live_photo_shows_its_still_and_plays_its_motion_in_place(page: Any, library: str) -> None:
     live = result(library, "a purple circle", "DCIM/IMG_0002.HEIC")
-    tile = open_result(page, library, "a purple circle", "DCIM/IMG_0002.HEIC")
+    tile = open_result(page, library, "a purple circle", "DCIM/IMG_0002.HEIC", shot="search-live-tile.png")
     assert badge(tile, "live") == "LIVE"
     # the still is the server's JPEG of the HEIC, which Chromium cannot show itself
     page.wait_for_function(
