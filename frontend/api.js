@@ -168,3 +168,12 @@ export function formatDate(iso) {
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? iso : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
+
+// a video's length or a second in it, to the nearest second as players write it: 0:08, 1:02:03
+export function formatDuration(seconds) {
+  if (seconds == null || !Number.isFinite(seconds)) return "";
+  const whole = Math.round(seconds);
+  const [h, m, s] = [Math.floor(whole / 3600), Math.floor((whole % 3600) / 60), whole % 60];
+  const pad = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+}

@@ -36,6 +36,7 @@ function render(s) {
     $("scan-text").textContent = `${p.done} of ${p.total} files`;
   }
 
+  renderLibrary(s);
   renderModels(s.models);
 
   const body = $("failures").querySelector("tbody");
@@ -53,6 +54,51 @@ function render(s) {
   );
   $("failures").hidden = s.failed.length === 0;
   $("no-failures").hidden = s.failed.length !== 0 || s.images == null;
+}
+
+const MEDIA = [["pictures", "pictures"], ["videos", "videos"], ["live-photos", "live_photos"], ["raw-originals", "raw_originals"]];
+
+function renderLibrary(s) {
+  for (const [id, key] of MEDIA) set(id, s.media ? s.media[key].toLocaleString() : "–");
+  const folders = s.folders || [];
+  $("folders").replaceChildren(...folders.map(folderItem));
+  $("image-dir-line").hidden = folders.length > 0; // the list says it, folder by folder
+}
+
+const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;
+
+function folderItem(f) {
+  const li = document.createElement("li");
+  li.dataset.label = f.label;
+  if (f.label) {
+    const name = document.createElement("strong");
+    name.textContent = f.label;
+    li.append(name, " ");
+  }
+  const path = document.createElement("span");
+  path.className = "path";
+  path.textContent = f.path;
+  const watch = document.createElement("span");
+  watch.className = "watch";
+  if (f.watch === "live") {
+    watch.textContent = "watched live";
+  } else {
+    watch.textContent = "polled every SCAN_INTERVAL";
+    watch.title = "File events do not arrive from this folder (a network mount, or WATCH=poll): it is rescanned.";
+  }
+  const facts = document.createElement("div");
+  facts.className = "off";
+  facts.append(watch, ` · ${plural(f.files, "file")}`);
+  if (f.sidecars) facts.append(` · ${plural(f.sidecars, "sidecar")}`);
+  const skipped = Object.entries(f.skipped || {});
+  if (skipped.length) {
+    const span = document.createElement("span");
+    span.className = "skipped";
+    span.textContent = `skipped: ${skipped.map(([ext, n]) => `${n} ${ext}`).join(", ")}`;
+    facts.append(" · ", span);
+  }
+  li.append(path, facts);
+  return li;
 }
 
 let current = null; // the models part of the last status

@@ -189,6 +189,8 @@ def test_the_monitoring_view_lists_the_corrupt_file_with_its_reason(page: Any, s
     assert "truncated or corrupt" in row.inner_text() or "not an image" in row.inner_text()
     assert page.inner_text("#live").startswith("Live")
     assert "tiny-clip" in page.inner_text("#model")
+    folder = page.inner_text("#folders li")  # one folder on a local disk: file events arrive
+    assert "watched live" in folder and "74 files" in folder and "skipped" not in folder  # corrupt.jpg too
     screenshot(page, "status-page.png")
 
 

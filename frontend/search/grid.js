@@ -1,5 +1,6 @@
 // The results: one grid per match level (strong, weak, none), each with a divider above it
 // that shows only when its grid has tiles.
+import { formatDuration } from "../api.js";
 import { els, levelOf } from "./state.js";
 
 const grids = () => ({ strong: els.grid, weak: els.weakGrid, none: els.noneGrid });
@@ -39,7 +40,7 @@ export function renderTiles(results, { open, addTerm }) {
     score.className = "score";
     score.textContent = r.score == null ? "" : r.score.toFixed(3);
     caption.append(name, score);
-    button.append(img, caption);
+    button.append(img, ...badges(r), caption);
     const acts = document.createElement("span");
     acts.className = "acts";
     for (const [sign, label, cls] of [["+", "More like this", "more-like"], ["-", "Less like this", "less-like"]]) {
@@ -57,4 +58,34 @@ export function renderTiles(results, { open, addTerm }) {
   });
   els.weakDivider.hidden = els.weakGrid.children.length === 0;
   els.noneDivider.hidden = els.noneGrid.children.length === 0;
+}
+
+// Over the thumbnail (a JPEG for every format, and for a video the frame that matched): what the
+// tile is beyond a picture, shown in short and spoken in full.
+function badges(r) {
+  const made = [];
+  const badge = (cls, text, spoken) => {
+    const span = document.createElement("span");
+    span.className = `badge ${cls}`;
+    const shown = document.createElement("span");
+    shown.setAttribute("aria-hidden", "true");
+    shown.textContent = text;
+    const sr = document.createElement("span");
+    sr.className = "sr";
+    sr.textContent = spoken;
+    span.append(shown, sr);
+    made.push(span);
+  };
+  if (r.kind === "video") {
+    const length = formatDuration(r.duration);
+    badge("duration", length || "video", length ? `video, ${length} long` : "video");
+    if (r.second != null) badge("at", `at ${formatDuration(r.second)}`, `matched at ${formatDuration(r.second)}`);
+  } else if (r.kind === "live") {
+    badge("live", "LIVE", "Live Photo");
+  }
+  if (made.length === 0) return [];
+  const box = document.createElement("span");
+  box.className = "badges";
+  box.append(...made);
+  return [box];
 }

@@ -1,39 +1,72 @@
-// The larger view of one result: the image, its facts, and stepping through the results in the
-// order the page shows them.
-import { formatBytes, formatDate } from "../api.js";
+// The larger view of one result: the picture or video (media.js), its facts, and stepping
+// through the results in the order the page shows them.
+import { formatBytes, formatDate, formatDuration } from "../api.js";
+import { initMedia, showMedia, stopMedia } from "./media.js";
 import { $, els, ordered, state } from "./state.js";
 
 let current = -1;
 let actions = null;
 
+const DATE_LABELS = { exif: "Taken", created: "Recorded", modified: "Modified" };
+
 export function openViewer(index) {
   const r = ordered()[index];
   if (!r) return;
   current = index;
-  $("viewer-img").src = r.url;
-  $("viewer-img").alt = r.path;
+  showMedia(r);
   $("viewer-path").textContent = r.path;
   $("viewer-original").href = r.url;
-  const facts = [
-    ["Score", r.score == null ? "" : r.score.toFixed(3)],
-    ["Match", r.match || ""],
-    ["Size", formatBytes(r.size)],
-    ["Dimensions", `${r.width} × ${r.height}`],
-    [r.date_source === "exif" ? "Taken" : "Modified", formatDate(r.taken_at)],
-    ["Camera", r.camera || ""],
-  ].filter(([, v]) => v);
+  $("viewer-raw").hidden = !r.original_url;
+  if (r.original_url) $("viewer-raw").href = r.original_url;
   $("viewer-facts").replaceChildren(
-    ...facts.flatMap(([k, v]) => {
+    ...facts(r).flatMap(([k, v]) => {
       const dt = document.createElement("dt");
       dt.textContent = k;
       const dd = document.createElement("dd");
-      dd.textContent = v;
+      dd.append(v);
       return [dt, dd];
     }),
   );
   $("viewer-prev").disabled = index === 0;
   $("viewer-next").disabled = index >= state.results.length - 1 && !state.hasMore;
   if (!els.viewer.open) els.viewer.showModal();
+}
+
+// [label, text or element] for each fact the result has
+function facts(r) {
+  return [
+    ["Title", r.title || ""],
+    ["Description", r.description || ""],
+    ["Score", r.score == null ? "" : r.score.toFixed(3)],
+    ["Match", r.match || ""],
+    ["Length", r.duration == null ? "" : formatDuration(r.duration)],
+    ["Matched at", r.second == null ? "" : formatDuration(r.second)],
+    ["Size", formatBytes(r.size)],
+    ["Dimensions", `${r.width} × ${r.height}`],
+    [DATE_LABELS[r.date_source] || "Modified", formatDate(r.taken_at)],
+    ["Camera", r.camera || ""],
+    ["Place", place(r.latitude, r.longitude)],
+    ["Keywords", (r.keywords || []).join(", ")],
+    ["Rating", stars(r.rating)],
+  ].filter(([, v]) => v);
+}
+
+// Coordinates as text: the page works offline, so there are no map tiles to show them on.
+function place(lat, lon) {
+  if (lat == null || lon == null) return "";
+  const half = (v, plus, minus) => `${Math.abs(v).toFixed(5)}° ${v < 0 ? minus : plus}`;
+  return `${half(lat, "N", "S")}, ${half(lon, "E", "W")}`;
+}
+
+// XMP ratings: 1 to 5 stars, 0 unrated, -1 rejected
+function stars(rating) {
+  if (rating == null || rating === 0) return "";
+  if (rating < 0) return "Rejected";
+  const n = Math.min(5, rating);
+  const span = document.createElement("span");
+  span.setAttribute("aria-label", `${n} of 5 stars`);
+  span.textContent = "★".repeat(n) + "☆".repeat(5 - n);
+  return span;
 }
 
 export function closeViewer() {
@@ -50,6 +83,8 @@ async function step(delta) {
 // imported because query.js opens this view.
 export function initViewer({ loadMore, addTerm, similar }) {
   actions = { loadMore };
+  initMedia();
+  els.viewer.addEventListener("close", stopMedia); // Esc, ×, the backdrop, or a new search
   $("viewer-close").addEventListener("click", () => els.viewer.close());
   $("viewer-prev").addEventListener("click", () => step(-1));
   $("viewer-next").addEventListener("click", () => step(1));
@@ -64,6 +99,7 @@ export function initViewer({ loadMore, addTerm, similar }) {
   });
   document.addEventListener("keydown", (e) => {
     if (!els.viewer.open) return;
+    if (e.target === $("viewer-video")) return; // a focused player seeks with the arrows
     if (e.key === "ArrowRight") step(1);
     if (e.key === "ArrowLeft") step(-1);
   });

@@ -1,0 +1,249 @@
+"""The web page with what a phone and a camera write: a video played from the second a search
+matched, a Live Photo's motion played in place, a RAW original to download, a video this browser
+cannot play, and the status page's folders, in a real headless Chromium against a real server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from conftest import TINY_CLIP, Process, free_port, wait_for
+from playwright.sync_api import expect
+from shapes import Drawing, write_corpus
+from test_browser import PHONE, open_page, screenshot
+from test_library import heic, jpeg
+from videos import quicktime_metadata, write_video
+
+from core.settings import Settings, load_settings
+
+pytestmark = pytest.mark.browser
+
+XMP = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4">
+<dc:subject><rdf:Bag><rdf:li>holiday</rdf:li><rdf:li>lisbon</rdf:li></rdf:Bag></dc:subject>
+<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Tram 28</rdf:li></rdf:Alt></dc:title>
+<dc:description><rdf:Alt><rdf:li xml:lang="x-default">Up the hill to the castle</rdf:li></rdf:Alt></dc:description>
+</rdf:Description></rdf:RDF></x:xmpmeta>"""
+
+# the 18 shapes, and in DCIM: clip.mp4, IMG_0001.JPG (+ .CR2), IMG_0002.HEIC (+ .MOV), IMG_0003.JPG, IMG_0004.MOV
+ITEMS = 23
+HEVC = 'video/mp4; codecs="hvc1.1.6.L93.B0"'
+
+
+def camera_roll(folder: Path) -> None:
+    write_corpus(folder)
+    roll = folder / "DCIM"
+    roll.mkdir()
+    write_video(
+        roll / "clip.mp4",
+        [(Drawing("red", "circle"), 4), (Drawing("blue", "square"), 4)],
+        metadata=quicktime_metadata(created="2023-07-01T10:00:00+0100", location="+38.7139-009.1394+010.000/"),
+    )
+    (roll / "IMG_0001.JPG").write_bytes(jpeg(Drawing("yellow", "triangle")))
+    (roll / "IMG_0001.CR2").write_bytes(b"raw sensor data nobody decodes while the JPEG is beside it")
+    (roll / "IMG_0002.HEIC").write_bytes(heic(Drawing("purple", "circle")))
+    write_video(roll / "IMG_0002.MOV", [(Drawing("purple", "circle"), 2)])
+    (roll / "IMG_0003.JPG").write_bytes(jpeg(Drawing("green", "square")))
+    (roll / "IMG_0003.JPG.xmp").write_text(XMP)
+    # what an iPhone records: HEVC, which Chromium on Linux does not play
+    write_video(roll / "IMG_0004.MOV", [(Drawing("orange", "triangle"), 3)], codec="libx265")
+    (roll / "layers.psd").write_bytes(b"8BPS")
+    (roll / "more-layers.psd").write_bytes(b"8BPS")
+    (roll / "song.mp3").write_bytes(b"ID3")
+
+
+@pytest.fixture(scope="module")
+def library(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One polled server over the camera roll for the whole module: its tests only look."""
+    top = tmp_path_factory.mktemp("camera-roll")
+    camera_roll(top / "img")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    head, _, params = pg_server.partition("?")
+    url = f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{params}" if params else "")
+    folders = {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data")}
+    settings: Settings = load_settings({**folders, "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)})
+    port = free_port()
+    server = Process(settings, ["serve"], top / "serve.log", PORT=str(port), WATCH="poll")
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"serve exited:\n{server.output()}")
+        try:
+            body = httpx.get(f"{base}/api/status", timeout=2).json()
+        except (httpx.TransportError, ValueError):
+            return False
+        return bool(body["live"] and not body["scanning"] and body["images"] == ITEMS)
+
+    try:
+        wait_for(ready, timeout=180)
+        yield base
+    finally:
+        server.stop()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def page(library: str) -> Iterator[Any]:
+    yield from open_page()
+
+
+def result(base: str, q: str, path: str) -> dict[str, Any]:
+    found = httpx.get(f"{base}/api/search", params={"q": q, "limit": 40}).json()["results"]
+    return next(r for r in found if r["path"] == path)
+
+
+def open_result(page: Any, base: str, q: str, path: str, shot: str | None = None) -> Any:
+    """Search for `q`, open the tile of `path` in the larger view; returns the tile. `shot` names
+    a screenshot of the results, taken once their thumbnails are in."""
+    page.goto(f"{base}/?q={q.replace(' ', '%20')}")
+    tile = page.locator(f".tile[data-path='{path}']")
+    if shot:
+        tile.wait_for()
+        page.wait_for_function("[...document.querySelectorAll('.tile img')].slice(0, 12).every((i) => i.complete)")
+        screenshot(page, shot)
+    tile.locator("button").first.click()
+    expect(page.locator("#viewer")).to_be_visible()
+    return tile
+
+
+def badge(tile: Any, kind: str) -> str:
+    return str(tile.locator(f".badge.{kind} [aria-hidden]").inner_text())
+
+
+def fact(page: Any, label: str) -> str:
+    return str(page.locator("#viewer-facts dt", has_text=label).locator("xpath=following-sibling::dd[1]").inner_text())
+
+
+def test_a_video_found_by_a_search_plays_from_the_matched_second(page: Any, library: str) -> None:
+    clip = result(library, "a blue square", "DCIM/clip.mp4")
+    second = clip["second"]
+    assert 4 <= second < 8  # the blue half
+    tile = open_result(page, library, "a blue square", "DCIM/clip.mp4", shot="search-video-tile.png")
+    assert badge(tile, "duration") == "0:08"
+    assert badge(tile, "at") == f"at 0:0{round(second)}"
+    assert tile.locator(".badge.live").count() == 0
+    assert page.locator("#viewer-img").is_hidden()
+    # it plays, and everything it has played lies in the blue half: it did not start at 0
+    page.wait_for_function(
+        "(() => { const v = document.querySelector('#viewer-video'); "
+        "return !v.hidden && !v.paused && v.played.length > 0 && v.currentTime > 0 })()"
+    )
+    start = page.evaluate("document.querySelector('#viewer-video').played.start(0)")
+    assert start == pytest.approx(second, abs=0.25) and start >= 4
+    assert page.evaluate("document.querySelector('#viewer-video').currentTime") >= 4
+    assert fact(page, "Length") == "0:08" and fact(page, "Matched at") == f"0:0{round(second)}"
+    assert fact(page, "Place") == "38.71390° N, 9.13940° W"
+    assert fact(page, "Recorded")
+    screenshot(page, "viewer-video.png")
+    # the arrows belong to a focused player (it seeks with them); the view stays on the video
+    page.focus("#viewer-video")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert page.inner_text("#viewer-path") == "DCIM/clip.mp4"
+    # Esc closes the view and lets go of the video
+    page.keyboard.press("Escape")
+    expect(page.locator("#viewer")).to_be_hidden()
+    # (the dialog's close event, which stops it, comes a moment after the dialog hides)
+    page.wait_for_function("(() => { const v = document.querySelector('#viewer-video'); return v.paused && !v.src })()")
+
+
+def test_a_live_photo_shows_its_still_and_plays_its_motion_in_place(page: Any, library: str) -> None:
+    live = result(library, "a purple circle", "DCIM/IMG_0002.HEIC")
+    tile = open_result(page, library, "a purple circle", "DCIM/IMG_0002.HEIC", shot="search-live-tile.png")
+    assert badge(tile, "live") == "LIVE"
+    # the still is the server's JPEG of the HEIC, which Chromium cannot show itself
+    page.wait_for_function(
+        f"(() => {{ const i = document.querySelector('#viewer-img'); return !i.hidden && "
+        f"i.src.endsWith({live['preview_url']!r}) && i.complete && i.naturalWidth === 160 }})()"
+    )
+    assert page.locator("#viewer-video").is_hidden()
+    page.evaluate(
+        """(() => {
+        const v = document.querySelector('#viewer-video');
+        const still = document.querySelector('#viewer-img');
+        v.addEventListener('playing', () => {
+          window.motion = { src: v.currentSrc, shown: !v.hidden, stillHidden: still.hidden };
+        }, { once: true });
+        })()"""
+    )
+    button = page.get_by_role("button", name="Play Live Photo")
+    button.focus()
+    page.keyboard.press("Enter")  # a button: the keyboard plays it too
+    page.wait_for_function("window.motion !== undefined")
+    motion = page.evaluate("window.motion")
+    assert motion["src"].endswith(live["motion_url"]) and motion["shown"] and motion["stillHidden"]
+    # two seconds later the motion has played through and the still is back
+    page.wait_for_function(
+        "(() => { const v = document.querySelector('#viewer-video'); return v.ended && v.hidden && "
+        "!document.querySelector('#viewer-img').hidden })()"
+    )
+    expect(page.locator("#viewer-live")).to_have_text("▶ Play Live Photo")
+
+    # on a phone the still and its button fit the screen
+    page.set_viewport_size(PHONE)
+    for selector in ("#viewer-img", "#viewer-live", "#viewer-close"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (selector, box)
+    page.locator("#viewer-live").click(trial=True)  # nothing covers it
+    screenshot(page, "mobile-viewer-live.png")
+
+
+def test_a_raw_original_and_the_pictures_own_words_are_in_the_larger_view(page: Any, library: str) -> None:
+    jpeg_item = result(library, "a yellow triangle", "DCIM/IMG_0001.JPG")
+    open_result(page, library, "a yellow triangle", "DCIM/IMG_0001.JPG")
+    link = page.locator("#viewer-raw")
+    expect(link).to_be_visible()
+    assert link.get_attribute("href") == jpeg_item["original_url"]
+    raw = httpx.get(library + link.get_attribute("href"))
+    assert raw.content.startswith(b"raw sensor data") and "IMG_0001.CR2" in raw.headers["content-disposition"]
+    assert page.get_attribute("#viewer-img", "src") == jpeg_item["url"]  # a JPEG shows as it is
+
+    page.keyboard.press("Escape")
+    open_result(page, library, "a green square", "DCIM/IMG_0003.JPG")
+    expect(page.locator("#viewer-raw")).to_be_hidden()
+    assert fact(page, "Title") == "Tram 28"
+    assert fact(page, "Description") == "Up the hill to the castle"
+    assert fact(page, "Keywords") == "holiday, lisbon"
+    assert fact(page, "Rating") == "★★★★☆"
+    assert page.locator("#viewer-facts [aria-label='4 of 5 stars']").count() == 1
+    screenshot(page, "viewer-xmp.png")
+
+
+def test_a_video_the_browser_cannot_play_is_offered_as_a_download(page: Any, library: str) -> None:
+    hevc = result(library, "a orange triangle", "DCIM/IMG_0004.MOV")
+    page.goto(library + "/")
+    if page.evaluate(f"document.createElement('video').canPlayType({HEVC!r})"):
+        pytest.skip("this Chromium plays HEVC")
+    open_result(page, library, "a orange triangle", "DCIM/IMG_0004.MOV")
+    message = page.locator("#viewer-media-error")
+    expect(message).to_contain_text("cannot play this video")
+    assert message.locator("a").get_attribute("href") == hevc["url"]
+    # the next result (or the one before, for the last) shows without the message
+    page.keyboard.press("ArrowLeft" if page.locator("#viewer-next").is_disabled() else "ArrowRight")
+    page.wait_for_function("document.querySelector('#viewer-path').textContent !== 'DCIM/IMG_0004.MOV'")
+    expect(message).to_be_hidden()
+
+
+def test_the_status_page_lists_each_folder_its_watch_and_what_it_skipped(page: Any, library: str) -> None:
+    page.goto(library + "/status")
+    page.wait_for_function("document.querySelector('#pictures').textContent === '21'")
+    assert page.inner_text("#videos") == "2"
+    assert page.inner_text("#live-photos") == "1"
+    assert page.inner_text("#raw-originals") == "1"
+    folder = page.locator("#folders li")
+    expect(folder).to_have_count(1)
+    text = folder.inner_text()
+    assert "polled every SCAN_INTERVAL" in text and "watched live" not in text
+    assert "skipped: 2 .psd, 1 .mp3" in text
+    assert "25 files" in text  # 18 shapes and 7 in DCIM, the RAW and the motion among them
+    assert page.locator("#image-dir-line").is_hidden()
+    screenshot(page, "status-folders.png")
