@@ -23,6 +23,7 @@ from pathlib import Path  # noqa: E402
 
 from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E402
 from bench.duplicates import bench_duplicates  # noqa: E402
+from bench.formats import bench_formats  # noqa: E402
 from bench.indexing import bench_indexing  # noqa: E402
 from bench.load import load_test  # noqa: E402
 from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E402
@@ -48,12 +49,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load-seconds", type=float, default=60, help="how long the load test runs")
     parser.add_argument("--load-size", type=int, default=10_000, help="images in the load test's index")
     parser.add_argument("--usual-sample", type=int, default=120, help="images timed the usual way")
+    parser.add_argument("--format-files", type=int, default=16, help="12 MP files of each format to index")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     args = parser.parse_args()
     if args.smoke:
         args.images, args.scale, args.queries, args.drops, args.usual_sample = 12, "500", 10, 2, 6
+        args.format_files = 2
         args.dup_scale = "500"
         args.clients, args.load_seconds, args.load_size = 4, 3, 500
         args.model = args.model or str(PROJECT_ROOT / "tests" / "fixtures" / "tiny-clip")
@@ -82,6 +85,7 @@ def main() -> None:
     report = Report()
     try:
         bench_indexing(settings, env, report, args.usual_sample)
+        bench_formats(settings, report, work, args.format_files)
         live_latency(settings, env, report, args.drops, work)
         query_at_scale(settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work)
         cold_search(settings, env, report, work)

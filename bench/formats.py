@@ -1,19 +1,24 @@
-"""Decode speed per still format on a 12 MP photo: the cheapest faithful path (JPEG draft, HEIC
-thumbnail, RAW preview) against a full decode, through `decode_image` as the indexer calls it.
+"""Formats: indexing 12 MP JPEGs, HEICs, DNGs and videos end to end (files/s), beside decoding
+alone and the model alone in the same run, so it shows where the time goes; and decode speed per
+still format, the cheapest faithful path (JPEG draft, HEIC thumbnail, RAW preview) against a full
+decode, through `decode_image` as the indexer calls it.
 
-Usage: python -m bench.formats [PHOTO] — PHOTO defaults to the first of the shared coco-mini photos.
+    python -m bench.formats [PHOTO]   # the decode table alone; PHOTO: the first coco-mini photo
 """
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from PIL import Image
 
+from bench.common import Report
 from core.pictures import Preprocessing, decode_image
-from core.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT, Settings
 
 CLIP_224 = Preprocessing(224, 224, 224, (0.481, 0.458, 0.408), (0.269, 0.261, 0.276))
 TWELVE_MP = (4000, 3000)
@@ -50,6 +55,69 @@ def decode_rate(path: Path, *, draft: bool, seconds: float = 3.0, max_pixels: in
         decode_image(data, CLIP_224, max_pixels=max_pixels, draft=draft, name=path.name)
         count += 1
     return count / elapsed
+
+
+def bench_formats(settings: Settings, report: Report, work: Path, count: int) -> None:
+    """`count` files of each kind made from the corpus's photos, each kind indexed into a fresh
+    database with the model loaded; decoding alone and the model alone timed in the same run."""
+    from bench.indexing import EMBEDDERS, model_ceiling
+    from flows.engine import index_once
+
+    sys.path.insert(0, str(PROJECT_ROOT / "tests"))
+    import stills
+    from videos import write_video
+
+    photos = sorted(p for p in settings.image_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[:count]
+    kinds: dict[str, Path] = {}
+    for kind in ("jpeg 12 MP", "heic 12 MP", "dng 12 MP + preview", "mp4 1080p 20 s"):
+        folder = kinds[kind] = work / "formats" / kind.split()[0]
+        folder.mkdir(parents=True, exist_ok=True)
+    facts = stills.Facts(camera="bench")
+    for i, photo in enumerate(photos):
+        with Image.open(photo) as source:
+            big = source.convert("RGB").resize(TWELVE_MP, Image.Resampling.BICUBIC)
+        stills.write_jpeg(kinds["jpeg 12 MP"] / f"{i}.jpg", big, facts)
+        stills.write_heic(kinds["heic 12 MP"] / f"{i}.heic", big, facts, thumbnail=320)
+        preview = big.resize((1024, 768), Image.Resampling.BICUBIC)
+        stills.write_dng(kinds["dng 12 MP + preview"] / f"{i}.dng", big, facts, preview=preview)
+        if i % 4 == 0:  # a video of four shots of five seconds each, as a phone clip pans
+            shots = [(Image.open(p).convert("RGB"), 5.0) for p in photos[i : i + 4]]
+            write_video(kinds["mp4 1080p 20 s"] / f"{i}.mp4", shots, fps=30, size=(1920, 1080))
+    model = EMBEDDERS.get(settings.clip_model, settings.device, settings.precision)
+    ceiling = model_ceiling(settings, 64)
+    # what an update costs with nothing to do (starting the engine, opening tables): not the files'
+    empty = work / "formats" / "empty"
+    empty.mkdir()
+    fixed = asyncio.run(
+        index_once(
+            settings.with_overrides(image_dir=empty, data_dir=work / "formats-data" / "empty"), embedders=EMBEDDERS
+        )
+    ).seconds
+    for kind, folder in kinds.items():
+        files = sorted(folder.iterdir())
+        trial = settings.with_overrides(image_dir=folder, data_dir=work / "formats-data" / folder.name)
+        summary = asyncio.run(index_once(trial, embedders=EMBEDDERS))
+        rate = len(files) / max(summary.seconds - fixed, 1e-3)
+        if kind.startswith("mp4"):
+            from core.videos import sample_frames
+
+            started = time.perf_counter()
+            frames = sum(len(list(sample_frames(f, model.preprocessing, max_pixels=10**8))) for f in files)
+            decode = len(files) / (time.perf_counter() - started)
+            alone = ceiling / (frames / len(files))
+            detail = f"{frames / len(files):.1f} frames a file"
+        else:
+            decode = decode_rate(files[0], draft=True, seconds=2.0)
+            alone = ceiling
+            detail = "decode on the file workers"
+        report.add(
+            "10 formats",
+            f"files/s indexing {len(files)} × {kind} ({detail}; an update's fixed {fixed:.1f} s not counted)",
+            f"{rate:.1f}",
+            f"decode alone {decode:.1f}/s, model alone {alone:.1f}/s",
+            f"{rate / min(decode, alone):.0%} of the slower",
+        )
+        shutil.rmtree(trial.data_dir, ignore_errors=True)
 
 
 def main() -> None:

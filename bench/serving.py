@@ -21,7 +21,7 @@ from bench.common import Report, Server, free_port, main_py, median, percentile,
 from bench.latency import queries
 from core.db import database_url, ensure_schema
 from core.embedder import open_embedder
-from core.model_state import model_table, switch_to
+from core.model_state import frames_table, model_table, switch_to
 from core.settings import PROJECT_ROOT, Settings
 
 
@@ -101,10 +101,18 @@ def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model
     table = model_table(model)
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
+        # the columns the indexer's tables have (flows/indexer.py: ImageRow, FrameRow)
         conn.execute(
-            f"CREATE TABLE {table} (path text PRIMARY KEY, id bigint, content_hash text, size bigint, "
-            f"modified_at timestamptz, width bigint, height bigint, format text, taken_at timestamp, "
-            f"camera text, model text, embedding vector({dim}))"
+            f"CREATE TABLE {table} (path text PRIMARY KEY, id bigint, kind text NOT NULL DEFAULT 'picture', "
+            "content_hash text, size bigint, modified_at timestamptz, width bigint, height bigint, format text, "
+            "taken_at timestamp, camera text, latitude double precision, longitude double precision, "
+            "keywords text[] NOT NULL DEFAULT '{}', title text, description text, rating bigint, "
+            "duration double precision, poster_at double precision, original text, motion text, model text, "
+            f"embedding vector({dim}))"
+        )
+        conn.execute(
+            f"CREATE TABLE {frames_table(model)} (path text, frame bigint, second double precision, id bigint, "
+            f"model text, embedding vector({dim}), PRIMARY KEY (path, frame))"
         )
         copy_synthetic_rows(conn, vectors, model)
         started = time.perf_counter()
@@ -123,12 +131,14 @@ def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: st
     """Rows for `vectors` straight into `model`'s table, as the indexer would have written them."""
     stamp = datetime.now(UTC)
     with conn.cursor().copy(
-        f"COPY {model_table(model)} (path, id, content_hash, size, modified_at, width, height, format, model, "
-        "embedding) FROM STDIN WITH (FORMAT BINARY)"
+        f"COPY {model_table(model)} (path, id, kind, content_hash, size, modified_at, width, height, format, "
+        "keywords, model, embedding) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["text", "int8", "text", "int8", "timestamptz", "int8", "int8", "text", "text", "vector"])
+        types = ["text", "int8", "text", "text", "int8", "timestamptz", "int8", "int8", "text", "text[]", "text"]
+        copy.set_types([*types, "vector"])
         for i, v in enumerate(vectors, start=first_id):
-            copy.write_row((f"synthetic/{i:07d}.jpg", i, f"{i:064x}", 1000, stamp, 640, 480, "jpeg", model, v))
+            row = (f"synthetic/{i:07d}.jpg", i, "picture", f"{i:064x}", 1000, stamp, 640, 480, "jpeg", [], model, v)
+            copy.write_row(row)
 
 
 def _exact_top(vectors: np.ndarray, query: np.ndarray, k: int, exclude: int | None = None) -> set[int]:

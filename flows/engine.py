@@ -218,6 +218,7 @@ async def watch_folder(
 async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], None] | None) -> str:
     async with coco.runtime():
         run = await _started_run()
+        run.live = True
         url = await asyncio.to_thread(database_url, settings)
         # a live indexer will need the image tower: load it during the first scan, and call the
         # indexer ready only once it is loaded, so the first new photo does not wait for it

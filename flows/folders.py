@@ -90,6 +90,8 @@ class LibraryView:
         modes: dict[str, str],
         scan_interval: float,
         on_survey: Callable[[list[FolderSurvey]], Awaitable[None]],
+        *,
+        live: bool,
     ) -> None:
         self._library = library
         self._modes = modes
@@ -100,7 +102,9 @@ class LibraryView:
         self._wanted: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watching: asyncio.Task[Any] | None = None
-        self._live = [r for r in library.roots if modes[r.label] == "live"]
+        # one update (not live) scans once and ends: no watcher to arm, none left running after it
+        self._following = live
+        self._live = [r for r in library.roots if modes[r.label] == "live"] if live else []
         self._scans_asked = 0
         self._first_scan = asyncio.Event()
         self._readies = 0
@@ -129,7 +133,7 @@ class LibraryView:
         self._loop = asyncio.get_running_loop()
         self._watching = asyncio.current_task()
         self._wanted = asyncio.Event()
-        polled = [r for r in self._library.roots if self._modes[r.label] == "polled"]
+        polled = [r for r in self._library.roots if self._modes[r.label] == "polled" and self._following]
         # the baseline comes before the first scan, so a change made during that scan is seen
         baselines = {r.label: await asyncio.to_thread(_signatures, r) for r in polled}
         tasks = [asyncio.create_task(self._rescans())]

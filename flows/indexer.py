@@ -133,6 +133,7 @@ class IndexRun:
     library: Library
     choice: ModelChoice  # as it was when this run started
     database_url: str = ""
+    live: bool = False  # following the folder (else one update, which arms no file watcher)
     counters: IndexCounters = field(default_factory=IndexCounters)
     # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
     # memory on folders of large photos while keeping enough decoded images queued for the model
@@ -370,7 +371,7 @@ async def index_folder() -> None:
         except Exception as exc:  # the database may be away: the next scan writes it again
             log.debug("could not record the folder survey: %s", exc)
 
-    run.folder = LibraryView(run.library, modes, run.settings.scan_interval, record)
+    run.folder = LibraryView(run.library, modes, run.settings.scan_interval, record, live=run.live)
     async with coco.exception_handler(report_failure):
         await coco.mount_each(index_file, run.folder, tuple(tables), errors)
 
