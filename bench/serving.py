@@ -137,7 +137,20 @@ def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: st
         types = ["text", "int8", "text", "text", "int8", "timestamptz", "int8", "int8", "text", "text[]", "text"]
         copy.set_types([*types, "vector"])
         for i, v in enumerate(vectors, start=first_id):
-            row = (f"synthetic/{i:07d}.jpg", i, "picture", f"{i:064x}", 1000, stamp, 640, 480, "jpeg", [], model, v)
+            row: tuple[object, ...] = (
+                f"synthetic/{i:07d}.jpg",
+                i,
+                "picture",
+                f"{i:064x}",
+                1000,
+                stamp,
+                640,
+                480,
+                "jpeg",
+                [],
+                model,
+                v,
+            )
             copy.write_row(row)
 
 
