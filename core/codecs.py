@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Iterator
 
 _JXL_CODESTREAM = b"\xff\x0a"
 _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a"
@@ -41,23 +42,30 @@ def jxl_size(data: bytes) -> tuple[int, int] | None:
 
 def _jxl_codestream_start(data: bytes) -> bytes | None:
     """The first bytes of the codestream in the container's `jxlc` box or first `jxlp` box."""
-    position = 0
-    while position + 8 <= len(data):
+    for kind, start, _end in iso_boxes(data, 0, len(data)):
+        if kind == b"jxlc":
+            return data[start : start + 64]
+        if kind == b"jxlp":
+            return data[start + 4 : start + 68]
+    return None
+
+
+def iso_boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of each ISO-BMFF box between `start` and `end`: the
+    container of JPEG XL, HEIF and Canon's CR3."""
+    position = start
+    while position + 8 <= end:
         size, kind = struct.unpack_from(">I4s", data, position)
         header = 8
         if size == 1:
             (size,) = struct.unpack_from(">Q", data, position + 8)
             header = 16
         elif size == 0:
-            size = len(data) - position
-        if size < header:
-            return None
-        if kind == b"jxlc":
-            return data[position + header : position + header + 64]
-        if kind == b"jxlp":
-            return data[position + header + 4 : position + header + 68]
+            size = end - position
+        if size < header or position + size > end:
+            return
+        yield kind, position + header, position + size
         position += size
-    return None
 
 
 def _size_header(raw: bytes) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from core.codecs import iso_boxes
 from core.errors import ImageError, first_line
 from core.exif import UPRIGHT, ExifFacts, exif_facts, gps_position, image_exif, tiff_exif
 
@@ -199,27 +200,10 @@ def cr3_facts(data: bytes) -> ExifFacts:
 
 def _children(data: bytes, parent: bytes, kind: bytes, usertype: bytes) -> Iterator[tuple[bytes, bytes]]:
     """The boxes inside the `kind` box (of `usertype`) inside the top-level `parent` box."""
-    for top, top_start, top_end in _boxes(data, 0, len(data)):
+    for top, top_start, top_end in iso_boxes(data, 0, len(data)):
         if top != parent:
             continue
-        for inner, start, end in _boxes(data, top_start, top_end):
+        for inner, start, end in iso_boxes(data, top_start, top_end):
             if inner == kind and data[start : start + 16] == usertype:
-                for box, box_start, box_end in _boxes(data, start + 16, end):
+                for box, box_start, box_end in iso_boxes(data, start + 16, end):
                     yield box, data[box_start:box_end]
-
-
-def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, payload end) of each ISO-BMFF box between `start` and `end`."""
-    position = start
-    while position + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, position)
-        header = 8
-        if size == 1:
-            (size,) = struct.unpack_from(">Q", data, position + 8)
-            header = 16
-        elif size == 0:
-            size = end - position
-        if size < header or position + size > end:
-            return
-        yield kind, position + header, position + size
-        position += size

@@ -12,23 +12,16 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from camera_roll import write_camera_roll
 from conftest import TINY_CLIP, Process, free_port, wait_for
 from playwright.sync_api import expect
 from shapes import Drawing, write_corpus
 from test_browser import PHONE, open_page, screenshot
-from test_library import heic, jpeg
-from videos import quicktime_metadata, write_video
+from videos import write_video
 
 from core.settings import Settings, load_settings
 
 pytestmark = pytest.mark.browser
-
-XMP = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
-<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4">
-<dc:subject><rdf:Bag><rdf:li>holiday</rdf:li><rdf:li>lisbon</rdf:li></rdf:Bag></dc:subject>
-<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Tram 28</rdf:li></rdf:Alt></dc:title>
-<dc:description><rdf:Alt><rdf:li xml:lang="x-default">Up the hill to the castle</rdf:li></rdf:Alt></dc:description>
-</rdf:Description></rdf:RDF></x:xmpmeta>"""
 
 # the 18 shapes, and in DCIM: clip.mp4, IMG_0001.JPG (+ .CR2), IMG_0002.HEIC (+ .MOV), IMG_0003.JPG, IMG_0004.MOV
 ITEMS = 23
@@ -38,23 +31,10 @@ HEVC = 'video/mp4; codecs="hvc1.1.6.L93.B0"'
 def camera_roll(folder: Path) -> None:
     write_corpus(folder)
     roll = folder / "DCIM"
-    roll.mkdir()
-    write_video(
-        roll / "clip.mp4",
-        [(Drawing("red", "circle"), 4), (Drawing("blue", "square"), 4)],
-        metadata=quicktime_metadata(created="2023-07-01T10:00:00+0100", location="+38.7139-009.1394+010.000/"),
-    )
-    (roll / "IMG_0001.JPG").write_bytes(jpeg(Drawing("yellow", "triangle")))
-    (roll / "IMG_0001.CR2").write_bytes(b"raw sensor data nobody decodes while the JPEG is beside it")
-    (roll / "IMG_0002.HEIC").write_bytes(heic(Drawing("purple", "circle")))
-    write_video(roll / "IMG_0002.MOV", [(Drawing("purple", "circle"), 2)])
-    (roll / "IMG_0003.JPG").write_bytes(jpeg(Drawing("green", "square")))
-    (roll / "IMG_0003.JPG.xmp").write_text(XMP)
+    write_camera_roll(roll)
     # what an iPhone records: HEVC, which Chromium on Linux does not play
     write_video(roll / "IMG_0004.MOV", [(Drawing("orange", "triangle"), 3)], codec="libx265")
-    (roll / "layers.psd").write_bytes(b"8BPS")
     (roll / "more-layers.psd").write_bytes(b"8BPS")
-    (roll / "song.mp3").write_bytes(b"ID3")
 
 
 @pytest.fixture(scope="module")

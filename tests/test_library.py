@@ -12,42 +12,21 @@ from typing import Any
 
 import httpx
 import pytest
+from camera_roll import SIDECARS, XMP, jpeg, write_camera_roll
 from conftest import query, run_main, serve_and_wait, wait_for
 from fastapi.testclient import TestClient
 from PIL import Image
-from shapes import Drawing, draw
-from videos import quicktime_metadata, write_video
+from shapes import Drawing
+from videos import write_video
 
 from api.app import create_app
 from core.settings import Settings
-
-
-def jpeg(drawing: Drawing) -> bytes:
-    buffer = io.BytesIO()
-    draw(drawing, width=160, height=120).save(buffer, "JPEG", quality=92)
-    return buffer.getvalue()
 
 
 def centre_colour(jpeg_bytes: bytes) -> tuple[int, int, int]:
     with Image.open(io.BytesIO(jpeg_bytes)) as image:
         r, g, b = image.convert("RGB").getpixel((image.width // 2, image.height // 2))  # type: ignore[misc]
         return r, g, b
-
-
-def heic(drawing: Drawing) -> bytes:
-    import pillow_heif
-
-    pillow_heif.register_heif_opener()
-    buffer = io.BytesIO()
-    draw(drawing, width=160, height=120).save(buffer, "HEIF", quality=90)
-    return buffer.getvalue()
-
-
-XMP = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
-<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4">
-<dc:subject><rdf:Bag><rdf:li>holiday</rdf:li><rdf:li>lisbon</rdf:li></rdf:Bag></dc:subject>
-<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Tram 28</rdf:li></rdf:Alt></dc:title>
-</rdf:Description></rdf:RDF></x:xmpmeta>"""
 
 
 def rows(settings: Settings) -> dict[str, tuple[Any, ...]]:
@@ -59,24 +38,7 @@ def rows(settings: Settings) -> dict[str, tuple[Any, ...]]:
 def camera_roll(settings: Settings) -> Settings:
     """A phone's and a camera's folder: a video, a RAW beside its JPEG, a Live Photo, sidecars and
     files that are not pictures at all."""
-    roll = settings.image_dir / "DCIM"
-    roll.mkdir()
-    write_video(
-        roll / "clip.mp4",
-        [(Drawing("red", "circle"), 4), (Drawing("blue", "square"), 4)],
-        metadata=quicktime_metadata(created="2023-07-01T10:00:00+0100", location="+38.7139-009.1394+010.000/"),
-    )
-    (roll / "IMG_0001.JPG").write_bytes(jpeg(Drawing("yellow", "triangle")))
-    (roll / "IMG_0001.CR2").write_bytes(b"raw sensor data nobody decodes while the JPEG is beside it")
-    (roll / "IMG_0001.AAE").write_text("<plist/>")
-    (roll / "IMG_0002.HEIC").write_bytes(heic(Drawing("purple", "circle")))
-    write_video(roll / "IMG_0002.MOV", [(Drawing("purple", "circle"), 2)])
-    (roll / "IMG_0003.JPG").write_bytes(jpeg(Drawing("green", "square")))
-    (roll / "IMG_0003.JPG.xmp").write_text(XMP)
-    (roll / "Thumbs.db").write_bytes(b"\0" * 64)
-    (roll / "desktop.ini").write_text("[.ShellClassInfo]")
-    (roll / "layers.psd").write_bytes(b"8BPS")
-    (roll / "song.mp3").write_bytes(b"ID3")
+    write_camera_roll(settings.image_dir / "DCIM")
     return settings
 
 
@@ -199,7 +161,7 @@ class TestSidecarsAndOtherFiles:
             status = client.get("/api/status").json()
         [folder] = status["folders"]
         assert folder["watch"] == "live" and folder["skipped"] == {".mp3": 1, ".psd": 1}
-        assert folder["sidecars"] == 4  # .AAE, .xmp, Thumbs.db, desktop.ini
+        assert folder["sidecars"] == SIDECARS
         assert status["media"]["videos"] == 1 and status["media"]["live_photos"] == 1
         assert status["media"]["raw_originals"] == 1
 
