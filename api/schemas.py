@@ -186,6 +186,13 @@ class Status(BaseModel):
     indexer_started_at: str | None
     heartbeat_at: str | None
     image_dir: str
+    embedded: int | None = Field(
+        None, description="images that went through the model since the indexer in this server started"
+    )
+    reused: int | None = Field(None, description="images whose embedding came from the cache since then")
+    waiting: str | None = Field(
+        None, description="why the indexer in this server is waiting (the database away, a disk full), if it is"
+    )
     model_error: str | None = None
 
 

@@ -30,7 +30,11 @@ def models_status(conn: psycopg.Connection[Any], settings: Settings) -> dict[str
     }
 
 
-def status_from(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:
+def status_from(
+    conn: psycopg.Connection[Any], settings: Settings, local: indexer_status.LocalIndexer | None = None
+) -> dict[str, Any]:
+    """The status as the database tells it; what the indexer is doing comes from `local` instead
+    where it runs in this process (it knows before its first heartbeat, and never goes stale)."""
     models = models_status(conn, settings)
     failed: list[dict[str, Any]] = []
     if table_exists(conn, ERRORS_TABLE):
@@ -57,10 +61,30 @@ def status_from(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, 
         "indexer_started_at": _iso(row.started_at) if row else None,
         "heartbeat_at": _iso(row.heartbeat_at) if row else None,
         "image_dir": str(settings.image_dir),
+        "embedded": None,
+        "reused": None,
+        "waiting": None,
+    } | _indexer_here(local)
+
+
+def _indexer_here(local: indexer_status.LocalIndexer | None) -> dict[str, Any]:
+    if local is None:
+        return {}
+    here: dict[str, Any] = {
+        "live": local.running,
+        "scanning": local.running and local.scanning,
+        "embedded": local.embedded,
+        "reused": local.reused,
+        "waiting": local.waiting,
     }
+    if local.running and local.scanning:
+        here["progress"] = {"done": local.files_done, "total": local.files_total}
+    return here
 
 
-def unreachable_status(settings: Settings, reason: str) -> dict[str, Any]:
+def unreachable_status(
+    settings: Settings, reason: str, local: indexer_status.LocalIndexer | None = None
+) -> dict[str, Any]:
     return {
         "database": f"unreachable: {reason}",
         "images": None,
@@ -82,7 +106,10 @@ def unreachable_status(settings: Settings, reason: str) -> dict[str, Any]:
         "indexer_started_at": None,
         "heartbeat_at": None,
         "image_dir": str(settings.image_dir),
-    }
+        "embedded": None,
+        "reused": None,
+        "waiting": None,
+    } | _indexer_here(local)
 
 
 def read_status(settings: Settings) -> dict[str, Any]:
