@@ -285,8 +285,8 @@ async def describe_file(rel: str, size: int, mtime_ns: int, model: str) -> FileF
     if cached is None:
         assert decoded.pixels is not None
         cached = await slot.embed(decoded.pixels)
+        run.counters.embedded += 1  # before the write, which may fail: the call was made
         await slot.cache.put(digest, cached)
-        run.counters.embedded += 1
     else:
         run.counters.reused += 1
     return FileFacts(
