@@ -85,6 +85,7 @@ def restart_embedded(settings: Settings) -> None:
     handle = _embedded.get(str(settings.pg_data_dir))
     if handle is None:
         return  # never started here: `database_url` starts it
+    _forget_a_dead_postmaster(settings)
     quiet = logging.getLogger("pgserver")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # a failed start logs the server's whole log file
@@ -98,6 +99,20 @@ def restart_embedded(settings: Settings) -> None:
         ) from exc
     finally:
         quiet.setLevel(level)
+
+
+def _forget_a_dead_postmaster(settings: Settings) -> None:
+    """A postmaster killed (kill -9) where nothing reaps it (a container whose first process is not
+    an init) stays a zombie, which pgserver and Postgres both take for a running server, so neither
+    would start a new one: its pid file goes."""
+    import psutil
+
+    pid_file = settings.pg_data_dir / "postmaster.pid"
+    try:
+        if psutil.Process(int(pid_file.read_text().split()[0])).status() == psutil.STATUS_ZOMBIE:
+            pid_file.unlink()
+    except (OSError, ValueError, IndexError, psutil.Error):
+        pass  # no file, or no such process: nothing stale to forget (or pgserver handles it)
 
 
 def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> psycopg.Connection[Any]:

@@ -26,7 +26,7 @@ from core.settings import Settings, get_settings
 from flows.cache import EmbeddingCache
 from flows.heartbeat import HEARTBEAT_SECONDS, StatusReporter
 from flows.indexer import IMAGE_ROOT, PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, app, make_batched_embed
-from flows.recovery import looks_like_outage, problem, wait_until_back
+from flows.recovery import check_room, looks_like_outage, problem, wait_until_back
 from flows.switching import adopt_first_model, next_step, open_models, settle_models
 from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state
 from flows.walk import count_image_files
@@ -34,6 +34,7 @@ from flows.walk import count_image_files
 log = logging.getLogger("sightline.indexer")
 
 UNCONFIRMED_TRIES = 3
+RECOVERY_SECONDS = 10.0
 
 
 @dataclass
@@ -226,6 +227,7 @@ async def watch_folder(
     local.files_total = await asyncio.to_thread(count_image_files, settings.image_dir)
     ready = [on_ready] if on_ready is not None else []  # called once, after the first complete scan
     unconfirmed = 0  # failures in a row that looked like an outage when nothing was found wrong
+    recovered_at = -RECOVERY_SECONDS
     try:
         while True:
             try:
@@ -233,15 +235,18 @@ async def watch_folder(
             except Exception as exc:
                 reason = await asyncio.to_thread(problem, settings, exc)
                 if reason is None:
-                    # a blip over by now, or an error that only looks like one (no pgvector on the
-                    # server, say): a few tries, then it is reported like any other error
+                    # a blip over by now, the tail of an outage just over (a server restarting
+                    # rewrites its files), or an error that only looks like one (no pgvector on
+                    # the server, say): a few tries, then it is reported like any other error
                     unconfirmed += 1
-                    if not looks_like_outage(exc) or unconfirmed > UNCONFIRMED_TRIES:
+                    tail = time.monotonic() - recovered_at < RECOVERY_SECONDS
+                    if not (looks_like_outage(exc) or tail) or unconfirmed > UNCONFIRMED_TRIES:
                         raise
                     reason = f"database unreachable ({first_line(exc)})"
                 else:
                     unconfirmed = 0
                 await wait_until_back(settings, reason, local)
+                recovered_at = time.monotonic()
                 continue
             unconfirmed = 0
             log.info("models changed (%s); restarting the indexer", step)
@@ -250,9 +255,7 @@ async def watch_folder(
         local.running = local.scanning = False
 
 
-async def _watch_until_models_change(
-    settings: Settings, ready: list[Callable[[], None]], local: LocalIndexer
-) -> str:
+async def _watch_until_models_change(settings: Settings, ready: list[Callable[[], None]], local: LocalIndexer) -> str:
     local.scanning = True  # a restart scans the folder again
     async with coco.runtime():
         run = await _started_run()
@@ -267,6 +270,7 @@ async def _watch_until_models_change(
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def beat_once() -> str | None:
+            check_room(settings)
             reporter.write(True)
             return next_step(url, run, scanned=not reporter.scanning)
 

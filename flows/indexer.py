@@ -37,6 +37,7 @@ from core.model_state import ModelChoice
 from core.pictures import ImageError, decode_image
 from core.settings import Settings
 from flows.cache import DatabaseUnavailable, EmbeddingCache
+from flows.recovery import looks_like_outage
 from flows.walk import ImageFileMatcher, unreachable_link_reason, unreachable_links
 
 log = logging.getLogger("sightline.indexer")
@@ -200,7 +201,7 @@ class RescannableFolder:
 async def report_failure(exc: BaseException, context: coco.ExceptionContext) -> None:
     """A file whose processing raised: one line while the database is away (the rescan after it
     comes back retries the file), a traceback for anything else (a bug worth reporting)."""
-    if isinstance(exc, DatabaseUnavailable):
+    if isinstance(exc, DatabaseUnavailable) or looks_like_outage(exc):
         log.debug("%s: %s", context.stable_path, exc)
     else:
         log.error("indexing %s failed: %s", context.stable_path, exc, exc_info=exc)

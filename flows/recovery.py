@@ -33,7 +33,7 @@ log = logging.getLogger("sightline.indexer")
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 5.0  # a restarted database is noticed within this
 # Below this much free space the indexer's state (LMDB) and thumbnails cannot be trusted to write
-MIN_FREE_BYTES = 8 * 1024 * 1024
+MIN_FREE_BYTES = 1024 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _CONNECTION_ERRORS = (
     DatabaseUnavailable,
@@ -43,12 +43,15 @@ _CONNECTION_ERRORS = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.CannotConnectNowError,
+    # what asyncpg says of a connection whose server went away in the middle of an operation
+    asyncpg.exceptions._base.InternalClientError,
     ConnectionError,
     TimeoutError,
 )
 # what CocoIndex's engine (Rust) says when its Postgres writes fail: its errors carry only a message
 _CONNECTION_WORDS = ("connection", "closed", "terminat", "shut down", "refused", "pool timed out", "broken pipe")
-_FULL_WORDS = ("no space left on device", "could not extend file", "disk quota exceeded", "mdb_map_full")
+# (LMDB, CocoIndex's state, reports a write into a full tmpfs as an I/O error)
+_FULL_WORDS = ("no space left on device", "could not extend file", "disk quota exceeded", "input/output error")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -70,6 +73,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def looks_like_outage(exc: BaseException) -> bool:
     """Whether an error says that the database or a disk failed (rather than a bug)."""
     for e in _chain(exc):
+        if isinstance(e, psycopg.errors.UndefinedFile):
+            return False  # no pgvector on the server: waiting will not bring it
         if isinstance(e, OSError) and e.errno in _DISK_FULL:
             return True
         if isinstance(e, (psycopg.errors.DiskFull, asyncpg.exceptions.DiskFullError, *_CONNECTION_ERRORS)):
@@ -109,7 +114,14 @@ def _data_dir_full(settings: Settings) -> str | None:
         return None
     finally:
         probe.unlink(missing_ok=True)
-    return f"DATA_DIR {folder} is full (under {MIN_FREE_BYTES >> 20} MiB free)" if _no_room(folder) else None
+    return f"DATA_DIR {folder} is full (under {MIN_FREE_BYTES >> 10} KiB free)" if _no_room(folder) else None
+
+
+def check_room(settings: Settings) -> None:
+    """Raise ENOSPC when DATA_DIR has no room: CocoIndex's state write would fail next (the
+    heartbeat asks, as a failing state write does not always end the engine)."""
+    if settings.data_dir.is_dir() and _no_room(settings.data_dir):
+        raise OSError(errno.ENOSPC, f"no space left in DATA_DIR {settings.data_dir}")
 
 
 def problem(settings: Settings, error: BaseException | None = None) -> str | None:
@@ -124,14 +136,17 @@ def problem(settings: Settings, error: BaseException | None = None) -> str | Non
         with connect(database_url(settings), timeout=3) as conn:
             conn.execute("SELECT 1")
     except Exception as exc:
-        if settings.embedded_database and (_full_in(exc) or _no_room(settings.pg_data_dir)):
+        if not settings.embedded_database:
+            return f"database unreachable ({first_line(exc)})"
+        if _full_in(exc) or _no_room(settings.pg_data_dir):
             return f"the disk under the database ({settings.pg_data_dir}) is full"
-        return f"database unreachable ({first_line(exc)})"
+        where = settings.pg_data_dir
+        return f"database unreachable (the embedded Postgres in {where} is not running; starting it again)"
     if _full_in(error):
         # the server answers, but it could not write: its disk is full (an external server's
         # disk cannot be seen from here, so the only sign is the error)
-        where = settings.pg_data_dir if settings.embedded_database else "the database server"
-        return f"the disk under the database ({where}) is full"
+        server = str(settings.pg_data_dir) if settings.embedded_database else "the database server"
+        return f"the disk under the database ({server}) is full"
     return None
 
 

@@ -65,16 +65,22 @@ class Database:
         if self.external:
             self.external.halt(kill=how == "killed")
         elif how == "killed":
-            pid = int((self.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
-            os.kill(pid, signal.SIGKILL)
+            os.kill(wait_for(self._postmaster, timeout=30, interval=0.05), signal.SIGKILL)
         else:
+            # -W: no waiting for the server to be gone, as Sightline may have started it again by then
             subprocess.run(
-                [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir / "postgres"), "-m", "fast", "-w", "stop"],
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir / "postgres"), "-m", "fast", "-W", "stop"],
                 capture_output=True,
                 check=True,
                 timeout=60,
                 user="pgserver" if os.geteuid() == 0 else None,
             )
+
+    def _postmaster(self) -> int | None:
+        try:  # (None while a restart rewrites it)
+            return int((self.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def start_again(self) -> None:
         if self.external is None:
@@ -120,8 +126,12 @@ class Sightline:
             return []
 
     def sql(self, query: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.db.admin_url(self.settings), connect_timeout=5) as conn:
-            return conn.execute(query).fetchall()
+        """The rows of a query; [] while the server is away (or being started again)."""
+        try:
+            with psycopg.connect(self.db.admin_url(self.settings), connect_timeout=5) as conn:
+                return conn.execute(query).fetchall()
+        except (psycopg.OperationalError, OSError, IndexError):
+            return []
 
     def ready(self, images: int, model: str | None = None) -> dict[str, Any] | None:
         s = self.status()
@@ -246,7 +256,7 @@ class TestAnyMoment:
         began = app.outage(how)
         locker.close()
         status = wait_for(lambda: app.ready(FILES, model=other), timeout=60, interval=0.1)
-        wait_for(lambda: app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{first_model}'")[0][0] == 0)
+        wait_for(lambda: app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{first_model}'") == [(0,)])
         timings["forgetting"] = time.monotonic() - began
         assert_exactly(app, files, model=other)
         assert app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{other}'")[0][0] == FILES
@@ -301,9 +311,9 @@ def _mount_tmpfs(folder: Path, size: str) -> bool:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A filesystem of its own, 12 MiB (a size-limited tmpfs); skipped where mounting is not allowed."""
+    """A filesystem of its own, 16 MiB (a size-limited tmpfs); skipped where mounting is not allowed."""
     folder = tmp_path / "small"
-    if os.geteuid() != 0 or not _mount_tmpfs(folder, "12m"):
+    if os.geteuid() != 0 or not _mount_tmpfs(folder, "16m"):
         pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN) here")
     yield folder
     subprocess.run(["umount", "-l", str(folder)], check=False)
