@@ -125,6 +125,13 @@ class Sightline:
         except (psycopg.Error, OSError, IndexError):  # away, or its postmaster.pid being rewritten
             return []
 
+    def connection(self) -> psycopg.Connection[Any] | None:
+        """A connection of the test's own (in a transaction), once the server answers."""
+        try:
+            return psycopg.connect(self.db.admin_url(self.settings), autocommit=False, connect_timeout=5)
+        except (psycopg.OperationalError, OSError, IndexError):
+            return None
+
     def sql(self, query: str) -> list[tuple[Any, ...]]:
         """The rows of a query; [] while the server is away (or being started again)."""
         try:
@@ -239,8 +246,8 @@ class TestAnyMoment:
         began = app.outage(how)
         # 3. ... the switch, and the restart that forgets the old model's cache: caught while its
         # DELETE waits on a lock the test holds (the build needs no cache write by then)
-        locker = psycopg.connect(app.db.admin_url(app.settings), autocommit=False)
         wait_for(lambda: len(app.rows(other)) == FILES, timeout=60, interval=0.05)
+        locker = wait_for(app.connection, timeout=30, interval=0.05)
         timings["model build"] = time.monotonic() - began
         locker.execute("LOCK TABLE embedding_cache IN SHARE MODE")
 
@@ -264,6 +271,7 @@ class TestAnyMoment:
 
         # 4. searches while it is away: 503 in one line, never an empty list; duplicates too (the
         # embedded server is back too soon to ask it anything)
+        print(f"\n{database.kind} {how}: seconds to recover {timings}")
         if database.external is None:
             assert_clean_log(app)
             return
@@ -274,7 +282,6 @@ class TestAnyMoment:
         app.db.start_again()
         wait_for(lambda: httpx.get(app.base + "/api/duplicates", timeout=30).status_code == 200, timeout=60)
         assert_clean_log(app)
-        print(f"\n{database.kind} {how}: seconds to recover {timings}")
 
 
 class TestBeforeStart:
