@@ -164,7 +164,7 @@ async def wait_until_back(settings: Settings, reason: str, local: LocalIndexer) 
         await asyncio.sleep(delay)
         delay = min(delay * 2, RETRY_MAX_SECONDS)
     waited = time.monotonic() - started
-    what = "space" if "full" in reason else "database"
+    what = "database" if reason.startswith("database") else "space"  # (a path may say "full" too)
     log.warning("%s back after %.1fs; indexing resumes", what, waited)
     local.waiting = None
     return waited
