@@ -174,11 +174,14 @@ async def serve(settings: Settings, host: str, port: int) -> None:
 
     from api.app import create_app
     from core.embedder import Embedders
+    from core.indexer_status import LocalIndexer
     from flows.engine import watch_folder
 
     embedders = Embedders()
+    # scanning from the start: the page must not read "nothing indexed" before the first heartbeat
+    local = LocalIndexer(running=True, scanning=True)
     config = uvicorn.Config(
-        create_app(settings, embedders), host=host, port=port, log_level="warning", access_log=False
+        create_app(settings, embedders, local), host=host, port=port, log_level="warning", access_log=False
     )
     server = uvicorn.Server(config)
     print(f"Sightline on http://{host}:{port}/  (indexing {settings.image_dir})", flush=True)
@@ -186,8 +189,9 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
-    indexer = asyncio.create_task(watch_folder(settings, embedders=embedders))
+    indexer = asyncio.create_task(watch_folder(settings, embedders=embedders, local=local))
     indexer.add_done_callback(_report_indexer_end)
+    indexer.add_done_callback(lambda _: setattr(local, "running", False))
     try:
         await serving
     finally:

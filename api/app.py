@@ -24,6 +24,7 @@ from api.security import TokenAuth, UploadLimit
 from api.services import Services
 from core.embedder import Embedders
 from core.errors import BadRequest, NotFound, TooLarge, Unavailable, Unsupported, UserError
+from core.indexer_status import LocalIndexer
 from core.settings import Settings, get_settings
 
 # while the database is away the pool logs every failed reconnection; /api/status says it once
@@ -39,11 +40,14 @@ STATUS_CODES: tuple[tuple[type[UserError], int], ...] = (
 )
 
 
-def create_app(settings: Settings | None = None, embedders: Embedders | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, embedders: Embedders | None = None, indexer: LocalIndexer | None = None
+) -> FastAPI:
     """The app for these settings (default: the environment's), embedding queries with these
-    embedders (default: its own; `serve` passes the indexer's, so both share one loaded model)."""
+    embedders (default: its own; `serve` passes the indexer's, so both share one loaded model).
+    `indexer`: the indexer running in this process, if any (`serve`), which status reads first."""
     settings = settings or get_settings()
-    services = Services(settings, embedders or Embedders())
+    services = Services(settings, embedders or Embedders(), indexer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -218,6 +218,13 @@ class Status(BaseModel):
     image_dir: str
     folders: list[FolderInfo] = Field(description="each IMAGE_DIR folder, as the indexer last scanned it")
     media: MediaCounts | None
+    embedded: int | None = Field(
+        None, description="images that went through the model since the indexer in this server started"
+    )
+    reused: int | None = Field(None, description="images whose embedding came from the cache since then")
+    waiting: str | None = Field(
+        None, description="why the indexer in this server is waiting (the database away, a disk full), if it is"
+    )
     model_error: str | None = None
 
 

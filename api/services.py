@@ -6,6 +6,7 @@ dependency (`ServicesDep`); it is also the `SearchContext` the one search path a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from api.serving_models import ServingModels
 from core.db import DatabaseError, database_url, ensure_schema
 from core.embedder import Embedder, Embedders
 from core.errors import Unavailable, first_line
+from core.indexer_status import LocalIndexer
 from core.library import library_of
 from core.model_state import ModelChoice, read_choice
 from core.settings import Settings
@@ -34,8 +36,11 @@ NOTHING_INDEXED = "Nothing is indexed yet: the indexer has not created its table
 
 
 class Services:
-    def __init__(self, settings: Settings, embedders: Embedders) -> None:
+    def __init__(self, settings: Settings, embedders: Embedders, indexer: LocalIndexer | None = None) -> None:
         self.settings = settings
+        self.indexer = indexer  # the indexer in this process (`serve`), if any
+        self._last_open = 0.0
+        self._opening = threading.Lock()
         self.pool: psycopg_pool.ConnectionPool | None = None
         self.database_error: str | None = None
         self.url = ""
@@ -48,13 +53,18 @@ class Services:
         self.library = library_of(settings.image_dirs)
 
     def open(self) -> None:
+        self._last_open = time.monotonic()
         try:
             url = self.url = database_url(self.settings)
             ensure_schema(url)
         except DatabaseError as exc:
+            if self.database_error is None and self.indexer is None:
+                # once (it is retried at most once a second while asked), and not at all beside
+                # an indexer, which says it too
+                log.error("%s", exc)
             self.database_error = str(exc)
-            log.error("%s", exc)
             return
+        self.database_error = None
         ef = self.settings.search_ef
 
         def configure(conn: psycopg.Connection[Any]) -> None:
@@ -108,6 +118,12 @@ class Services:
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection, or `Unavailable` at once while the database is known to be away."""
+        if self.pool is None and time.monotonic() - self._last_open >= PROBE_SECONDS and self._opening.acquire(False):
+            try:  # the database was away when this server started: it may be back
+                if self.pool is None:
+                    self.open()
+            finally:
+                self._opening.release()
         if self.pool is None:
             raise Unavailable(f"Database unavailable: {self.database_error or 'not configured'}")
         if self._still_down():
@@ -121,7 +137,8 @@ class Services:
                 raise Unavailable("The server is busy; try again in a moment.") from exc
             self._mark_down(exc)
             raise Unavailable(self._unreachable(self.database_down or "")) from exc
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # InterfaceError: a connection the server closed half-way through a restart
             self._mark_down(exc)
             raise Unavailable(self._unreachable(self.database_down or "")) from exc
         except psycopg.errors.UndefinedTable as exc:

@@ -30,7 +30,11 @@ def models_status(conn: psycopg.Connection[Any], settings: Settings) -> dict[str
     }
 
 
-def status_from(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:
+def status_from(
+    conn: psycopg.Connection[Any], settings: Settings, local: indexer_status.LocalIndexer | None = None
+) -> dict[str, Any]:
+    """The status as the database tells it; what the indexer is doing comes from `local` instead
+    where it runs in this process (it knows before its first heartbeat, and never goes stale)."""
     models = models_status(conn, settings)
     failed: list[dict[str, Any]] = []
     if table_exists(conn, ERRORS_TABLE):
@@ -59,7 +63,25 @@ def status_from(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, 
         "image_dir": str(settings.image_dir),
         "folders": [survey.as_json() for survey in folder_survey.read(conn)],
         "media": media_counts(conn),
+        "embedded": None,
+        "reused": None,
+        "waiting": None,
+    } | _indexer_here(local)
+
+
+def _indexer_here(local: indexer_status.LocalIndexer | None) -> dict[str, Any]:
+    if local is None:
+        return {}
+    here: dict[str, Any] = {
+        "live": local.running,
+        "scanning": local.running and local.scanning,
+        "embedded": local.embedded,
+        "reused": local.reused,
+        "waiting": local.waiting,
     }
+    if local.running and local.scanning:
+        here["progress"] = {"done": local.files_done, "total": local.files_total}
+    return here
 
 
 def media_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -80,7 +102,9 @@ def media_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return counts
 
 
-def unreachable_status(settings: Settings, reason: str) -> dict[str, Any]:
+def unreachable_status(
+    settings: Settings, reason: str, local: indexer_status.LocalIndexer | None = None
+) -> dict[str, Any]:
     return {
         "database": f"unreachable: {reason}",
         "images": None,
@@ -104,7 +128,10 @@ def unreachable_status(settings: Settings, reason: str) -> dict[str, Any]:
         "image_dir": str(settings.image_dir),
         "folders": [],
         "media": None,
-    }
+        "embedded": None,
+        "reused": None,
+        "waiting": None,
+    } | _indexer_here(local)
 
 
 def read_status(settings: Settings) -> dict[str, Any]:

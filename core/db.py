@@ -9,6 +9,7 @@ renamed or copied files skip the model), `indexer_status` (`core.indexer_status`
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from typing import Any
@@ -76,6 +77,42 @@ def database_url(settings: Settings) -> str:
                     f"see {log}, or set DATABASE_URL to another server."
                 ) from exc
         return str(_embedded[key].get_uri())
+
+
+def restart_embedded(settings: Settings) -> None:
+    """Start the embedded server again if it stopped (killed, or stopped by hand): it is Sightline's
+    own, so nobody else will. A handle is kept for the process's lifetime, so this reuses it."""
+    handle = _embedded.get(str(settings.pg_data_dir))
+    if handle is None:
+        return  # never started here: `database_url` starts it
+    _forget_a_dead_postmaster(settings)
+    quiet = logging.getLogger("pgserver")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # a failed start logs the server's whole log file
+    try:
+        with _embedded_lock, handle._lock:  # pgserver's lock between processes (no public API)
+            handle.ensure_postgres_running()
+    except Exception as exc:
+        raise DatabaseError(
+            f"The embedded Postgres in {settings.pg_data_dir} did not start again ({first_line(exc)}); "
+            f"see {settings.pg_data_dir / 'log'}."
+        ) from exc
+    finally:
+        quiet.setLevel(level)
+
+
+def _forget_a_dead_postmaster(settings: Settings) -> None:
+    """A postmaster killed (kill -9) where nothing reaps it (a container whose first process is not
+    an init) stays a zombie, which pgserver and Postgres both take for a running server, so neither
+    would start a new one: its pid file goes."""
+    import psutil
+
+    pid_file = settings.pg_data_dir / "postmaster.pid"
+    try:
+        if psutil.Process(int(pid_file.read_text().split()[0])).status() == psutil.STATUS_ZOMBIE:
+            pid_file.unlink()
+    except (OSError, ValueError, IndexError, psutil.Error):
+        pass  # no file, or no such process: nothing stale to forget (or pgserver handles it)
 
 
 def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> psycopg.Connection[Any]:

@@ -132,3 +132,20 @@ def last_change(conn: psycopg.Connection[Any]) -> datetime | None:
 def _exists(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute("SELECT to_regclass('indexer_status') IS NOT NULL").fetchone()
     return bool(row and row[0])
+
+
+@dataclass
+class LocalIndexer:
+    """The indexer as the process that runs it knows it, for a server in that same process
+    (`python main.py serve`). Unlike the row it is there before the first heartbeat and while the
+    database is away, and it never outlives the indexer; so in that process status reads this.
+
+    The indexer writes it, the server reads it; each field changes in one assignment."""
+
+    running: bool = False  # the indexer task is under way (waiting for the database included)
+    scanning: bool = False  # from start until a first scan has completed
+    files_total: int = 0
+    files_done: int = 0
+    embedded: int = 0  # images that went through the model since this process started
+    reused: int = 0  # images whose embedding came from the cache since then
+    waiting: str | None = None  # why the indexer is waiting (the database away, a disk full)

@@ -35,6 +35,15 @@ async def database_call(call: Callable[[], Awaitable[T]]) -> T:
         return await call()
     except _CONNECTION_ERRORS as exc:
         raise DatabaseUnavailable(f"database unreachable ({type(exc).__name__}: {exc})") from exc
+    except asyncpg.exceptions.DiskFullError as exc:
+        raise DatabaseUnavailable(f"the database's disk is full ({exc})") from exc
+
+
+# Embeddings computed but not yet in the table, by (model, content hash). A database that goes away
+# between the model call and the write would otherwise cost that model call again after the
+# restart; kept for the process's lifetime, bounded (a few MB), and written out at the next use.
+UNSAVED_MAX = 10_000
+_unsaved: dict[tuple[str, str], bytes] = {}
 
 
 class EmbeddingCache:
@@ -43,6 +52,10 @@ class EmbeddingCache:
         self._model = model
 
     async def get(self, content_hash: str) -> np.ndarray | None:
+        pending = _unsaved.get((self._model, content_hash))
+        if pending is not None:
+            await self._write(content_hash, pending)
+            return np.frombuffer(pending, dtype=np.float32).copy()
         raw = await database_call(
             lambda: self._pool.fetchval(
                 "SELECT embedding FROM embedding_cache WHERE model = $1 AND content_hash = $2",
@@ -53,15 +66,23 @@ class EmbeddingCache:
         return None if raw is None else np.frombuffer(raw, dtype=np.float32).copy()
 
     async def put(self, content_hash: str, embedding: np.ndarray) -> None:
+        raw = embedding.astype(np.float32).tobytes()
+        if len(_unsaved) >= UNSAVED_MAX:
+            del _unsaved[next(iter(_unsaved))]
+        _unsaved[(self._model, content_hash)] = raw
+        await self._write(content_hash, raw)
+
+    async def _write(self, content_hash: str, raw: bytes) -> None:
         await database_call(
             lambda: self._pool.execute(
                 "INSERT INTO embedding_cache (model, content_hash, embedding) VALUES ($1, $2, $3) "
                 "ON CONFLICT (model, content_hash) DO NOTHING",
                 self._model,
                 content_hash,
-                embedding.astype(np.float32).tobytes(),
+                raw,
             )
         )
+        _unsaved.pop((self._model, content_hash), None)
 
     async def get_frames(self, content_hash: str, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
         """A video's frames: (seconds, N × dim embeddings), or None when not cached.

@@ -129,8 +129,8 @@ async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileF
     if cached is None:
         assert decoded.pixels is not None
         cached = await slot.embed(decoded.pixels)
+        run.counters.embedded += 1  # before the write, which may fail: the call was made
         await slot.cache.put(digest, cached)
-        run.counters.embedded += 1
     else:
         run.counters.reused += 1
     return FileFacts(
@@ -165,8 +165,8 @@ async def _describe_video(run: IndexRun, slot: ModelSlot, path: Path) -> FileFac
                 return FileFacts(failure="video without a frame that can be decoded")
             vectors = await asyncio.gather(*(slot.embed(pixels) for _, pixels in frames))
             cached = np.array([s for s, _ in frames], dtype=np.float64), np.stack(vectors).astype(np.float32)
+            run.counters.embedded += 1  # before the write, which may fail: the call was made
             await slot.cache.put_frames(digest, *cached)
-            run.counters.embedded += 1
         else:
             run.counters.reused += 1
     except ImageError as exc:  # VideoError is one

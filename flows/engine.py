@@ -19,17 +19,23 @@ import cocoindex as coco
 
 from core.db import ERRORS_TABLE, connect, database_url, ensure_schema, table_exists
 from core.embedder import Embedders
+from core.errors import first_line
+from core.indexer_status import LocalIndexer
 from core.library import Library, library_of
 from core.model_state import SWITCH_GRACE_SECONDS, model_table
 from core.settings import Settings, get_settings
 from flows.cache import EmbeddingCache
-from flows.heartbeat import DatabaseWatch, StatusReporter
-from flows.indexer import PG_POOL, RUN, IndexRun, ModelSlot, app, make_batched_embed
+from flows.heartbeat import HEARTBEAT_SECONDS, StatusReporter
+from flows.indexer import PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, app, make_batched_embed
+from flows.recovery import check_room, looks_like_outage, problem, wait_until_back
 from flows.switching import adopt_first_model, next_step, open_models, settle_models
 from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state, refresh_images_view
 from flows.walk import scan_folder
 
 log = logging.getLogger("sightline.indexer")
+
+UNCONFIRMED_TRIES = 3
+RECOVERY_SECONDS = 10.0
 
 
 @dataclass
@@ -39,6 +45,7 @@ class _Launch:
     settings: Settings | None = None
     embedders: Embedders | None = None
     run: IndexRun | None = None  # the run the lifespan built, while it lasts
+    counters: IndexCounters | None = None  # kept across engine restarts by the live indexer
 
 
 _launch = _Launch()
@@ -80,6 +87,8 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
     run = IndexRun(
         settings=settings, slots=slots, library=library_of(settings.image_dirs), choice=choice, database_url=url
     )
+    if _launch.counters is not None:
+        run.counters = _launch.counters
     builder.provide(RUN, run)
     _launch.run = run
     try:
@@ -154,7 +163,8 @@ async def index_once(
     started = time.monotonic()
     total = await asyncio.to_thread(count_media_files, library_of(settings.image_dirs))
     url = await asyncio.to_thread(database_url, settings)
-    embedded = reused = 0
+    _launch.counters = None
+    embedded = reused = errors = 0
     before: dict[str, tuple[str, Any]] | None = None
     failed_before: set[str] = set()
     step: str | None = None
@@ -165,9 +175,10 @@ async def index_once(
                 before, failed_before = await asyncio.to_thread(_snapshot, url, run.choice.serving)
             handle = app.update()
             async for snap in handle.watch():
-                if progress is not None:
-                    stats = snap.stats.by_component.get("index_file")
-                    if stats is not None:
+                stats = snap.stats.by_component.get("index_file")
+                if stats is not None:
+                    errors = stats.num_errors  # of this pass: an earlier one's are retried in it
+                    if progress is not None:
                         progress(min(stats.num_finished, total), total)
             embedded += run.counters.embedded
             reused += run.counters.reused
@@ -178,7 +189,10 @@ async def index_once(
                 await asyncio.sleep(SWITCH_GRACE_SECONDS)  # the next pass drops the old model's table
     assert before is not None
     after, failed_after = await asyncio.to_thread(_snapshot, url, run.choice.serving)
-    await asyncio.to_thread(prune_cache, url)
+    if errors == 0 and len(after) + len(failed_after) == total:
+        # only from a complete view: an embedding no row refers to after an interrupted or partial
+        # run may be one the next run needs (a file not reached yet, a folder briefly unreadable)
+        await asyncio.to_thread(prune_cache, url)
     await asyncio.to_thread(refresh_images_view, url, run.choice.serving)
     added = sum(1 for p in after if p not in before)
     updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
@@ -201,21 +215,56 @@ async def index_once(
 
 
 async def watch_folder(
-    settings: Settings, on_ready: Callable[[], None] | None = None, embedders: Embedders | None = None
+    settings: Settings,
+    on_ready: Callable[[], None] | None = None,
+    embedders: Embedders | None = None,
+    local: LocalIndexer | None = None,
 ) -> None:
     """Index the folder, then keep the tables in sync with it until cancelled.
 
     When the wanted model changes, or the one being built takes over, the engine restarts with the
     new set of models: searches go on meanwhile, and a dropped model's table goes with the restart.
+    When the database goes away or a disk fills up, at any moment, the engine stops, the indexer
+    waits until the part is back (`flows.recovery`) and starts it again. `local` is where a server
+    in this process reads what the indexer is doing.
     """
     configure(settings, embedders)
-    while True:
-        step = await _watch_until_models_change(settings, on_ready)
-        on_ready = None  # ready once: later restarts are the indexer's own business
-        log.info("models changed (%s); restarting the indexer", step)
+    local = local if local is not None else LocalIndexer()
+    _launch.counters = IndexCounters()  # model calls since this process started, across restarts
+    local.running = local.scanning = True
+    local.files_total = await asyncio.to_thread(count_media_files, library_of(settings.image_dirs))
+    ready = [on_ready] if on_ready is not None else []  # called once, after the first complete scan
+    unconfirmed = 0  # failures in a row that looked like an outage when nothing was found wrong
+    recovered_at = -RECOVERY_SECONDS
+    try:
+        while True:
+            try:
+                step = await _watch_until_models_change(settings, ready, local)
+            except Exception as exc:
+                reason = await asyncio.to_thread(problem, settings, exc)
+                if reason is None:
+                    # a blip over by now, the tail of an outage just over (a server restarting
+                    # rewrites its files), or an error that only looks like one (no pgvector on
+                    # the server, say): a few tries, then it is reported like any other error
+                    unconfirmed += 1
+                    tail = time.monotonic() - recovered_at < RECOVERY_SECONDS
+                    if not (looks_like_outage(exc) or tail) or unconfirmed > UNCONFIRMED_TRIES:
+                        raise
+                    reason = f"database unreachable ({first_line(exc)})"
+                else:
+                    unconfirmed = 0
+                await wait_until_back(settings, reason, local)
+                recovered_at = time.monotonic()
+                continue
+            unconfirmed = 0
+            log.info("models changed (%s); restarting the indexer", step)
+    finally:
+        _launch.counters = None
+        local.running = local.scanning = False
 
 
-async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], None] | None) -> str:
+async def _watch_until_models_change(settings: Settings, ready: list[Callable[[], None]], local: LocalIndexer) -> str:
+    local.scanning = True  # a restart scans the folder again
     async with coco.runtime():
         run = await _started_run()
         run.live = True
@@ -223,29 +272,30 @@ async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], 
         # a live indexer will need the image tower: load it during the first scan, and call the
         # indexer ready only once it is loaded, so the first new photo does not wait for it
         tower = asyncio.create_task(asyncio.to_thread(run.embedder.vision_tower))
-        reporter = StatusReporter(url, run)
+        reporter = StatusReporter(url, run, local)
         reporter.files_total = await asyncio.to_thread(count_media_files, run.library)
         stop = asyncio.Event()
         changed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        database = DatabaseWatch()
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def beat_once() -> str | None:
+            check_room(settings)
             reporter.write(True)
             return next_step(url, run, scanned=not reporter.scanning)
 
         async def heartbeat() -> None:
+            # a failed heartbeat ends this run: the caller waits for the database and starts over,
+            # rather than letting every file fail (and be retried) while it is away
             while not stop.is_set():
                 try:
                     step = await asyncio.to_thread(beat_once)
-                except Exception as exc:  # the database may be away for a while: keep trying
-                    database.failed(exc)
-                else:
-                    if database.succeeded():
-                        run.request_rescan()
-                    if step is not None and not changed.done():
-                        changed.set_result(step)
+                except Exception as exc:
+                    lost.set_exception(exc)
+                    return
+                if step is not None and not changed.done():
+                    changed.set_result(step)
                 try:
-                    await asyncio.wait_for(stop.wait(), database.next_try)
+                    await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
                 except TimeoutError:
                     pass
 
@@ -254,18 +304,15 @@ async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], 
                 reporter.observe(snap.stats)
                 if reporter.scanning and snap.status == coco.UpdateStatus.READY:
                     await tower
-                    reporter.scanning = False
+                    errors = reporter.errors
+                    reporter.scanning = local.scanning = False
                     reporter.files_total = reporter.files_done
-                    try:
-                        await asyncio.to_thread(reporter.write, True)
-                    except Exception as exc:
-                        database.failed(exc)
-                    try:
+                    await asyncio.to_thread(reporter.write, True)
+                    if errors == 0:  # never from a partial view: a file that failed may need them
                         await asyncio.to_thread(forget_models_not_in, url, list(run.slots))
-                    except Exception as exc:
-                        database.failed(exc)
-                    if on_ready is not None:
-                        on_ready()
+                    for callback in ready:
+                        callback()
+                    ready.clear()
                 elif not reporter.scanning:
                     reporter.files_total = max(reporter.files_total, reporter.files_done)
 
@@ -273,8 +320,10 @@ async def _watch_until_models_change(settings: Settings, on_ready: Callable[[], 
         handle = app.update(live=True)
         following = asyncio.create_task(follow())
         try:
-            either: list[asyncio.Future[Any]] = [following, changed]
+            either: list[asyncio.Future[Any]] = [following, changed, lost]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if lost.done():
+                lost.result()  # the database went away: raise why
             if following.done():
                 following.result()  # an engine error: raise it
                 return "the engine stopped"

@@ -41,6 +41,7 @@ from flows.cache import DatabaseUnavailable, EmbeddingCache
 from flows.describe import RUN, describe_file, merge_sidecar, read_sidecar, video_length
 from flows.folders import LibraryView, watch_mode
 from flows.pairing import Siblings, companions_of, stem, still_of
+from flows.recovery import looks_like_outage
 from flows.walk import unreachable_link_reason
 
 log = logging.getLogger("sightline.indexer")
@@ -163,7 +164,7 @@ class IndexRun:
 async def report_failure(exc: BaseException, context: coco.ExceptionContext) -> None:
     """A file whose processing raised: one line while the database is away (the rescan after it
     comes back retries the file), a traceback for anything else (a bug worth reporting)."""
-    if isinstance(exc, DatabaseUnavailable):
+    if isinstance(exc, DatabaseUnavailable) or looks_like_outage(exc):
         log.debug("%s: %s", context.stable_path, exc)
     else:
         log.error("indexing %s failed: %s", context.stable_path, exc, exc_info=exc)

@@ -76,8 +76,8 @@ def next_step(url: str, run: IndexRun, scanned: bool) -> str | None:
         if _adopt_first_model(conn, run, now):
             return None
         building = run.choice.building
-        if building is None or building not in run.slots:
-            return None
+        if building is None or building not in run.slots or now.active == building:
+            return None  # (the last: switched already, the restart that follows not yet begun)
         covered, total = coverage(conn, now)
         if now.switch_requested or (scanned and covered >= total):
             log.warning("switching searches to %s (%d of %d files embedded)", building, covered, total)

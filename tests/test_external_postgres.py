@@ -101,6 +101,20 @@ class ExternalPostgres:
             for path in [self.root, *self.root.rglob("*")]:
                 os.chown(path, self._user.pw_uid, self._user.pw_gid, follow_symlinks=False)
         self.log = self.root / "postgres.log"
+        self._command = [
+            str(install / "bin" / "postgres"),
+            "-D",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.port}",
+            # TCP only, like a server in another container or on another host
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "fsync=off",
+        ]
         subprocess.run(
             [
                 str(install / "bin" / "initdb"),
@@ -117,26 +131,14 @@ class ExternalPostgres:
             capture_output=True,
             **self._run_as(),
         )
-        with open(self.log, "wb") as log:
-            self._proc = subprocess.Popen(
-                [
-                    str(install / "bin" / "postgres"),
-                    "-D",
-                    str(data),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    f"port={self.port}",
-                    # TCP only, like a server in another container or on another host
-                    "-c",
-                    "unix_socket_directories=",
-                    "-c",
-                    "fsync=off",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                **self._run_as(),
-            )
+        self.launch()
+        with psycopg.connect(self.url(database="postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {DATABASE}")
+
+    def launch(self) -> None:
+        """Start the server on its data folder (again, after `stop` or a kill) and wait until it answers."""
+        with open(self.log, "ab") as log:
+            self._proc = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT, **self._run_as())
 
         def ready() -> bool:
             assert self._proc is not None
@@ -149,17 +151,20 @@ class ExternalPostgres:
                 return False
 
         wait_for(ready, timeout=60, interval=0.2)
-        with psycopg.connect(self.url(database="postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DATABASE}")
 
-    def stop(self) -> None:
+    def halt(self, *, kill: bool = False) -> None:
+        """Stop the server, keeping its data: a fast shutdown (what `pg_ctl stop -m fast` sends:
+        clients disconnected, a clean stop), or with `kill`, SIGKILL of the postmaster."""
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)  # fast shutdown: disconnect clients, stop cleanly
+            self._proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
             try:
                 self._proc.wait(30)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(5)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -27,9 +27,9 @@ def status(services: ServicesDep) -> JSONResponse:
     services.model_choice()
     try:
         with services.connection() as conn:
-            body = status_from(conn, services.settings)
+            body = status_from(conn, services.settings, services.indexer)
     except Unavailable as exc:
-        return JSONResponse(status_code=503, content=unreachable_status(services.settings, str(exc)))
+        return JSONResponse(status_code=503, content=unreachable_status(services.settings, str(exc), services.indexer))
     loaded = services.models.loaded
     if loaded is not None and body["device"] is None:
         body["device"], body["precision"] = loaded.device, loaded.precision

@@ -23,6 +23,9 @@ export function hideBanner(kind) {
 export function emptyIndexMessage() {
   const s = state.status;
   if (!s || s.images !== 0) return null;
-  if (s.scanning) return "Indexing has started; results appear as images are indexed.";
+  if (s.scanning) {
+    const p = s.progress || { done: 0, total: 0 };
+    return `Indexing ${p.done} of ${p.total} files; results appear as images are indexed.`;
+  }
   return `No images are indexed yet. Put photos in ${s.image_dir} (or set IMAGE_DIR) and they appear here by themselves.`;
 }

@@ -1,0 +1,363 @@
+"""Outages at any moment: the database stopped (`pg_ctl stop -m fast`) or its postmaster killed
+(`kill -9`), the embedded server and an external one, at moments picked from the indexer's own
+progress (rows written, a model build under way, the cache being forgotten), and a disk that fills
+up. Each time, without restarting Sightline: every file indexed exactly once, nothing indexed
+before lost, no model call for an image embedded before, one line when it goes and one when it is
+back, 503s (never an empty answer) while it is away, and a status that tells the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from conftest import TINY_CLIP, Process, copy_tiny_model, free_port, wait_for
+from shapes import ALL_DRAWINGS, random_drawing
+from test_external_postgres import ExternalPostgres
+from test_faults import PG_BIN, StoppablePostgres
+
+from core.model_state import model_table
+from core.settings import Settings, load_settings
+
+FILES = 24  # small, in batches of 4: an outage always finds work under way
+BATCH = "4"
+
+
+def write_images(folder: Path, n: int, seed: int, prefix: str = "") -> None:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        random_drawing(ALL_DRAWINGS[i % len(ALL_DRAWINGS)], rng).save(folder / f"{prefix}{i:03d}.png")
+
+
+class Database:
+    """The server Sightline uses, which a test stops or kills. Embedded: Sightline's own (it starts
+    it again by itself); external: a separate server on a TCP port, that the test starts again."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.data_dir = tmp_path / "data"
+        self.external = ExternalPostgres() if kind == "external" else None
+
+    @property
+    def url(self) -> str:
+        return self.external.url() if self.external else ""
+
+    def admin_url(self, settings: Settings) -> str:
+        """A URL the test itself uses (for the embedded server, its socket under DATA_DIR)."""
+        if self.external:
+            return self.external.url()
+        # the socket's folder is the fifth line of postmaster.pid (pgserver picks a short one)
+        socket_dir = (settings.pg_data_dir / "postmaster.pid").read_text().splitlines()[4]
+        return f"postgresql://postgres:@/postgres?host={socket_dir}"
+
+    def fail(self, how: str) -> None:
+        if self.external:
+            self.external.halt(kill=how == "killed")
+        elif how == "killed":
+            os.kill(wait_for(self._postmaster, timeout=30, interval=0.05), signal.SIGKILL)
+        else:
+            # -W: no waiting for the server to be gone, as Sightline may have started it again by then
+            subprocess.run(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir / "postgres"), "-m", "fast", "-W", "stop"],
+                capture_output=True,
+                check=True,
+                timeout=60,
+                user="pgserver" if os.geteuid() == 0 else None,
+            )
+
+    def _postmaster(self) -> int | None:
+        try:  # (None while a restart rewrites it)
+            return int((self.data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def start_again(self) -> None:
+        if self.external is None:
+            return  # Sightline's own: it starts it again
+
+        def started() -> bool:
+            assert self.external is not None
+            try:
+                self.external.launch()  # after a kill, the old backends may hold on for a moment
+            except AssertionError:
+                return False
+            return True
+
+        wait_for(started, timeout=30, interval=0.2)
+
+    def close(self) -> None:
+        if self.external:
+            self.external.stop()
+
+
+class Sightline:
+    """`main.py serve` and what a test reads from it."""
+
+    def __init__(self, process: Process, base: str, db: Database, settings: Settings) -> None:
+        self.process = process
+        self.base = base
+        self.db = db
+        self.settings = settings
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            return dict(httpx.get(f"{self.base}/api/status", timeout=5).json())
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def rows(self, model: str | None = None) -> list[str]:
+        """The paths in a model's table (the configured one by default); [] while unreadable."""
+        table = model_table(model or self.settings.clip_model)
+        try:
+            with psycopg.connect(self.db.admin_url(self.settings), connect_timeout=2) as conn:
+                return [r[0] for r in conn.execute(f"SELECT path FROM {table}")]
+        except (psycopg.Error, OSError, IndexError):  # away, or its postmaster.pid being rewritten
+            return []
+
+    def connection(self) -> psycopg.Connection[Any] | None:
+        """A connection of the test's own (in a transaction), once the server answers."""
+        try:
+            return psycopg.connect(self.db.admin_url(self.settings), autocommit=False, connect_timeout=5)
+        except (psycopg.OperationalError, OSError, IndexError):
+            return None
+
+    def sql(self, query: str) -> list[tuple[Any, ...]]:
+        """The rows of a query; [] while the server is away (or being started again)."""
+        try:
+            with psycopg.connect(self.db.admin_url(self.settings), connect_timeout=5) as conn:
+                return conn.execute(query).fetchall()
+        except (psycopg.OperationalError, OSError, IndexError):
+            return []
+
+    def ready(self, images: int, model: str | None = None) -> dict[str, Any] | None:
+        s = self.status()
+        if not s or s.get("database") != "ok" or s.get("scanning") or s.get("images") != images:
+            return None
+        return s if model is None or s["model"] == model else None
+
+    def log_count(self, text: str) -> int:
+        return self.process.output().count(text)
+
+    def outage(self, how: str) -> float:
+        """Stop or kill the database now; returns when Sightline has seen it, and started again."""
+        went = self.log_count("indexing resumes by itself")
+        self.db.fail(how)
+        wait_for(lambda: self.log_count("indexing resumes by itself") > went, timeout=30, interval=0.05)
+        began = time.monotonic()
+        self.db.start_again()
+        return began
+
+
+@pytest.fixture(params=["embedded", "external"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    db = Database(request.param, tmp_path)
+    yield db
+    db.close()
+
+
+def start_sightline(
+    start_process: Callable[..., Process], db: Database, image_dir: Path, wait_status: bool = True
+) -> Sightline:
+    settings = load_settings(
+        {
+            "IMAGE_DIR": str(image_dir),
+            "DATA_DIR": str(db.data_dir),
+            "DATABASE_URL": db.url,
+            "CLIP_MODEL": str(TINY_CLIP),
+        }
+    )
+    port = free_port()
+    process = start_process(settings, "serve", PORT=str(port), BATCH_SIZE=BATCH, DATABASE_URL=db.url)
+    app = Sightline(process, f"http://127.0.0.1:{port}", db, settings)
+    if wait_status:
+        wait_for(app.status, timeout=60, interval=0.05)
+    return app
+
+
+def assert_exactly(app: Sightline, files: set[str], model: str | None = None) -> None:
+    rows = app.rows(model)
+    assert len(rows) == len(set(rows)) and set(rows) == files, sorted(set(files) ^ set(rows))
+
+
+def assert_clean_log(app: Sightline) -> None:
+    log = app.process.output()
+    assert "Traceback" not in log, log[-4000:]
+    assert app.process.proc.poll() is None  # the same process all along
+    assert log.count("indexing resumes by itself") == log.count("back after"), log[-3000:]
+
+
+class TestTheFirstScan:
+    def test_the_embedded_database_stopped_as_soon_as_status_answers_and_started_4s_later(
+        self, tmp_path: Path, start_process: Callable[..., Process]
+    ) -> None:
+        """The case of issue 15, exactly: 78 images, the embedded server stopped as soon as
+        `/api/status` answers (the first scan under way), started again 4 s later."""
+        image_dir = tmp_path / "img"
+        write_images(image_dir, 78, seed=15)
+        db = Database("embedded", tmp_path)
+        app = start_sightline(start_process, db, image_dir)
+        first = app.status()
+        assert first and first["scanning"] is True and first["progress"]["total"] == 78  # never "finished, empty"
+        wait_for(lambda: (db.data_dir / "postgres" / "postmaster.pid").exists(), timeout=30, interval=0.05)
+        db.fail("stopped")
+        time.sleep(4)  # the scenario as reported: someone starts it again 4 s later
+        StoppablePostgres(db.data_dir / "postgres").start()  # (Sightline may have done it already)
+        done = wait_for(lambda: app.ready(78), timeout=60, interval=0.2)
+        assert_exactly(app, {f"{i:03d}.png" for i in range(78)})
+        assert done["embedded"] == 78 and done["live"] is True  # each image through the model once
+        assert_clean_log(app)
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+class TestAnyMoment:
+    def test_after_the_first_batch_during_a_model_build_and_while_the_cache_is_forgotten(
+        self, how: str, database: Database, tmp_path: Path, start_process: Callable[..., Process]
+    ) -> None:
+        image_dir = tmp_path / "img"
+        write_images(image_dir, FILES, seed=1)
+        files = {f"{i:03d}.png" for i in range(FILES)}
+        app = start_sightline(start_process, database, image_dir)
+        first_model = app.settings.clip_model
+        timings: dict[str, float] = {}
+
+        # 1. the first scan, once its first batch is in the table
+        wait_for(lambda: len(app.rows()) >= 4, timeout=60, interval=0.05)
+        began = app.outage(how)
+        status = wait_for(lambda: app.ready(FILES), timeout=60, interval=0.1)
+        timings["first scan"] = time.monotonic() - began
+        assert_exactly(app, files)
+        assert status["embedded"] == FILES
+
+        # 2. a model build, once the new model's table has its first batch
+        other = str(copy_tiny_model(tmp_path / "other-model"))
+        assert httpx.post(f"{app.base}/api/model", json={"model": other}, timeout=10).status_code == 200
+        wait_for(lambda: len(app.rows(other)) >= 4, timeout=60, interval=0.05)
+        began = app.outage(how)
+        # 3. ... the switch, and the restart that forgets the old model's cache: caught while its
+        # DELETE waits on a lock the test holds (the build needs no cache write by then)
+        wait_for(lambda: len(app.rows(other)) == FILES, timeout=60, interval=0.05)
+        locker = wait_for(app.connection, timeout=30, interval=0.05)
+        timings["model build"] = time.monotonic() - began
+        locker.execute("LOCK TABLE embedding_cache IN SHARE MODE")
+
+        def forgetting() -> bool:
+            return bool(
+                app.sql(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'DELETE FROM embedding_cache%'"
+                )
+            )
+
+        wait_for(forgetting, timeout=60, interval=0.05)
+        began = app.outage(how)
+        locker.close()
+        status = wait_for(lambda: app.ready(FILES, model=other), timeout=60, interval=0.1)
+        wait_for(lambda: app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{first_model}'") == [(0,)])
+        timings["forgetting"] = time.monotonic() - began
+        assert_exactly(app, files, model=other)
+        assert app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{other}'")[0][0] == FILES
+        assert status["embedded"] == 2 * FILES  # each image once per model, whatever the outages
+
+        # 4. searches while it is away: 503 in one line, never an empty list; duplicates too (the
+        # embedded server is back too soon to ask it anything)
+        print(f"\n{database.kind} {how}: seconds to recover {timings}")
+        if database.external is None:
+            assert_clean_log(app)
+            return
+        app.db.fail(how)
+        for path in ("/api/search?q=a+red+circle", "/api/duplicates"):
+            answer = httpx.get(app.base + path, timeout=30)
+            assert answer.status_code == 503 and "\n" not in answer.json()["detail"], answer.text
+        app.db.start_again()
+        wait_for(lambda: httpx.get(app.base + "/api/duplicates", timeout=30).status_code == 200, timeout=60)
+        assert_clean_log(app)
+
+
+class TestBeforeStart:
+    def test_an_external_database_down_when_sightline_starts(
+        self, tmp_path: Path, start_process: Callable[..., Process]
+    ) -> None:
+        image_dir = tmp_path / "img"
+        write_images(image_dir, 8, seed=3)
+        db = Database("external", tmp_path)
+        try:
+            assert db.external is not None
+            db.external.halt()
+            app = start_sightline(start_process, db, image_dir)
+            wait_for(lambda: app.log_count("indexing resumes by itself") == 1, timeout=30, interval=0.05)
+            status = app.status()
+            assert status and status["database"].startswith("unreachable") and status["scanning"] is True
+            assert status["waiting"].startswith("database unreachable")
+            search = httpx.get(f"{app.base}/api/search", params={"q": "a red circle"}, timeout=30)
+            assert search.status_code == 503
+            db.start_again()
+            wait_for(lambda: app.ready(8), timeout=60, interval=0.1)
+            assert_exactly(app, {f"{i:03d}.png" for i in range(8)})
+            assert_clean_log(app)
+            lines = [line for line in app.process.output().splitlines() if "sightline" in line]
+            assert len(lines) == 2, lines  # one when it waits, one when it starts
+        finally:
+            db.close()
+
+
+def _mount_tmpfs(folder: Path, size: str) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A filesystem of its own, 16 MiB (a size-limited tmpfs); skipped where mounting is not allowed."""
+    folder = tmp_path / "small"
+    if os.geteuid() != 0 or not _mount_tmpfs(folder, "16m"):
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN) here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+class TestDiskFull:
+    def test_data_dir_full_says_so_in_one_line_and_resumes_when_there_is_space(
+        self, small_disk: Path, tmp_path: Path, start_process: Callable[..., Process]
+    ) -> None:
+        db = Database("external", tmp_path)
+        try:
+            db.data_dir = small_disk / "data"
+            image_dir = tmp_path / "full-img"
+            write_images(image_dir, 8, seed=4)
+            app = start_sightline(start_process, db, image_dir)
+            wait_for(lambda: app.ready(8), timeout=60, interval=0.1)
+            filler = fill(small_disk)
+            write_images(image_dir / "later", 4, seed=5)
+            wait_for(lambda: app.log_count("is full") >= 1, timeout=60, interval=0.1)
+            status = app.status()
+            assert status and "full" in (status["waiting"] or "")
+            filler.unlink()
+            wait_for(lambda: app.ready(12), timeout=60, interval=0.1)
+            assert_exactly(app, {f"{i:03d}.png" for i in range(8)} | {f"later/{i:03d}.png" for i in range(4)})
+            assert_clean_log(app)
+        finally:
+            db.close()
+            shutil.rmtree(tmp_path / "full-img", ignore_errors=True)
