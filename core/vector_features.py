@@ -35,8 +35,8 @@ class VectorFeatures:
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    parts = [int("".join(c for c in p if c.isdigit()) or 0) for p in text.split(".")[:3]]
-    return (parts + [0, 0, 0])[0], (parts + [0, 0, 0])[1], (parts + [0, 0, 0])[2]
+    parts = [int("".join(c for c in p if c.isdigit()) or 0) for p in text.split(".")[:3]] + [0, 0, 0]
+    return parts[0], parts[1], parts[2]
 
 
 def vector_features(conn: psycopg.Connection[Any]) -> VectorFeatures | None:
