@@ -333,6 +333,7 @@ class StoredFile:
     content_hash: str
     kind: str
     poster_at: float | None
+    duration: float | None
     original: str | None
     motion: str | None
 
@@ -340,7 +341,7 @@ class StoredFile:
 def stored_file(conn: psycopg.Connection[Any], image_id: int) -> StoredFile | None:
     row = conn.execute(
         sql.SQL(
-            "SELECT path, format, content_hash, kind, poster_at, original, motion FROM {table} WHERE id = %s"
+            "SELECT path, format, content_hash, kind, poster_at, duration, original, motion FROM {table} WHERE id = %s"
         ).format(table=sql.Identifier(IMAGES_TABLE)),
         (image_id,),
     ).fetchone()

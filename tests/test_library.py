@@ -62,6 +62,13 @@ class TestVideos:
             red_colour = centre_colour(client.get(red["thumbnail_url"]).content)
             assert blue[2] > 150 > blue[0] and red_colour[0] > 150 > red_colour[2]
 
+            # seconds past the end show the last frame, cached once whatever a client asks for
+            base = video["thumbnail_url"].split("?")[0]
+            late = [client.get(base, params={"at": at}) for at in (1000, 2000.5, 8.04)]
+            assert all(r.status_code == 200 for r in late) and centre_colour(late[0].content)[2] > 150
+            cached = list(camera_roll.thumbnail_dir.rglob(f"{video['id']}-*-t8.jpg"))
+            assert len(cached) == 1, cached
+
             # the player seeks with range requests
             part = client.get(video["url"], headers={"Range": "bytes=100-199"})
             assert part.status_code == 206 and len(part.content) == 100

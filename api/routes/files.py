@@ -97,7 +97,10 @@ def thumbnail(
     max_pixels = services.settings.max_image_pixels
     try:
         if stored.kind == "video":
+            # a tenth of a second within the video: a cached frame for every value a client might
+            # send would fill the disk
             second = at if at is not None else stored.poster_at or 0.0
+            second = round(min(second, stored.duration or second), 1)
             target = rendition_path(cache, image_id, stored.content_hash, f"t{second:g}")
             ensure_video_frame(real, second, target, THUMBNAIL_SIZE, max_pixels)
         else:
