@@ -142,11 +142,11 @@ class Sightline:
             return []
 
     def sql_commit(self, statements: str) -> bool:
-        """Run statements (autocommit); False while the server is away."""
+        """Run statements (autocommit); False while the server is away (or the table not made yet)."""
         try:
             with psycopg.connect(self.db.admin_url(self.settings), autocommit=True, connect_timeout=5) as conn:
                 conn.execute(statements)
-        except (psycopg.OperationalError, OSError, IndexError):
+        except (psycopg.Error, OSError, IndexError):
             return False
         return True
 
@@ -246,26 +246,28 @@ def hold(app: Sightline, lock: str) -> psycopg.Connection[Any]:
     return locker
 
 
-def close_gate(app: Sightline, table: str, when: str = "true") -> None:
-    """Hold every row written to `table` (where `when`) until `open_gate`, across restarts of the server too (a
-    lock would go with the server, and the indexer could write its rows before the test took it
-    again): a trigger that waits while a committed row says so."""
-    app.sql_commit(
-        "CREATE TABLE IF NOT EXISTS test_gate (closed boolean NOT NULL);"
-        "DELETE FROM test_gate; INSERT INTO test_gate VALUES (true);"
+def close_gate(app: Sightline, when: str = "true", after: int = 0) -> bool:
+    """Hold every embedding written to the cache (where `when`, once it has `after` rows) until
+    `open_gate`, across restarts of the server too: a lock would go with the server, and the
+    indexer could write before the test took it again. A trigger waits while a committed row says
+    so. False while the server is away or the table is not made yet."""
+    return app.sql_commit(
+        "CREATE TABLE IF NOT EXISTS test_gate (closed boolean NOT NULL, after int NOT NULL);"
+        f"DELETE FROM test_gate; INSERT INTO test_gate VALUES (true, {after});"
         "CREATE OR REPLACE FUNCTION test_gate_wait() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "WHILE (SELECT closed FROM test_gate) LOOP PERFORM pg_sleep(0.05); END LOOP; RETURN NEW; END $$;"
-        f"CREATE OR REPLACE TRIGGER test_gate BEFORE INSERT OR UPDATE ON {table} "
+        "WHILE (SELECT closed AND (SELECT count(*) FROM embedding_cache) >= after FROM test_gate) "
+        "LOOP PERFORM pg_sleep(0.05); END LOOP; RETURN NEW; END $$;"
+        "CREATE OR REPLACE TRIGGER test_gate BEFORE INSERT ON embedding_cache "
         f"FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION test_gate_wait()"
     )
 
 
 def held_at_gate(app: Sightline) -> bool:
-    return bool(app.sql("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ILIKE '%insert%'"))
+    return bool(app.sql("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ILIKE '%insert into embedding_cache%'"))
 
 
-def open_gate(app: Sightline, table: str) -> None:
-    wait_for(lambda: app.sql_commit(f"UPDATE test_gate SET closed = false; DROP TRIGGER test_gate ON {table}"))
+def open_gate(app: Sightline) -> bool:
+    return app.sql_commit("UPDATE test_gate SET closed = false; DROP TRIGGER test_gate ON embedding_cache")
 
 
 def release(locker: psycopg.Connection[Any]) -> None:
@@ -294,15 +296,16 @@ class TestAnyMoment:
         first_model = app.settings.clip_model
         first_table = model_table(first_model)
 
-        # 1. the first scan: stopped once its first batch is in the table, killed while a batch waits
-        wait_for(lambda: len(app.rows()) >= 4, timeout=60, interval=0.05)
-        began = app.outage("stopped")
-        locker = hold(app, f"LOCK TABLE {first_table} IN SHARE MODE")
-        assert len(app.rows()) < FILES  # still the first scan
-        wait_for(lambda: waiting_on_lock(app, "insert"), timeout=60, interval=0.05)
-        timings["first scan, stopped"] = time.monotonic() - began
-        began = app.outage("killed")
-        release(locker)
+        # 1. the first scan, its first batch embedded and the next held back: stopped, then killed
+        wait_for(lambda: close_gate(app, after=4), 60, 0.05)
+        began = time.monotonic()
+        for how in ["stopped", "killed"]:
+            wait_for(lambda: held_at_gate(app), timeout=60, interval=0.05)
+            if how == "killed":
+                timings["first scan, stopped"] = time.monotonic() - began
+            assert len(app.rows()) < FILES  # still the first scan
+            began = app.outage(how)
+        wait_for(lambda: open_gate(app))
         status = wait_for(lambda: app.ready(FILES), timeout=60, interval=0.05)
         timings["first scan, killed"] = time.monotonic() - began
         assert_exactly(app, files)
@@ -325,7 +328,7 @@ class TestAnyMoment:
         # 3. a model build: each fault while its first embeddings wait to be written
         other = str(copy_tiny_model(tmp_path / "other-model"))
         other_table = model_table(other)
-        close_gate(app, "embedding_cache", f"NEW.model = '{other}'")
+        assert close_gate(app, f"NEW.model = '{other}'")
         assert httpx.post(f"{app.base}/api/model", json={"model": other}, timeout=10).status_code == 200
         for how in ["stopped", "killed"]:
             wait_for(lambda: held_at_gate(app), timeout=60, interval=0.05)
@@ -333,7 +336,7 @@ class TestAnyMoment:
                 timings["model build, stopped"] = time.monotonic() - began
             assert len(app.rows(other)) < total  # still building
             began = app.outage(how)
-        open_gate(app, "embedding_cache")
+        wait_for(lambda: open_gate(app))
 
         # 4. the switch itself: its DROP VIEW waits while the test reads `images`
         def active() -> str | None:
