@@ -263,7 +263,12 @@ def close_gate(app: Sightline, when: str = "true", after: int = 0) -> bool:
 
 
 def held_at_gate(app: Sightline) -> bool:
-    return bool(app.sql("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ILIKE '%insert into embedding_cache%'"))
+    return bool(
+        app.sql(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+            "AND query ILIKE '%insert into embedding_cache%'"
+        )
+    )
 
 
 def open_gate(app: Sightline) -> bool:
