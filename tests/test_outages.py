@@ -324,7 +324,8 @@ class TestAnyMoment:
             wait_for(lambda: waiting_on_lock(app, "insert"), timeout=60, interval=0.05)
             began = app.outage(how)
             release(locker)
-            status = wait_for(lambda n=len(files): app.ready(n), timeout=60, interval=0.05)
+            count = len(files)
+            status = wait_for(lambda: app.ready(count), timeout=60, interval=0.05)  # noqa: B023 (used at once)
             timings[f"rescan, {how}"] = time.monotonic() - began
             assert_exactly(app, files)
             assert status["embedded"] == len(files)  # the model ran before the fault: not again
