@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import cocoindex as coco
 
-from core.db import ERRORS_TABLE, connect, database_url, ensure_schema, table_exists
+from core.db import ERRORS_TABLE, DatabaseError, connect, database_url, ensure_schema, table_exists
 from core.embedder import Embedders
 from core.errors import first_line
 from core.indexer_status import LocalIndexer
@@ -157,8 +157,24 @@ async def index_once(
     """One incremental update of the whole folder; returns what changed.
 
     With a new model wanted, it is built beside the one in use and takes over at the end; a second
-    pass then lets CocoIndex drop the old model's table.
+    pass then lets CocoIndex drop the old model's table. A database or disk that fails during the
+    update ends it with one line (`DatabaseError`): a one-shot command does not wait, and the next
+    run finds everything this one committed (nothing is pruned from a run cut short).
     """
+    try:
+        return await _index_once(settings, progress, embedders)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        if not looks_like_outage(exc):
+            raise
+        reason = await asyncio.to_thread(problem, settings, exc) or f"database unreachable ({first_line(exc)})"
+        raise DatabaseError(
+            f"The update stopped: {reason}. Nothing indexed is lost; run it again once that is fixed."
+        ) from exc
+
+
+async def _index_once(settings: Settings, progress: ProgressFn | None, embedders: Embedders | None) -> IndexSummary:
     configure(settings, embedders)
     started = time.monotonic()
     total = await asyncio.to_thread(count_media_files, library_of(settings.image_dirs))

@@ -3,7 +3,7 @@
 Keys are library keys (`core.library`), and each value is its key again: `index_file` finds the
 file through the library, so one view serves any number of folders.
 
-- A full scan (the first, the hourly ones, those on request) walks every folder (`flows.walk`)
+- A full scan (the first, and the hourly ones) walks every folder (`flows.walk`)
   and records what it found that is not indexed (`core.folder_survey`).
 - Folders on local disks follow file events. On network mounts (NFS, SMB, FUSE) events do not
   arrive, so those folders are polled every SCAN_INTERVAL: each file's size and mtime against the
@@ -99,7 +99,6 @@ class LibraryView:
         self._on_survey = on_survey
         self._siblings = Siblings()
         self._subscriber: coco.LiveMapSubscriber[str, str] | None = None
-        self._wanted: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watching: asyncio.Task[Any] | None = None
         # one update (not live) scans once and ends: no watcher to arm, none left running after it
@@ -132,12 +131,10 @@ class LibraryView:
         self._subscriber = subscriber
         self._loop = asyncio.get_running_loop()
         self._watching = asyncio.current_task()
-        self._wanted = asyncio.Event()
         polled = [r for r in self._library.roots if self._modes[r.label] == "polled" and self._following]
         # the baseline comes before the first scan, so a change made during that scan is seen
         baselines = {r.label: await asyncio.to_thread(_signatures, r) for r in polled}
-        tasks = [asyncio.create_task(self._rescans())]
-        tasks += [asyncio.create_task(self._poll(r, baselines[r.label])) for r in polled]
+        tasks = [asyncio.create_task(self._poll(r, baselines[r.label])) for r in polled]
         for root in self._live:
             walk = localfs.walk_dir(root.path, recursive=True, path_matcher=MediaFileMatcher(), live=True)
             tasks.append(asyncio.create_task(walk.items().watch(_RootEvents(self, root))))  # type: ignore[attr-defined]
@@ -145,7 +142,8 @@ class LibraryView:
             if not self._live:
                 await subscriber.update_all()
                 await subscriber.mark_ready()
-            await asyncio.gather(*tasks)
+            # a live source never ends by itself (an update that is not live ends at `mark_ready`)
+            await asyncio.gather(*tasks, asyncio.get_running_loop().create_future())
         finally:
             for task in tasks:
                 task.cancel()
@@ -153,23 +151,11 @@ class LibraryView:
             # deliver events to a closed event loop
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def request_rescan(self) -> None:
-        """Walk every folder again soon (safe from any thread)."""
-        if self._loop is not None and self._wanted is not None:
-            self._loop.call_soon_threadsafe(self._wanted.set)
-
     def stop_watching(self) -> None:
         """End the live watch. Leaving the runtime does not end it, and a watcher that outlives its
         environment would keep reacting to files with errors."""
         if self._loop is not None and self._watching is not None:
             self._loop.call_soon_threadsafe(self._watching.cancel)
-
-    async def _rescans(self) -> None:
-        assert self._wanted is not None and self._subscriber is not None
-        while True:
-            await self._wanted.wait()
-            self._wanted.clear()
-            await self._subscriber.update_all()
 
     async def full_scan(self) -> None:
         """A folder's watcher asks for a full scan: once armed at start, hourly after. At start the

@@ -148,11 +148,6 @@ class IndexRun:
         """The embedder of the model that answers searches."""
         return next(iter(self.slots.values())).embedder
 
-    def request_rescan(self) -> None:
-        """Walk the whole folder again soon (safe from any thread)."""
-        if self.folder is not None:
-            self.folder.request_rescan()
-
     def warm_up(self, embedder: Embedder) -> None:
         """Load an image tower in the background as soon as there is work for it, so importing
         torch and reading weights overlap with decoding the first files instead of delaying them."""

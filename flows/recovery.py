@@ -30,8 +30,8 @@ from flows.cache import DatabaseUnavailable
 
 log = logging.getLogger("sightline.indexer")
 
-RETRY_FIRST_SECONDS = 0.5
-RETRY_MAX_SECONDS = 5.0  # a restarted database is noticed within this
+RETRY_FIRST_SECONDS = 0.25
+RETRY_MAX_SECONDS = 2.0  # a restarted database is noticed within this (a refused connection costs nothing)
 # Below this much free space the indexer's state (LMDB) and thumbnails cannot be trusted to write
 MIN_FREE_BYTES = 1024 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import uuid
+from pathlib import Path
 from typing import Any
 
 from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, table_exists
@@ -36,7 +38,8 @@ def reconcile_state(url: str, settings: Settings) -> None:
         if old_layout:
             local = None
         stale_tables = table_exists(conn, IMAGES_TABLE) or table_exists(conn, ERRORS_TABLE) or model_tables(conn)
-        if stale_tables or (local is not None and remote is None):
+        # (a state folder with nothing but the id: a start stopped between its two writes)
+        if stale_tables or (remote is None and _engine_state_in(settings.state_dir)):
             log.warning(
                 "The indexer state in %s does not match the database; rebuilding the images table "
                 "(cached embeddings are reused, so no image goes through the model again).",
@@ -48,13 +51,42 @@ def reconcile_state(url: str, settings: Settings) -> None:
             conn.execute("DELETE FROM sightline_meta WHERE key = 'active_model'")
             shutil.rmtree(settings.state_dir, ignore_errors=True)
         new_id = uuid.uuid4().hex
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        # the file first, whole or not at all, then the database: stopped between the two, the next
+        # start finds the new id on disk and no tables made under it, and only writes it again
+        _write_durably(id_file, new_id + "\n")
         conn.execute(
             "INSERT INTO sightline_meta (key, value) VALUES ('state_id', %s) "
             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             (new_id,),
         )
-        id_file.write_text(new_id + "\n")
+
+
+def _engine_state_in(folder: Path) -> bool:
+    """Whether CocoIndex has written its state in `folder` (anything beside the id file)."""
+    try:
+        return any(not p.name.startswith(_STATE_ID_FILE) for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Replace `path` by `text` atomically and durably: a full disk or a power cut leaves the old
+    file or the new one, never a truncated one (which would read as a lost state: a rebuild)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        with open(temp, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself
+    finally:
+        os.close(folder)
 
 
 def _relkind(conn: Any, name: str) -> str | None:

@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ from typing import Any
 import httpx
 import pgserver
 import pytest
-from conftest import ROOT, TINY_CLIP, Process, env_for, free_port, query, run_main, wait_for
-from shapes import ALL_DRAWINGS, draw, random_drawing, write_corpus
+from conftest import ROOT, Process, env_for, free_port, query, run_main, wait_for
+from shapes import ALL_DRAWINGS, draw, random_drawing
 
 from core.db import connect
-from core.settings import Settings, load_settings
+from core.settings import Settings
 
 PG_BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
 
@@ -87,55 +86,7 @@ def live_and_ready(base: str, images: int) -> bool:
 
 
 class TestDatabaseOutage:
-    def test_searches_get_a_quick_503_then_everything_recovers_without_a_restart(
-        self,
-        tmp_path: Path,
-        own_postgres: tuple[StoppablePostgres, str],
-        start_process: Callable[..., Process],
-    ) -> None:
-        server, url = own_postgres
-        image_dir = tmp_path / "img"
-        write_corpus(image_dir)
-        settings = load_settings(
-            {
-                "IMAGE_DIR": str(image_dir),
-                "DATA_DIR": str(tmp_path / "data"),
-                "DATABASE_URL": url,
-                "CLIP_MODEL": str(TINY_CLIP),
-            }
-        )
-        port = free_port()
-        process = start_process(settings, "serve", PORT=str(port))
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: live_and_ready(base, len(ALL_DRAWINGS)), timeout=120)
-
-        server.stop()
-        for _ in range(3):  # the first request finds the broken connection, the others know at once
-            started = time.monotonic()
-            answer = httpx.get(f"{base}/api/search", params={"q": "a red circle"}, timeout=30)
-            assert answer.status_code == 503
-            assert "Database unreachable" in answer.json()["detail"]
-            assert time.monotonic() - started < 2.5
-        status = httpx.get(f"{base}/api/status", timeout=30)
-        assert status.status_code == 503 and status.json()["database"].startswith("unreachable")
-
-        # files that arrive during the outage
-        (image_dir / "outage").mkdir()
-        red = next(d for d in ALL_DRAWINGS if d.slug == "red-circle")
-        blue = next(d for d in ALL_DRAWINGS if d.slug == "blue-square")
-        draw(red, width=120, height=120, background=(200, 230, 255)).save(image_dir / "outage" / "red.png")
-        draw(blue, width=120, height=120, background=(255, 240, 200)).save(image_dir / "outage" / "blue.png")
-        time.sleep(1.5)  # let the watcher try, and fail, to index them
-
-        server.start()
-        wait_for(lambda: live_and_ready(base, len(ALL_DRAWINGS) + 2), timeout=90, interval=0.5)
-        assert search_paths(base, "a red circle", folder="outage")[0] == "outage/red.png"
-        assert search_paths(base, "a blue square", folder="outage")[0] == "outage/blue.png"
-        assert process.proc.poll() is None  # the same process all along
-        log = process.output()
-        assert "Traceback" not in log, log[-3000:]
-        assert "database unreachable" in log and "database back" in log
-
+    # an outage while `serve` runs, and files that arrive during it: test_outages.TestAnyMoment
     def test_a_one_shot_index_without_a_database_says_so_in_one_line(self, settings: Settings) -> None:
         gone = settings.with_overrides(database_url="postgresql://nobody@127.0.0.1:1/none")
         result = run_main(gone, "index", DATABASE_URL=gone.database_url)

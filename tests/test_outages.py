@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ import httpx
 import psycopg
 import pytest
 from conftest import TINY_CLIP, Process, copy_tiny_model, free_port, wait_for
-from shapes import ALL_DRAWINGS, random_drawing
+from shapes import ALL_DRAWINGS, draw, random_drawing
 from test_external_postgres import ExternalPostgres
-from test_faults import PG_BIN, StoppablePostgres
+from test_faults import PG_BIN, StoppablePostgres, search_paths
 
 from core.model_state import model_table
 from core.settings import Settings, load_settings
@@ -140,6 +141,15 @@ class Sightline:
         except (psycopg.OperationalError, OSError, IndexError):
             return []
 
+    def sql_commit(self, statements: str) -> bool:
+        """Run statements (autocommit); False while the server is away (or the table not made yet)."""
+        try:
+            with psycopg.connect(self.db.admin_url(self.settings), autocommit=True, connect_timeout=5) as conn:
+                conn.execute(statements)
+        except (psycopg.Error, OSError, IndexError):
+            return False
+        return True
+
     def ready(self, images: int, model: str | None = None) -> dict[str, Any] | None:
         s = self.status()
         if not s or s.get("database") != "ok" or s.get("scanning") or s.get("images") != images:
@@ -219,96 +229,219 @@ class TestTheFirstScan:
         assert_clean_log(app)
 
 
-@pytest.mark.parametrize("how", ["stopped", "killed"])
+def waiting_on_lock(app: Sightline, statement: str) -> bool:
+    """Whether one of Sightline's statements (`statement`, in part) waits on a lock the test holds."""
+    return bool(
+        app.sql(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() "
+            f"AND query ILIKE '%{statement}%'"
+        )
+    )
+
+
+def hold(app: Sightline, lock: str) -> psycopg.Connection[Any]:
+    """A transaction of the test's own holding `lock` (SQL), once the server answers."""
+    locker = wait_for(app.connection, timeout=30, interval=0.05)
+    locker.execute(lock)
+    return locker
+
+
+def close_gate(app: Sightline, when: str = "true", after: int = 0) -> bool:
+    """Hold every embedding written to the cache (where `when`, once it has `after` rows) until
+    `open_gate`, across restarts of the server too: a lock would go with the server, and the
+    indexer could write before the test took it again. A trigger waits while a committed row says
+    so. False while the server is away or the table is not made yet."""
+    return app.sql_commit(
+        "CREATE TABLE IF NOT EXISTS test_gate (closed boolean NOT NULL, after int NOT NULL);"
+        f"DELETE FROM test_gate; INSERT INTO test_gate VALUES (true, {after});"
+        "CREATE OR REPLACE FUNCTION test_gate_wait() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "WHILE (SELECT closed AND (SELECT count(*) FROM embedding_cache) >= after FROM test_gate) "
+        "LOOP PERFORM pg_sleep(0.05); END LOOP; RETURN NEW; END $$;"
+        "CREATE OR REPLACE TRIGGER test_gate BEFORE INSERT ON embedding_cache "
+        f"FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION test_gate_wait()"
+    )
+
+
+def held_at_gate(app: Sightline) -> bool:
+    return bool(
+        app.sql(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+            "AND query ILIKE '%insert into embedding_cache%'"
+        )
+    )
+
+
+def open_gate(app: Sightline) -> bool:
+    return app.sql_commit("UPDATE test_gate SET closed = false; DROP TRIGGER test_gate ON embedding_cache")
+
+
+def release(locker: psycopg.Connection[Any]) -> None:
+    try:
+        locker.close()
+    except psycopg.Error:
+        pass  # the outage ended it already
+
+
 class TestAnyMoment:
-    def test_after_the_first_batch_during_a_model_build_and_while_the_cache_is_forgotten(
-        self, how: str, database: Database, tmp_path: Path, start_process: Callable[..., Process]
+    """Every moment, the database stopped and then killed, in one Sightline per kind of server: the
+    moment is picked from the indexer's progress (rows written) or a statement of Sightline's held
+    on a lock the test holds, so each fault finds that very work under way."""
+
+    def test_stopped_and_killed_at_every_moment(
+        self, database: Database, tmp_path: Path, start_process: Callable[..., Process]
     ) -> None:
         image_dir = tmp_path / "img"
         write_images(image_dir, FILES, seed=1)
         files = {f"{i:03d}.png" for i in range(FILES)}
-        app = start_sightline(start_process, database, image_dir)
-        first_model = app.settings.clip_model
         timings: dict[str, float] = {}
+        if database.external is not None:
+            app = self._before_start(database, image_dir, start_process)
+        else:
+            app = start_sightline(start_process, database, image_dir)
+        first_model = app.settings.clip_model
+        first_table = model_table(first_model)
 
-        # 1. the first scan, once its first batch is in the table
-        wait_for(lambda: len(app.rows()) >= 4, timeout=60, interval=0.05)
-        began = app.outage(how)
-        status = wait_for(lambda: app.ready(FILES), timeout=60, interval=0.1)
-        timings["first scan"] = time.monotonic() - began
+        # 1. the first scan, its first batch embedded and the next held back: stopped, then killed
+        wait_for(lambda: close_gate(app, after=4), 60, 0.05)
+        began = time.monotonic()
+        for how in ["stopped", "killed"]:
+            wait_for(lambda: held_at_gate(app), timeout=60, interval=0.05)
+            if how == "killed":
+                timings["first scan, stopped"] = time.monotonic() - began
+            assert len(app.rows()) < FILES  # still the first scan
+            began = app.outage(how)
+        wait_for(lambda: open_gate(app))
+        status = wait_for(lambda: app.ready(FILES), timeout=60, interval=0.05)
+        timings["first scan, killed"] = time.monotonic() - began
         assert_exactly(app, files)
-        assert status["embedded"] == FILES
+        assert status["embedded"] == FILES  # each image through the model once
 
-        # 2. a model build, once the new model's table has its first batch
+        # 2. a rescan of new files (live): each fault while their rows wait to be written
+        for n, how in enumerate(["stopped", "killed"]):
+            locker = hold(app, f"LOCK TABLE {first_table} IN SHARE MODE")
+            write_images(image_dir / "later", 4, seed=10 + n, prefix=f"{how}-")
+            files |= {f"later/{how}-{i:03d}.png" for i in range(4)}
+            wait_for(lambda: waiting_on_lock(app, "insert"), timeout=60, interval=0.05)
+            began = app.outage(how)
+            release(locker)
+            count = len(files)
+            status = wait_for(lambda: app.ready(count), timeout=60, interval=0.05)  # noqa: B023 (used at once)
+            timings[f"rescan, {how}"] = time.monotonic() - began
+            assert_exactly(app, files)
+            assert status["embedded"] == len(files)  # the model ran before the fault: not again
+        total = len(files)
+
+        # 3. a model build: each fault while its first embeddings wait to be written
         other = str(copy_tiny_model(tmp_path / "other-model"))
+        other_table = model_table(other)
+        assert close_gate(app, f"NEW.model = '{other}'")
         assert httpx.post(f"{app.base}/api/model", json={"model": other}, timeout=10).status_code == 200
-        wait_for(lambda: len(app.rows(other)) >= 4, timeout=60, interval=0.05)
-        began = app.outage(how)
-        # 3. ... the switch, and the restart that forgets the old model's cache: caught while its
-        # DELETE waits on a lock the test holds (the build needs no cache write by then)
-        wait_for(lambda: len(app.rows(other)) == FILES, timeout=60, interval=0.05)
-        locker = wait_for(app.connection, timeout=30, interval=0.05)
-        timings["model build"] = time.monotonic() - began
-        locker.execute("LOCK TABLE embedding_cache IN SHARE MODE")
+        for how in ["stopped", "killed"]:
+            wait_for(lambda: held_at_gate(app), timeout=60, interval=0.05)
+            if how == "killed":
+                timings["model build, stopped"] = time.monotonic() - began
+            assert len(app.rows(other)) < total  # still building
+            began = app.outage(how)
+        wait_for(lambda: open_gate(app))
 
-        def forgetting() -> bool:
-            return bool(
-                app.sql(
-                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'DELETE FROM embedding_cache%'"
-                )
-            )
+        # 4. the switch itself: its DROP VIEW waits while the test reads `images`
+        def active() -> str | None:
+            rows = app.sql("SELECT value FROM sightline_meta WHERE key = 'active_model'")
+            return rows[0][0] if rows else None
 
-        wait_for(forgetting, timeout=60, interval=0.05)
-        began = app.outage(how)
-        locker.close()
-        status = wait_for(lambda: app.ready(FILES, model=other), timeout=60, interval=0.1)
-        wait_for(lambda: app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{first_model}'") == [(0,)])
-        timings["forgetting"] = time.monotonic() - began
+        for how in ["stopped", "killed"]:
+            locker = hold(app, "SELECT 1 FROM images LIMIT 1")
+            assert active() == first_model
+            wait_for(lambda: waiting_on_lock(app, "drop view"), timeout=60, interval=0.05)
+            timings["model build, killed" if how == "stopped" else "switch, stopped"] = time.monotonic() - began
+            began = app.outage(how)
+        release(locker)
+        wait_for(lambda: active() == other, timeout=60, interval=0.05)
+        timings["switch, killed"] = time.monotonic() - began
         assert_exactly(app, files, model=other)
-        assert app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{other}'")[0][0] == FILES
-        assert status["embedded"] == 2 * FILES  # each image once per model, whatever the outages
 
-        # 4. searches while it is away: 503 in one line, never an empty list; duplicates too (the
-        # embedded server is back too soon to ask it anything)
-        print(f"\n{database.kind} {how}: seconds to recover {timings}")
-        if database.external is None:
-            assert_clean_log(app)
-            return
-        app.db.fail(how)
-        for path in ("/api/search?q=a+red+circle", "/api/duplicates"):
-            answer = httpx.get(app.base + path, timeout=30)
+        # 5. the restart that forgets the old model's cache: its DELETE waits on the test's lock
+        for how in ["stopped", "killed"]:
+            locker = hold(app, "LOCK TABLE embedding_cache IN SHARE MODE")
+            wait_for(lambda: waiting_on_lock(app, "delete from embedding_cache"), timeout=60, interval=0.05)
+            if how == "killed":
+                timings["forgetting, stopped"] = time.monotonic() - began
+            began = app.outage(how)
+        release(locker)
+        status = wait_for(lambda: app.ready(total, model=other), timeout=60, interval=0.05)
+        wait_for(lambda: app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{first_model}'") == [(0,)])
+        timings["forgetting, killed"] = time.monotonic() - began
+        assert_exactly(app, files, model=other)
+        assert app.sql(f"SELECT count(*) FROM embedding_cache WHERE model = '{other}'")[0][0] == total
+        assert status["embedded"] == 2 * total  # each image once per model, whatever the outages
+
+        # 6. duplicate grouping: a request whose grouping waits on the test's lock gets a one-line
+        # 503 when the database goes, and the same groups as before once it is back
+        before = httpx.get(f"{app.base}/api/duplicates", timeout=30).json()
+        for threshold, how in [(0.9, "stopped"), (0.85, "killed")]:
+            locker = hold(app, f"LOCK TABLE {other_table} IN ACCESS EXCLUSIVE MODE")
+            with ThreadPoolExecutor(1) as pool:
+                asked = pool.submit(httpx.get, f"{app.base}/api/duplicates?threshold={threshold}", timeout=60)
+                wait_for(lambda: waiting_on_lock(app, other_table), timeout=60, interval=0.05)
+                began = app.outage(how)
+                answer = asked.result()
+            release(locker)
             assert answer.status_code == 503 and "\n" not in answer.json()["detail"], answer.text
-        app.db.start_again()
-        wait_for(lambda: httpx.get(app.base + "/api/duplicates", timeout=30).status_code == 200, timeout=60)
+            wait_for(lambda: app.ready(total, model=other), timeout=60, interval=0.05)
+            timings[f"duplicates, {how}"] = time.monotonic() - began
+            again = httpx.get(f"{app.base}/api/duplicates?threshold={threshold}", timeout=30)
+            assert again.status_code == 200, again.text
+        assert httpx.get(f"{app.base}/api/duplicates", timeout=30).json() == before
+        print(f"\n{database.kind}: seconds to recover {timings}")
+        if database.external is not None:
+            self._while_away(app, image_dir, total)
         assert_clean_log(app)
 
+    @staticmethod
+    def _before_start(db: Database, image_dir: Path, start_process: Callable[..., Process]) -> Sightline:
+        """Sightline started while its database is down: one line, a status that says so, 503s."""
+        assert db.external is not None
+        db.external.halt()
+        app = start_sightline(start_process, db, image_dir)
+        wait_for(lambda: app.log_count("indexing resumes by itself") == 1, timeout=30, interval=0.05)
+        status = app.status()
+        assert status and status["database"].startswith("unreachable") and status["scanning"] is True
+        assert status["waiting"].startswith("database unreachable")
+        search = httpx.get(f"{app.base}/api/search", params={"q": "a red circle"}, timeout=30)
+        assert search.status_code == 503
+        db.start_again()
+        wait_for(lambda: app.log_count("back after") == 1, timeout=30, interval=0.05)
+        lines = [line for line in app.process.output().splitlines() if "sightline" in line]
+        assert len(lines) == 2, lines  # one when it waits, one when it starts
+        return app
 
-class TestBeforeStart:
-    def test_an_external_database_down_when_sightline_starts(
-        self, tmp_path: Path, start_process: Callable[..., Process]
-    ) -> None:
-        image_dir = tmp_path / "img"
-        write_images(image_dir, 8, seed=3)
-        db = Database("external", tmp_path)
-        try:
-            assert db.external is not None
-            db.external.halt()
-            app = start_sightline(start_process, db, image_dir)
-            wait_for(lambda: app.log_count("indexing resumes by itself") == 1, timeout=30, interval=0.05)
-            status = app.status()
-            assert status and status["database"].startswith("unreachable") and status["scanning"] is True
-            assert status["waiting"].startswith("database unreachable")
-            search = httpx.get(f"{app.base}/api/search", params={"q": "a red circle"}, timeout=30)
-            assert search.status_code == 503
-            db.start_again()
-            wait_for(lambda: app.ready(8), timeout=60, interval=0.1)
-            assert_exactly(app, {f"{i:03d}.png" for i in range(8)})
-            assert_clean_log(app)
-            lines = [line for line in app.process.output().splitlines() if "sightline" in line]
-            assert len(lines) == 2, lines  # one when it waits, one when it starts
-        finally:
-            db.close()
+    @staticmethod
+    def _while_away(app: Sightline, image_dir: Path, total: int) -> None:
+        """An external server away for a while: quick 503s (never an empty list), and files that
+        arrive meanwhile indexed once it is back."""
+        went = app.log_count("indexing resumes by itself")
+        app.db.fail("stopped")
+        for path in ("/api/search?q=a+red+circle", "/api/duplicates"):
+            for _ in range(3):  # the first request finds the broken connection, the others know at once
+                started = time.monotonic()
+                answer = httpx.get(app.base + path, timeout=30)
+                assert answer.status_code == 503 and "\n" not in answer.json()["detail"], answer.text
+                assert "Database unreachable" in answer.json()["detail"]
+                assert time.monotonic() - started < 2.5
+        status = httpx.get(f"{app.base}/api/status", timeout=30)
+        assert status.status_code == 503 and status.json()["database"].startswith("unreachable")
+        (image_dir / "outage").mkdir()
+        red = next(d for d in ALL_DRAWINGS if d.slug == "red-circle")
+        blue = next(d for d in ALL_DRAWINGS if d.slug == "blue-square")
+        draw(red, width=120, height=120, background=(200, 230, 255)).save(image_dir / "outage" / "red.png")
+        draw(blue, width=120, height=120, background=(255, 240, 200)).save(image_dir / "outage" / "blue.png")
+        wait_for(lambda: app.log_count("indexing resumes by itself") > went, timeout=30, interval=0.05)
+        app.db.start_again()
+        wait_for(lambda: app.ready(total + 2), timeout=60, interval=0.05)
+        assert search_paths(app.base, "a red circle", folder="outage")[0] == "outage/red.png"
+        assert search_paths(app.base, "a blue square", folder="outage")[0] == "outage/blue.png"
+        log = app.process.output()
+        assert "database unreachable" in log and "database back" in log
 
 
 def _mount_tmpfs(folder: Path, size: str) -> bool:
