@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -134,7 +135,7 @@ def problem(settings: Settings, error: BaseException | None = None) -> str | Non
         if settings.embedded_database:
             restart_embedded(settings)
         with connect(database_url(settings), timeout=3) as conn:
-            conn.execute("SELECT 1")
+            _write_probe(conn)
     except Exception as exc:
         if not settings.embedded_database:
             return f"database unreachable ({first_line(exc)})"
@@ -148,6 +149,16 @@ def problem(settings: Settings, error: BaseException | None = None) -> str | Non
         server = str(settings.pg_data_dir) if settings.embedded_database else "the database server"
         return f"the disk under the database ({server}) is full"
     return None
+
+
+def _write_probe(conn: psycopg.Connection[Any]) -> None:
+    """A write that needs new pages on the server's disk. A server whose disk is full still answers
+    `SELECT 1` (and small writes that fit pages it has): only extending a file tells, and without
+    this the indexer would call the database back, fail at its first write, and say so again,
+    over and over. The temporary table is dropped with its transaction."""
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE sightline_space_probe (b text) ON COMMIT DROP")
+        conn.execute("INSERT INTO sightline_space_probe SELECT md5(g::text) FROM generate_series(1, 20000) g")
 
 
 async def wait_until_back(settings: Settings, reason: str, local: LocalIndexer) -> float:
