@@ -23,7 +23,7 @@ from api.routes import duplicates, files, images, models, pages, search
 from api.security import TokenAuth, UploadLimit
 from api.services import Services
 from core.embedder import Embedders
-from core.errors import BadRequest, NotFound, TooLarge, Unavailable, Unsupported, UserError
+from core.errors import BadRequest, NotFound, ReadOnly, TooLarge, Unavailable, Unsupported, UserError
 from core.indexer_status import LocalIndexer
 from core.settings import Settings, get_settings
 
@@ -35,6 +35,7 @@ STATUS_CODES: tuple[tuple[type[UserError], int], ...] = (
     (NotFound, 404),
     (TooLarge, 413),
     (Unsupported, 415),
+    (ReadOnly, 409),
     (Unavailable, 503),
     (BadRequest, 422),
 )

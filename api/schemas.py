@@ -226,6 +226,12 @@ class Status(BaseModel):
         None, description="why the indexer in this server is waiting (the database away, a disk full), if it is"
     )
     model_error: str | None = None
+    replica: bool = Field(False, description="the database is a streaming replica (searches only; changes refused)")
+    replication_lag: float | None = Field(
+        None,
+        description="on a replica, seconds its data may trail the primary: 0 while it streams and has applied "
+        "all it received, else the age of the last change it applied",
+    )
 
 
 class DuplicateImage(Image):
@@ -256,6 +262,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "a body that cannot be parsed (not JSON, or broken multipart)",
         404: "not found",
         413: "the upload is larger than UPLOAD_MAX_MB",
+        409: "a change asked of a server whose database is a read-only replica: ask the primary's",
         415: "not a usable image",
         422: "an invalid request, said in one line",
         503: "the database or the model is not available (yet); try again",

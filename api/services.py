@@ -21,9 +21,10 @@ from api.duplicates import DuplicateCache, duplicate_cache
 from api.relevance import Judges
 from api.search import FolderCache, folder_cache
 from api.serving_models import ServingModels
-from core.db import DatabaseError, database_url, ensure_schema
+from core import replicas
+from core.db import DatabaseError, database_url
 from core.embedder import Embedder, Embedders
-from core.errors import Unavailable, first_line
+from core.errors import ReadOnly, Unavailable, first_line
 from core.indexer_status import LocalIndexer
 from core.library import library_of
 from core.model_state import ModelChoice, read_choice
@@ -45,6 +46,7 @@ class Services:
         self.database_error: str | None = None
         self.url = ""
         self.database_down: str | None = None  # why the database was last unreachable, while it is
+        self.read_only = False  # the database only reads (a streaming replica), as found at start
         self._last_probe = 0.0
         self.models = ServingModels(settings, embedders)
         self.folders: FolderCache = folder_cache()
@@ -56,7 +58,7 @@ class Services:
         self._last_open = time.monotonic()
         try:
             url = self.url = database_url(self.settings)
-            ensure_schema(url)
+            read_only = replicas.prepare(url)  # creates the schema where it may write
         except DatabaseError as exc:
             if self.database_error is None and self.indexer is None:
                 # once (it is retried at most once a second while asked), and not at all beside
@@ -65,6 +67,10 @@ class Services:
             self.database_error = str(exc)
             return
         self.database_error = None
+        if read_only and not self.read_only:
+            # a warning only so that it shows: the project logs warnings and up (under uvicorn too)
+            log.warning("%s", replicas.STARTED_READ_ONLY)
+        self.read_only = read_only
         ef = self.settings.search_ef
 
         def configure(conn: psycopg.Connection[Any]) -> None:
@@ -150,6 +156,26 @@ class Services:
         except psycopg.errors.UndefinedColumn as exc:
             # an index made by an older release, before the indexer's first scan adds the columns
             raise Unavailable("The index is being upgraded to a new layout; searches resume in a moment.") from exc
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise self._refusal("this change") from exc
+        except psycopg.errors.SerializationFailure as exc:
+            # on a replica: a query cancelled so that replay could go on (hot_standby_feedback avoids it)
+            cancelled = f"The replica cancelled this query to apply the primary's changes ({first_line(exc)})"
+            raise Unavailable(f"{cancelled}; try again.") from exc
+
+    def refuse_if_read_only(self, action: str) -> None:
+        """Refuse `action` up front where the database only reads (a replica), before any work for it."""
+        with self.connection() as conn:
+            if replicas.is_read_only(conn):
+                raise replicas.refusal(conn, action)
+
+    def _refusal(self, action: str) -> ReadOnly:
+        assert self.pool is not None
+        try:
+            with self.pool.connection(timeout=2) as conn:
+                return replicas.refusal(conn, action)
+        except (psycopg.Error, psycopg_pool.PoolTimeout):
+            return replicas.refusal(None, action)
 
     def _mark_down(self, exc: BaseException) -> None:
         self.database_down = first_line(exc)

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from core import folder_survey, indexer_status
+from core import folder_survey, indexer_status, replicas
 from core.db import ERRORS_TABLE, IMAGES_TABLE, DatabaseError, connect, database_url, table_exists
 from core.model_state import count_images, coverage, read_choice
 from core.settings import Settings
@@ -44,6 +44,7 @@ def status_from(
         ]
     row = indexer_status.read(conn)
     alive = row is not None and row.alive
+    replication = replicas.replication(conn)
     return {
         "database": "ok",
         "images": models["active"]["images"],
@@ -66,6 +67,8 @@ def status_from(
         "embedded": None,
         "reused": None,
         "waiting": None,
+        "replica": replication.replica,
+        "replication_lag": None if replication.lag is None else round(replication.lag, 3),
     } | _indexer_here(local)
 
 
@@ -151,6 +154,7 @@ def render_status(status: dict[str, Any]) -> str:
         f"indexer    {'live' if status['live'] else 'not running'}"
         + (" — first scan under way" if status["scanning"] else ""),
         f"changed    {status['last_change_at'] or 'never'}",
+        *_replica_lines(status),
         *_folder_lines(status),
     ]
     media = status.get("media")
@@ -166,6 +170,14 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append(f"failed     {len(failed)}")
     lines += [f"  {f['path']}: {f['reason']}" for f in failed]
     return "\n".join(lines)
+
+
+def _replica_lines(status: dict[str, Any]) -> list[str]:
+    if not status.get("replica"):
+        return []
+    lag = status.get("replication_lag")
+    behind = "not known yet" if lag is None else f"{lag:g} s behind the primary at most"
+    return [f"replica    read-only, {behind}"]
 
 
 def _folder_lines(status: dict[str, Any]) -> list[str]:

@@ -139,6 +139,11 @@ def ensure_schema(url: str) -> None:
                 f"This database user may not create the pgvector extension ({first_line(exc)}). "
                 "Have a superuser run CREATE EXTENSION vector; once in this database, then try again."
             ) from exc
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise DatabaseError(
+                f"This database only reads ({first_line(exc)}): a streaming replica? The indexer and "
+                "`main.py model` must use the primary's URL; only search servers (uvicorn) may use a replica's."
+            ) from exc
         except psycopg.Error as exc:
             raise DatabaseError(
                 "The Postgres server has no pgvector extension available "

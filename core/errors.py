@@ -45,6 +45,11 @@ class TooLarge(UserError):
     """More than a configured limit allows."""
 
 
+class ReadOnly(UserError):
+    """A change asked of a server whose database only reads (a streaming replica): it must be
+    asked of a server on the primary, which the message names."""
+
+
 class Unavailable(UserError, RuntimeError):
     """A part Sightline needs is away or not ready (the database, the model); it may come back."""
 

@@ -1,6 +1,6 @@
 """Sightline against a Postgres server of its own, as with `DATABASE_URL` or `docker compose`.
 
-The server here is a second, separate Postgres (pgserver's binaries, run as their own process)
+The server here is a second, separate Postgres (`pg_servers`: pgserver's binaries, run as their own process)
 listening on 127.0.0.1 with password authentication only, like the compose `db` service: the
 indexer, the server and the command line reach it through `DATABASE_URL` over TCP, never through
 the embedded server's socket.
@@ -9,13 +9,8 @@ the embedded server's socket.
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import secrets
-import shutil
-import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,148 +19,11 @@ import httpx
 import psycopg
 import pytest
 from conftest import TINY_CLIP, free_port, run_main, serve_and_wait, wait_for
+from pg_servers import DATABASE, ExternalPostgres
 from test_deploy import app_health_check
 
 from core.model_state import model_table
 from core.settings import Settings, load_settings
-
-USER = "sightline"
-DATABASE = "sightline"
-# Postgres refuses to run as root; pgserver runs it as this system user, and so do these tests.
-SERVICE_USER = "pgserver"
-
-
-def _pginstall() -> Path:
-    import pgserver
-
-    return Path(pgserver.__file__).resolve().parent / "pginstall"
-
-
-def _service_user() -> pwd.struct_passwd | None:
-    """The user Postgres runs as: None (this user) unless this is root."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--shell", "/usr/sbin/nologin", SERVICE_USER], check=True)
-        return pwd.getpwnam(SERVICE_USER)
-
-
-class ExternalPostgres:
-    """A Postgres server in a temporary folder, on a free TCP port, with a password.
-
-    The installation is copied first, so that it can be made readable by the service user without
-    touching the virtual environment's permissions, and so that a copy can leave pgvector out.
-    """
-
-    def __init__(self, *, with_pgvector: bool = True) -> None:
-        self.password = secrets.token_hex(12)
-        self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="sightline-pg-"))
-        self._user = _service_user()
-        self._proc: subprocess.Popen[bytes] | None = None
-        try:
-            self._start(with_pgvector)
-        except BaseException:
-            self.stop()
-            raise
-
-    def url(self, *, password: bool = True, database: str = DATABASE) -> str:
-        secret = f":{self.password}" if password else ""
-        return f"postgresql://{USER}{secret}@127.0.0.1:{self.port}/{database}"
-
-    def _run_as(self) -> dict[str, Any]:
-        return {"user": self._user.pw_uid, "group": self._user.pw_gid} if self._user else {}
-
-    def _start(self, with_pgvector: bool) -> None:
-        # the binaries find libpq through an rpath ($ORIGIN/../../../pgserver.libs): keep the layout
-        source = _pginstall()
-        install = self.root / "pgserver" / "pginstall"
-        libs = source.parent.parent / "pgserver.libs"
-        if libs.is_dir():
-            shutil.copytree(libs, self.root / "pgserver.libs", symlinks=True)
-
-        def leave_out(folder: str, names: list[str]) -> set[str]:
-            if with_pgvector:
-                return set()
-            return {n for n in names if n == "vector" or n.startswith(("vector.", "vector--"))}
-
-        shutil.copytree(source, install, ignore=leave_out, symlinks=True)
-        if not with_pgvector:
-            assert not list(install.rglob("vector*")), "pgvector files left in the copy"
-        data = self.root / "data"
-        pwfile = self.root / "pwfile"
-        pwfile.write_text(self.password + "\n")
-        if self._user is not None:
-            for path in [self.root, *self.root.rglob("*")]:
-                os.chown(path, self._user.pw_uid, self._user.pw_gid, follow_symlinks=False)
-        self.log = self.root / "postgres.log"
-        self._command = [
-            str(install / "bin" / "postgres"),
-            "-D",
-            str(data),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            f"port={self.port}",
-            # TCP only, like a server in another container or on another host
-            "-c",
-            "unix_socket_directories=",
-            "-c",
-            "fsync=off",
-        ]
-        subprocess.run(
-            [
-                str(install / "bin" / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                USER,
-                f"--pwfile={pwfile}",
-                "--auth=scram-sha-256",
-                "--encoding=UTF8",
-                "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-            **self._run_as(),
-        )
-        self.launch()
-        with psycopg.connect(self.url(database="postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {DATABASE}")
-
-    def launch(self) -> None:
-        """Start the server on its data folder (again, after `stop` or a kill) and wait until it answers."""
-        with open(self.log, "ab") as log:
-            self._proc = subprocess.Popen(self._command, stdout=log, stderr=subprocess.STDOUT, **self._run_as())
-
-        def ready() -> bool:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise AssertionError(f"postgres exited:\n{self.log.read_text()}")
-            try:
-                with psycopg.connect(self.url(database="postgres"), connect_timeout=2):
-                    return True
-            except psycopg.OperationalError:
-                return False
-
-        wait_for(ready, timeout=60, interval=0.2)
-
-    def halt(self, *, kill: bool = False) -> None:
-        """Stop the server, keeping its data: a fast shutdown (what `pg_ctl stop -m fast` sends:
-        clients disconnected, a clean stop), or with `kill`, SIGKILL of the postmaster."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
-            try:
-                self._proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
-
-    def stop(self) -> None:
-        self.halt()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

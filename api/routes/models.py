@@ -61,9 +61,10 @@ def model_info(services: ServicesDep) -> dict[str, Any]:
     summary="Choose the model: it is built beside the one in use, which keeps answering until the new "
     "one has every image (or at once, with switch_now); choosing the model in use cancels a build",
     response_model=None,
-    responses=answers(Models, 400, 422, 503),
+    responses=answers(Models, 400, 409, 422, 503),
 )
 def model_choose(services: ServicesDep, body: ModelRequest) -> dict[str, Any]:
+    services.refuse_if_read_only("choosing a model")
     name = body.model.strip()
     if "\x00" in name or not name:
         raise BadRequest("model: expected a Hugging Face model id or a checkpoint folder")
