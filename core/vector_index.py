@@ -34,6 +34,12 @@ def halfvec_index_sql(table: str, dim: int) -> str:
     )
 
 
+def path_prefix_index_sql(table: str) -> str:
+    """A b-tree that serves `starts_with(path, folder)`: folder filters that pass few rows read
+    their rows through it instead of walking the graph (`api.search_plan`)."""
+    return f"CREATE INDEX IF NOT EXISTS {table}_path_prefix_idx ON {table} (path text_pattern_ops)"
+
+
 def vector_index_sql(table: str) -> str:
     """The plain `vector` HNSW index (pgvector before 0.7)."""
     return (

@@ -38,7 +38,7 @@ from core.library import Library, kind_of
 from core.model_state import ModelChoice
 from core.settings import Settings
 from core.vector_features import VectorFeatures, parse_version
-from core.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name
+from core.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name, path_prefix_index_sql
 from flows.cache import DatabaseUnavailable, EmbeddingCache
 from flows.describe import RUN, describe_file, merge_sidecar, read_sidecar, video_length
 from flows.folders import LibraryView, watch_mode
@@ -369,10 +369,9 @@ async def index_folder() -> None:
         _vector_index(images, slot.table, dim, halfvec)
         _index_on(images, slot.table, "id", unique=True)
         _index_on(images, slot.table, "content_hash")
-        # folder filters (starts_with) read through it when they pass few rows (api/search_plan.py)
         images.declare_sql_command_attachment(
             name="path_prefix_index",
-            setup_sql=f"CREATE INDEX IF NOT EXISTS {slot.table}_path_prefix_idx ON {slot.table} (path text_pattern_ops)",
+            setup_sql=path_prefix_index_sql(slot.table),
             teardown_sql=f"DROP INDEX IF EXISTS {slot.table}_path_prefix_idx",
         )
         frames = await postgres.mount_table_target(
