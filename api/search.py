@@ -291,7 +291,7 @@ def _ranked(
         # a video may fill several of the frame index's places, hence more frames than items;
         # filtered, a frame counts only if its video passes (the iterative scan walks on past
         # those that do not)
-        frame_filter = sql.SQL("")
+        frame_filter: sql.Composable = sql.SQL("")
         if filtered:
             frame_filter = sql.SQL(" WHERE EXISTS (SELECT 1 FROM {table} WHERE {table}.id = f.id AND {where})").format(
                 table=table, where=conditions

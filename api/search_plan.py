@@ -29,6 +29,7 @@ MAX_POOL = 1000  # hnsw.ef_search's ceiling; a page deeper than this is ranked e
 # full ranking reads only the rows that pass (docs/scaling.md has the measurements).
 EXACT_POOLS = 10
 MIN_SCAN_TUPLES = 20_000  # pgvector's default hnsw.max_scan_tuples
+ITERATIVE = "relaxed_order"  # the exact ranking re-sorts the pool; strict_order measured lower recall
 SCAN_SLACK = 4  # room for the planner's estimate being that far off before a page comes back short
 
 
@@ -83,7 +84,10 @@ def plan_search(
         # would leave pages short, so filters rank exactly; frames get twice the pool's places
         # (a video may fill several)
         return Plan(None) if filtered else Plan(pool, (("hnsw.ef_search", str(min(MAX_POOL, 2 * pool))),))
-    settings = [("hnsw.ef_search", str(pool)), ("hnsw.iterative_scan", "relaxed_order")]
+    # unfiltered, twice the pool's candidates lifted recall@10 from 0.953 to 0.968 at 200,000; filtered,
+    # the iterative scan gathers past ef_search anyway and a larger one changed nothing measurable
+    ef = pool if filtered else min(MAX_POOL, 2 * pool)
+    settings = [("hnsw.ef_search", str(ef)), ("hnsw.iterative_scan", ITERATIVE)]
     if filtered:
         passing = estimated_rows(conn, table, where, params)
         if passing < EXACT_POOLS * pool:

@@ -35,17 +35,17 @@ def exact_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarra
 
 
 def _timed_searches(
-    url: str, vectors: np.ndarray, probes: list[int], ef_search: int, folder: str | None
+    url: str, vectors: np.ndarray, probes: list[int], ef_search: int, folder: str | None, model: str
 ) -> tuple[list[float], list[set[int]]]:
     filters = make_filters(folder=folder)
     timings, answers = [], []
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
-        search_by_vector(conn, vectors[0], model=MODEL, limit=10, filters=filters)  # warm the caches
+        search_by_vector(conn, vectors[0], model=model, limit=10, filters=filters)  # warm the caches
         for i in probes:
             started = time.perf_counter()
             hits, _ = search_by_vector(
-                conn, vectors[i], model=MODEL, limit=10, filters=filters, exclude_ids=[i], ef_search=ef_search
+                conn, vectors[i], model=model, limit=10, filters=filters, exclude_ids=[i], ef_search=ef_search
             )
             timings.append(time.perf_counter() - started)
             answers.append({h.id for h in hits})
@@ -53,14 +53,14 @@ def _timed_searches(
 
 
 def measure_searches(
-    url: str, vectors: np.ndarray, probes: list[int], report: Report, ef_search: int = 100
+    url: str, vectors: np.ndarray, probes: list[int], report: Report, ef_search: int = 100, model: str = MODEL
 ) -> dict[str, float]:
     """Similar and filtered searches through the server's SQL; their rows in `report`."""
     size = len(vectors)
     in_folder = np.arange(int(FOLDER[-1]), size, FOLDERS)  # copy_synthetic_rows: row i in f{i % FOLDERS}
     figures: dict[str, float] = {}
     for label, folder in (("similar image", None), ("filtered to a folder of 10%", FOLDER)):
-        timings, answers = _timed_searches(url, vectors, probes, ef_search, folder)
+        timings, answers = _timed_searches(url, vectors, probes, ef_search, folder, model)
         hits = 0
         for i, got in zip(probes, answers):
             allowed = in_folder[in_folder != i] if folder else np.delete(np.arange(size), i)

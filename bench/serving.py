@@ -237,6 +237,8 @@ def ef_sweep(url: str, vectors: np.ndarray, probes: list[int], report: Report, s
 def query_at_scale(
     settings: Settings, env: dict[str, str], report: Report, sizes: list[int], n_queries: int, work: Path
 ) -> None:
+    from bench.scale import measure_searches, report_build  # it builds on this module
+
     model = open_embedder(settings.clip_model, settings.device, settings.precision)
     texts = queries(n_queries)
     encode = []
@@ -247,7 +249,8 @@ def query_at_scale(
     admin = database_url(settings)
     for size in sizes:
         vectors = synthetic_embeddings(size, model.dim)
-        url = _create_scale_database(admin, f"bench_scale_{size}", vectors, model.name)
+        db = build_scale_database(admin, f"bench_scale_{size}", vectors, model.name)
+        url = db.url
         probes = np.random.default_rng(3).choice(size, min(n_queries, size), replace=False).tolist()
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -268,11 +271,14 @@ def query_at_scale(
         ):
             wait_until(lambda: client_ok(client), 120, "the API")
             client.get("/api/search", params={"q": "warm up", "limit": 10})
-            text_timings = []
+            text_timings, filtered_timings = [], []
             for text in texts:
                 started = time.perf_counter()
                 client.get("/api/search", params={"q": text, "limit": 10}).raise_for_status()
                 text_timings.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                client.get("/api/search", params={"q": text, "limit": 10, "folder": "synthetic/f3"}).raise_for_status()
+                filtered_timings.append(time.perf_counter() - started)
             similar_timings, answers = [], []
             for i in probes:
                 started = time.perf_counter()
@@ -319,6 +325,14 @@ def query_at_scale(
             "≥ 0.98",
             verdict(recall >= 0.98),
         )
+        f50, f95 = median(filtered_timings), percentile(filtered_timings, 95)
+        report.add(
+            "4 query",
+            f"/api/search (text) filtered to a folder of 10% at {size:,}, p50 / p95",
+            f"{f50 * 1000:.1f} / {f95 * 1000:.1f} ms",
+        )
+        report_build(db, size, report)
+        measure_searches(url, vectors, probes, report, settings.search_ef, model.name)
         ef_sweep(url, vectors, probes[:100], report, size)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "bench_scale_{size}" WITH (FORCE)')
