@@ -23,6 +23,7 @@ from core.db import IMAGES_TABLE
 from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
 from core.model_state import model_table
+from core.vector_index import index_shape
 
 DEFAULT_THRESHOLD = 0.95
 MIN_THRESHOLD = 0.5
@@ -96,13 +97,18 @@ def _near_pairs(
     ]
     # The inner ORDER BY has nothing but the distance, so the planner uses the HNSW index with the
     # outer row's vector; a filter inside it would be applied after the index scan anyway.
+    # ordered by the expression the index is built on (halfvec where pgvector has it), the threshold
+    # held against the float32 distance
+    table_name = model_table(model)
+    order = index_shape(conn, table_name).distance("b.embedding", "a.embedding")
     query = sql.SQL(
         "SELECT a.id, n.id, n.dist FROM {table} a CROSS JOIN LATERAL ("
         "  SELECT b.id, b.model, b.path, b.embedding <=> a.embedding AS dist FROM {table} b"
-        "  ORDER BY b.embedding <=> a.embedding LIMIT %(k)s) n "
+        "  ORDER BY {order} LIMIT %(k)s) n "
         "WHERE a.id = ANY(%(ids)s) AND n.id <> a.id AND n.dist <= %(cut)s AND n.model = %(model)s{folder}"
     ).format(
-        table=sql.Identifier(model_table(model)),
+        table=sql.Identifier(table_name),
+        order=sql.SQL(order),
         folder=sql.SQL(" AND starts_with(n.path, %(folder)s)") if folder else sql.SQL(""),
     )
     # a hair of slack: identical pictures re-encoded can differ by float rounding at threshold 1.0

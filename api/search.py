@@ -1,10 +1,11 @@
 """Searching the `images` table: one parameterised SQL statement per search, ranked by cosine distance.
 
-Unfiltered first pages take their candidates from the HNSW indexes (`ORDER BY embedding <=> q`)
-of the items and of the video frames. Filters, and pages deeper than `hnsw.ef_search`, use an
-exact scan ordered by (distance, id): pgvector 0.6 applies filters after the index scan, which
-would return fewer results than exist, and a scan that deep is no longer approximate-cheap anyway.
-Both orders are deterministic, so paging is stable.
+Pages take their candidates from the HNSW indexes of the items and of the video frames (on
+`embedding::halfvec(dim)` where pgvector has it, `core.vector_index`) and rank them exactly by
+(float32 distance, id). Filters are served by the index with pgvector 0.8's iterative scans; on
+older servers, for filters that pass few rows, and past the deepest candidate pool, every row
+that passes the filters is ranked instead (`api.search_plan`). Both are deterministic and a pool's
+size does not depend on the page, so paging is stable.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from api.search_plan import Plan, plan_search
 from core.db import IMAGES_TABLE
 from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
-from core.model_state import frames_table, model_table
+from core.model_state import model_table
+from core.vector_index import IndexShape, index_shape
 
 MAX_LIMIT = 200
 
@@ -234,25 +237,76 @@ def search_by_vector(
     """Ranked images and videos nearest to `vector`; returns (page, whether more follow).
     `with_vectors` also reads each result's embedding (for judging its relevance).
 
-    A video is as near as its nearest frame. Unfiltered first pages take their candidates from
-    the two HNSW indexes (items and frames) and rank those exactly; filtered and deep pages rank
-    every row that passes the filters."""
+    A video is as near as its nearest frame. Candidates come from the two HNSW indexes (items and
+    frames), filtered there where pgvector can (`api.search_plan`), and are ranked exactly; pages
+    too deep for the index, and filters it cannot serve, rank every row that passes the filters."""
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise BadRequest("offset must be 0 or more")
     where, params = _where(model, filters, exclude_ids)
     wanted = offset + limit + 1
-    params.update(q=vector.astype(np.float32), n=limit + 1, skip=offset, wanted=wanted, frames_wanted=4 * wanted)
-    exact = filters.any or wanted > ef_search
-    table, frames = sql.Identifier(model_table(model)), sql.Identifier(frames_table(model))
+    params.update(q=vector.astype(np.float32), n=limit + 1, skip=offset)
+    table_name = model_table(model)
+    shape = index_shape(conn, table_name)
+    plan = plan_search(
+        conn,
+        table_name,
+        shape,
+        sql.SQL(" AND ").join(where),
+        params,
+        wanted=wanted,
+        ef_search=ef_search,
+        filtered=filters.any,
+    )
+    rows = _ranked(conn, plan, shape, table_name, where, params, filters.any, with_vectors)
+    if plan.pool is not None and len(rows) <= limit:
+        # a short page from the index: the filter passes fewer rows than the graph walk reached,
+        # or the walk stopped at hnsw.max_scan_tuples; ranking every passing row is then both
+        # complete and cheap
+        rows = _ranked(conn, Plan(None), shape, table_name, where, params, filters.any, with_vectors)
+    page = []
+    for row in rows[:limit]:
+        second = None if row[_COLUMN_COUNT + 1] is None else float(row[_COLUMN_COUNT + 1])
+        best = row[_COLUMN_COUNT + 2] if with_vectors else None
+        page.append(record_of(row[:_COLUMN_COUNT], float(row[_COLUMN_COUNT]), best, second))
+    return page, len(rows) > limit
+
+
+def _ranked(
+    conn: psycopg.Connection[Any],
+    plan: Plan,
+    shape: IndexShape,
+    table_name: str,
+    where: list[sql.Composable],
+    params: dict[str, Any],
+    filtered: bool,
+    with_vectors: bool,
+) -> list[tuple[Any, ...]]:
+    table, frames = sql.Identifier(table_name), sql.Identifier(table_name + "_frames")
+    conditions = sql.SQL(" AND ").join(where)
     candidates: sql.Composable = sql.SQL("")
-    if not exact:
-        # a video may fill several of the frame index's places, hence more frames than items
+    if plan.pool is not None:
+        params = {**params, "pool": plan.pool, "frames_pool": 2 * plan.pool}
+        # a video may fill several of the frame index's places, hence more frames than items;
+        # filtered, a frame counts only if its video passes (the iterative scan walks on past
+        # those that do not)
+        frame_filter: sql.Composable = sql.SQL("")
+        if filtered:
+            frame_filter = sql.SQL(" WHERE EXISTS (SELECT 1 FROM {table} WHERE {table}.id = f.id AND {where})").format(
+                table=table, where=conditions
+            )
         candidates = sql.SQL(
-            " AND id IN ((SELECT id FROM {table} WHERE {where} ORDER BY embedding <=> %(q)s LIMIT %(wanted)s) "
-            "UNION (SELECT id FROM {frames} ORDER BY embedding <=> %(q)s LIMIT %(frames_wanted)s))"
-        ).format(table=table, frames=frames, where=sql.SQL(" AND ").join(where))
+            " AND id IN ((SELECT id FROM {table} WHERE {where} ORDER BY {item_d} LIMIT %(pool)s) "
+            "UNION (SELECT f.id FROM {frames} f{frame_filter} ORDER BY {frame_d} LIMIT %(frames_pool)s))"
+        ).format(
+            table=table,
+            frames=frames,
+            where=conditions,
+            item_d=sql.SQL(shape.distance("embedding")),
+            frame_d=sql.SQL(shape.distance("f.embedding")),
+            frame_filter=frame_filter,
+        )
     query = sql.SQL(
         "SELECT {cols}, 1 - d AS score, second{extra} FROM ("
         "SELECT i.*, LEAST(i.embedding <=> %(q)s, f.d) AS d, f.second, "
@@ -265,20 +319,14 @@ def search_by_vector(
         extra=sql.SQL(", best") if with_vectors else sql.SQL(""),
         table=table,
         frames=frames,
-        where=sql.SQL(" AND ").join(where),
+        where=conditions,
         candidates=candidates,
     )
     with conn.transaction():
-        ef = max(ef_search, 4 * wanted)
-        conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(int(min(ef, 1000)))))
+        for name, value in plan.settings:
+            conn.execute(sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value)))
         # binary: vectors arrive as floats rather than text to parse (1.5 ms less per page of 10)
-        rows = conn.execute(query, params, binary=True).fetchall()
-    page = []
-    for row in rows[:limit]:
-        second = None if row[_COLUMN_COUNT + 1] is None else float(row[_COLUMN_COUNT + 1])
-        best = row[_COLUMN_COUNT + 2] if with_vectors else None
-        page.append(record_of(row[:_COLUMN_COUNT], float(row[_COLUMN_COUNT]), best, second))
-    return page, len(rows) > limit
+        return conn.execute(query, params, binary=True).fetchall()
 
 
 def browse_newest(

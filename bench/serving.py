@@ -4,11 +4,13 @@ numpy scan, and a cold command-line search."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,10 @@ from core.db import database_url, ensure_schema
 from core.embedder import open_embedder
 from core.model_state import frames_table, model_table, switch_to
 from core.settings import PROJECT_ROOT, Settings
+from core.vector_features import vector_features
+from core.vector_index import halfvec_index_sql, path_prefix_index_sql, vector_index_sql
+
+TAKEN_FROM = datetime(2015, 1, 1)
 
 
 def _ready(base: str, images: int | None = None) -> bool:
@@ -76,13 +82,19 @@ def live_latency(settings: Settings, env: dict[str, str], report: Report, drops:
 def synthetic_embeddings(count: int, dim: int, seed: int = 7) -> np.ndarray:
     """Unit vectors in clusters, like image embeddings (photos of the same kinds of things sit
     together). Uniform random vectors would be the worst case for any graph index and unlike
-    anything a CLIP model produces."""
+    anything a CLIP model produces. Made in chunks, so a million 512-d vectors need their own
+    2 GB and little more."""
     rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((max(8, count // 20), dim)).astype(np.float32)
+    centers = rng.standard_normal((max(8, count // 20), dim), dtype=np.float32)
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    members = centers[rng.integers(0, len(centers), count)]
-    vectors = members + 1.2 * rng.standard_normal((count, dim)).astype(np.float32) / np.sqrt(dim)
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    owner = rng.integers(0, len(centers), count)
+    out = np.empty((count, dim), dtype=np.float32)
+    for start in range(0, count, 65_536):
+        stop = min(count, start + 65_536)
+        noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
+        chunk = centers[owner[start:stop]] + 1.2 * noise / np.float32(np.sqrt(dim))
+        out[start:stop] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    return out
 
 
 def new_database(admin_url: str, name: str) -> str:
@@ -94,7 +106,26 @@ def new_database(admin_url: str, name: str) -> str:
     return head.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
 
 
+FOLDERS = 10  # synthetic/f0 … f9, each holding a tenth of the rows (for filtered searches)
+
+
+@dataclass(frozen=True)
+class ScaleDatabase:
+    url: str
+    build_seconds: float  # the HNSW index over every row, after the load
+    workers: int  # parallel maintenance workers it was built with
+    index_bytes: int
+    table_bytes: int  # heap and TOAST
+    halfvec: bool
+
+
 def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: str) -> str:
+    return build_scale_database(admin_url, name, vectors, model).url
+
+
+def build_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: str) -> ScaleDatabase:
+    """A database whose model table holds `vectors`, with the indexes the indexer declares (the
+    HNSW index on halfvec where pgvector has it), built after the load with parallel workers."""
     url = new_database(admin_url, name)
     count, dim = vectors.shape
     ensure_schema(url)
@@ -110,21 +141,40 @@ def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model
             "duration double precision, poster_at double precision, original text, motion text, model text, "
             f"embedding vector({dim}))"
         )
+        frames = frames_table(model)
         conn.execute(
-            f"CREATE TABLE {frames_table(model)} (path text, frame bigint, second double precision, id bigint, "
+            f"CREATE TABLE {frames} (path text, frame bigint, second double precision, id bigint, "
             f"model text, embedding vector({dim}), PRIMARY KEY (path, frame))"
         )
         copy_synthetic_rows(conn, vectors, model)
+        features = vector_features(conn)
+        halfvec = features is not None and features.halfvec
+        workers = max(0, min(7, (os.cpu_count() or 1) - 1))  # the leader builds too
+        # the graph must fit in maintenance_work_mem, or the build slows down several times
+        graph_mb = int(count * (dim * (2 if halfvec else 4) + 300) / 1e6 * 1.3) + 64
+        conn.execute(f"SET maintenance_work_mem = '{max(512, graph_mb)}MB'")
+        conn.execute(f"SET max_parallel_maintenance_workers = {workers}")
         started = time.perf_counter()
-        conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute(
-            f"CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-        )
+        conn.execute(halfvec_index_sql(table, dim) if halfvec else vector_index_sql(table))
+        build = time.perf_counter() - started
+        conn.execute(halfvec_index_sql(frames, dim) if halfvec else vector_index_sql(frames))
         conn.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
-        print(f"  HNSW index over {count:,} vectors built in {time.perf_counter() - started:.1f}s", flush=True)
-        conn.execute(f"ANALYZE {table}")
+        conn.execute(path_prefix_index_sql(table))
+        kind = "halfvec" if halfvec else "vector"
+        print(f"  HNSW ({kind}) over {count:,} vectors built in {build:.1f}s, {workers} workers", flush=True)
+        conn.execute(f"VACUUM ANALYZE {table}")
+        index_name_row = conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass "
+            "AND indexrelid::regclass::text LIKE '%%embedding%%'",
+            (table,),
+        ).fetchone()
+        sizes = conn.execute(
+            "SELECT pg_relation_size(%s::regclass), pg_table_size(%s::regclass)",
+            (index_name_row[0] if index_name_row else table, table),
+        ).fetchone()
         switch_to(conn, model)  # the model in use, and `images` showing its table
-    return url
+    assert sizes is not None
+    return ScaleDatabase(url, build, workers, int(sizes[0]), int(sizes[1]), halfvec)
 
 
 def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: str, first_id: int = 0) -> None:
@@ -132,13 +182,13 @@ def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: st
     stamp = datetime.now(UTC)
     with conn.cursor().copy(
         f"COPY {model_table(model)} (path, id, kind, content_hash, size, modified_at, width, height, format, "
-        "keywords, model, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        "taken_at, keywords, model, embedding) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
-        types = ["text", "int8", "text", "text", "int8", "timestamptz", "int8", "int8", "text", "text[]", "text"]
-        copy.set_types([*types, "vector"])
+        types = ["text", "int8", "text", "text", "int8", "timestamptz", "int8", "int8", "text", "timestamp"]
+        copy.set_types([*types, "text[]", "text", "vector"])
         for i, v in enumerate(vectors, start=first_id):
             row: tuple[object, ...] = (
-                f"synthetic/{i:07d}.jpg",
+                f"synthetic/f{i % FOLDERS}/{i:07d}.jpg",
                 i,
                 "picture",
                 f"{i:064x}",
@@ -147,6 +197,7 @@ def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: st
                 640,
                 480,
                 "jpeg",
+                TAKEN_FROM + timedelta(hours=(i * 7919) % (10 * 8760)),  # ten years, spread over them
                 [],
                 model,
                 v,
@@ -186,6 +237,8 @@ def ef_sweep(url: str, vectors: np.ndarray, probes: list[int], report: Report, s
 def query_at_scale(
     settings: Settings, env: dict[str, str], report: Report, sizes: list[int], n_queries: int, work: Path
 ) -> None:
+    from bench.scale import measure_searches, report_build  # it builds on this module
+
     model = open_embedder(settings.clip_model, settings.device, settings.precision)
     texts = queries(n_queries)
     encode = []
@@ -196,7 +249,8 @@ def query_at_scale(
     admin = database_url(settings)
     for size in sizes:
         vectors = synthetic_embeddings(size, model.dim)
-        url = _create_scale_database(admin, f"bench_scale_{size}", vectors, model.name)
+        db = build_scale_database(admin, f"bench_scale_{size}", vectors, model.name)
+        url = db.url
         probes = np.random.default_rng(3).choice(size, min(n_queries, size), replace=False).tolist()
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -217,11 +271,14 @@ def query_at_scale(
         ):
             wait_until(lambda: client_ok(client), 120, "the API")
             client.get("/api/search", params={"q": "warm up", "limit": 10})
-            text_timings = []
+            text_timings, filtered_timings = [], []
             for text in texts:
                 started = time.perf_counter()
                 client.get("/api/search", params={"q": text, "limit": 10}).raise_for_status()
                 text_timings.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                client.get("/api/search", params={"q": text, "limit": 10, "folder": "synthetic/f3"}).raise_for_status()
+                filtered_timings.append(time.perf_counter() - started)
             similar_timings, answers = [], []
             for i in probes:
                 started = time.perf_counter()
@@ -268,6 +325,14 @@ def query_at_scale(
             "≥ 0.98",
             verdict(recall >= 0.98),
         )
+        f50, f95 = median(filtered_timings), percentile(filtered_timings, 95)
+        report.add(
+            "4 query",
+            f"/api/search (text) filtered to a folder of 10% at {size:,}, p50 / p95",
+            f"{f50 * 1000:.1f} / {f95 * 1000:.1f} ms",
+        )
+        report_build(db, size, report)
+        measure_searches(url, vectors, probes, report, settings.search_ef, model.name)
         ef_sweep(url, vectors, probes[:100], report, size)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "bench_scale_{size}" WITH (FORCE)')

@@ -37,6 +37,8 @@ from core.errors import first_line
 from core.library import Library, kind_of
 from core.model_state import ModelChoice
 from core.settings import Settings
+from core.vector_features import VectorFeatures, parse_version
+from core.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name, path_prefix_index_sql
 from flows.cache import DatabaseUnavailable, EmbeddingCache
 from flows.describe import RUN, describe_file, merge_sidecar, read_sidecar, video_length
 from flows.folders import LibraryView, watch_mode
@@ -332,22 +334,45 @@ def _index_on(target: Any, table: str, column: str, unique: bool = False) -> Non
     )
 
 
+def _vector_index(target: Any, table: str, dim: int, halfvec: bool) -> None:
+    """HNSW on the embedding cast to halfvec where pgvector has it (half the memory; the table keeps
+    float32 for exact ranking, `core.vector_index`), else on the vector column. Declaring one
+    removes the other, so a server upgraded to pgvector 0.7+ gets its index rebuilt as halfvec."""
+    if halfvec:
+        target.declare_sql_command_attachment(
+            name="embedding_halfvec_index",
+            setup_sql=halfvec_index_sql(table, dim),
+            teardown_sql=f"DROP INDEX IF EXISTS {index_name(table)}",
+        )
+    else:
+        target.declare_vector_index(
+            column="embedding", metric="cosine", method="hnsw", m=M, ef_construction=EF_CONSTRUCTION
+        )
+
+
 @coco.fn
 async def index_folder() -> None:
     run = coco.use_context(RUN)
+    version = await coco.use_context(PG_POOL).fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    halfvec = version is not None and VectorFeatures(parse_version(str(version))).halfvec
     tables = []
     for name, slot in run.slots.items():
         dim = slot.embedder.dim
         images = await postgres.mount_table_target(
             PG_POOL, table_name=slot.table, table_schema=await images_schema(dim)
         )
-        images.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
+        _vector_index(images, slot.table, dim, halfvec)
         _index_on(images, slot.table, "id", unique=True)
         _index_on(images, slot.table, "content_hash")
+        images.declare_sql_command_attachment(
+            name="path_prefix_index",
+            setup_sql=path_prefix_index_sql(slot.table),
+            teardown_sql=f"DROP INDEX IF EXISTS {slot.table}_path_prefix_idx",
+        )
         frames = await postgres.mount_table_target(
             PG_POOL, table_name=slot.frames_table, table_schema=await frames_schema(dim)
         )
-        frames.declare_vector_index(column="embedding", metric="cosine", method="hnsw", m=16, ef_construction=64)
+        _vector_index(frames, slot.frames_table, dim, halfvec)
         _index_on(frames, slot.frames_table, "id")
         tables.append((name, images, frames))
     errors = await postgres.mount_table_target(

@@ -1,0 +1,133 @@
+"""`python -m bench.scale`: the search SQL at scale, without HTTP or a text encoder: similar-image and
+folder-filtered searches (a folder holding 10 %) through `api.search.search_by_vector`, p50 / p95
+and recall@10 against an exact float32 numpy scan, with the HNSW build time and index size.
+
+    python -m bench.scale --sizes 200000                  # on a temporary embedded server
+    python -m bench.scale --sizes 1000000 --url postgresql://...
+
+`python -m bench --scale 10000,100000,1000000` measures the same beside the HTTP figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from api.search import make_filters, search_by_vector
+from bench.common import Report, median, percentile, verdict
+from bench.serving import FOLDERS, ScaleDatabase, build_scale_database, synthetic_embeddings
+
+MODEL = "bench/scale-model"
+FOLDER = "synthetic/f3"  # one of FOLDERS, a tenth of the rows
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> set[int]:
+    """The ids (row numbers) of the k nearest among `allowed` rows (all when None), exactly."""
+    scores = vectors @ query if allowed is None else vectors[allowed] @ query
+    top = np.argpartition(-scores, k)[:k]
+    return set((top if allowed is None else allowed[top]).tolist())
+
+
+def _timed_searches(
+    url: str, vectors: np.ndarray, probes: list[int], ef_search: int, folder: str | None, model: str
+) -> tuple[list[float], list[set[int]]]:
+    filters = make_filters(folder=folder)
+    timings, answers = [], []
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        search_by_vector(conn, vectors[0], model=model, limit=10, filters=filters)  # warm the caches
+        for i in probes:
+            started = time.perf_counter()
+            hits, _ = search_by_vector(
+                conn, vectors[i], model=model, limit=10, filters=filters, exclude_ids=[i], ef_search=ef_search
+            )
+            timings.append(time.perf_counter() - started)
+            answers.append({h.id for h in hits})
+    return timings, answers
+
+
+def measure_searches(
+    url: str, vectors: np.ndarray, probes: list[int], report: Report, ef_search: int = 100, model: str = MODEL
+) -> dict[str, float]:
+    """Similar and filtered searches through the server's SQL; their rows in `report`."""
+    size = len(vectors)
+    in_folder = np.arange(int(FOLDER[-1]), size, FOLDERS)  # copy_synthetic_rows: row i in f{i % FOLDERS}
+    figures: dict[str, float] = {}
+    for label, folder in (("similar image", None), ("filtered to a folder of 10%", FOLDER)):
+        timings, answers = _timed_searches(url, vectors, probes, ef_search, folder, model)
+        hits = 0
+        for i, got in zip(probes, answers):
+            allowed = in_folder[in_folder != i] if folder else np.delete(np.arange(size), i)
+            hits += len(exact_top(vectors, vectors[i], 10, allowed) & got)
+        recall = hits / (10 * len(probes))
+        p50, p95 = median(timings) * 1000, percentile(timings, 95) * 1000
+        goal = 10 if folder is None else 30
+        million = size >= 1_000_000
+        report.add(
+            "4 query",
+            f"search SQL, {label}, at {size:,}: p50 / p95, recall@10 vs exact float32",
+            f"{p50:.1f} / {p95:.1f} ms, recall {recall:.3f}",
+            "",
+            "",
+            f"p50 ≤ {goal} ms at 1M, recall ≥ 0.95" if million else "recall ≥ 0.95",
+            verdict((p50 <= goal or not million) and recall >= 0.95),
+        )
+        key = "filtered" if folder else "similar"
+        figures.update({f"{key}_p50_ms": p50, f"{key}_p95_ms": p95, f"{key}_recall": recall})
+    return figures
+
+
+def report_build(db: ScaleDatabase, size: int, report: Report) -> None:
+    kind = "halfvec" if db.halfvec else "vector"
+    report.add(
+        "4 query",
+        f"HNSW index ({kind}, m=16, ef_construction=64) over {size:,}: build time, size",
+        f"{db.build_seconds:.1f} s with {db.workers} parallel workers, {db.index_bytes / 1e6:,.0f} MB "
+        f"({db.index_bytes / size:,.0f} B/row)",
+        f"table {db.table_bytes / 1e6:,.0f} MB",
+    )
+
+
+@contextmanager
+def _server(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from bench.storage import embedded_server
+
+    with embedded_server() as found:
+        yield found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="200000", help="comma-separated row counts")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--ef", type=int, default=100, help="SEARCH_EF")
+    parser.add_argument("--url", help="a Postgres server with pgvector (default: a temporary embedded one)")
+    args = parser.parse_args()
+    report = Report()
+    with _server(args.url) as admin:
+        for size in (int(s) for s in args.sizes.split(",")):
+            started = time.perf_counter()
+            vectors = synthetic_embeddings(size, args.dim)
+            print(f"{size:,} vectors made in {time.perf_counter() - started:.0f}s", flush=True)
+            db = build_scale_database(admin, f"bench_scale_{size}", vectors, MODEL)
+            report_build(db, size, report)
+            probes = np.random.default_rng(3).choice(size, min(args.queries, size), replace=False).tolist()
+            measure_searches(db.url, vectors, probes, report, args.ef)
+            for row in report.rows:
+                print(f"| {row.metric} | {row.ours} | {row.usual} | {row.target} | {row.met} |", flush=True)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "bench_scale_{size}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

