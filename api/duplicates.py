@@ -1,10 +1,10 @@
 """Duplicates: images with the same bytes (exact) or nearly the same picture (near), in groups.
 
-Exact copies share a `content_hash`, which the indexer already stores. Near-duplicates are found by
-asking the HNSW index for each image's few nearest neighbours (a LATERAL join, one statement per
-batch of images) and keeping the pairs above the similarity threshold; pairs are then joined into
-groups with union-find, so a chain of close pairs is one group even when its ends are further apart.
-An all-pairs comparison would be quadratic: 5·10⁹ pairs at 100,000 images.
+Exact copies share a `content_hash`, which the indexer already stores. Near-duplicates are every
+pair at or above the similarity threshold, found by `api.near_pairs` from the embeddings read in
+one binary COPY (matrix products within cells of similar images, not one HNSW walk per image, which
+took minutes at 100,000); pairs are then joined into groups with union-find, so a chain of close
+pairs is one group even when its ends are further apart.
 
 Nothing here deletes anything: the groups are for a person to look at.
 """
@@ -15,21 +15,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
+from api.near_pairs import near_pairs
 from api.search import COLUMNS, ImageRecord, parse_folder, record_of
 from core.db import IMAGES_TABLE
 from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
 from core.model_state import model_table
-from core.vector_index import index_shape
 
 DEFAULT_THRESHOLD = 0.95
 MIN_THRESHOLD = 0.5
-NEIGHBOURS = 6  # per image; larger groups still join through chains of neighbours
-EF_SEARCH = 24  # candidates for 6 neighbours; more costs time and finds nothing closer at 0.95
-BATCH = 2000  # images per statement: few round trips, and each one still answers in well under a second
 CACHE_SECONDS = 600.0  # an upper bound on staleness when something other than the indexer writes
 
 
@@ -81,48 +79,54 @@ def _exact_sets(conn: psycopg.Connection[Any], model: str, folder: str | None) -
     return [list(r[0]) for r in conn.execute(query, [model, *params])]
 
 
-def _near_pairs(
-    conn: psycopg.Connection[Any], model: str, threshold: float, folder: str | None, neighbours: int, batch: int
-) -> list[tuple[int, int, float]]:
-    """(a, b, similarity) with a < b for every image's nearest neighbours above the threshold."""
-    clause, params = _folder_clause(folder, "a")
-    ids = [
-        r[0]
-        for r in conn.execute(
-            sql.SQL("SELECT id FROM {table} a WHERE model = %s{folder} ORDER BY id").format(
-                table=sql.Identifier(model_table(model)), folder=clause
-            ),
-            [model, *params],
+def _vectors(conn: psycopg.Connection[Any], model: str, folder: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every (id, embedding) of `model`'s images, through one binary COPY: its records have a fixed
+    size, so numpy reads them in place (a second or two at a million, where one Python object per
+    row would take tens of seconds)."""
+    table = model_table(model)
+    dim = conn.execute(
+        sql.SQL("SELECT vector_dims(embedding) FROM {} WHERE embedding IS NOT NULL LIMIT 1").format(
+            sql.Identifier(table)
         )
-    ]
-    # The inner ORDER BY has nothing but the distance, so the planner uses the HNSW index with the
-    # outer row's vector; a filter inside it would be applied after the index scan anyway.
-    # ordered by the expression the index is built on (halfvec where pgvector has it), the threshold
-    # held against the float32 distance
-    table_name = model_table(model)
-    order = index_shape(conn, table_name).distance("b.embedding", "a.embedding")
+    ).fetchone()
+    if dim is None:
+        return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
     query = sql.SQL(
-        "SELECT a.id, n.id, n.dist FROM {table} a CROSS JOIN LATERAL ("
-        "  SELECT b.id, b.model, b.path, b.embedding <=> a.embedding AS dist FROM {table} b"
-        "  ORDER BY {order} LIMIT %(k)s) n "
-        "WHERE a.id = ANY(%(ids)s) AND n.id <> a.id AND n.dist <= %(cut)s AND n.model = %(model)s{folder}"
+        "COPY (SELECT id, embedding FROM {table} a WHERE model = {model} AND embedding IS NOT NULL{folder}) "
+        "TO STDOUT (FORMAT BINARY)"
     ).format(
-        table=sql.Identifier(table_name),
-        order=sql.SQL(order),
-        folder=sql.SQL(" AND starts_with(n.path, %(folder)s)") if folder else sql.SQL(""),
+        table=sql.Identifier(table),
+        model=sql.Literal(model),
+        folder=sql.SQL(" AND starts_with(a.path, {})").format(sql.Literal(folder + "/")) if folder else sql.SQL(""),
     )
-    # a hair of slack: identical pictures re-encoded can differ by float rounding at threshold 1.0
-    values: dict[str, Any] = {"k": neighbours + 1, "cut": 1.0 - threshold + 1e-6, "model": model}
-    if folder:
-        values["folder"] = folder + "/"
-    pairs: list[tuple[int, int, float]] = []
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(EF_SEARCH, neighbours + 1))))
-        for start in range(0, len(ids), batch):
-            values["ids"] = ids[start : start + batch]
-            for a, b, dist in conn.execute(query, values):
-                pairs.append((min(a, b), max(a, b), 1.0 - float(dist)))
-    return pairs
+    with conn.cursor().copy(query) as copy:
+        data = b"".join(bytes(block) for block in copy)
+    # a row: field count, then each field's length and value (a vector: dims, unused, floats)
+    record = np.dtype(
+        [
+            ("fields", ">i2"),
+            ("id_len", ">i4"),
+            ("id", ">i8"),
+            ("vec_len", ">i4"),
+            ("dim", ">i2"),
+            ("unused", ">i2"),
+            ("vec", ">f4", (dim[0],)),
+        ]
+    )
+    header = 19  # signature (11), flags (4), extension length (4, zero)
+    rows = np.frombuffer(data, dtype=record, count=(len(data) - header - 2) // record.itemsize, offset=header)
+    return rows["id"].astype(np.int64), rows["vec"].astype(np.float32)
+
+
+def _near_pairs(
+    conn: psycopg.Connection[Any], model: str, threshold: float, folder: str | None
+) -> list[tuple[int, int, float]]:
+    """(a, b, similarity) with a < b for every pair of images at or above the threshold."""
+    ids, vectors = _vectors(conn, model, folder)
+    order = np.argsort(ids)  # row numbers in id order, so a < b holds for the ids too
+    ids, vectors = ids[order], vectors[order]
+    a, b, sims = near_pairs(vectors, threshold)
+    return list(zip(ids[a].tolist(), ids[b].tolist(), sims.tolist()))
 
 
 def find_duplicate_groups(
@@ -131,8 +135,6 @@ def find_duplicate_groups(
     threshold: float = DEFAULT_THRESHOLD,
     *,
     folder: str | None = None,
-    neighbours: int = NEIGHBOURS,
-    batch: int = BATCH,
 ) -> list[Group]:
     """Every group of duplicates among `model`'s images (in `folder`, if given), largest first,
     then the most alike."""
@@ -146,7 +148,7 @@ def find_duplicate_groups(
             uf.union(ids[0], other)
         for i in ids:
             best[i] = 1.0
-    pairs = _near_pairs(conn, model, threshold, folder, neighbours, batch)
+    pairs = _near_pairs(conn, model, threshold, folder)
     for a, b, similarity in pairs:
         uf.union(a, b)
         best[a] = max(best.get(a, 0.0), similarity)

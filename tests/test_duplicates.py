@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import run_main
 from fastapi.testclient import TestClient
@@ -17,6 +18,7 @@ from PIL import Image
 from test_browser import gallery, open_page, server  # noqa: F401  (fixtures reused as they are)
 
 from api.app import create_app
+from api.near_pairs import near_pairs
 from core.settings import Settings
 
 
@@ -143,3 +145,41 @@ def test_the_page_shows_each_group_side_by_side(server: str) -> None:  # noqa: F
         page.reload()
         page.wait_for_function("document.querySelector('#summary').textContent.startsWith('No duplicates')")
         assert page.input_value("#threshold") == "1" and page.input_value("#folder") == "holiday"
+
+
+def _planted(count: int, dim: int, seed: int) -> np.ndarray:
+    """Clustered unit vectors with a tenth of them replaced by close copies of others."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((count // 20, dim)).astype(np.float32)
+    vectors = centers[rng.integers(0, len(centers), count)] + rng.standard_normal((count, dim)).astype(np.float32)
+    for a, b in rng.choice(count, (count // 10, 2), replace=False):
+        vectors[b] = vectors[a] + 0.05 * rng.standard_normal(dim).astype(np.float32)
+    return vectors
+
+
+def _all_pairs(vectors: np.ndarray, threshold: float) -> set[tuple[int, int]]:
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    a, b = np.nonzero(np.triu(x @ x.T >= threshold - 1e-6, 1))
+    return set(zip(a.tolist(), b.tolist()))
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.95, 1.0])
+def test_near_pairs_are_every_pair_above_the_threshold_checked_against_all_pairs(threshold: float) -> None:
+    vectors = _planted(2000, 48, seed=3)
+    vectors[7] = vectors[8]  # identical embeddings count at threshold 1.0
+    a, b, sims = near_pairs(vectors, threshold)
+    assert set(zip(a.tolist(), b.tolist())) == _all_pairs(vectors, threshold)
+    assert bool(np.all(sims >= threshold - 1e-6)) and bool(np.all(sims <= 1.0))
+
+
+def test_the_cells_find_the_same_pairs_as_all_against_all_on_planted_copies() -> None:
+    vectors = _planted(3000, 48, seed=4)
+    exact = near_pairs(vectors, 0.9)
+    cells = near_pairs(vectors, 0.9, exact_max=0)  # the path larger collections take
+    assert len(exact[0]) > 250
+    assert set(zip(cells[0].tolist(), cells[1].tolist())) == set(zip(exact[0].tolist(), exact[1].tolist()))
+    assert np.allclose(cells[2], exact[2])
+
+
+def test_no_pairs_from_fewer_than_two_vectors() -> None:
+    assert all(len(part) == 0 for part in near_pairs(np.ones((1, 8), dtype=np.float32), 0.9))
