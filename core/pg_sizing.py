@@ -87,8 +87,8 @@ def graph_bytes(rows: int, dims: int, bytes_per_dim: int = 4) -> int:
 
 
 def _pg(nbytes: int) -> str:
-    """Bytes as a Postgres memory value, in whole MB."""
-    return f"{max(1, nbytes // MB)}MB"
+    """Bytes as a Postgres memory value, in whole MB (rounded up)."""
+    return f"{max(1, -(-nbytes // MB))}MB"
 
 
 def choose(machine: Machine, rows: int, dims: int, settings: Settings) -> dict[str, str]:
