@@ -242,6 +242,8 @@ def _copy(old_url: str, new_url: str, new_bin: Path, work: Path) -> dict[str, in
         if dumped != 0:
             raise subprocess.CalledProcessError(dumped, dump.args, stderr=dump.stderr.read())
         restore.check_returncode()
+        with psycopg.connect(_on(new_url, database), autocommit=True) as conn:
+            conn.execute("ANALYZE")  # the planner's statistics (and the sizing's row counts) start empty
         old_counts, new_counts = _row_counts(_on(old_url, database)), _row_counts(_on(new_url, database))
         if old_counts != new_counts:
             differ = sorted(t for t in old_counts.keys() | new_counts.keys() if old_counts.get(t) != new_counts.get(t))
