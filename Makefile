@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`.
-PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 # The CPU build; an unpinned torch pulls several GB of CUDA packages.

