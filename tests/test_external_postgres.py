@@ -87,7 +87,7 @@ class TestOwnPostgres:
         with psycopg.connect(pg.url()) as conn:
             table = model_table(settings.clip_model)  # `images` is a view of it
             indexes = [r[0] for r in conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,))]
-        assert any("hnsw" in d and "vector_cosine_ops" in d for d in indexes), indexes
+        assert any("hnsw" in d and ("vector_cosine_ops" in d or "halfvec_cosine_ops" in d) for d in indexes), indexes
 
         server, base = serve_and_wait(start_process, settings)
         port = int(base.rsplit(":", 1)[1])
