@@ -78,6 +78,10 @@ def looks_like_outage(exc: BaseException) -> bool:
             return False  # no pgvector on the server: waiting will not bring it
         if isinstance(e, OSError) and e.errno in _DISK_FULL:
             return True
+        if isinstance(e, FileNotFoundError) and e.filename is None:
+            # connecting to the embedded server's Unix socket while it restarts: the socket file
+            # is gone (file operations name their file; a socket's connect does not)
+            return True
         if isinstance(e, (psycopg.errors.DiskFull, asyncpg.exceptions.DiskFullError, *_CONNECTION_ERRORS)):
             return True
         text = str(e).lower()

@@ -8,6 +8,7 @@ back, 503s (never an empty answer) while it is away, and a status that tells the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import psycopg
 import pytest
@@ -29,6 +31,7 @@ from test_faults import PG_BIN, StoppablePostgres, search_paths
 
 from core.model_state import model_table
 from core.settings import Settings, load_settings
+from flows.recovery import looks_like_outage
 
 FILES = 24  # small, in batches of 4: an outage always finds work under way
 BATCH = "4"
@@ -494,3 +497,19 @@ class TestDiskFull:
         finally:
             db.close()
             shutil.rmtree(tmp_path / "full-img", ignore_errors=True)
+
+
+class TestWhatCountsAsAnOutage:
+    def test_a_vanished_socket_is_an_outage_and_a_missing_file_is_not(self) -> None:
+        async def connect_to_a_socket_that_is_gone() -> BaseException:
+            try:
+                await asyncpg.connect("postgresql://postgres@/postgres?host=/nonexistent-socket-folder")
+            except BaseException as exc:  # what asyncpg raises while the embedded server restarts
+                return exc
+            raise AssertionError("connected to nothing")
+
+        assert looks_like_outage(asyncio.run(connect_to_a_socket_that_is_gone()))
+        try:
+            open("/nonexistent-folder/picture.jpg", "rb")
+        except FileNotFoundError as missing:
+            assert not looks_like_outage(missing)
