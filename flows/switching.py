@@ -78,6 +78,8 @@ def next_step(url: str, run: IndexRun, scanned: bool) -> str | None:
         building = run.choice.building
         if building is None or building not in run.slots or now.active == building:
             return None  # (the last: switched already, the restart that follows not yet begun)
+        if not table_exists(conn, model_table(building)):
+            return None  # asked to switch at once, but the indexer has not made its table yet
         covered, total = coverage(conn, now)
         if now.switch_requested or (scanned and covered >= total):
             log.warning("switching searches to %s (%d of %d files embedded)", building, covered, total)
