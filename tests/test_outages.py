@@ -155,7 +155,8 @@ class Sightline:
 
     def ready(self, images: int, model: str | None = None) -> dict[str, Any] | None:
         s = self.status()
-        if not s or s.get("database") != "ok" or s.get("scanning") or s.get("images") != images:
+        # `waiting` too: the indexer may wait (a disk full) while the server's status reads fine
+        if not s or s.get("database") != "ok" or s.get("scanning") or s.get("waiting") or s.get("images") != images:
             return None
         return s if model is None or s["model"] == model else None
 
