@@ -199,12 +199,23 @@ def ensure_schema(url: str) -> VectorFeatures:
                 "(https://github.com/pgvector/pgvector), or leave DATABASE_URL empty to use the "
                 "embedded server, which includes it."
             ) from exc
+        _create_trigram_extension(conn)
         features = _check_version(conn)
         conn.execute(OWN_SCHEMA)
         conn.execute(indexer_status.SCHEMA)
         conn.execute(folder_survey.SCHEMA)
     _features[url] = features
     return features
+
+
+def _create_trigram_extension(conn: psycopg.Connection[Any]) -> None:
+    """pg_trgm where the server has it and this user may create it (it is a trusted extension
+    since Postgres 13, so a database owner may); text search works without it, less well."""
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except psycopg.Error as exc:
+        log.info("no pg_trgm on this server (%s): text matches use plain substring tests", first_line(exc))
 
 
 def _check_version(conn: psycopg.Connection[Any]) -> VectorFeatures:

@@ -5,6 +5,10 @@ each feature is used where it exists.
 - 0.7: `halfvec` (half the memory per vector, in the table or in an index on a cast) and binary
   quantisation.
 - 0.8: iterative index scans, so a filtered HNSW search still returns a full page.
+
+Beside pgvector, `pg_trgm` (a contrib module: trigram matching, so parts of words and numbers
+match in the text search) is used where the server has it; without it, text matches fall back to
+plain substring tests.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ MINIMUM = (0, 5, 0)
 @dataclass(frozen=True)
 class VectorFeatures:
     version: tuple[int, int, int]
+    trigram: bool = False  # pg_trgm is installed in this database
 
     @property
     def halfvec(self) -> bool:
@@ -41,5 +46,7 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 def vector_features(conn: psycopg.Connection[Any]) -> VectorFeatures | None:
     """The installed pgvector's features, or None when the extension is not installed."""
-    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-    return None if row is None else VectorFeatures(parse_version(str(row[0])))
+    found = dict(conn.execute("SELECT extname, extversion FROM pg_extension WHERE extname IN ('vector', 'pg_trgm')"))
+    if "vector" not in found:
+        return None
+    return VectorFeatures(parse_version(str(found["vector"])), trigram="pg_trgm" in found)
