@@ -36,7 +36,7 @@ def plant_duplicates(
 
 def bench_duplicates(admin_url: str, report: Report, sizes: list[int], dim: int) -> None:
     for size in sizes:
-        vectors, near = plant_duplicates(synthetic_embeddings(size, dim, seed=11))
+        vectors, near = plant_duplicates(synthetic_embeddings(size, dim, seed=11, shape="flat"))
         # a tenth as many exact copies: same bytes, so the same hash and the same embedding
         exact = [(a, b) for a, b in near[: max(1, len(near) // 10)]]
         for a, b in exact:

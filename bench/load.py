@@ -99,7 +99,7 @@ def load_test(
         # the indexer made the table; fill it with synthetic rows, as if a large folder were indexed
         with psycopg.connect(url, autocommit=True) as conn:
             register_vector(conn)
-            copy_synthetic_rows(conn, synthetic_embeddings(size, model.dim), model.name, first_id=1)
+            copy_synthetic_rows(conn, synthetic_embeddings(size, model.dim, shape="flat"), model.name, first_id=1)
             conn.execute(f"ANALYZE {model_table(model.name)}")
         texts, popular = queries(2000), queries(10)
         stop, tally = threading.Event(), Tally()

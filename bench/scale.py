@@ -111,13 +111,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--ef", type=int, default=100, help="SEARCH_EF")
+    parser.add_argument("--shape", default="nested", choices=["nested", "flat"], help="how the vectors cluster")
     parser.add_argument("--url", help="a Postgres server with pgvector (default: a temporary embedded one)")
     args = parser.parse_args()
     report = Report()
     with _server(args.url) as admin:
         for size in (int(s) for s in args.sizes.split(",")):
             started = time.perf_counter()
-            vectors = synthetic_embeddings(size, args.dim)
+            vectors = synthetic_embeddings(size, args.dim, shape=args.shape)
             print(f"{size:,} vectors made in {time.perf_counter() - started:.0f}s", flush=True)
             db = build_scale_database(admin, f"bench_scale_{size}", vectors, MODEL)
             report_build(db, size, report)

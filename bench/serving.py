@@ -21,6 +21,7 @@ from PIL import Image
 
 from bench.common import Report, Server, free_port, main_py, median, percentile, verdict, wait_until
 from bench.latency import queries
+from bench.tables import model_tables_sql
 from core.db import database_url, ensure_schema
 from core.embedder import open_embedder
 from core.model_state import frames_table, model_table, switch_to
@@ -79,20 +80,54 @@ def live_latency(settings: Settings, env: dict[str, str], report: Report, drops:
     )
 
 
-def synthetic_embeddings(count: int, dim: int, seed: int = 7) -> np.ndarray:
-    """Unit vectors in clusters, like image embeddings (photos of the same kinds of things sit
-    together). Uniform random vectors would be the worst case for any graph index and unlike
-    anything a CLIP model produces. Made in chunks, so a million 512-d vectors need their own
-    2 GB and little more."""
+def synthetic_embeddings(count: int, dim: int, seed: int = 7, shape: str = "nested") -> np.ndarray:
+    """Unit vectors clustered like image embeddings, made in chunks (a million 512-d vectors need
+    their own 2 GB and little more). Uniform random vectors would be the worst case for any graph
+    index and unlike anything a CLIP model produces.
+
+    - "nested" (the default): clusters within clusters, as photos are: a common direction (CLIP's
+      embeddings fill a narrow cone: two unrelated photos sit at cosine 0.34 here), topics of about
+      2,000 items, kinds of about 100 and events of about 10 (cosine 0.58, 0.75 and 0.89 within
+      each). The neighbours past the tenth are then still well defined, as in real collections, so
+      a filter that keeps a tenth of the rows asks for neighbours the graph can find.
+    - "flat": unrelated clusters of about 20 with heavy noise. Past a cluster every other item is
+      equally far (cosine 0 ± 0.04), so ranking them is ranking noise: a filtered search's recall
+      measures luck there. Kept for the duplicates figures, which plant their pairs in it.
+    """
     rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((max(8, count // 20), dim), dtype=np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    owner = rng.integers(0, len(centers), count)
+
+    def units(n: int) -> np.ndarray:
+        x = rng.standard_normal((n, dim), dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
     out = np.empty((count, dim), dtype=np.float32)
+    if shape == "flat":
+        centers = units(max(8, count // 20))
+        owner = rng.integers(0, len(centers), count)
+        for start in range(0, count, 65_536):
+            stop = min(count, start + 65_536)
+            noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
+            chunk = centers[owner[start:stop]] + 1.2 * noise / np.float32(np.sqrt(dim))
+            out[start:stop] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+        return out
+    if shape != "nested":
+        raise ValueError(f"shape {shape!r}: expected nested or flat")
+    common = units(1)[0]
+    topics = units(max(2, count // 2000))
+    kinds, kind_topic = units(max(4, count // 100)), rng.integers(0, max(2, count // 2000), max(4, count // 100))
+    events, event_kind = units(max(8, count // 10)), rng.integers(0, max(4, count // 100), max(8, count // 10))
+    owner = rng.integers(0, len(events), count)
     for start in range(0, count, 65_536):
         stop = min(count, start + 65_536)
-        noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
-        chunk = centers[owner[start:stop]] + 1.2 * noise / np.float32(np.sqrt(dim))
+        event = owner[start:stop]
+        kind = event_kind[event]
+        chunk = (
+            0.7 * common
+            + 0.6 * topics[kind_topic[kind]]
+            + 0.5 * kinds[kind]
+            + 0.45 * events[event]
+            + 0.4 * units(stop - start)
+        )
         out[start:stop] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     return out
 
@@ -129,23 +164,11 @@ def build_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: 
     url = new_database(admin_url, name)
     count, dim = vectors.shape
     ensure_schema(url)
-    table = model_table(model)
+    table, frames = model_table(model), frames_table(model)
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
-        # the columns the indexer's tables have (flows/indexer.py: ImageRow, FrameRow)
-        conn.execute(
-            f"CREATE TABLE {table} (path text PRIMARY KEY, id bigint, kind text NOT NULL DEFAULT 'picture', "
-            "content_hash text, size bigint, modified_at timestamptz, width bigint, height bigint, format text, "
-            "taken_at timestamp, camera text, latitude double precision, longitude double precision, "
-            "keywords text[] NOT NULL DEFAULT '{}', title text, description text, rating bigint, "
-            "duration double precision, poster_at double precision, original text, motion text, model text, "
-            f"embedding vector({dim}))"
-        )
-        frames = frames_table(model)
-        conn.execute(
-            f"CREATE TABLE {frames} (path text, frame bigint, second double precision, id bigint, "
-            f"model text, embedding vector({dim}), PRIMARY KEY (path, frame))"
-        )
+        for create in model_tables_sql(model, dim):
+            conn.execute(create)
         copy_synthetic_rows(conn, vectors, model)
         features = vector_features(conn)
         halfvec = features is not None and features.halfvec

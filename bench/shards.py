@@ -32,6 +32,7 @@ from pgvector.psycopg import register_vector
 
 from api.search import SearchFilters, search_by_vector
 from bench.common import median, percentile
+from bench.tables import model_tables_sql
 from core.model_state import frames_table, model_table
 
 MODEL = "bench/shards"
@@ -83,17 +84,8 @@ def load(url: str, data: dict[str, Any], keep: list[int]) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
-        conn.execute(
-            f"CREATE TABLE {table} (path text PRIMARY KEY, id bigint NOT NULL, kind text NOT NULL, "
-            "content_hash text, size bigint, modified_at timestamptz NOT NULL, width int, height int, format text, "
-            "taken_at timestamp, camera text, latitude float8, longitude float8, keywords text[], title text, "
-            "description text, rating int, duration float8, poster_at float8, original text, motion text, "
-            f"model text NOT NULL, embedding vector({dim}) NOT NULL)"
-        )
-        conn.execute(
-            f"CREATE TABLE {frames} (path text, frame int, second float8, id bigint, model text, "
-            f"embedding vector({dim}), PRIMARY KEY (path, frame))"
-        )
+        for create in model_tables_sql(MODEL, dim):
+            conn.execute(create)
         with conn.cursor().copy(
             f"COPY {table} (path, id, kind, modified_at, format, taken_at, model, embedding) FROM STDIN"
         ) as copy:
