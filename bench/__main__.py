@@ -18,6 +18,7 @@ import argparse  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -50,6 +51,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load-size", type=int, default=10_000, help="images in the load test's index")
     parser.add_argument("--usual-sample", type=int, default=120, help="images timed the usual way")
     parser.add_argument("--format-files", type=int, default=16, help="12 MP files of each format to index")
+    parser.add_argument(
+        "--parts",
+        help="comma-separated parts to run (default all): indexing, formats, live, "
+        "scale, cold, load, duplicates, switch",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -83,15 +89,27 @@ def main() -> None:
     env = env_for(settings)
     model = open_embedder(settings.clip_model, settings.device, settings.precision)
     report = Report()
+    parts: dict[str, Callable[[], None]] = {
+        "indexing": lambda: bench_indexing(settings, env, report, args.usual_sample),
+        "formats": lambda: bench_formats(settings, report, work, args.format_files),
+        "live": lambda: live_latency(settings, env, report, args.drops, work),
+        "scale": lambda: query_at_scale(
+            settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work
+        ),
+        "cold": lambda: cold_search(settings, env, report, work),
+        "load": lambda: load_test(settings, env, report, work, args.clients, args.load_seconds, args.load_size),
+        "duplicates": lambda: bench_duplicates(
+            database_url(settings), report, [int(s) for s in args.dup_scale.split(",")], model.dim
+        ),
+        "switch": lambda: model_switch(settings, env, report, work, args.queries),
+    }
+    chosen = [p.strip() for p in args.parts.split(",")] if args.parts else list(parts)
+    unknown = [p for p in chosen if p not in parts]
+    if unknown:
+        raise SystemExit(f"--parts: unknown {', '.join(unknown)}; expected some of {', '.join(parts)}")
     try:
-        bench_indexing(settings, env, report, args.usual_sample)
-        bench_formats(settings, report, work, args.format_files)
-        live_latency(settings, env, report, args.drops, work)
-        query_at_scale(settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work)
-        cold_search(settings, env, report, work)
-        load_test(settings, env, report, work, args.clients, args.load_seconds, args.load_size)
-        bench_duplicates(database_url(settings), report, [int(s) for s in args.dup_scale.split(",")], model.dim)
-        model_switch(settings, env, report, work, args.queries)
+        for name in chosen:
+            parts[name]()
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
