@@ -27,7 +27,7 @@ from core.embedder import open_embedder
 from core.model_state import frames_table, model_table, switch_to
 from core.settings import PROJECT_ROOT, Settings
 from core.vector_features import vector_features
-from core.vector_index import halfvec_index_sql, path_prefix_index_sql, vector_index_sql
+from core.vector_index import halfvec_index_sql, index_shape, path_prefix_index_sql, vector_index_sql
 
 TAKEN_FROM = datetime(2015, 1, 1)
 
@@ -235,17 +235,19 @@ def _exact_top(vectors: np.ndarray, query: np.ndarray, k: int, exclude: int | No
     return set(np.argpartition(-scores, k)[:k].tolist())
 
 
-def ef_sweep(url: str, vectors: np.ndarray, probes: list[int], report: Report, size: int) -> None:
+def ef_sweep(url: str, vectors: np.ndarray, probes: list[int], report: Report, size: int, model: str) -> None:
     """Recall@10 and SQL time of the index alone at several hnsw.ef_search values."""
+    table = model_table(model)
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
+        distance = index_shape(conn, table).distance("embedding")  # the expression the index answers
         for ef in (40, 100, 200, 400):
             conn.execute(f"SET hnsw.ef_search = {ef}")
             timings, answers = [], []
             for i in probes:
                 started = time.perf_counter()
                 rows = conn.execute(
-                    "SELECT id FROM images WHERE id <> %s ORDER BY embedding <=> %s LIMIT 10", (i, vectors[i])
+                    f"SELECT id FROM {table} WHERE id <> %(i)s ORDER BY {distance} LIMIT 10", {"i": i, "q": vectors[i]}
                 ).fetchall()
                 timings.append(time.perf_counter() - started)
                 answers.append({r[0] for r in rows})
@@ -356,7 +358,7 @@ def query_at_scale(
         )
         report_build(db, size, report)
         measure_searches(url, vectors, probes, report, settings.search_ef, model.name)
-        ef_sweep(url, vectors, probes[:100], report, size)
+        ef_sweep(url, vectors, probes[:100], report, size, model.name)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "bench_scale_{size}" WITH (FORCE)')
 

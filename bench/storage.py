@@ -5,9 +5,10 @@ at each CLIP embedding size. The figures in docs/scaling.md come from this.
     python -m bench.storage --rows 50000 --dims 512   # one size, more rows
     python -m bench.storage --url postgresql://...    # another server (default: a temporary embedded one)
 
-The table has the columns of the real `images` table (flows/indexer.py), its keys and the same HNSW
-index (cosine, m=16, ef_construction=64); the embedding cache is `core.db`'s own table. Vectors are
-random unit vectors: the sizes do not depend on their values, the timings somewhat do.
+The table has the columns of the real model table (`flows.indexer`'s schema), its keys and the
+same HNSW index (cosine, m=16, ef_construction=64, on `halfvec` where pgvector has it); the
+embedding cache is `core.db`'s own table. Vectors are random unit vectors: the sizes do not
+depend on their values, the timings somewhat do.
 """
 
 from __future__ import annotations
@@ -26,16 +27,14 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
+from bench.tables import model_tables_sql
 from core import indexer_status
 from core.db import OWN_SCHEMA
+from core.model_state import frames_table, model_table
+from core.vector_features import vector_features
+from core.vector_index import distance_sql, halfvec_index_sql, index_name, path_prefix_index_sql, vector_index_sql
 
-TABLE_SQL = """
-CREATE TABLE bench_images (
-    path text PRIMARY KEY, id bigint NOT NULL, content_hash text NOT NULL, size bigint NOT NULL,
-    modified_at timestamptz NOT NULL, width int NOT NULL, height int NOT NULL, format text NOT NULL,
-    taken_at timestamp, camera text, model text NOT NULL, embedding vector({dim}) NOT NULL
-)
-"""
+MODEL = "openai/clip-vit-base-patch32"
 
 
 @dataclass
@@ -80,43 +79,47 @@ def _rows(dim: int, count: int, rng: np.random.Generator) -> Iterator[tuple[Any,
 
 def measure(url: str, dim: int, rows: int, queries: int = 50) -> Measurement:
     rng = np.random.default_rng(dim * 1000 + rows)
+    table, frames = model_table(MODEL), frames_table(MODEL)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(conn)
-        conn.execute("DROP TABLE IF EXISTS bench_images, embedding_cache")
+        conn.execute(f"DROP TABLE IF EXISTS {table}, {frames}, embedding_cache")
         conn.execute(OWN_SCHEMA)
         conn.execute(indexer_status.SCHEMA)
-        conn.execute(TABLE_SQL.format(dim=dim))
+        for create in model_tables_sql(MODEL, dim):
+            conn.execute(create)
+        features = vector_features(conn)
+        halfvec = features is not None and features.halfvec
+        distance = distance_sql("embedding", dim if halfvec else None)
         started = time.perf_counter()
         with conn.cursor() as cur:
             with cur.copy(
-                "COPY bench_images (path, id, content_hash, size, modified_at, width, height, format, taken_at, "
-                "camera, model, embedding) FROM STDIN WITH (FORMAT BINARY)"
+                f"COPY {table} (path, id, content_hash, size, modified_at, width, height, format, taken_at, "
+                "camera, kind, keywords, model, embedding) FROM STDIN WITH (FORMAT BINARY)"
             ) as copy:
                 copy.set_types(
-                    ["text", "int8", "text", "int8", "timestamptz", "int4", "int4", "text", "timestamp", "text"]
-                    + ["text", "vector"]
+                    ["text", "int8", "text", "int8", "timestamptz", "int8", "int8", "text", "timestamp", "text"]
+                    + ["text", "text[]", "text", "vector"]
                 )
                 for row in _rows(dim, rows, rng):
                     path, i, digest, *rest, vector = row
-                    copy.write_row([path, i, digest, *rest, "openai/clip-vit-base-patch32", vector])
+                    copy.write_row([path, i, digest, *rest, "picture", [], MODEL, vector])
             # the cache keeps the same embeddings as float32 bytes, keyed by model and content hash
             conn.execute(
                 "INSERT INTO embedding_cache (model, content_hash, embedding) "
-                "SELECT model, content_hash, vector_send(embedding) FROM bench_images"
+                f"SELECT model, content_hash, vector_send(embedding) FROM {table}"
             )
         copy_seconds = time.perf_counter() - started
-        conn.execute("CREATE INDEX ON bench_images (id)")
-        conn.execute("CREATE INDEX ON bench_images (content_hash)")
+        conn.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
+        conn.execute(f"CREATE INDEX ON {table} (content_hash)")
+        conn.execute(path_prefix_index_sql(table))
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute("SET max_parallel_maintenance_workers = 0")  # a shared 2-core machine
         started = time.perf_counter()
-        conn.execute(
-            "CREATE INDEX bench_images_hnsw ON bench_images USING hnsw (embedding vector_cosine_ops) "
-            "WITH (m = 16, ef_construction = 64)"
-        )
+        conn.execute(halfvec_index_sql(table, dim) if halfvec else vector_index_sql(table))
         build_seconds = time.perf_counter() - started
-        conn.execute("VACUUM ANALYZE bench_images")
+        hnsw_name = index_name(table) if halfvec else f"{table}_embedding_idx"
+        conn.execute(f"VACUUM ANALYZE {table}")
         conn.execute("VACUUM ANALYZE embedding_cache")
 
         def size(sql: str) -> int:
@@ -124,9 +127,9 @@ def measure(url: str, dim: int, rows: int, queries: int = 50) -> Measurement:
             assert row is not None
             return int(row[0])
 
-        heap = size("SELECT pg_table_size('bench_images')")
-        hnsw = size("SELECT pg_relation_size('bench_images_hnsw')")
-        btree = size("SELECT pg_indexes_size('bench_images')") - hnsw
+        heap = size(f"SELECT pg_table_size('{table}')")
+        hnsw = size(f"SELECT pg_relation_size('{hnsw_name}')")
+        btree = size(f"SELECT pg_indexes_size('{table}')") - hnsw
         cache = size("SELECT pg_total_relation_size('embedding_cache')")
 
         conn.execute("SET hnsw.ef_search = 200")  # SEARCH_EF's default
@@ -135,16 +138,16 @@ def measure(url: str, dim: int, rows: int, queries: int = 50) -> Measurement:
             q = rng.standard_normal(dim).astype(np.float32)
             q /= np.linalg.norm(q)
             started = time.perf_counter()
-            conn.execute("SELECT id FROM bench_images ORDER BY embedding <=> %s LIMIT 40", (q,)).fetchall()
+            conn.execute(f"SELECT id FROM {table} ORDER BY {distance} LIMIT 40", {"q": q}).fetchall()
             timings.append(time.perf_counter() - started)
         conn.execute("SET enable_indexscan = off")  # what api/search.py's exact path amounts to
         exact = []
         for _ in range(max(3, queries // 10)):
             q = rng.standard_normal(dim).astype(np.float32)
             started = time.perf_counter()
-            conn.execute("SELECT id FROM bench_images ORDER BY embedding <=> %s, id LIMIT 40", (q,)).fetchall()
+            conn.execute(f"SELECT id FROM {table} ORDER BY embedding <=> %s, id LIMIT 40", (q,)).fetchall()
             exact.append(time.perf_counter() - started)
-        conn.execute("DROP TABLE bench_images, embedding_cache")
+        conn.execute(f"DROP TABLE {table}, {frames}, embedding_cache")
     return Measurement(
         dim,
         rows,
