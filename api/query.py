@@ -1,12 +1,16 @@
-"""The query language: `q` → weighted terms for the model, plus date and folder filters.
+"""The query language: `q` → weighted terms for the model, plus date, folder and place filters.
 
     2:sunset + mountains - people       terms joined by + (with) and - (without), optional weights
-    "t - shirt" + x-ray                 quotes keep words (and operators, dates) literal
+    "t - shirt" + x-ray                 quotes keep words (and operators, dates, places) literal
     beach + img:3401622331081469        an indexed image as a term
     beach in:holidays/2023 July 2023    filters: in:FOLDER, a bare word naming a subfolder, dates
+    beach in Lisbon, New York 2023      filters: the names of places where pictures were taken
 
-Pure functions: no database, no model. Folder names come through a lookup the caller supplies
-(so bare words are only checked when there are any), and relative dates through `today`.
+Pure functions: no database, no model. Folder and place names come through lookups the caller
+supplies (so that only names the collection has are taken: an ordinary word is never a place
+unless pictures were taken somewhere of that name), and relative dates through `today`. Where
+words could be read several ways, dates come first, then the longest place name (up to
+MAX_PLACE_WORDS words: "New York" before "York"), then a folder's name, then a one-word place.
 
 Operators are `+` and `-` standing at the start of the query or after a space ("a dog - cat",
 "a dog -cat"); a hyphen inside a word ("x-ray", "t-shirt", "2021-2022") is part of the word. A
@@ -82,11 +86,23 @@ class FolderFilter:
         return {"folder": self.folder, "words": self.words, "start": self.start, "end": self.end}
 
 
+@dataclass(frozen=True)
+class PlaceFilter:
+    place: str  # the name as the lookup gave it
+    words: str  # as typed, with a connector before it ("in Lisbon")
+    start: int
+    end: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"place": self.place, "words": self.words, "start": self.start, "end": self.end}
+
+
 @dataclass
 class ParsedQuery:
     terms: list[Term] = field(default_factory=list)
     dates: list[DateRange] = field(default_factory=list)
     folders: list[FolderFilter] = field(default_factory=list)
+    places: list[PlaceFilter] = field(default_factory=list)
 
     @property
     def date_span(self) -> tuple[date, date] | None:
@@ -107,6 +123,8 @@ class ParsedQuery:
             filters["dates"] = [d.as_json() for d in self.dates]
         if self.folders:
             filters["folders"] = [f.as_json() for f in self.folders]
+        if self.places:
+            filters["places"] = [p.as_json() for p in self.places]
         return {"text": self.text, "terms": [t.as_json() for t in self.terms], "filters": filters}
 
 
@@ -277,6 +295,7 @@ WEIGHT = re.compile(r"([0-9.][^:\"\s]*):(.*)", re.DOTALL)
 IMAGE = re.compile(r"img:(.*)", re.DOTALL | re.IGNORECASE)
 FOLDER = re.compile(r"in:(.*)", re.DOTALL | re.IGNORECASE)
 TRAILING = ",.;!?"  # "beach, 2023." still finds the year
+MAX_PLACE_WORDS = 5  # "Saint Vincent and the Grenadines"
 
 
 def _unquote(raw: str) -> str:
@@ -288,9 +307,12 @@ def parse_query(
     *,
     today: date,
     folder_named: Callable[[str], str | None] = lambda word: None,
+    place_named: Callable[[str], str | None] = lambda words: None,
 ) -> ParsedQuery:
     """Read `q`. `folder_named(word)` returns the subfolder a bare word names exactly, or None;
-    it is called only for unquoted words that are neither operators, weights nor dates."""
+    it is called only for unquoted words that are neither operators, weights nor dates.
+    `place_named(words)` returns the place that one or more unquoted words (joined by single
+    spaces) name, or None; it is called for words of terms that are not "- ..." terms."""
     tokens = _lex(q)
     groups: list[tuple[_Token | None, list[_Token]]] = [(None, [])]
     for token in tokens:
@@ -311,10 +333,37 @@ def parse_query(
     plain = len(groups) == 1 and groups[0][0] is None
     for op, words in groups:
         sign = -1.0 if op is not None and op.value == "-" else 1.0
-        _read_term(q, op, words, sign, plain, parsed, today, folder_named)
+        _read_term(q, op, words, sign, plain, parsed, today, Lookups(folder_named, place_named))
     if len(parsed.terms) > MAX_TERMS:
         raise QueryError(f"more than {MAX_TERMS} terms", parsed.terms[MAX_TERMS].start, "fewer terms")
     return parsed
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What the caller knows of the collection: its folders' and its places' names."""
+
+    folder_named: Callable[[str], str | None]
+    place_named: Callable[[str], str | None]
+
+
+def _place_at(
+    tokens: list[_Token], i: int, place_named: Callable[[str], str | None], *, longest: int, shortest: int
+) -> tuple[str, int] | None:
+    """The place named by the most words (from `longest` down to `shortest`) from tokens[i] on
+    that are plain words: its name and how many words."""
+    run: list[str] = []
+    for token in tokens[i : i + longest]:
+        if token.kind != "word" or IMAGE.fullmatch(token.value) or FOLDER.fullmatch(token.value):
+            break
+        run.append(token.value)
+        if token.value != token.value.rstrip(TRAILING):
+            break  # "Lisbon, Portugal": a comma ends a name
+    for n in range(len(run), shortest - 1, -1):
+        named = place_named(" ".join(run[:n]).rstrip(TRAILING))
+        if named is not None:
+            return named, n
+    return None
 
 
 def _read_term(
@@ -325,7 +374,7 @@ def _read_term(
     plain: bool,
     parsed: ParsedQuery,
     today: date,
-    folder_named: Callable[[str], str | None],
+    lookups: Lookups,
 ) -> None:
     weight = 1.0
     tokens = list(tokens)
@@ -357,7 +406,7 @@ def _read_term(
             name = _unquote(m[1]).strip()
             if not name.strip("/ "):
                 raise QueryError("in: without a folder", token.start, "a folder name after in:")
-            parsed.folders.append(FolderFilter(folder_named(name) or name, token.value, token.start, token.end))
+            parsed.folders.append(FolderFilter(lookups.folder_named(name) or name, token.value, token.start, token.end))
             i += 1
             continue
         if token.kind == "word" and sign > 0:
@@ -375,10 +424,21 @@ def _read_term(
                 parsed.dates.append(DateRange(first_day, last_day, words, begin.start, end_token.end))
                 i += used
                 continue
-            named = folder_named(token.value.rstrip(TRAILING))
+            place = _place_at(tokens, i, lookups.place_named, longest=MAX_PLACE_WORDS, shortest=2)
+            named = None if place else lookups.folder_named(token.value.rstrip(TRAILING))
             if named is not None:
                 parsed.folders.append(FolderFilter(named, token.value, token.start, token.end))
                 i += 1
+                continue
+            place = place or _place_at(tokens, i, lookups.place_named, longest=1, shortest=1)
+            if place is not None:
+                name, used = place
+                begin = token
+                if kept and kept[-1].kind == "word" and kept[-1].value.lower() in CONNECTORS:
+                    begin = kept.pop()
+                end = tokens[i + used - 1].end
+                parsed.places.append(PlaceFilter(name, q[begin.start : end], begin.start, end))
+                i += used
                 continue
         kept.append(token)
         i += 1
