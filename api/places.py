@@ -52,7 +52,7 @@ class PlaceIndex:
     """The place names of the collection, most pictures first."""
 
     def __init__(self, entries: Sequence[PlaceEntry]) -> None:
-        self.entries = sorted(entries, key=lambda e: (-e.images, e.name))
+        self.entries = sorted(entries, key=lambda e: (-e.images, e.key))
         self._by_key = {e.key: e for e in self.entries}
 
     def named(self, words: str) -> PlaceEntry | None:

@@ -222,7 +222,9 @@ class TestSortByDate:
             ({"order": "oldest"}, "goes with sort=date"),
         ],
     )
-    def test_a_bad_sort_is_a_422_in_one_line(self, trips: tuple[str, Settings], params: dict[str, str], says: str) -> None:
+    def test_a_bad_sort_is_a_422_in_one_line(
+        self, trips: tuple[str, Settings], params: dict[str, str], says: str
+    ) -> None:
         base, _ = trips
         response = httpx.get(f"{base}/api/search", params={"q": "a red circle", **params})
         assert response.status_code == 422 and says in response.json()["detail"]

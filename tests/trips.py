@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import stills
+from PIL import Image
 from shapes import Drawing, draw
 from videos import quicktime_metadata, write_video
 
@@ -32,13 +33,13 @@ def write_trips(folder: Path) -> None:
     def facts(when: str, latitude: float | None = None, longitude: float | None = None) -> stills.Facts:
         return stills.Facts(taken_at=datetime.fromisoformat(when), latitude=latitude, longitude=longitude)
 
-    red_circle, size = Drawing("red", "circle"), {"width": 160, "height": 120}
-    stills.write_jpeg(roll / "tram.jpg", draw(red_circle, **size), facts("2022-05-14T09:30", 38.7112, -9.1277))
-    stills.write_heic(
-        roll / "castle.heic", draw(Drawing("blue", "square"), **size), facts("2021-03-02T15:00", 38.7139, -9.1335)
-    )
-    stills.write_heic(roll / "shrine.heic", draw(red_circle, **size), facts("2023-04-01T11:00", 35.6764, 139.6993))
-    stills.write_jpeg(roll / "tower.jpg", draw(Drawing("green", "triangle"), **size), facts("2020-08-10T19:45"))
+    def drawn(colour: str, shape: str) -> Image.Image:
+        return draw(Drawing(colour, shape), width=160, height=120)
+
+    stills.write_jpeg(roll / "tram.jpg", drawn("red", "circle"), facts("2022-05-14T09:30", 38.7112, -9.1277))
+    stills.write_heic(roll / "castle.heic", drawn("blue", "square"), facts("2021-03-02T15:00", 38.7139, -9.1335))
+    stills.write_heic(roll / "shrine.heic", drawn("red", "circle"), facts("2023-04-01T11:00", 35.6764, 139.6993))
+    stills.write_jpeg(roll / "tower.jpg", drawn("green", "triangle"), facts("2020-08-10T19:45"))
     # 48.8584 N, 2.2945 E in XMP's "DD,MM.mmk" form
     stills.write_sidecar(roll / "tower.jpg.xmp", stills.xmp_packet(gps=("48,51.504N", "2,17.670E")))
     write_video(
@@ -46,5 +47,5 @@ def write_trips(folder: Path) -> None:
         [(Drawing("yellow", "triangle"), 2)],
         metadata=quicktime_metadata(created="2019-12-24T18:00:00-0500", location="+40.7580-073.9855+010.000/"),
     )
-    stills.write_jpeg(roll / "harbour.jpg", draw(red_circle, **size), facts("2024-01-15T08:10", -33.9036, 18.4207))
-    stills.write_jpeg(roll / "garden.jpg", draw(red_circle, **size), facts("2018-06-01T12:00"))
+    stills.write_jpeg(roll / "harbour.jpg", drawn("red", "circle"), facts("2024-01-15T08:10", -33.9036, 18.4207))
+    stills.write_jpeg(roll / "garden.jpg", drawn("red", "circle"), facts("2018-06-01T12:00"))
