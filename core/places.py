@@ -24,6 +24,7 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -65,6 +66,7 @@ class Place:
         }
 
 
+@lru_cache(maxsize=1 << 16)  # the same few thousand names, again and again, when places are counted
 def place_key(name: str) -> str:
     """How names are compared: accents, case and punctuation aside ("Zürich" = "zurich",
     "Île-de-France" = "ile de france", "St. Louis" = "st louis")."""

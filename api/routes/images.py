@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 
 from api.answer import Ask, answer
 from api.places import places_of
-from api.schemas import Folders, Image, Limit, MinMatch, Offset, Places, SearchPage, answers, errors
+from api.schemas import Folders, Image, Limit, MinMatch, Offset, Order, Places, SearchPage, Sort, answers, errors
 from api.search import get_image, list_folders
 from api.services import ServicesDep
 from core.errors import NotFound
@@ -47,8 +47,11 @@ def similar(
     limit: Limit = 40,
     offset: Offset = 0,
     min_match: MinMatch = None,
+    sort: Sort = None,
+    order: Order = None,
 ) -> dict[str, Any]:
-    ask = Ask(similar_to=image_id, limit=limit, offset=offset, min_match=min_match, echo={"similar_to": image_id})
+    echo = {"similar_to": image_id}
+    ask = Ask(similar_to=image_id, limit=limit, offset=offset, min_match=min_match, sort=sort, order=order, echo=echo)
     return answer(services, ask)
 
 
