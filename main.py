@@ -5,6 +5,7 @@
     python main.py watch            # keep the table in sync with the folder, no server
     python main.py search "a dog"   # search from the terminal
     python main.py status           # what the index holds, what failed
+    python main.py places           # where the pictures were taken, with counts
     python main.py duplicates       # groups of exact and near-duplicate images (nothing is deleted)
     python main.py model [NAME]     # the model in use; NAME builds another beside it
 
@@ -123,6 +124,12 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     from api.cli import run_search
 
     return run_search(settings, args)
+
+
+def cmd_places(settings: Settings, args: argparse.Namespace) -> int:
+    from api.cli import run_places
+
+    return run_places(settings, args)
 
 
 def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
@@ -248,10 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--min-match", choices=("strong", "weak", "none"), help="leave out results judged below this level"
     )
+    search.add_argument("--place", help="only pictures taken there (a name from `places`)")
+    search.add_argument(
+        "--sort", choices=("relevance", "date"), help="date: every strong match (or --min-match) by date"
+    )
+    search.add_argument("--order", choices=("newest", "oldest"), help="with --sort date: newest (default) or oldest")
     search.add_argument("--limit", type=int, default=20)
     search.add_argument("--offset", type=int, default=0)
     search.add_argument("--json", action="store_true", help="print JSON (the API's result objects)")
     search.set_defaults(run=cmd_search)
+
+    places = commands.add_parser("places", help="the places where the pictures were taken, with counts")
+    places.add_argument("--json", action="store_true", help="print JSON (the API's answer)")
+    places.set_defaults(run=cmd_places)
 
     dup = commands.add_parser("duplicates", help="groups of exact and near-duplicate images (nothing is deleted)")
     dup.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for near-duplicates, 0.5-1.0")

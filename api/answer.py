@@ -1,6 +1,7 @@
 """The one path from a search to its answer, for the HTTP API and the command line alike.
 
     parse the query → resolve image terms → embed → query the index → judge relevance → page
+                                                                  (→ sort by date, `api.by_date`)
 
 Every form of search (`GET /api/search?q=`, the structured `POST /api/search`, an uploaded example,
 "similar to this image", `python main.py search`) becomes one `Ask` and goes through `answer`.
@@ -9,15 +10,17 @@ Along the path `model` is always a model's name and `embedder` the loaded model 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
 import numpy as np
 import psycopg
 
+from api.by_date import DateOrder, by_date, check_sort
+from api.places import PlaceCache, PlaceIndex, lazy_places, match_places, place_cache
 from api.query import ParsedQuery, QueryError, Term, parse_query
 from api.relevance import LEVELS, STRONG, Judges, at_least, level_of
 from api.search import (
@@ -63,6 +66,8 @@ class Ask:
     limit: int = 40
     offset: int = 0
     min_match: str | None = None
+    sort: str | None = None  # "date", or relevance (the default)
+    order: str | None = None  # with sort=date: newest (the default) or oldest
     echo: Any = None  # how the answer's `query` field repeats the question
 
 
@@ -71,6 +76,7 @@ class SearchContext(Protocol):
 
     settings: Settings
     folders: FolderCache
+    places: PlaceCache
     judges: Judges
 
     def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
@@ -86,6 +92,7 @@ class OneConnection:
         self._embedder = embedder
         self.settings = settings
         self.folders = folder_cache()
+        self.places = place_cache()
         self.judges = Judges()
 
     @contextmanager
@@ -120,6 +127,7 @@ def check_weight(weight: float, name: str) -> None:
 def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:
     """The page of results for `ask`, with how it was understood."""
     level = check_min_match(ask.min_match)
+    order = check_sort(ask.sort, ask.order)
     if not 1 <= ask.limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     for i, term in enumerate(ask.terms):
@@ -128,13 +136,16 @@ def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:
         check_weight(upload.weight, "image_weight")
     embedder = ctx.embedder()
     parsed = None
-    if ask.q.strip():
+    filters = ask.filters
+    if ask.q.strip() or filters.place:
         with ctx.connection() as conn:
-            parsed = parse(ask.q, conn, embedder.name, ctx.folders)
+            places = lazy_places(conn, embedder.name, ctx.places)
+            parsed = parse(ask.q, conn, embedder.name, ctx.folders, places=places) if ask.q.strip() else None
+            filters = with_places(filters, parsed, places)
     terms = list(parsed.terms) if parsed else [*ask.terms]
     if ask.similar_to is not None:
         terms.append(Term(1.0, image_id=ask.similar_to))
-    filters = with_query_filters(ask.filters, parsed) if parsed else ask.filters
+    filters = with_query_filters(filters, parsed) if parsed else filters
     # the text tower runs while no database connection is held: under load, requests would
     # otherwise hold every pooled connection while they wait for the model
     for term in terms:
@@ -142,12 +153,13 @@ def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:
             embedder.embed_text(term.text)
     with ctx.connection() as conn:
         try:
-            results, more = ranked_page(conn, ctx, embedder, terms, filters, ask, level)
+            results, more = ranked_page(conn, ctx, embedder, terms, filters, ask, level, order)
         except UnknownImage as exc:
             raise _unknown_image(ask, exc) from None
     page: dict[str, Any] = {"query": ask.echo}
     if ask.similar_to is None:
         page["understood"] = _understood(parsed, terms, ask.uploads)
+    page["sort"] = {"by": "date", "order": order.name} if order else {"by": "relevance"}
     return {**page, "results": results, "limit": ask.limit, "offset": ask.offset, "has_more": more}
 
 
@@ -159,8 +171,10 @@ def ranked_page(
     filters: SearchFilters,
     ask: Ask,
     min_match: str | None,
+    order: DateOrder | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The page of results (API objects with `match` and `relevance`) and whether more follow."""
+    """The page of results (API objects with `match` and `relevance`) and whether more follow;
+    with `order`, every match at `min_match` or above (strong unless said), by date."""
     model = embedder.name
     stored = embeddings_of(conn, [t.image_id for t in terms if t.image_id is not None], model)
     parts: list[tuple[np.ndarray, float, bool]] = []
@@ -176,9 +190,16 @@ def ranked_page(
     # an image asked for by example would otherwise be its own best match
     excluded = [t.image_id for t in terms if t.image_id is not None and t.weight > 0]
 
-    if not parts:  # only dates and folders: every image that meets them, newest first
+    if not parts:  # only dates, folders and places: every image that meets them, newest first
+        oldest = order is not None and order.oldest_first
         hits, more = browse_newest(
-            conn, model=model, limit=ask.limit, offset=ask.offset, filters=filters, exclude_ids=excluded
+            conn,
+            model=model,
+            limit=ask.limit,
+            offset=ask.offset,
+            filters=filters,
+            exclude_ids=excluded,
+            oldest_first=oldest,
         )
         return [{**h.as_json(), "match": STRONG, "relevance": None} for h in hits], more
 
@@ -205,6 +226,8 @@ def ranked_page(
         ]
         return out, more
 
+    if order is not None:
+        return by_date(judged, min_match or STRONG, order, offset=ask.offset, limit=ask.limit, scan=MIN_MATCH_SCAN)
     if min_match is None:
         return judged(ask.offset, ask.limit)
     passing: list[dict[str, Any]] = []
@@ -222,10 +245,16 @@ def vector_of(hit: ImageRecord) -> np.ndarray:
 
 
 def parse(
-    q: str, conn: psycopg.Connection[Any], model: str, folders: FolderCache, today: date | None = None
+    q: str,
+    conn: psycopg.Connection[Any],
+    model: str,
+    folders: FolderCache,
+    today: date | None = None,
+    places: Callable[[], PlaceIndex] | None = None,
 ) -> ParsedQuery:
     """`q` in the query language; a bare word that names a folder exactly (ignoring case) is that
-    folder. The folder list is read once, on the first word that asks."""
+    folder, and words that name a place of the collection (`api.places`) are that place. The
+    folder list is read once, on the first word that asks; `places` gives the places."""
     names: dict[str, str] | None = None
 
     def folder_named(word: str) -> str | None:
@@ -234,7 +263,11 @@ def parse(
             names = {f["path"].lower(): f["path"] for f in list_folders(conn, model, folders)}
         return names.get(word.strip("/").lower())
 
-    parsed = parse_query(q, today=today or date.today(), folder_named=folder_named)
+    def place_named(words: str) -> str | None:
+        entry = places().named(words) if places else None
+        return entry.name if entry else None
+
+    parsed = parse_query(q, today=today or date.today(), folder_named=folder_named, place_named=place_named)
     for f in parsed.folders:
         try:
             parse_folder(f.folder)
@@ -249,6 +282,13 @@ def with_query_filters(filters: SearchFilters, parsed: ParsedQuery) -> SearchFil
     before = datetime.combine(span[1] + timedelta(days=1), time()) if span else None  # exclusive
     folders = [parse_folder(f.folder) or "" for f in parsed.folders]
     return filters.narrowed(after, before, [f for f in folders if f])
+
+
+def with_places(filters: SearchFilters, parsed: ParsedQuery | None, places: Callable[[], PlaceIndex]) -> SearchFilters:
+    """`place=` and the query's places as filters: both must hold, if both are given."""
+    names = [[filters.place] if filters.place else [], [p.place for p in parsed.places] if parsed else []]
+    matches = tuple(match_places(places(), group) for group in names if group)
+    return replace(filters, places=filters.places + matches) if matches else filters
 
 
 def query_vector(parts: Sequence[tuple[np.ndarray, float, bool]]) -> np.ndarray:

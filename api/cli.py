@@ -1,4 +1,5 @@
-"""`python main.py search`: the same search as the API, printed as a table, plain lines or JSON.
+"""`python main.py search`: the same search as the API, printed as a table, plain lines or JSON;
+`python main.py places`: the places where the pictures were taken.
 
 When a Sightline server for the same folder and model is running, the search goes through it (its
 model is warm, so a search from a cold shell takes a fraction of a second); otherwise this process
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from api.answer import Ask, OneConnection, Upload, answer
+from api.places import place_cache, places_of
+from api.search import make_filters
 from core.db import connect, database_url, table_exists
 from core.embedder import open_embedder
 from core.errors import BadRequest, Unavailable
@@ -36,8 +39,9 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
             if status.get("image_dir") != str(settings.image_dir) or configured != settings.clip_model:
                 return None  # some other Sightline
             params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
-            if getattr(args, "min_match", None):
-                params["min_match"] = args.min_match
+            for name in ("min_match", "sort", "order", "place"):
+                if getattr(args, name, None):
+                    params[name] = getattr(args, name)
             if args.image:
                 if args.text:
                     params["q"] = args.text
@@ -78,9 +82,12 @@ def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         ask = Ask(
             q=args.text,
             uploads=tuple(uploads),
+            filters=make_filters(place=getattr(args, "place", None)),
             limit=args.limit,
             offset=args.offset,
             min_match=getattr(args, "min_match", None),
+            sort=getattr(args, "sort", None),
+            order=getattr(args, "order", None),
             echo=echo,
         )
         return answer(OneConnection(conn, embedder, settings), ask)
@@ -109,6 +116,8 @@ def describe(understood: dict[str, Any]) -> str:
         parts.append(f"taken {filters['taken_after']} to {filters['taken_before']}")
     for f in filters.get("folders", []):
         parts.append(f"in {f['folder']}/")
+    if filters.get("places"):
+        parts.append("in " + " or ".join(p["place"] for p in filters["places"]))
     return "searching for " + " ".join(parts) if parts else ""
 
 
@@ -129,12 +138,14 @@ def print_page(page: dict[str, Any], args: argparse.Namespace) -> None:
         if results and not any(r.get("match") == "strong" for r in results) and args.offset == 0:
             console.print("no good match: the nearest images below do not look like what you described")
         table = Table(title=f"{len(results)} results", title_justify="left")
-        for column in ("#", "score", "match", "path", "size", "date"):
+        for column in ("#", "score", "match", "path", "size", "date", "place"):
             table.add_column(column, justify="right" if column in ("#", "score") else "left")
         for rank, r in enumerate(results, start=args.offset + 1):
             date = (r["taken_at"] or "")[:16].replace("T", " ")
             size = f"{r['width']}×{r['height']}"
-            table.add_row(str(rank), score(r), r.get("match") or "", located(r), size, date)
+            place = r.get("place") or {}
+            where = ", ".join(n for n in (place.get("city"), place.get("country")) if n)
+            table.add_row(str(rank), score(r), r.get("match") or "", located(r), size, date, where)
         console.print(table)
     else:
         if line:
@@ -147,3 +158,19 @@ def located(result: dict[str, Any]) -> str:
     """The path, and for a video found by a search, the second that matched (`clip.mp4@12.5s`)."""
     second = result.get("second")
     return result["path"] if second is None else f"{result['path']}@{second:g}s"
+
+
+def run_places(settings: Settings, args: argparse.Namespace) -> int:
+    """The places of the collection with how many pictures each, as lines or JSON."""
+    with connect(database_url(settings)) as conn:
+        model = read_choice(conn, settings.clip_model).serving
+        if not table_exists(conn, model_table(model)):
+            raise Unavailable("nothing is indexed in this database yet; run `python main.py index` (or serve) first")
+        entries = [e.as_json() for e in places_of(conn, model, place_cache()).entries]
+    if args.json:
+        print(json.dumps({"places": entries}, indent=2))
+        return 0
+    for e in entries:
+        where = "" if e["kind"] == "country" else ", ".join(e["countries"])
+        print(f"{e['images']}\t{e['name']}\t{e['kind']}\t{where}".rstrip("\t"))
+    return 0

@@ -1,12 +1,17 @@
-"""The query language: `q` → weighted terms for the model, plus date and folder filters.
+"""The query language: `q` → weighted terms for the model, plus date, folder and place filters.
 
     2:sunset + mountains - people       terms joined by + (with) and - (without), optional weights
-    "t - shirt" + x-ray                 quotes keep words (and operators, dates) literal
+    "t - shirt" + x-ray                 quotes keep words (and operators, dates, places) literal
     beach + img:3401622331081469        an indexed image as a term
     beach in:holidays/2023 July 2023    filters: in:FOLDER, a bare word naming a subfolder, dates
+    beach in Lisbon, New York 2023      filters: the names of places where pictures were taken
 
-Pure functions: no database, no model. Folder names come through a lookup the caller supplies
-(so bare words are only checked when there are any), and relative dates through `today`.
+Pure functions: no database, no model. Folder and place names come through lookups the caller
+supplies (so that only names the collection has are taken: an ordinary word is never a place
+unless pictures were taken somewhere of that name), and relative dates through `today` (the
+date words: `api.query_dates`). Where
+words could be read several ways, dates come first, then the longest place name (up to
+MAX_PLACE_WORDS words: "New York" before "York"), then a folder's name, then a one-word place.
 
 Operators are `+` and `-` standing at the start of the query or after a space ("a dog - cat",
 "a dog -cat"); a hyphen inside a word ("x-ray", "t-shirt", "2021-2022") is part of the word. A
@@ -19,9 +24,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
+from api.query_dates import date_at
 from core.errors import BadRequest
 
 MAX_TERMS = 20
@@ -82,11 +88,23 @@ class FolderFilter:
         return {"folder": self.folder, "words": self.words, "start": self.start, "end": self.end}
 
 
+@dataclass(frozen=True)
+class PlaceFilter:
+    place: str  # the name as the lookup gave it
+    words: str  # as typed, with a connector before it ("in Lisbon")
+    start: int
+    end: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"place": self.place, "words": self.words, "start": self.start, "end": self.end}
+
+
 @dataclass
 class ParsedQuery:
     terms: list[Term] = field(default_factory=list)
     dates: list[DateRange] = field(default_factory=list)
     folders: list[FolderFilter] = field(default_factory=list)
+    places: list[PlaceFilter] = field(default_factory=list)
 
     @property
     def date_span(self) -> tuple[date, date] | None:
@@ -107,6 +125,8 @@ class ParsedQuery:
             filters["dates"] = [d.as_json() for d in self.dates]
         if self.folders:
             filters["folders"] = [f.as_json() for f in self.folders]
+        if self.places:
+            filters["places"] = [p.as_json() for p in self.places]
         return {"text": self.text, "terms": [t.as_json() for t in self.terms], "filters": filters}
 
 
@@ -154,129 +174,14 @@ def _lex(q: str) -> list[_Token]:
     return tokens
 
 
-# --- dates -----------------------------------------------------------------------------------
-
-MONTHS = {
-    name: number
-    for number, names in enumerate(
-        [
-            ("january", "jan"),
-            ("february", "feb"),
-            ("march", "mar"),
-            ("april", "apr"),
-            ("may",),
-            ("june", "jun"),
-            ("july", "jul"),
-            ("august", "aug"),
-            ("september", "sep", "sept"),
-            ("october", "oct"),
-            ("november", "nov"),
-            ("december", "dec"),
-        ],
-        start=1,
-    )
-    for name in names
-}
-# northern hemisphere, meteorological: a season starts on the first of its month
-SEASONS = {"spring": 3, "summer": 6, "autumn": 9, "fall": 9, "winter": 12}
-CONNECTORS = {"in", "from", "during", "on", "of"}  # "beach in 2023": "in" goes with the date
-YEAR = re.compile(r"(19|20)\d\d")
-YEARS = re.compile(r"((?:19|20)\d\d)[-–]((?:19|20)\d\d)")
-ISO_MONTH = re.compile(r"((?:19|20)\d\d)-(\d\d)")
-ISO_DAY = re.compile(r"((?:19|20)\d\d)-(\d\d)-(\d\d)")
-
-
-def _month(year: int, month: int) -> tuple[date, date]:
-    first = date(year, month, 1)
-    following = date(year + month // 12, month % 12 + 1, 1)
-    return first, following - timedelta(days=1)
-
-
-def _season(year: int, first_month: int) -> tuple[date, date]:
-    """The season starting in `first_month` of `year` (winter 2023 is Dec 2023 – Feb 2024)."""
-    first = date(year, first_month, 1)
-    end_month = first_month + 3
-    following = date(year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1)
-    return first, following - timedelta(days=1)
-
-
-def _last_season(first_month: int, today: date) -> tuple[date, date]:
-    """The most recent season of that name that is over."""
-    year = today.year
-    while True:
-        first, last = _season(year, first_month)
-        if last < today:
-            return first, last
-        year -= 1
-
-
-def _this_season(first_month: int, today: date) -> tuple[date, date]:
-    """The season of that name that is running, or else the one of this year (winter: the one
-    that started last December while it is still January or February)."""
-    if first_month == 12 and today.month <= 2:
-        return _season(today.year - 1, 12)
-    return _season(today.year, first_month)
-
-
-def _relative(unit: str, which: str, today: date) -> tuple[date, date] | None:
-    if unit in SEASONS:
-        return (_last_season if which == "last" else _this_season)(SEASONS[unit], today)
-    if unit == "week":
-        monday = today - timedelta(days=today.weekday())
-        if which == "last":
-            return monday - timedelta(days=7), monday - timedelta(days=1)
-        return monday, monday + timedelta(days=6)
-    if unit == "month":
-        if which == "last":
-            previous = today.replace(day=1) - timedelta(days=1)
-            return _month(previous.year, previous.month)
-        return _month(today.year, today.month)
-    if unit == "year":
-        year = today.year - 1 if which == "last" else today.year
-        return date(year, 1, 1), date(year, 12, 31)
-    return None
-
-
-def _date_at(words: list[str], today: date) -> tuple[tuple[date, date], int] | None:
-    """A date expression at the start of `words` (lower-case): its range and how many words."""
-    w0 = words[0]
-    w1 = words[1] if len(words) > 1 else None
-    if w0 == "today":
-        return (today, today), 1
-    if w0 == "yesterday":
-        yesterday = today - timedelta(days=1)
-        return (yesterday, yesterday), 1
-    if w0 in ("last", "this") and w1 is not None:
-        found = _relative(w1, w0, today)
-        if found:
-            return found, 2
-    if w1 is not None and YEAR.fullmatch(w1):
-        if w0 in MONTHS:
-            return _month(int(w1), MONTHS[w0]), 2
-        if w0 in SEASONS:
-            return _season(int(w1), SEASONS[w0]), 2
-    if YEAR.fullmatch(w0):
-        return (date(int(w0), 1, 1), date(int(w0), 12, 31)), 1
-    if m := YEARS.fullmatch(w0):
-        a, b = sorted((int(m[1]), int(m[2])))
-        return (date(a, 1, 1), date(b, 12, 31)), 1
-    if m := ISO_DAY.fullmatch(w0):
-        try:
-            day = date(int(m[1]), int(m[2]), int(m[3]))
-        except ValueError:
-            return None
-        return (day, day), 1
-    if (m := ISO_MONTH.fullmatch(w0)) and 1 <= int(m[2]) <= 12:
-        return _month(int(m[1]), int(m[2])), 1
-    return None
-
-
 # --- parsing ---------------------------------------------------------------------------------
 
 WEIGHT = re.compile(r"([0-9.][^:\"\s]*):(.*)", re.DOTALL)
 IMAGE = re.compile(r"img:(.*)", re.DOTALL | re.IGNORECASE)
 FOLDER = re.compile(r"in:(.*)", re.DOTALL | re.IGNORECASE)
 TRAILING = ",.;!?"  # "beach, 2023." still finds the year
+CONNECTORS = {"in", "from", "during", "on", "of"}  # "beach in 2023": "in" goes with the date
+MAX_PLACE_WORDS = 5  # "Saint Vincent and the Grenadines"
 
 
 def _unquote(raw: str) -> str:
@@ -288,9 +193,12 @@ def parse_query(
     *,
     today: date,
     folder_named: Callable[[str], str | None] = lambda word: None,
+    place_named: Callable[[str], str | None] = lambda words: None,
 ) -> ParsedQuery:
     """Read `q`. `folder_named(word)` returns the subfolder a bare word names exactly, or None;
-    it is called only for unquoted words that are neither operators, weights nor dates."""
+    it is called only for unquoted words that are neither operators, weights nor dates.
+    `place_named(words)` returns the place that one or more unquoted words (joined by single
+    spaces) name, or None; it is called for words of terms that are not "- ..." terms."""
     tokens = _lex(q)
     groups: list[tuple[_Token | None, list[_Token]]] = [(None, [])]
     for token in tokens:
@@ -311,10 +219,37 @@ def parse_query(
     plain = len(groups) == 1 and groups[0][0] is None
     for op, words in groups:
         sign = -1.0 if op is not None and op.value == "-" else 1.0
-        _read_term(q, op, words, sign, plain, parsed, today, folder_named)
+        _read_term(q, op, words, sign, plain, parsed, today, Lookups(folder_named, place_named))
     if len(parsed.terms) > MAX_TERMS:
         raise QueryError(f"more than {MAX_TERMS} terms", parsed.terms[MAX_TERMS].start, "fewer terms")
     return parsed
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What the caller knows of the collection: its folders' and its places' names."""
+
+    folder_named: Callable[[str], str | None]
+    place_named: Callable[[str], str | None]
+
+
+def _place_at(
+    tokens: list[_Token], i: int, place_named: Callable[[str], str | None], *, longest: int, shortest: int
+) -> tuple[str, int] | None:
+    """The place named by the most words (from `longest` down to `shortest`) from tokens[i] on
+    that are plain words: its name and how many words."""
+    run: list[str] = []
+    for token in tokens[i : i + longest]:
+        if token.kind != "word" or IMAGE.fullmatch(token.value) or FOLDER.fullmatch(token.value):
+            break
+        run.append(token.value)
+        if token.value != token.value.rstrip(TRAILING):
+            break  # "Lisbon, Portugal": a comma ends a name
+    for n in range(len(run), shortest - 1, -1):
+        named = place_named(" ".join(run[:n]).rstrip(TRAILING))
+        if named is not None:
+            return named, n
+    return None
 
 
 def _read_term(
@@ -325,7 +260,7 @@ def _read_term(
     plain: bool,
     parsed: ParsedQuery,
     today: date,
-    folder_named: Callable[[str], str | None],
+    lookups: Lookups,
 ) -> None:
     weight = 1.0
     tokens = list(tokens)
@@ -357,14 +292,14 @@ def _read_term(
             name = _unquote(m[1]).strip()
             if not name.strip("/ "):
                 raise QueryError("in: without a folder", token.start, "a folder name after in:")
-            parsed.folders.append(FolderFilter(folder_named(name) or name, token.value, token.start, token.end))
+            parsed.folders.append(FolderFilter(lookups.folder_named(name) or name, token.value, token.start, token.end))
             i += 1
             continue
         if token.kind == "word" and sign > 0:
             run = [token.value.lower().rstrip(TRAILING)]
             if i + 1 < len(tokens) and tokens[i + 1].kind == "word":
                 run.append(tokens[i + 1].value.lower().rstrip(TRAILING))
-            found = _date_at(run, today)
+            found = date_at(run, today)
             if found:
                 (first_day, last_day), used = found
                 begin = token
@@ -375,10 +310,21 @@ def _read_term(
                 parsed.dates.append(DateRange(first_day, last_day, words, begin.start, end_token.end))
                 i += used
                 continue
-            named = folder_named(token.value.rstrip(TRAILING))
+            place = _place_at(tokens, i, lookups.place_named, longest=MAX_PLACE_WORDS, shortest=2)
+            named = None if place else lookups.folder_named(token.value.rstrip(TRAILING))
             if named is not None:
                 parsed.folders.append(FolderFilter(named, token.value, token.start, token.end))
                 i += 1
+                continue
+            place = place or _place_at(tokens, i, lookups.place_named, longest=1, shortest=1)
+            if place is not None:
+                name, used = place
+                begin = token
+                if kept and kept[-1].kind == "word" and kept[-1].value.lower() in CONNECTORS:
+                    begin = kept.pop()
+                end = tokens[i + used - 1].end
+                parsed.places.append(PlaceFilter(name, q[begin.start : end], begin.start, end))
+                i += used
                 continue
         kept.append(token)
         i += 1

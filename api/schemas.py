@@ -16,7 +16,8 @@ from api.search import MAX_LIMIT
 
 QUERY_HELP = (
     "what to look for, in plain language, or in the query language: terms joined by + and -, "
-    "weights (2:sunset), quoted phrases, img:ID, in:FOLDER, dates (2023, July 2023, last summer)"
+    "weights (2:sunset), quoted phrases, img:ID, in:FOLDER, dates (2023, July 2023, last summer), "
+    "places of the collection (Lisbon, beach in New York)"
 )
 
 # query parameters of every route that answers with a page of results
@@ -26,6 +27,13 @@ MinMatch = Annotated[
     str | None,
     Query(description="drop results judged below this level: strong, weak or none (see `match` in results)"),
 ]
+Sort = Annotated[
+    str | None,
+    Query(
+        description="relevance (the default), or date: every match at min_match or above (strong unless said) by date"
+    ),
+]
+Order = Annotated[str | None, Query(description="with sort=date: newest (the default) or oldest first")]
 
 
 class TextTerm(BaseModel):
@@ -63,7 +71,10 @@ class StructuredSearch(BaseModel):
     taken_after: str | None = None
     taken_before: str | None = None
     format: str | None = None
+    place: str | None = Field(None, description="a place name, as GET /api/places lists them")
     min_match: str | None = None
+    sort: str | None = Field(None, description="relevance (the default) or date")
+    order: str | None = Field(None, description="with sort=date: newest (the default) or oldest")
 
 
 class ModelRequest(BaseModel):
@@ -95,6 +106,15 @@ class QueryErrorBody(Error):
     )
 
 
+class PlaceOfImage(BaseModel):
+    locality: str | None = Field(description="the nearest populated place, when it is not the city (Alfama)")
+    city: str = Field(description="the city the position belongs to (Lisbon)")
+    region: str | None = Field(description="the first-level division: a state, a province (Lisbon, Tokyo, Texas)")
+    country: str
+    country_code: str = Field(description="ISO 3166-1 alpha-2")
+    label: str = Field(description='all of it in one line: "Alfama, Lisbon, Portugal"')
+
+
 class Image(BaseModel):
     id: int
     path: str = Field(description="relative to IMAGE_DIR (with several folders, under its folder's label)")
@@ -111,6 +131,7 @@ class Image(BaseModel):
     camera: str | None
     latitude: float | None = Field(description="GPS, decimal degrees (EXIF, XMP or QuickTime)")
     longitude: float | None
+    place: PlaceOfImage | None = Field(description="where the GPS position is, from an offline gazetteer")
     keywords: list[str] = Field(description="XMP/IPTC keywords, embedded or from an .xmp sidecar")
     title: str | None
     description: str | None
@@ -135,9 +156,15 @@ class Understood(BaseModel):
     filters: dict[str, Any]
 
 
+class SortOrder(BaseModel):
+    by: str = Field(description="relevance or date")
+    order: str | None = Field(None, description="with date: newest or oldest")
+
+
 class SearchPage(BaseModel):
     query: Any = Field(description="the question, as asked")
     understood: Understood | None = Field(None, description="how the query was read (not for similar)")
+    sort: SortOrder
     results: list[Result]
     limit: int
     offset: int
@@ -151,6 +178,17 @@ class Folder(BaseModel):
 
 class Folders(BaseModel):
     folders: list[Folder]
+
+
+class PlaceName(BaseModel):
+    name: str = Field(description="as the collection spells it; what place= and the query language take")
+    kind: str = Field(description="the broadest it is: country, region, city or locality")
+    countries: list[str] = Field(description="the countries it lies in, most images first")
+    images: int = Field(description="images taken there: what place= with this name finds")
+
+
+class Places(BaseModel):
+    places: list[PlaceName]
 
 
 class ModelFacts(BaseModel):

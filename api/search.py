@@ -19,11 +19,13 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from api.places import PlaceMatch, place_conditions
 from api.search_plan import Plan, plan_search
 from core.db import IMAGES_TABLE
 from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
 from core.model_state import model_table
+from core.places import Place
 from core.vector_index import IndexShape, index_shape
 
 MAX_LIMIT = 200
@@ -36,11 +38,13 @@ class SearchFilters:
     taken_before: datetime | None = None  # exclusive
     format: str | None = None
     any_folder: tuple[str, ...] = ()  # the query's own folders: an image in any one of them
+    place: str | None = None  # a place name as asked (`place=`); `answer` resolves it into `places`
+    places: tuple[PlaceMatch, ...] = ()  # each must hold (`api.places`)
 
     @property
     def any(self) -> bool:
         values = (self.folder, self.taken_after, self.taken_before, self.format)
-        return any(v is not None for v in values) or bool(self.any_folder)
+        return any(v is not None for v in values) or bool(self.any_folder) or bool(self.places)
 
     def narrowed(
         self, after: datetime | None = None, before: datetime | None = None, folders: Sequence[str] = ()
@@ -85,8 +89,10 @@ def make_filters(
     taken_after: str | None = None,
     taken_before: str | None = None,
     format: str | None = None,
+    place: str | None = None,
 ) -> SearchFilters:
-    for name, value in (("taken_after", taken_after), ("taken_before", taken_before), ("format", format)):
+    checked = (("taken_after", taken_after), ("taken_before", taken_before), ("format", format), ("place", place))
+    for name, value in checked:
         if value is not None and "\x00" in value:
             raise BadRequest(f"{name} must not contain NUL (\\x00) characters")
     return SearchFilters(
@@ -94,6 +100,7 @@ def make_filters(
         taken_after=parse_when(taken_after, "taken_after", end_of_day=False),
         taken_before=parse_when(taken_before, "taken_before", end_of_day=True),
         format=(format.strip().lower().lstrip(".") or None) if format else None,
+        place=(place.strip() or None) if place else None,
     )
 
 
@@ -131,6 +138,7 @@ class ImageRecord:
             "camera": self.camera,
             "latitude": facts.latitude,
             "longitude": facts.longitude,
+            "place": facts.place.as_json() if facts.place else None,
             "keywords": list(facts.keywords),
             "title": facts.title,
             "description": facts.description,
@@ -165,6 +173,7 @@ class ItemFacts:
     poster_at: float | None = None
     original: str | None = None
     motion: str | None = None
+    place: Place | None = None
 
     def needs_preview(self, fmt: str) -> bool:
         return self.kind == "picture" and fmt not in BROWSER_FORMATS
@@ -173,18 +182,21 @@ class ItemFacts:
 COLUMNS = sql.SQL(
     "id, path, width, height, size, format, COALESCE(taken_at, modified_at::timestamp) AS taken, "
     "CASE WHEN taken_at IS NULL THEN 'modified' WHEN kind = 'video' THEN 'created' ELSE 'exif' END AS date_source, "
-    "camera, kind, latitude, longitude, keywords, title, description, rating, duration, poster_at, original, motion"
+    "camera, kind, latitude, longitude, keywords, title, description, rating, duration, poster_at, original, motion, "
+    "place_locality, place_city, place_region, place_country, place_code"
 )
-_COLUMN_COUNT = 20
+_COLUMN_COUNT = 25
 
 
 def record_of(
     row: tuple[Any, ...], score: float | None, vector: Any = None, second: float | None = None
 ) -> ImageRecord:
     id_, path, width, height, size, fmt, taken, source, camera = row[:9]
-    kind, lat, lon, keywords, title, description, rating, duration, poster_at, original, motion = row[9:_COLUMN_COUNT]
+    kind, lat, lon, keywords, title, description, rating, duration, poster_at, original, motion = row[9:20]
+    locality, city, region, country, code = row[20:_COLUMN_COUNT]
+    place = Place(city, country, code, region, locality) if city and country else None
     facts = ItemFacts(
-        kind, lat, lon, tuple(keywords or ()), title, description, rating, duration, poster_at, original, motion
+        kind, lat, lon, tuple(keywords or ()), title, description, rating, duration, poster_at, original, motion, place
     )
     return ImageRecord(id_, path, score, width, height, size, fmt, taken, source, camera, facts, second, _numpy(vector))
 
@@ -216,6 +228,7 @@ def _where(
         aliases = {"jpg": ["jpeg", "jpg"], "jpeg": ["jpeg", "jpg"], "tif": ["tiff", "tif"], "tiff": ["tiff", "tif"]}
         where.append(sql.SQL("format = ANY(%(formats)s)"))
         params["formats"] = aliases.get(filters.format, [filters.format])
+    where += place_conditions(filters.places, params)
     if exclude_ids:
         where.append(sql.SQL("id <> ALL(%(exclude)s)"))
         params["exclude"] = list(exclude_ids)
@@ -337,16 +350,23 @@ def browse_newest(
     offset: int = 0,
     filters: SearchFilters = SearchFilters(),
     exclude_ids: Sequence[int] = (),
+    oldest_first: bool = False,
 ) -> tuple[list[ImageRecord], bool]:
-    """Images that pass the filters, newest first: the answer to a query of only dates and folders."""
+    """Images that pass the filters, newest (or oldest) first: the answer to a query of only
+    dates, folders and places."""
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     where, params = _where(model, filters, exclude_ids)
     params.update(n=limit + 1, skip=max(0, offset))
     query = sql.SQL(
         "SELECT {cols} FROM {table} WHERE {where} "
-        "ORDER BY COALESCE(taken_at, modified_at::timestamp) DESC, id LIMIT %(n)s OFFSET %(skip)s"
-    ).format(cols=COLUMNS, table=sql.Identifier(model_table(model)), where=sql.SQL(" AND ").join(where))
+        "ORDER BY COALESCE(taken_at, modified_at::timestamp) {direction}, id LIMIT %(n)s OFFSET %(skip)s"
+    ).format(
+        cols=COLUMNS,
+        table=sql.Identifier(model_table(model)),
+        where=sql.SQL(" AND ").join(where),
+        direction=sql.SQL("ASC" if oldest_first else "DESC"),
+    )
     rows = conn.execute(query, params).fetchall()
     return [record_of(row, None) for row in rows[:limit]], len(rows) > limit
 

@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from pgvector.psycopg import register_vector
 
 from api.duplicates import DuplicateCache, duplicate_cache
+from api.places import PlaceCache, place_cache
 from api.relevance import Judges
 from api.search import FolderCache, folder_cache
 from api.serving_models import ServingModels
@@ -50,6 +51,7 @@ class Services:
         self._last_probe = 0.0
         self.models = ServingModels(settings, embedders)
         self.folders: FolderCache = folder_cache()
+        self.places: PlaceCache = place_cache()
         self.duplicates: DuplicateCache = duplicate_cache()
         self.judges = Judges()
         self.library = library_of(settings.image_dirs)

@@ -25,6 +25,7 @@ from bench.tables import model_tables_sql
 from core.db import database_url, ensure_schema
 from core.embedder import open_embedder
 from core.model_state import frames_table, model_table, switch_to
+from core.places import place_names_index_sql
 from core.settings import PROJECT_ROOT, Settings
 from core.vector_features import vector_features
 from core.vector_index import halfvec_index_sql, index_shape, path_prefix_index_sql, vector_index_sql
@@ -183,6 +184,7 @@ def build_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: 
         conn.execute(halfvec_index_sql(frames, dim) if halfvec else vector_index_sql(frames))
         conn.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
         conn.execute(path_prefix_index_sql(table))
+        conn.execute(place_names_index_sql(table))
         kind = "halfvec" if halfvec else "vector"
         print(f"  HNSW ({kind}) over {count:,} vectors built in {build:.1f}s, {workers} workers", flush=True)
         conn.execute(f"VACUUM ANALYZE {table}")

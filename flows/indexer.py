@@ -36,11 +36,12 @@ from core.embedder import Embedder
 from core.errors import first_line
 from core.library import Library, kind_of
 from core.model_state import ModelChoice
+from core.places import place_names_index_sql
 from core.settings import Settings
 from core.vector_features import VectorFeatures, parse_version
 from core.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name, path_prefix_index_sql
 from flows.cache import DatabaseUnavailable, EmbeddingCache
-from flows.describe import RUN, describe_file, merge_sidecar, read_sidecar, video_length
+from flows.describe import RUN, describe_file, merge_sidecar, place_of, read_sidecar, video_length
 from flows.folders import LibraryView, watch_mode
 from flows.pairing import Siblings, companions_of, stem, still_of
 from flows.recovery import looks_like_outage
@@ -78,6 +79,11 @@ class ImageRow:
     poster_at: float | None  # videos: the second of the frame shown for it
     original: str | None  # the key of the RAW this still came with
     motion: str | None  # the key of a Live Photo's video
+    place_locality: str | None  # where, from the GPS position (`core.places`)
+    place_city: str | None
+    place_region: str | None
+    place_country: str | None
+    place_code: str | None  # the country's ISO 3166 code
     model: str
     embedding: NDArray[np.float32]
 
@@ -259,6 +265,7 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
             fail(facts.failure)  # the content is bad for every model: no row in any table
             return
         merged = merge_sidecar(facts, sidecar)
+        place = await place_of(merged)
         item_id = image_id(key)
         images.declare_row(
             row=ImageRow(
@@ -283,6 +290,11 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
                 poster_at=facts.poster_at,
                 original=None if companions.original is None else run.library.sibling_key(key, companions.original),
                 motion=None if companions.motion is None else run.library.sibling_key(key, companions.motion),
+                place_locality=place.locality if place else None,
+                place_city=place.city if place else None,
+                place_region=place.region if place else None,
+                place_country=place.country if place else None,
+                place_code=place.country_code if place else None,
                 model=model,
                 embedding=np.frombuffer(facts.embedding, dtype=np.float32),
             )
@@ -368,6 +380,11 @@ async def index_folder() -> None:
             name="path_prefix_index",
             setup_sql=path_prefix_index_sql(slot.table),
             teardown_sql=f"DROP INDEX IF EXISTS {slot.table}_path_prefix_idx",
+        )
+        images.declare_sql_command_attachment(
+            name="places_index",
+            setup_sql=place_names_index_sql(slot.table),
+            teardown_sql=f"DROP INDEX IF EXISTS {slot.table}_places_idx",
         )
         frames = await postgres.mount_table_target(
             PG_POOL, table_name=slot.frames_table, table_schema=await frames_schema(dim)

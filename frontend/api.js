@@ -152,6 +152,10 @@ export function getFolders() {
   return request("/api/folders");
 }
 
+export function getPlaces() {
+  return request("/api/places");
+}
+
 export function formatBytes(n) {
   if (n == null) return "";
   const units = ["B", "kB", "MB", "GB"];

@@ -1,7 +1,7 @@
 // The search page: a query box (text, example image or "more like this"), filters kept in the URL,
 // a grid of results that loads more as you scroll, and a larger view for one result. The parts
 // are in search/; this wires them together and keeps the page up to date with the indexer.
-import { getFolders, getStatus } from "./api.js";
+import { getFolders, getPlaces, getStatus } from "./api.js";
 import { initInput } from "./search/input.js";
 import { emptyIndexMessage, hideBanner, showBanner, showMessage } from "./search/messages.js";
 import { addImageTerm, loadMore, search, showSimilar } from "./search/query.js";
@@ -49,9 +49,31 @@ async function loadFolders() {
   }
 }
 
+// The places where pictures were taken, by kind (countries, then regions, cities, localities).
+async function loadPlaces() {
+  try {
+    const { places } = await getPlaces();
+    const selected = els.place.value;
+    const groups = { country: "Countries", region: "Regions", city: "Cities", locality: "Neighbourhoods and towns" };
+    for (const [kind, label] of Object.entries(groups)) {
+      const group = document.createElement("optgroup");
+      group.label = label;
+      for (const p of places.filter((p) => p.kind === kind)) group.append(new Option(`${p.name} (${p.images})`, p.name));
+      if (group.children.length) els.place.append(group);
+    }
+    // a place from the URL that the list now holds keeps only the list's option
+    for (const o of [...els.place.options]) {
+      if (o.parentElement === els.place && o.value && [...els.place.options].some((x) => x !== o && x.value === o.value)) o.remove();
+    }
+    els.place.value = selected;
+  } catch {
+    // the place list is a convenience; search works without it
+  }
+}
+
 initViewer({ loadMore, addTerm: addImageTerm, similar: showSimilar });
 initInput();
 readUrl();
-await Promise.all([pollStatus(), loadFolders()]);
+await Promise.all([pollStatus(), loadFolders(), loadPlaces()]);
 search();
 setInterval(pollStatus, 3000);

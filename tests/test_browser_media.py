@@ -121,7 +121,7 @@ def test_a_video_found_by_a_search_plays_from_the_matched_second(page: Any, libr
     assert start == pytest.approx(second, abs=0.25) and start >= 4
     assert page.evaluate("document.querySelector('#viewer-video').currentTime") >= 4
     assert fact(page, "Length") == "0:08" and fact(page, "Matched at") == f"0:0{round(second)}"
-    assert fact(page, "Place") == "38.71390° N, 9.13940° W"
+    assert fact(page, "Place") == "Baixa, Lisbon, Portugal" and fact(page, "GPS") == "38.71390° N, 9.13940° W"
     assert fact(page, "Recorded")
     screenshot(page, "viewer-video.png")
     # the arrows belong to a focused player (it seeks with them); the view stays on the video

@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from pgvector.psycopg import register_vector
 
 from api.app import create_app
-from api.search import make_filters, search_by_vector
+from api.places import PlaceMatch
+from api.search import SearchFilters, make_filters, search_by_vector
 from api.search_plan import plan_search
 from bench.serving import build_scale_database, synthetic_embeddings
 from core.model_state import frames_table, model_table
@@ -72,6 +73,10 @@ def _scale_table(admin: str, vectors: np.ndarray) -> Iterator[str]:
         )
         # a folder of 100 rows, taken from f7 (f3 keeps its tenth)
         conn.execute(f"UPDATE {table} SET path = 'synthetic/few/' || id || '.jpg' WHERE id < 1000 AND id % 10 = 7")
+        # a tenth of the rows taken in Lisbon, a hundred in Tokyo (the ids of LISBON and TOKYO)
+        places = "place_city = %s, place_region = %s, place_country = %s"
+        conn.execute(f"UPDATE {table} SET {places} WHERE id %% 10 = 4", ("Lisbon", "Lisbon", "Portugal"))
+        conn.execute(f"UPDATE {table} SET {places} WHERE id < 1000 AND id %% 10 = 5", ("Tokyo", "Tokyo", "Japan"))
         conn.execute(f"ANALYZE {table}")
     yield url
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -99,7 +104,16 @@ def _exact(vectors: np.ndarray, query: np.ndarray, rows: np.ndarray, exclude: in
     return [int(r) for r in rows[np.lexsort((rows, distance[rows]))]]
 
 
-def _pages(url: str, query: np.ndarray, exclude: int, folder: str | None, pages: int = 3) -> list[list[int]]:
+LISBON, TOKYO = np.arange(4, ROWS, 10), np.arange(5, 1000, 10)
+
+
+def _in(place: str) -> SearchFilters:
+    return SearchFilters(places=(PlaceMatch((((place,),),)),))
+
+
+def _pages(
+    url: str, query: np.ndarray, exclude: int, folder: str | None, pages: int = 3, filters: SearchFilters | None = None
+) -> list[list[int]]:
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         out = []
@@ -110,7 +124,7 @@ def _pages(url: str, query: np.ndarray, exclude: int, folder: str | None, pages:
                 model=MODEL,
                 limit=10,
                 offset=10 * page,
-                filters=make_filters(folder),
+                filters=filters or make_filters(folder),
                 exclude_ids=[exclude],
             )
             assert more and len(hits) == 10
@@ -126,11 +140,11 @@ def _index_scans(url: str, index: str) -> int:
         return int(row[0]) if row else -1
 
 
-def _plan(url: str, folder: str | None, offset: int = 0) -> Any:
+def _plan(url: str, folder: str | None, offset: int = 0, filters: SearchFilters | None = None) -> Any:
     from api.search import _where
 
     with psycopg.connect(url, autocommit=True) as conn:
-        where, params = _where(MODEL, make_filters(folder), [])
+        where, params = _where(MODEL, filters or make_filters(folder), [])
         table = model_table(MODEL)
         return plan_search(
             conn,
@@ -140,7 +154,7 @@ def _plan(url: str, folder: str | None, offset: int = 0) -> Any:
             params,
             wanted=offset + 11,
             ef_search=100,
-            filtered=folder is not None,
+            filtered=folder is not None or filters is not None,
         )
 
 
@@ -181,6 +195,21 @@ class TestCurrentPgvector:
             register_vector(conn)
             hits, more = search_by_vector(conn, vectors[5], model=MODEL, limit=200, filters=make_filters(folder))
         assert not more and [h.id for h in hits] == _exact(vectors, vectors[5], np.arange(7, 1000, 10), -1)
+
+    def test_a_place_is_served_by_the_index_or_ranked_in_full_as_a_folder_is(
+        self, current: str, vectors: np.ndarray
+    ) -> None:
+        lisbon = _plan(current, None, filters=_in("Lisbon"))
+        assert lisbon.pool == 100 and ("hnsw.iterative_scan", "relaxed_order") in lisbon.settings
+        before = _index_scans(current, index_name(model_table(MODEL)))
+        got = sum(_pages(current, vectors[3], exclude=3, folder=None, filters=_in("Lisbon")), [])
+        assert _index_scans(current, index_name(model_table(MODEL))) > before
+        # full pages of Lisbon's rows only, with the index's recall (approximate, unlike the full ranking below)
+        assert set(got) <= set(LISBON.tolist()) and len(set(got)) == 30
+        assert len(set(got) & set(_exact(vectors, vectors[3], LISBON, 3)[:30])) >= 27
+        assert _plan(current, None, filters=_in("Tokyo")).pool is None  # 100 rows, read through its GIN index
+        tokyo = _pages(current, vectors[3], exclude=3, folder=None, pages=2, filters=_in("Tokyo"))
+        assert sum(tokyo, []) == _exact(vectors, vectors[3], TOKYO, 3)[:20]
 
     def test_pages_past_the_deepest_pool_rank_every_row(self, current: str) -> None:
         assert _plan(current, None, offset=300).pool == 400  # ef_search doubled until it holds the page

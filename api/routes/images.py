@@ -1,5 +1,5 @@
-"""Indexed images: their facts, the images most like one, and the folders that hold them. Their
-files, thumbnails and previews: `api.routes.files`."""
+"""Indexed images: their facts, the images most like one, the folders that hold them and the
+places they were taken. Their files, thumbnails and previews: `api.routes.files`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 
 from api.answer import Ask, answer
-from api.schemas import Folders, Image, Limit, MinMatch, Offset, SearchPage, answers, errors
+from api.places import places_of
+from api.schemas import Folders, Image, Limit, MinMatch, Offset, Order, Places, SearchPage, Sort, answers, errors
 from api.search import get_image, list_folders
 from api.services import ServicesDep
 from core.errors import NotFound
@@ -46,8 +47,11 @@ def similar(
     limit: Limit = 40,
     offset: Offset = 0,
     min_match: MinMatch = None,
+    sort: Sort = None,
+    order: Order = None,
 ) -> dict[str, Any]:
-    ask = Ask(similar_to=image_id, limit=limit, offset=offset, min_match=min_match, echo={"similar_to": image_id})
+    echo = {"similar_to": image_id}
+    ask = Ask(similar_to=image_id, limit=limit, offset=offset, min_match=min_match, sort=sort, order=order, echo=echo)
     return answer(services, ask)
 
 
@@ -61,3 +65,15 @@ def folders(services: ServicesDep) -> dict[str, Any]:
     model = services.model_choice().serving
     with services.connection() as conn:
         return {"folders": list_folders(conn, model, services.folders)}
+
+
+@router.get(
+    "/api/places",
+    summary="Places where indexed images were taken, with counts",
+    response_model=None,
+    responses=answers(Places),
+)
+def places(services: ServicesDep) -> dict[str, Any]:
+    model = services.model_choice().serving
+    with services.connection() as conn:
+        return {"places": [e.as_json() for e in places_of(conn, model, services.places).entries]}

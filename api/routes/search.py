@@ -8,7 +8,19 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from api.answer import Ask, Upload, answer, check_weight
 from api.query import Term
-from api.schemas import QUERY_HELP, Limit, MinMatch, Offset, SearchPage, StructuredSearch, TextTerm, answers, errors
+from api.schemas import (
+    QUERY_HELP,
+    Limit,
+    MinMatch,
+    Offset,
+    Order,
+    SearchPage,
+    Sort,
+    StructuredSearch,
+    TextTerm,
+    answers,
+    errors,
+)
 from api.search import SearchFilters, make_filters
 from api.services import ServicesDep
 from core.errors import BadRequest, TooLarge, Unsupported
@@ -22,9 +34,10 @@ def query_filters(
     taken_after: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
     taken_before: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
     format: Annotated[str | None, Query(description="jpeg, png, webp, gif, bmp, tiff")] = None,
+    place: Annotated[str | None, Query(description="a place name, as GET /api/places lists them")] = None,
 ) -> SearchFilters:
     """The filters of the query string, checked."""
-    return make_filters(folder, taken_after, taken_before, format)
+    return make_filters(folder, taken_after, taken_before, format, place)
 
 
 Filters = Annotated[SearchFilters, Depends(query_filters)]
@@ -38,10 +51,12 @@ def search_text(
     limit: Limit = 40,
     offset: Offset = 0,
     min_match: MinMatch = None,
+    sort: Sort = None,
+    order: Order = None,
 ) -> dict[str, Any]:
     if not q.strip():
         raise BadRequest("q must not be empty: describe what you are looking for, e.g. q=a dog on a beach")
-    ask = Ask(q=q, filters=filters, limit=limit, offset=offset, min_match=min_match, echo=q)
+    ask = Ask(q=q, filters=filters, limit=limit, offset=offset, min_match=min_match, sort=sort, order=order, echo=q)
     return answer(services, ask)
 
 
@@ -58,10 +73,12 @@ def search_terms(services: ServicesDep, body: StructuredSearch) -> dict[str, Any
     )
     ask = Ask(
         terms=terms,
-        filters=make_filters(body.folder, body.taken_after, body.taken_before, body.format),
+        filters=make_filters(body.folder, body.taken_after, body.taken_before, body.format, body.place),
         limit=body.limit,
         offset=body.offset,
         min_match=body.min_match,
+        sort=body.sort,
+        order=body.order,
         echo={"terms": [t.model_dump() for t in body.terms]},
     )
     return answer(services, ask)
@@ -82,6 +99,8 @@ def search_image(
     q: Annotated[str, Query(description="text terms to combine with the image (query language)")] = "",
     image_weight: Annotated[float, Query(allow_inf_nan=False, description="the upload's weight")] = 1.0,
     min_match: MinMatch = None,
+    sort: Sort = None,
+    order: Order = None,
 ) -> dict[str, Any]:
     cap = services.settings.upload_max_bytes
     data = file.file.read(cap + 1)
@@ -97,5 +116,15 @@ def search_image(
     name = file.filename or "upload"
     upload = Upload(embedder.embed_pixels(decoded.pixels[None])[0], image_weight, name)
     echo: dict[str, Any] = {"image": name, **({"q": q} if q.strip() else {})}
-    ask = Ask(q=q, uploads=(upload,), filters=filters, limit=limit, offset=offset, min_match=min_match, echo=echo)
+    ask = Ask(
+        q=q,
+        uploads=(upload,),
+        filters=filters,
+        limit=limit,
+        offset=offset,
+        min_match=min_match,
+        sort=sort,
+        order=order,
+        echo=echo,
+    )
     return answer(services, ask)

@@ -7,7 +7,7 @@ export function showUnderstood(understood, edit) {
   const terms = understood.terms || [];
   const filters = understood.filters || {};
   const simple = terms.length === 1 && terms[0].text != null && terms[0].weight === 1;
-  if (state.mode !== "text" || (simple && !filters.dates && !filters.folders)) {
+  if (state.mode !== "text" || (simple && !filters.dates && !filters.folders && !filters.places)) {
     els.chips.hidden = true;
     return;
   }
@@ -49,6 +49,13 @@ export function showUnderstood(understood, edit) {
     chip.append(`in ${f.folder}/`);
     chip.title = `from "${f.words}"`;
     chip.append(remove(f.start, f.end, "Remove this folder"));
+    chips.push(chip);
+  }
+  for (const p of filters.places || []) {
+    const chip = makeChip("chip filter place");
+    chip.append(`in ${p.place}`);
+    chip.title = `taken there, from "${p.words}"`;
+    chip.append(remove(p.start, p.end, "Remove this place"));
     chips.push(chip);
   }
   els.chips.replaceChildren(...chips);

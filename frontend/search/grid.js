@@ -22,7 +22,8 @@ export function renderTiles(results, { open, addTerm }) {
     li.dataset.match = levelOf(r);
     const button = document.createElement("button");
     button.type = "button";
-    button.title = `${r.path}\nscore ${r.score?.toFixed(3) ?? "–"} · ${levelOf(r)} match`;
+    const where = r.place ? `\n${r.place.label}` : "";
+    button.title = `${r.path}${where}\nscore ${r.score?.toFixed(3) ?? "–"} · ${levelOf(r)} match`;
     button.addEventListener("click", () => open(r));
     const img = document.createElement("img");
     img.loading = "lazy";
@@ -39,7 +40,14 @@ export function renderTiles(results, { open, addTerm }) {
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = r.score == null ? "" : r.score.toFixed(3);
-    caption.append(name, score);
+    caption.append(name);
+    if (r.place) {
+      const city = document.createElement("span");
+      city.className = "where";
+      city.textContent = r.place.city;
+      caption.append(city);
+    }
+    caption.append(score);
     button.append(img, ...badges(r), caption);
     const acts = document.createElement("span");
     acts.className = "acts";

@@ -11,7 +11,7 @@ export function initInput() {
     commitText({ push: true });
   });
 
-  for (const input of [els.folder, els.after, els.before]) {
+  for (const input of [els.folder, els.after, els.before, els.place, els.sort]) {
     input.addEventListener("change", () => {
       writeUrl({ push: true });
       search();
@@ -21,6 +21,7 @@ export function initInput() {
     els.folder.value = "";
     els.after.value = "";
     els.before.value = "";
+    els.place.value = "";
     writeUrl({ push: true });
     search();
   });

@@ -4,14 +4,14 @@ import { searchImage, searchSimilar, searchText } from "../api.js";
 import { hideUnderstood, showQueryChip, showUnderstood } from "./chips.js";
 import { clearTiles, renderTiles } from "./grid.js";
 import { emptyIndexMessage, hideBanner, hideMessage, showBanner, showMessage } from "./messages.js";
-import { PAGE, els, filters, levelOf, ordered, state } from "./state.js";
+import { PAGE, els, filters, levelOf, ordered, sorting, state } from "./state.js";
 import { writeUrl } from "./url.js";
 import { closeViewer, openViewer } from "./viewer.js";
 
 const tileActions = { open: (r) => openViewer(ordered().indexOf(r)), addTerm: addImageTerm };
 
 function fetchPage(offset) {
-  const params = { limit: PAGE, offset, ...filters() };
+  const params = { limit: PAGE, offset, ...filters(), ...sorting() };
   if (state.mode === "text") return searchText(state.q.trim(), params);
   if (state.mode === "similar") return searchSimilar(state.similar, params);
   return searchImage(state.file, params);
@@ -55,7 +55,9 @@ async function fetchAndShow(generation, offset, inPlace = false) {
     state.offset += page.results.length;
     state.hasMore = page.has_more;
     renderTiles(page.results, tileActions);
-    if (state.results.length === 0) {
+    if (state.results.length === 0 && els.sort.value && page.understood?.terms?.length) {
+      showMessage("Nothing matches well enough to list by date. Sort by best match to see the nearest images.");
+    } else if (state.results.length === 0) {
       showMessage(emptyIndexMessage() || "No matching images. Try other words, or clear the filters.");
     } else if (!state.results.some((r) => levelOf(r) === "strong")) {
       showMessage("No good match: nothing here looks like what you described. The nearest images are below.");

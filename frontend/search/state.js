@@ -7,6 +7,7 @@ export const $ = (id) => document.getElementById(id);
 
 export const els = {
   form: $("search-form"), q: $("q"), file: $("file"), folder: $("folder"), after: $("after"), before: $("before"),
+  place: $("place"), sort: $("sort"),
   clear: $("clear-filters"), banner: $("banner"), chip: $("query-chip"), message: $("message"), grid: $("results"),
   sentinel: $("sentinel"), more: $("more"), viewer: $("viewer"), drop: $("drop"), chips: $("chips"),
   weakGrid: $("results-weak"), noneGrid: $("results-none"), weakDivider: $("divider-weak"),
@@ -33,7 +34,13 @@ export function filters() {
   if (els.folder.value) f.folder = els.folder.value;
   if (els.after.value) f.taken_after = els.after.value;
   if (els.before.value) f.taken_before = els.before.value;
+  if (els.place.value) f.place = els.place.value;
   return f;
+}
+
+// Sorted by date, a search lists its strong matches newest or oldest first.
+export function sorting() {
+  return els.sort.value ? { sort: "date", order: els.sort.value } : {};
 }
 
 // Results without a judgement (a query of only dates and folders) count as strong: they meet it.

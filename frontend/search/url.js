@@ -8,11 +8,12 @@ export function readUrl() {
   els.q.value = state.q;
   els.after.value = params.get("after") || "";
   els.before.value = params.get("before") || "";
-  const folder = params.get("folder") || "";
-  if (folder && ![...els.folder.options].some((o) => o.value === folder)) {
-    els.folder.add(new Option(folder, folder));
+  for (const [select, name] of [[els.folder, "folder"], [els.place, "place"]]) {
+    const value = params.get(name) || "";
+    if (value && ![...select.options].some((o) => o.value === value)) select.add(new Option(value, value));
+    select.value = value;
   }
-  els.folder.value = folder;
+  els.sort.value = ["newest", "oldest"].includes(params.get("sort")) ? params.get("sort") : "";
   state.mode = state.similar ? "similar" : state.q.trim() ? "text" : "none";
 }
 
@@ -23,6 +24,8 @@ export function writeUrl({ push }) {
   if (els.folder.value) params.set("folder", els.folder.value);
   if (els.after.value) params.set("after", els.after.value);
   if (els.before.value) params.set("before", els.before.value);
+  if (els.place.value) params.set("place", els.place.value);
+  if (els.sort.value) params.set("sort", els.sort.value);
   const url = params.toString() ? `/?${params}` : "/";
   if (url === location.pathname + location.search) return;
   if (push) history.pushState(null, "", url);

@@ -45,14 +45,15 @@ function facts(r) {
     ["Dimensions", `${r.width} × ${r.height}`],
     [DATE_LABELS[r.date_source] || "Modified", formatDate(r.taken_at)],
     ["Camera", r.camera || ""],
-    ["Place", place(r.latitude, r.longitude)],
+    ["Place", r.place?.label || ""],
+    ["GPS", position(r.latitude, r.longitude)],
     ["Keywords", (r.keywords || []).join(", ")],
     ["Rating", stars(r.rating)],
   ].filter(([, v]) => v);
 }
 
 // Coordinates as text: the page works offline, so there are no map tiles to show them on.
-function place(lat, lon) {
+function position(lat, lon) {
   if (lat == null || lon == null) return "";
   const half = (v, plus, minus) => `${Math.abs(v).toFixed(5)}° ${v < 0 ? minus : plus}`;
   return `${half(lat, "N", "S")}, ${half(lon, "E", "W")}`;
