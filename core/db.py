@@ -4,7 +4,8 @@ CocoIndex owns two tables per model (`core.model_state.model_table` and its vide
 `index_errors` (it creates, migrates, fills and drops them); `images` is the project's view of the
 table of the model in use. The project also owns `embedding_cache` (embeddings by content hash, so
 renamed or copied files skip the model), `indexer_status` (`core.indexer_status`),
-`library_folders` (`core.folder_survey`) and `sightline_meta` (`core.model_state`).
+`library_folders` (`core.folder_survey`), `sightline_meta` (`core.model_state`) and
+`picture_text` (the text read in pictures by content hash, whatever the model: `core.picture_text`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,26 @@ CREATE TABLE IF NOT EXISTS sightline_meta (
     value text NOT NULL
 );
 """
+
+
+PICTURE_TEXT_TABLE = "picture_text"
+# `lines`: [{"text", "box": [x0, y0, x1, y1] as fractions of the displayed picture, "confidence"}];
+# `text`: the lines joined by "\n"; `skipped`: why OCR=auto did not read it (then no text, no lines)
+PICTURE_TEXT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS picture_text (
+    content_hash text PRIMARY KEY,
+    text text NOT NULL,
+    lines jsonb NOT NULL,
+    engine text NOT NULL,
+    skipped text NULL,
+    read_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS picture_text_fts_idx ON picture_text USING gin (to_tsvector('simple', text));
+"""
+# only where pg_trgm is installed (`features(url).trigram`)
+PICTURE_TEXT_TRIGRAM_INDEX = (
+    "CREATE INDEX IF NOT EXISTS picture_text_trgm_idx ON picture_text USING gin (text gin_trgm_ops)"
+)
 
 
 class DatabaseError(Unavailable):
@@ -202,6 +223,9 @@ def ensure_schema(url: str) -> VectorFeatures:
         _create_trigram_extension(conn)
         features = _check_version(conn)
         conn.execute(OWN_SCHEMA)
+        conn.execute(PICTURE_TEXT_SCHEMA)
+        if features.trigram:
+            conn.execute(PICTURE_TEXT_TRIGRAM_INDEX)
         conn.execute(indexer_status.SCHEMA)
         conn.execute(folder_survey.SCHEMA)
     _features[url] = features

@@ -146,6 +146,7 @@ class LocalIndexer:
     scanning: bool = False  # from start until a first scan has completed
     files_total: int = 0
     files_done: int = 0
+    files_pending: int = 0  # files the engine has in hand now
     embedded: int = 0  # images that went through the model since this process started
     reused: int = 0  # images whose embedding came from the cache since then
     waiting: str | None = None  # why the indexer is waiting (the database away, a disk full)

@@ -271,8 +271,12 @@ def render_picture(source: Path, longest: int, *, max_pixels: int) -> Image.Imag
     """The picture in `source`, upright RGB, at least `longest` px on its long side when the
     original is that big (smaller copies stored in the file are used when they are big enough);
     for showing a still of any format. Raises `ImageError`, or OSError if the file is unreadable."""
-    data = source.read_bytes()
-    with _opened(data, source.name, max_pixels) as still:
+    return render_picture_data(source.read_bytes(), source.name, longest, max_pixels=max_pixels)
+
+
+def render_picture_data(data: bytes, name: str, longest: int, *, max_pixels: int) -> Image.Image:
+    """`render_picture` of bytes already read (`name` picks RAW decoding by its extension)."""
+    with _opened(data, name, max_pixels) as still:
         still.check_size(max_pixels)
         width, height = still.size
         scale = min(1.0, longest / max(width, height))

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, str] = {
     "SCAN_INTERVAL": "300",
     "WATCH": "auto",
     "VIDEO_FRAMES": "16",
+    "OCR": "auto",
     "DATA_DIR": ".data",
     "DATABASE_URL": "",
     "CLIP_MODEL": "openai/clip-vit-base-patch32",
@@ -79,6 +80,7 @@ class Settings:
     pg_maintenance_work_mem: str = ""
     pg_work_mem: str = ""
     pg_parallel_workers: int = 0
+    ocr: str = "auto"  # auto | on | off: reading the text in pictures (`core.ocr.read_picture`)
 
     @property
     def image_dir(self) -> Path:
@@ -228,6 +230,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         scan_interval=float(_int(values, "SCAN_INTERVAL")),
         watch=_choice(values, "WATCH", ("auto", "poll")),
         video_frames=_int(values, "VIDEO_FRAMES"),
+        ocr=_choice(values, "OCR", ("auto", "on", "off")),
         host=_raw(values, "HOST").strip(),
         port=_int(values, "PORT"),
         upload_max_bytes=_int(values, "UPLOAD_MAX_MB") * 1024 * 1024,

@@ -28,6 +28,7 @@ from core.settings import Settings, get_settings
 from flows.cache import EmbeddingCache
 from flows.heartbeat import HEARTBEAT_SECONDS, StatusReporter
 from flows.indexer import PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, app, make_batched_embed
+from flows.ocr_pass import OcrPass
 from flows.recovery import check_room, looks_like_outage, problem, wait_until_back
 from flows.switching import adopt_first_model, next_step, open_models, settle_models
 from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state, refresh_images_view
@@ -137,12 +138,14 @@ class IndexSummary:
     embedded: int
     reused: int
     seconds: float
+    text_read: int = 0  # pictures whose text the OCR pass read (or skipped) in this run
 
     def line(self) -> str:
+        text = f", text of {self.text_read} pictures read" if self.text_read else ""
         return (
             f"added {self.added}, updated {self.updated}, deleted {self.deleted}, "
             f"unchanged {self.unchanged}, failed {self.failed} "
-            f"(embedded {self.embedded}, reused {self.reused} from cache) in {self.seconds:.1f}s"
+            f"(embedded {self.embedded}, reused {self.reused} from cache{text}) in {self.seconds:.1f}s"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -224,6 +227,8 @@ async def _index_once(settings: Settings, progress: ProgressFn | None, embedders
         # run may be one the next run needs (a file not reached yet, a folder briefly unreadable)
         await asyncio.to_thread(prune_cache, url)
     await asyncio.to_thread(refresh_images_view, url, run.choice.serving)
+    # the text after the embeddings: what was indexed is searchable by appearance already
+    text_read = 0 if settings.ocr == "off" else await asyncio.to_thread(OcrPass(settings, url).run_until_done)
     added = sum(1 for p in after if p not in before)
     updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
     reporter = StatusReporter(url, run)
@@ -241,6 +246,7 @@ async def _index_once(settings: Settings, progress: ProgressFn | None, embedders
         embedded=embedded,
         reused=reused,
         seconds=time.monotonic() - started,
+        text_read=text_read,
     )
 
 
@@ -266,10 +272,11 @@ async def watch_folder(
     ready = [on_ready] if on_ready is not None else []  # called once, after the first complete scan
     unconfirmed = 0  # failures in a row that looked like an outage when nothing was found wrong
     recovered_at = -RECOVERY_SECONDS
+    reading: list[OcrPass] = []  # the OCR pass, started once the database is known; it outlives restarts
     try:
         while True:
             try:
-                step = await _watch_until_models_change(settings, ready, local)
+                step = await _watch_until_models_change(settings, ready, local, reading)
             except Exception as exc:
                 reason = await asyncio.to_thread(problem, settings, exc)
                 if reason is None:
@@ -291,14 +298,24 @@ async def watch_folder(
     finally:
         _launch.counters = None
         local.running = local.scanning = False
+        for ocr in reading:
+            await asyncio.to_thread(ocr.stop)
 
 
-async def _watch_until_models_change(settings: Settings, ready: list[Callable[[], None]], local: LocalIndexer) -> str:
+async def _watch_until_models_change(
+    settings: Settings, ready: list[Callable[[], None]], local: LocalIndexer, reading: list[OcrPass]
+) -> str:
     local.scanning = True  # a restart scans the folder again
     async with coco.runtime():
         run = await _started_run()
         run.live = True
         url = await asyncio.to_thread(database_url, settings)
+        if settings.ocr != "off" and not reading:
+            # it reads only while the indexer has no file in hand and no outage to wait out
+            reading.append(
+                OcrPass(settings, url, busy=lambda: local.scanning or bool(local.files_pending or local.waiting))
+            )
+            reading[0].start()
         # a live indexer will need the image tower: load it during the first scan, and call the
         # indexer ready only once it is loaded, so the first new photo does not wait for it
         tower = asyncio.create_task(asyncio.to_thread(run.embedder.vision_tower))

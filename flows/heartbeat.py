@@ -68,6 +68,7 @@ class StatusReporter:
             return
         self._local.files_total = self.files_total
         self._local.files_done = min(self.files_done, self.files_total) if self.scanning else self.files_done
+        self._local.files_pending = self.files_pending
         self._local.embedded = self._run.counters.embedded
         self._local.reused = self._run.counters.reused
 

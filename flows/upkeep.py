@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from core import picture_text
 from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, table_exists
 from core.model_state import forget_others, model_tables, refresh_view
 from core.settings import Settings
@@ -109,8 +110,10 @@ def refresh_images_view(url: str, model: str) -> None:
 
 
 def prune_cache(url: str) -> int:
-    """Forget cached embeddings that no indexed file has any more; returns how many."""
+    """Forget cached embeddings and text that no indexed file has any more; returns how many
+    embeddings."""
     with connect(url) as conn:
+        picture_text.prune(conn)
         tables = model_tables(conn)
         referenced = " AND ".join(
             f"NOT EXISTS (SELECT 1 FROM {t} i WHERE i.content_hash = c.content_hash AND i.model = c.model)"
