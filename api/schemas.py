@@ -237,6 +237,15 @@ class MediaCounts(BaseModel):
     raw_originals: int
 
 
+class TextProgress(BaseModel):
+    """The text in pictures (OCR), counted by content: copies of a picture count once."""
+
+    mode: str = Field(description="OCR as this server reads it: auto, on or off")
+    read: int = Field(description="pictures whose text is stored (an empty text included)")
+    waiting: int = Field(description="pictures the OCR pass has not read yet")
+    skipped: int = Field(description="pictures OCR=auto left out (too small), or that could not be decoded")
+
+
 class Status(BaseModel):
     database: str = Field(description='"ok", or "unreachable: <why>"')
     images: int | None
@@ -256,6 +265,7 @@ class Status(BaseModel):
     image_dir: str
     folders: list[FolderInfo] = Field(description="each IMAGE_DIR folder, as the indexer last scanned it")
     media: MediaCounts | None
+    text: TextProgress | None = Field(None, description="reading the text in pictures, after their embeddings")
     embedded: int | None = Field(
         None, description="images that went through the model since the indexer in this server started"
     )

@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 
-from core import folder_survey, indexer_status, replicas
+from core import folder_survey, indexer_status, picture_text, replicas
 from core.db import ERRORS_TABLE, IMAGES_TABLE, DatabaseError, connect, database_url, table_exists
-from core.model_state import count_images, coverage, read_choice
+from core.model_state import count_images, coverage, model_table, read_choice
 from core.settings import Settings
 
 
@@ -64,6 +64,7 @@ def status_from(
         "image_dir": str(settings.image_dir),
         "folders": [survey.as_json() for survey in folder_survey.read(conn)],
         "media": media_counts(conn),
+        "text": picture_text.progress(conn, model_table(models["active"]["name"])).as_json(settings.ocr),
         "embedded": None,
         "reused": None,
         "waiting": None,
@@ -131,6 +132,7 @@ def unreachable_status(
         "image_dir": str(settings.image_dir),
         "folders": [],
         "media": None,
+        "text": None,
         "embedded": None,
         "reused": None,
         "waiting": None,
@@ -163,6 +165,9 @@ def render_status(status: dict[str, Any]) -> str:
             f"media      {media['pictures']} pictures ({media['live_photos']} Live Photos, "
             f"{media['raw_originals']} with a RAW original), {media['videos']} videos"
         )
+    text = status.get("text")
+    if text:
+        lines.append(_text_line(text))
     if status["progress"] and status["scanning"]:
         p = status["progress"]
         lines.append(f"progress   {p['done']}/{p['total']} files, {status['throughput']} files/s")
@@ -170,6 +175,15 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append(f"failed     {len(failed)}")
     lines += [f"  {f['path']}: {f['reason']}" for f in failed]
     return "\n".join(lines)
+
+
+def _text_line(text: dict[str, Any]) -> str:
+    if text["mode"] == "off":
+        return f"text       not read (OCR=off); {text['read']} pictures read earlier"
+    return (
+        f"text       {text['read']} pictures read, {text['waiting']} waiting, {text['skipped']} skipped "
+        f"(OCR={text['mode']})"
+    )
 
 
 def _replica_lines(status: dict[str, Any]) -> list[str]:

@@ -37,6 +37,7 @@ function render(s) {
   }
 
   renderLibrary(s);
+  renderText(s.text);
   renderModels(s.models);
 
   const body = $("failures").querySelector("tbody");
@@ -63,6 +64,21 @@ function renderLibrary(s) {
   const folders = s.folders || [];
   $("folders").replaceChildren(...folders.map(folderItem));
   $("image-dir-line").hidden = folders.length > 0; // the list says it, folder by folder
+}
+
+// The OCR pass reads pictures after their embeddings: searchable by appearance first, text follows.
+function renderText(t) {
+  for (const key of ["read", "waiting", "skipped"]) set(`text-${key}`, t ? t[key].toLocaleString() : "–");
+  const bar = $("text-progress");
+  const total = t ? t.read + t.waiting + t.skipped : 0;
+  bar.hidden = !t || t.mode === "off" || t.waiting === 0;
+  bar.max = Math.max(1, total);
+  bar.value = t ? t.read + t.skipped : 0;
+  let line = "";
+  if (t && t.mode === "off") line = "Text in pictures is not read (OCR=off).";
+  else if (t && t.waiting) line = `Reading the text in pictures: ${(t.read + t.skipped).toLocaleString()} of ${total.toLocaleString()} (OCR=${t.mode}).`;
+  else if (t) line = `The text of every picture is read (OCR=${t.mode}); videos are not read.`;
+  $("text-line").textContent = line;
 }
 
 const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;

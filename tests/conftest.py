@@ -89,6 +89,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         DATA_DIR=str(settings.data_dir),
         DATABASE_URL=settings.database_url,
         CLIP_MODEL=settings.clip_model,
+        OCR=settings.ocr,
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -1,0 +1,166 @@
+"""Text in pictures: the real OCR model (PP-OCRv4 through RapidOCR, from its wheel) reads signs
+rendered into real JPEG and HEIC files, stored turned with an EXIF orientation as cameras do, with
+boxes where the sign is shown; the OCR pass fills `picture_text` after the embeddings, once per
+content, never with OCR=off, past files damaged since they were indexed, and the status says how
+far it has come."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import stills
+from conftest import Process, query, serve_and_wait, wait_for
+from PIL import Image, ImageDraw, ImageFont
+
+from api.status import read_status, render_status
+from core.ocr import TextReader, read_picture
+from core.pictures import render_picture
+from core.settings import Settings
+from flows.ocr_pass import OcrPass
+
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf"  # serifs: a sans capital I reads as l
+LIMIT = 10**8
+
+
+def sign(words: str, *, width: int = 480, height: int = 320, at: tuple[int, int] = (24, 30)) -> Image.Image:
+    """A picture with `words` on a light plate in its top-left part, over a darker, busy scene."""
+    picture = Image.new("RGB", (width, height), (70, 90, 80))
+    pen = ImageDraw.Draw(picture)
+    for n in range(0, width, 40):  # some structure, as a photo has
+        pen.rectangle((n, height // 2, n + 20, height - 10), fill=(110, 60 + n % 120, 50))
+    font = ImageFont.truetype(FONT, 34)
+    x, y = at
+    pen.rectangle((x - 10, y - 8, x + pen.textlength(words, font=font) + 10, y + 48), fill=(240, 236, 220))
+    pen.text((x, y), words, fill=(20, 20, 20), font=font)
+    return picture
+
+
+def letters(text: str) -> str:
+    """The model often runs English words together: compare letters and digits, case aside."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+@pytest.fixture(scope="module")
+def reader() -> TextReader:
+    return TextReader()
+
+
+class TestReading:
+    @pytest.mark.parametrize(
+        ("kind", "orientation", "words"),
+        [("jpeg", 6, "CAFE LUNA"), ("heic", 8, "Invoice 4711 ACME"), ("heic", 3, "CAFE LUNA")],
+    )
+    def test_a_sign_is_read_from_a_turned_file_with_its_box_where_it_is_shown(
+        self, tmp_path: Path, reader: TextReader, kind: str, orientation: int, words: str
+    ) -> None:
+        facts = stills.Facts(orientation=orientation)
+        write = stills.write_jpeg if kind == "jpeg" else stills.write_heic
+        path = write(tmp_path / f"sign.{kind}", sign(words), facts)
+        upright = render_picture(path, 1280, max_pixels=LIMIT)
+        assert upright.size == (480, 320)
+
+        reading = read_picture(reader, upright, "auto")
+
+        assert reading.skipped is None
+        assert letters(words) in letters(reading.text), reading.text
+        line = next(line for line in reading.lines if letters(words)[:4] in letters(line.text))
+        x0, y0, x1, y1 = line.box  # fractions of the picture as displayed: the plate is top left
+        assert 0.0 <= x0 < 0.12 and 0.0 <= y0 < 0.2 and 0.35 < x1 <= 1.0 and y1 < 0.35, line.box
+        assert 0.5 <= line.confidence <= 1.0
+
+    def test_on_reads_finely_and_auto_skips_a_picture_too_small_for_text(self, reader: TextReader) -> None:
+        assert letters("CAFE LUNA") in letters(read_picture(reader, sign("CAFE LUNA"), "on").text)
+        tiny = read_picture(reader, Image.new("RGB", (24, 200), "white"), "auto")
+        assert tiny.lines == [] and tiny.skipped is not None and "too small" in tiny.skipped
+
+
+def write_folder(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True)
+    files = {
+        "cafe": stills.write_jpeg(folder / "cafe.jpg", sign("CAFE LUNA"), stills.Facts(orientation=6)),
+        "invoice": stills.write_heic(folder / "invoice.heic", sign("Invoice 4711 ACME")),
+        "plain": stills.write_jpeg(folder / "plain.jpg", Image.new("RGB", (320, 240), (30, 120, 200))),
+    }
+    return files
+
+
+def text_rows(settings: Settings) -> dict[str, tuple[str, Any, str | None]]:
+    rows = query(settings, "SELECT content_hash, text, lines, skipped FROM picture_text")
+    return {h: (text, lines, skipped) for h, text, lines, skipped in rows}
+
+
+def hash_of(settings: Settings, path: str) -> str:
+    return str(query(settings, "SELECT content_hash FROM images WHERE path = %s", (path,))[0][0])
+
+
+class TestThePass:
+    def test_pictures_are_searchable_first_and_their_text_follows_once_per_content(
+        self, tmp_path: Path, settings: Settings, index: Callable[[Settings], Any]
+    ) -> None:
+        folder = tmp_path / "signs"
+        write_folder(folder)
+        off = settings.with_overrides(image_dir=folder, ocr="off")
+
+        summary = index(off)  # OCR=off: the embeddings, and no text at all
+        assert summary.added == 3 and summary.text_read == 0
+        assert len(query(off, "SELECT path FROM images")) == 3 and text_rows(off) == {}
+        assert read_status(off)["text"] == {"mode": "off", "read": 0, "waiting": 3, "skipped": 0}
+
+        auto = off.with_overrides(ocr="auto")
+        assert OcrPass(auto, auto.database_url).run_until_done() == 3
+        rows = text_rows(auto)
+        cafe, invoice, plain = (rows[hash_of(auto, p)] for p in ("cafe.jpg", "invoice.heic", "plain.jpg"))
+        assert letters("CAFE LUNA") in letters(cafe[0]) and letters("4711 ACME") in letters(invoice[0])
+        assert plain[0] == "" and plain[1] == [] and plain[2] is None  # read, and nothing there
+        line = cafe[1][0]
+        assert set(line) == {"text", "box", "confidence"} and len(line["box"]) == 4
+        assert all(0 <= v <= 1 for v in line["box"]) and cafe[0] == "\n".join(li["text"] for li in cafe[1])
+        status = read_status(auto)
+        assert status["text"] == {"mode": "auto", "read": 3, "waiting": 0, "skipped": 0}
+        assert "text       3 pictures read, 0 waiting, 0 skipped (OCR=auto)" in render_status(status)
+
+        shutil.copy(folder / "cafe.jpg", folder / "cafe copy.jpg")  # the same bytes under a new name
+        again = index(auto)
+        assert again.added == 1 and again.text_read == 0 and len(text_rows(auto)) == 3
+
+    def test_a_file_damaged_since_it_was_indexed_does_not_stop_the_pass(
+        self, tmp_path: Path, settings: Settings, index: Callable[[Settings], Any]
+    ) -> None:
+        folder = tmp_path / "signs"
+        files = write_folder(folder)
+        off = settings.with_overrides(image_dir=folder, ocr="off")
+        index(off)
+        files["cafe"].write_bytes(files["cafe"].read_bytes()[:300])  # cut short after it was indexed
+        files["plain"].unlink()
+
+        auto = off.with_overrides(ocr="auto")
+        assert OcrPass(auto, auto.database_url).run_until_done() == 1  # the invoice; the others left
+        assert [letters("4711 ACME") in letters(t) for t, _, _ in text_rows(auto).values()] == [True]
+
+        index(auto)  # the indexer records the damaged file as failed and forgets the deleted one
+        assert read_status(auto)["text"] == {"mode": "auto", "read": 1, "waiting": 0, "skipped": 0}
+        assert [f["path"] for f in read_status(auto)["failed"]] == ["cafe.jpg"]
+
+    def test_the_live_indexer_reads_text_after_the_scan_and_the_status_shows_it(
+        self, tmp_path: Path, settings: Settings, start_process: Callable[..., Process]
+    ) -> None:
+        folder = tmp_path / "signs"
+        write_folder(folder)
+        live = settings.with_overrides(image_dir=folder)
+        server, base = serve_and_wait(start_process, live, images=3, OCR="auto")
+
+        def all_read() -> dict[str, Any] | None:
+            text: dict[str, Any] = httpx.get(f"{base}/api/status", timeout=5).json()["text"]
+            return text if text["waiting"] == 0 else None
+
+        assert wait_for(all_read, timeout=60) == {"mode": "auto", "read": 3, "waiting": 0, "skipped": 0}
+        stills.write_jpeg(folder / "later.jpg", sign("MAIN STREET"))  # a new file: embedded, then read
+        wait_for(lambda: any(letters("MAIN STREET") in letters(t) for t, _, _ in text_rows(live).values()), 60)
+        assert httpx.get(f"{base}/api/status", timeout=5).json()["text"]["read"] == 4
+
