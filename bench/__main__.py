@@ -27,6 +27,7 @@ from bench.duplicates import bench_duplicates  # noqa: E402
 from bench.formats import bench_formats  # noqa: E402
 from bench.indexing import bench_indexing  # noqa: E402
 from bench.load import load_test  # noqa: E402
+from bench.ocr import bench_ocr  # noqa: E402
 from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E402
 from bench.serving import cold_search, live_latency, query_at_scale  # noqa: E402
 from bench.switch import model_switch  # noqa: E402
@@ -51,9 +52,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load-size", type=int, default=10_000, help="images in the load test's index")
     parser.add_argument("--usual-sample", type=int, default=120, help="images timed the usual way")
     parser.add_argument("--format-files", type=int, default=16, help="12 MP files of each format to index")
+    parser.add_argument("--ocr-photos", type=int, default=240, help="photos read by OCR (half with words on them)")
     parser.add_argument(
         "--parts",
-        help="comma-separated parts to run (default all): indexing, formats, live, "
+        help="comma-separated parts to run (default all): indexing, formats, ocr, live, "
         "scale, cold, load, duplicates, switch",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
@@ -63,6 +65,7 @@ def parse_args() -> argparse.Namespace:
     if args.smoke:
         args.images, args.scale, args.queries, args.drops, args.usual_sample = 12, "500", 10, 2, 6
         args.format_files = 2
+        args.ocr_photos = 6
         args.dup_scale = "500"
         args.clients, args.load_seconds, args.load_size = 4, 3, 500
         args.model = args.model or str(PROJECT_ROOT / "tests" / "fixtures" / "tiny-clip")
@@ -85,13 +88,17 @@ def main() -> None:
         shutil.copytree(args.corpus, image_dir, symlinks=False)
     else:
         generate_photos(image_dir, args.images)
-    settings = base.with_overrides(image_dir=image_dir, data_dir=work / "data", database_url="", clip_model=model_name)
+    # the other parts time the embeddings alone; part 11 times the OCR pass after them
+    settings = base.with_overrides(
+        image_dir=image_dir, data_dir=work / "data", database_url="", clip_model=model_name, ocr="off"
+    )
     env = env_for(settings)
     model = open_embedder(settings.clip_model, settings.device, settings.precision)
     report = Report()
     parts: dict[str, Callable[[], None]] = {
         "indexing": lambda: bench_indexing(settings, env, report, args.usual_sample),
         "formats": lambda: bench_formats(settings, report, work, args.format_files),
+        "ocr": lambda: bench_ocr(settings, report, work, args.corpus, args.ocr_photos),
         "live": lambda: live_latency(settings, env, report, args.drops, work),
         "scale": lambda: query_at_scale(
             settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work

@@ -98,6 +98,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         CLIP_MODEL=settings.clip_model,
         PRECISION=settings.precision,
         BATCH_SIZE=str(settings.batch_size),
+        OCR=settings.ocr,
         COCOINDEX_DISABLE_USAGE_TRACKING="1",
         HF_HUB_OFFLINE="1",
     )
