@@ -163,4 +163,3 @@ class TestThePass:
         stills.write_jpeg(folder / "later.jpg", sign("MAIN STREET"))  # a new file: embedded, then read
         wait_for(lambda: any(letters("MAIN STREET") in letters(t) for t, _, _ in text_rows(live).values()), 60)
         assert httpx.get(f"{base}/api/status", timeout=5).json()["text"]["read"] == 4
-
