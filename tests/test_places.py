@@ -214,6 +214,13 @@ class TestSortByDate:
         assert found(base, q="Portugal") == ["DCIM/tram.jpg", "DCIM/castle.heic"]
         assert found(base, q="Portugal", sort="date", order="oldest") == ["DCIM/castle.heic", "DCIM/tram.jpg"]
 
+    def test_a_place_chosen_without_words_lists_what_was_taken_there(self, trips: tuple[str, Settings]) -> None:
+        base, _ = trips
+        assert found(base, q="", place="Portugal") == ["DCIM/tram.jpg", "DCIM/castle.heic"]
+        assert found(base, place="Japan", sort="date", order="oldest") == ["DCIM/shrine.heic"]
+        nothing = httpx.get(f"{base}/api/search", params={"q": " "})
+        assert nothing.status_code == 422 and "or give a filter such as place=" in nothing.json()["detail"]
+
     @pytest.mark.parametrize(
         ("params", "says"),
         [

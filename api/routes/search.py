@@ -54,8 +54,12 @@ def search_text(
     sort: Sort = None,
     order: Order = None,
 ) -> dict[str, Any]:
-    if not q.strip():
-        raise BadRequest("q must not be empty: describe what you are looking for, e.g. q=a dog on a beach")
+    if not q.strip() and not (filters.any or filters.place):
+        # filters alone browse what meets them, newest first (a place or a folder chosen on the page)
+        raise BadRequest(
+            "q must not be empty: describe what you are looking for, e.g. q=a dog on a beach, "
+            "or give a filter such as place=Lisbon or folder=holidays"
+        )
     ask = Ask(q=q, filters=filters, limit=limit, offset=offset, min_match=min_match, sort=sort, order=order, echo=q)
     return answer(services, ask)
 
