@@ -1,7 +1,7 @@
 """The one path from a search to its answer, for the HTTP API and the command line alike.
 
-    parse the query → resolve image terms → embed → query the index → judge relevance → page
-                                                                  (→ sort by date, `api.by_date`)
+    parse the query → resolve image terms → embed → query the index (and the text side,
+    fused: `api.text_search`) → judge relevance → page        (→ sort by date, `api.by_date`)
 
 Every form of search (`GET /api/search?q=`, the structured `POST /api/search`, an uploaded example,
 "similar to this image", `python main.py search`) becomes one `Ask` and goes through `answer`.
@@ -35,6 +35,7 @@ from api.search import (
     parse_folder,
     search_by_vector,
 )
+from api.text_search import Found, filter_words, plain_words, search_fused
 from core.embedder import Embedder
 from core.errors import BadRequest, NotFound, UserError
 from core.settings import Settings
@@ -176,6 +177,7 @@ def ranked_page(
     """The page of results (API objects with `match` and `relevance`) and whether more follow;
     with `order`, every match at `min_match` or above (strong unless said), by date."""
     model = embedder.name
+    words = ranked_words(terms, filters)
     stored = embeddings_of(conn, [t.image_id for t in terms if t.image_id is not None], model)
     parts: list[tuple[np.ndarray, float, bool]] = []
     for i, term in enumerate(terms):
@@ -190,7 +192,7 @@ def ranked_page(
     # an image asked for by example would otherwise be its own best match
     excluded = [t.image_id for t in terms if t.image_id is not None and t.weight > 0]
 
-    if not parts:  # only dates, folders and places: every image that meets them, newest first
+    if not parts and not words:  # only dates, folders, places and -text: every image that meets them
         oldest = order is not None and order.oldest_first
         hits, more = browse_newest(
             conn,
@@ -203,27 +205,31 @@ def ranked_page(
         )
         return [{**h.as_json(), "match": STRONG, "relevance": None} for h in hits], more
 
-    vector = query_vector(parts)
+    vector = query_vector(parts) if parts else None
     judge = ctx.judges.for_embedder(embedder)
-    judging = judge.judging_vector(parts)
+    judging = judge.judging_vector(parts) if parts else None
+
+    def found(at: int, n: int) -> tuple[list[Found], bool]:
+        common: dict[str, Any] = {"model": model, "limit": n, "offset": at, "filters": filters}
+        common.update(exclude_ids=excluded, ef_search=ctx.settings.search_ef, with_vectors=True)
+        if words:
+            return search_fused(conn, vector, words, **common)
+        assert vector is not None
+        hits, more = search_by_vector(conn, vector, **common)
+        return [Found(h, None) for h in hits], more
 
     def judged(at: int, n: int) -> tuple[list[dict[str, Any]], bool]:
-        hits, more = search_by_vector(
-            conn,
-            vector,
-            model=model,
-            limit=n,
-            offset=at,
-            filters=filters,
-            exclude_ids=excluded,
-            ef_search=ctx.settings.search_ef,
-            with_vectors=True,
-        )
-        vectors = np.stack([vector_of(h) for h in hits]) if hits else np.zeros((0, len(vector)), np.float32)
-        margins = judge.margins(judging, vectors)
-        out = [
-            {**h.as_json(), "match": level_of(float(m)), "relevance": round(float(m), 3)} for h, m in zip(hits, margins)
-        ]
+        hits, more = found(at, n)
+        out = []
+        margins: list[float | None] = [None] * len(hits)  # the text ranking alone: nothing else to judge
+        if judging is not None and hits:
+            margins = [float(m) for m in judge.margins(judging, np.stack([vector_of(h.record) for h in hits]))]
+        for hit, margin in zip(hits, margins):
+            # the picture's own words hold the query: as strong a match as there is
+            level = STRONG if hit.text_match is not None or margin is None else level_of(margin)
+            text = None if hit.text_match is None else hit.text_match.as_json()
+            relevance = None if margin is None else round(margin, 3)
+            out.append({**hit.record.as_json(), "match": level, "relevance": relevance, "text_match": text})
         return out, more
 
     if order is not None:
@@ -281,7 +287,19 @@ def with_query_filters(filters: SearchFilters, parsed: ParsedQuery) -> SearchFil
     after = datetime.combine(span[0], time()) if span else None
     before = datetime.combine(span[1] + timedelta(days=1), time()) if span else None  # exclusive
     folders = [parse_folder(f.folder) or "" for f in parsed.folders]
-    return filters.narrowed(after, before, [f for f in folders if f])
+    narrowed = filters.narrowed(after, before, [f for f in folders if f])
+    if not parsed.texts:
+        return narrowed
+    wanted = tuple(filter_words(t.text) for t in parsed.texts if not t.exclude)
+    unwanted = tuple(filter_words(t.text) for t in parsed.texts if t.exclude)
+    return replace(narrowed, has_text=narrowed.has_text + wanted, lacks_text=narrowed.lacks_text + unwanted)
+
+
+def ranked_words(terms: Sequence[Term], filters: SearchFilters) -> tuple[str, ...]:
+    """The words the text side ranks by: those of the plain words for the model (not of terms to
+    steer away from) and of the `text:` filters; none for a search by example alone."""
+    plain = plain_words([t.text for t in terms if t.text is not None and t.weight > 0])
+    return tuple(dict.fromkeys((*plain, *(w for group in filters.has_text for w in group))))
 
 
 def with_places(filters: SearchFilters, parsed: ParsedQuery | None, places: Callable[[], PlaceIndex]) -> SearchFilters:

@@ -5,6 +5,11 @@
     beach + img:3401622331081469        an indexed image as a term
     beach in:holidays/2023 July 2023    filters: in:FOLDER, a bare word naming a subfolder, dates
     beach in Lisbon, New York 2023      filters: the names of places where pictures were taken
+    text:"cafe luna" -text:draft        the picture's own words: names, keywords, title, text in it
+
+Plain words search both what a picture shows and its own words (`api.text_search`); `text:WORD` or
+`text:"WORDS"` asks for pictures whose own words hold all of them, and ranks by those words alone
+when nothing else is asked; `-text:...` leaves out pictures whose own words hold them.
 
 Pure functions: no database, no model. Folder and place names come through lookups the caller
 supplies (so that only names the collection has are taken: an ordinary word is never a place
@@ -29,6 +34,7 @@ from typing import Any
 
 from api.query_dates import date_at
 from core.errors import BadRequest
+from core.text_index import words_of
 
 MAX_TERMS = 20
 
@@ -99,12 +105,24 @@ class PlaceFilter:
         return {"place": self.place, "words": self.words, "start": self.start, "end": self.end}
 
 
+@dataclass(frozen=True)
+class TextFilter:
+    text: str  # as typed, without its quotes
+    exclude: bool  # -text:
+    start: int
+    end: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"text": self.text, "exclude": self.exclude, "start": self.start, "end": self.end}
+
+
 @dataclass
 class ParsedQuery:
     terms: list[Term] = field(default_factory=list)
     dates: list[DateRange] = field(default_factory=list)
     folders: list[FolderFilter] = field(default_factory=list)
     places: list[PlaceFilter] = field(default_factory=list)
+    texts: list[TextFilter] = field(default_factory=list)
 
     @property
     def date_span(self) -> tuple[date, date] | None:
@@ -127,6 +145,8 @@ class ParsedQuery:
             filters["folders"] = [f.as_json() for f in self.folders]
         if self.places:
             filters["places"] = [p.as_json() for p in self.places]
+        if self.texts:
+            filters["text"] = [t.as_json() for t in self.texts]
         return {"text": self.text, "terms": [t.as_json() for t in self.terms], "filters": filters}
 
 
@@ -179,6 +199,7 @@ def _lex(q: str) -> list[_Token]:
 WEIGHT = re.compile(r"([0-9.][^:\"\s]*):(.*)", re.DOTALL)
 IMAGE = re.compile(r"img:(.*)", re.DOTALL | re.IGNORECASE)
 FOLDER = re.compile(r"in:(.*)", re.DOTALL | re.IGNORECASE)
+TEXT = re.compile(r"text:(.*)", re.DOTALL | re.IGNORECASE)
 TRAILING = ",.;!?"  # "beach, 2023." still finds the year
 CONNECTORS = {"in", "from", "during", "on", "of"}  # "beach in 2023": "in" goes with the date
 MAX_PLACE_WORDS = 5  # "Saint Vincent and the Grenadines"
@@ -240,7 +261,7 @@ def _place_at(
     that are plain words: its name and how many words."""
     run: list[str] = []
     for token in tokens[i : i + longest]:
-        if token.kind != "word" or IMAGE.fullmatch(token.value) or FOLDER.fullmatch(token.value):
+        if token.kind != "word" or any(p.fullmatch(token.value) for p in (IMAGE, FOLDER, TEXT)):
             break
         run.append(token.value)
         if token.value != token.value.rstrip(TRAILING):
@@ -288,6 +309,16 @@ def _read_term(
     i = 0
     while i < len(tokens):
         token = tokens[i]
+        if token.kind == "word" and (m := TEXT.fullmatch(token.value)):
+            if weighted:
+                raise QueryError("a weight on text:", span_start, "text:WORDS without a weight (it is a filter)")
+            text = _unquote(m[1]).strip()
+            if not words_of(text):
+                raise QueryError("text: without words", token.start, 'words after text:, such as text:"cafe luna"')
+            start = op.start if op is not None and sign < 0 and i == 0 else token.start
+            parsed.texts.append(TextFilter(text, sign < 0, start, token.end))
+            i += 1
+            continue
         if token.kind == "word" and (m := FOLDER.fullmatch(token.value)):
             name = _unquote(m[1]).strip()
             if not name.strip("/ "):

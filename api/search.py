@@ -26,6 +26,7 @@ from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
 from core.model_state import model_table
 from core.places import Place
+from core.text_index import text_filter
 from core.vector_index import IndexShape, index_shape
 
 MAX_LIMIT = 200
@@ -40,11 +41,15 @@ class SearchFilters:
     any_folder: tuple[str, ...] = ()  # the query's own folders: an image in any one of them
     place: str | None = None  # a place name as asked (`place=`); `answer` resolves it into `places`
     places: tuple[PlaceMatch, ...] = ()  # each must hold (`api.places`)
+    has_text: tuple[tuple[str, ...], ...] = ()  # text:"…": each group's words all in its texts
+    lacks_text: tuple[tuple[str, ...], ...] = ()  # -text:"…": not all of each group's words
 
     @property
     def any(self) -> bool:
         values = (self.folder, self.taken_after, self.taken_before, self.format)
-        return any(v is not None for v in values) or bool(self.any_folder) or bool(self.places)
+        return any(v is not None for v in values) or bool(
+            self.any_folder or self.places or self.has_text or self.lacks_text
+        )
 
     def narrowed(
         self, after: datetime | None = None, before: datetime | None = None, folders: Sequence[str] = ()
@@ -185,7 +190,7 @@ COLUMNS = sql.SQL(
     "camera, kind, latitude, longitude, keywords, title, description, rating, duration, poster_at, original, motion, "
     "place_locality, place_city, place_region, place_country, place_code"
 )
-_COLUMN_COUNT = 25
+COLUMN_COUNT = 25
 
 
 def record_of(
@@ -193,7 +198,7 @@ def record_of(
 ) -> ImageRecord:
     id_, path, width, height, size, fmt, taken, source, camera = row[:9]
     kind, lat, lon, keywords, title, description, rating, duration, poster_at, original, motion = row[9:20]
-    locality, city, region, country, code = row[20:_COLUMN_COUNT]
+    locality, city, region, country, code = row[20:COLUMN_COUNT]
     place = Place(city, country, code, region, locality) if city and country else None
     facts = ItemFacts(
         kind, lat, lon, tuple(keywords or ()), title, description, rating, duration, poster_at, original, motion, place
@@ -207,9 +212,11 @@ def _numpy(vector: Any) -> np.ndarray | None:
     return vector.to_numpy() if hasattr(vector, "to_numpy") else np.asarray(vector, dtype=np.float32)
 
 
-def _where(
-    model: str, filters: SearchFilters, exclude_ids: Sequence[int]
+def search_where(
+    model: str, filters: SearchFilters, exclude_ids: Sequence[int], trigram: bool = False
 ) -> tuple[list[sql.Composable], dict[str, Any]]:
+    """The conditions of a search's WHERE (unqualified columns of the model's table), and their
+    parameters. `trigram`: the server has pg_trgm (text filters use its indexes)."""
     where: list[sql.Composable] = [sql.SQL("model = %(model)s")]
     params: dict[str, Any] = {"model": model}
     if filters.folder:
@@ -232,6 +239,10 @@ def _where(
     if exclude_ids:
         where.append(sql.SQL("id <> ALL(%(exclude)s)"))
         params["exclude"] = list(exclude_ids)
+    for words in filters.has_text:
+        where.append(text_filter(model_table(model), words, trigram, present=True))
+    for words in filters.lacks_text:
+        where.append(text_filter(model_table(model), words, trigram, present=False))
     return where, params
 
 
@@ -257,11 +268,11 @@ def search_by_vector(
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise BadRequest("offset must be 0 or more")
-    where, params = _where(model, filters, exclude_ids)
-    wanted = offset + limit + 1
-    params.update(q=vector.astype(np.float32), n=limit + 1, skip=offset)
     table_name = model_table(model)
     shape = index_shape(conn, table_name)
+    where, params = search_where(model, filters, exclude_ids, shape.trigram)
+    wanted = offset + limit + 1
+    params.update(q=vector.astype(np.float32), n=limit + 1, skip=offset)
     plan = plan_search(
         conn,
         table_name,
@@ -280,9 +291,9 @@ def search_by_vector(
         rows = _ranked(conn, Plan(None), shape, table_name, where, params, filters.any, with_vectors)
     page = []
     for row in rows[:limit]:
-        second = None if row[_COLUMN_COUNT + 1] is None else float(row[_COLUMN_COUNT + 1])
-        best = row[_COLUMN_COUNT + 2] if with_vectors else None
-        page.append(record_of(row[:_COLUMN_COUNT], float(row[_COLUMN_COUNT]), best, second))
+        second = None if row[COLUMN_COUNT + 1] is None else float(row[COLUMN_COUNT + 1])
+        best = row[COLUMN_COUNT + 2] if with_vectors else None
+        page.append(record_of(row[:COLUMN_COUNT], float(row[COLUMN_COUNT]), best, second))
     return page, len(rows) > limit
 
 
@@ -296,6 +307,34 @@ def _ranked(
     filtered: bool,
     with_vectors: bool,
 ) -> list[tuple[Any, ...]]:
+    hits, params = vector_hits(plan, shape, table_name, where, params, filtered)
+    query = sql.SQL(
+        "SELECT {cols}, 1 - d AS score, second{extra} FROM ({hits}) hit ORDER BY d, id LIMIT %(n)s OFFSET %(skip)s"
+    ).format(cols=COLUMNS, extra=sql.SQL(", best") if with_vectors else sql.SQL(""), hits=hits)
+    return run_planned(conn, plan, query, params)
+
+
+def run_planned(
+    conn: psycopg.Connection[Any], plan: Plan, query: sql.Composed, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    with conn.transaction():
+        for name, value in plan.settings:
+            conn.execute(sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value)))
+        # binary: vectors arrive as floats rather than text to parse (1.5 ms less per page of 10)
+        return conn.execute(query, params, binary=True).fetchall()
+
+
+def vector_hits(
+    plan: Plan,
+    shape: IndexShape,
+    table_name: str,
+    where: list[sql.Composable],
+    params: dict[str, Any],
+    filtered: bool,
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """Every row of the plan's candidates (all that pass `where` without a pool) with `d`, its
+    distance to %(q)s (a video's: its nearest frame's), that frame's `second`, and `best`, the
+    embedding that distance is to; and the parameters that takes."""
     table, frames = sql.Identifier(table_name), sql.Identifier(table_name + "_frames")
     conditions = sql.SQL(" AND ").join(where)
     candidates: sql.Composable = sql.SQL("")
@@ -320,26 +359,14 @@ def _ranked(
             frame_d=sql.SQL(shape.distance("f.embedding")),
             frame_filter=frame_filter,
         )
-    query = sql.SQL(
-        "SELECT {cols}, 1 - d AS score, second{extra} FROM ("
+    hits = sql.SQL(
         "SELECT i.*, LEAST(i.embedding <=> %(q)s, f.d) AS d, f.second, "
         "CASE WHEN f.d < (i.embedding <=> %(q)s) THEN f.embedding ELSE i.embedding END AS best "
         "FROM {table} i LEFT JOIN LATERAL (SELECT embedding <=> %(q)s AS d, second, embedding FROM {frames} "
         "WHERE {frames}.id = i.id AND i.kind = 'video' ORDER BY 1 LIMIT 1) f ON true "
-        "WHERE {where}{candidates}) hit ORDER BY d, id LIMIT %(n)s OFFSET %(skip)s"
-    ).format(
-        cols=COLUMNS,
-        extra=sql.SQL(", best") if with_vectors else sql.SQL(""),
-        table=table,
-        frames=frames,
-        where=conditions,
-        candidates=candidates,
-    )
-    with conn.transaction():
-        for name, value in plan.settings:
-            conn.execute(sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value)))
-        # binary: vectors arrive as floats rather than text to parse (1.5 ms less per page of 10)
-        return conn.execute(query, params, binary=True).fetchall()
+        "WHERE {where}{candidates}"
+    ).format(table=table, frames=frames, where=conditions, candidates=candidates)
+    return hits, params
 
 
 def browse_newest(
@@ -356,14 +383,15 @@ def browse_newest(
     dates, folders and places."""
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    where, params = _where(model, filters, exclude_ids)
+    table_name = model_table(model)
+    where, params = search_where(model, filters, exclude_ids, index_shape(conn, table_name).trigram)
     params.update(n=limit + 1, skip=max(0, offset))
     query = sql.SQL(
         "SELECT {cols} FROM {table} WHERE {where} "
         "ORDER BY COALESCE(taken_at, modified_at::timestamp) {direction}, id LIMIT %(n)s OFFSET %(skip)s"
     ).format(
         cols=COLUMNS,
-        table=sql.Identifier(model_table(model)),
+        table=sql.Identifier(table_name),
         where=sql.SQL(" AND ").join(where),
         direction=sql.SQL("ASC" if oldest_first else "DESC"),
     )

@@ -61,6 +61,7 @@ class IndexShape:
 
     half_dim: int | None  # the index is on embedding::halfvec(half_dim); None: on the vector itself
     iterative_scan: bool  # the server can continue an index scan past a filter (pgvector 0.8)
+    trigram: bool = False  # pg_trgm is in the database: text search uses its indexes (`core.text_index`)
 
     @property
     def halfvec(self) -> bool:
@@ -87,7 +88,8 @@ def index_shape(conn: psycopg.Connection[Any], table: str) -> IndexShape:
         "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'vector'), "
         "EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND tablename = %s "
         "AND indexdef LIKE '%%USING hnsw%%halfvec%%'), "
-        "(SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding')",
+        "(SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'), "
+        "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm')",
         (table, table),
     ).fetchone()
     features = VectorFeatures(parse_version(str(row[0]))) if row and row[0] else None
@@ -95,6 +97,7 @@ def index_shape(conn: psycopg.Connection[Any], table: str) -> IndexShape:
     shape = IndexShape(
         half_dim=int(row[2]) if row and halfvec else None,
         iterative_scan=features is not None and features.iterative_scan,
+        trigram=bool(row and row[3]),
     )
     _known[key] = (now, shape)
     return shape

@@ -38,6 +38,7 @@ from core.library import Library, kind_of
 from core.model_state import ModelChoice
 from core.places import place_names_index_sql
 from core.settings import Settings
+from core.text_index import item_index_sql, item_index_teardown_sql, item_words
 from core.vector_features import VectorFeatures, parse_version
 from core.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name, path_prefix_index_sql
 from flows.cache import DatabaseUnavailable, EmbeddingCache
@@ -74,6 +75,7 @@ class ImageRow:
     keywords: list[str]  # XMP/IPTC keywords, embedded or from an .xmp sidecar
     title: str | None
     description: str | None
+    search_words: str  # the names, keywords, title and description, as text search reads them
     rating: int | None
     duration: float | None  # videos, seconds
     poster_at: float | None  # videos: the second of the frame shown for it
@@ -285,6 +287,7 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
                 keywords=list(merged.keywords),
                 title=merged.title,
                 description=merged.description,
+                search_words=item_words(key, merged.keywords, merged.title, merged.description),
                 rating=merged.rating,
                 duration=facts.duration,
                 poster_at=facts.poster_at,
@@ -365,7 +368,8 @@ def _vector_index(target: Any, table: str, dim: int, halfvec: bool) -> None:
 @coco.fn
 async def index_folder() -> None:
     run = coco.use_context(RUN)
-    version = await coco.use_context(PG_POOL).fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+    versions = dict(await coco.use_context(PG_POOL).fetch("SELECT extname, extversion FROM pg_extension"))
+    version = versions.get("vector")
     halfvec = version is not None and VectorFeatures(parse_version(str(version))).halfvec
     tables = []
     for name, slot in run.slots.items():
@@ -385,6 +389,11 @@ async def index_folder() -> None:
             name="places_index",
             setup_sql=place_names_index_sql(slot.table),
             teardown_sql=f"DROP INDEX IF EXISTS {slot.table}_places_idx",
+        )
+        images.declare_sql_command_attachment(
+            name="words_index",
+            setup_sql=item_index_sql(slot.table, trigram="pg_trgm" in versions),
+            teardown_sql=item_index_teardown_sql(slot.table),
         )
         frames = await postgres.mount_table_target(
             PG_POOL, table_name=slot.frames_table, table_schema=await frames_schema(dim)

@@ -141,10 +141,10 @@ def _index_scans(url: str, index: str) -> int:
 
 
 def _plan(url: str, folder: str | None, offset: int = 0, filters: SearchFilters | None = None) -> Any:
-    from api.search import _where
+    from api.search import search_where
 
     with psycopg.connect(url, autocommit=True) as conn:
-        where, params = _where(MODEL, filters or make_filters(folder), [])
+        where, params = search_where(MODEL, filters or make_filters(folder), [])
         table = model_table(MODEL)
         return plan_search(
             conn,

@@ -1,0 +1,257 @@
+"""One ranked query over pictures and their words: file and folder names, XMP keywords, titles and
+descriptions (sidecars and embedded), and text painted in the pictures, fused with the visual
+ranking; `text:` and `-text:`; which words matched and where; the page's highlight boxes.
+
+One real indexed folder (tiny model, real Postgres) is shared by the module; OCR's table is
+filled as the OCR pass fills it (`signs.read_signs`)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import TINY_CLIP, _with_database, run_main
+from fastapi.testclient import TestClient
+from shapes import Drawing, draw, write_corpus
+from signs import Painted, Sign, paint, read_signs
+from stills import write_jpeg, write_sidecar, xmp_packet
+
+from api.answer import Ask, OneConnection, answer
+from api.app import create_app
+from core.db import connect
+from core.embedder import open_embedder
+from core.settings import Settings, load_settings
+from core.text_index import words_of
+from core.vector_index import forget_shapes
+
+SIGNS = (
+    Sign("P1010001.JPG", ("CAFE LUNA",)),
+    Sign("P1010002.JPG", ("Invoice 4711", "ACME"), background=(235, 235, 225)),
+    Sign("P1010003.JPG", ("LUNCH MENU",)),
+)
+CAFE, INVOICE, LUNCH = (f"signs/{sign.name}" for sign in SIGNS)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterator[tuple[Settings, list[Painted]]]:
+    """Signs with painted words, a camera folder (IMG_4711.JPG, a picture with an .xmp sidecar, one
+    with embedded XMP keywords), and the coloured shapes as pictures that only look like things."""
+    root = tmp_path_factory.mktemp("text")
+    images = root / "img"
+    write_corpus(images / "shapes")
+    painted = [paint(images / "signs", sign) for sign in SIGNS]
+    camera = images / "camera"
+    camera.mkdir()
+    write_jpeg(camera / "IMG_4711.JPG", draw(Drawing("blue", "square"), width=160, height=120))
+    write_jpeg(camera / "IMG_0003.JPG", draw(Drawing("green", "circle"), width=160, height=120))
+    packet = xmp_packet(keywords=("holiday", "lisbon"), title="Tram 28", description="Up the hill to the castle")
+    write_sidecar(camera / "IMG_0003.JPG.xmp", packet)
+    embedded = xmp_packet(keywords=("harbour",), title="Boats at dawn")
+    write_jpeg(camera / "DSC_0100.JPG", draw(Drawing("yellow", "triangle"), width=160, height=120), xmp=embedded)
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(pg_server, name)
+    settings = load_settings(
+        {"IMAGE_DIR": str(images), "DATA_DIR": str(root / "data"), "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)}
+    )
+    from flows.engine import index_once
+
+    asyncio.run(index_once(settings))
+    read_signs(url, painted)
+    yield settings, painted
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def client(library: tuple[Settings, list[Painted]]) -> Iterator[TestClient]:
+    with TestClient(create_app(library[0])) as c:
+        yield c
+
+
+def search(client: TestClient, q: str, **params: Any) -> list[dict[str, Any]]:
+    response = client.get("/api/search", params={"q": q, "limit": 40, **params})
+    assert response.status_code == 200, response.text
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
+def paths(results: list[dict[str, Any]]) -> list[str]:
+    return [r["path"] for r in results]
+
+
+class TestWordsInPictures:
+    def test_the_phrase_painted_on_a_sign_finds_that_picture_first(self, client: TestClient) -> None:
+        results = search(client, "CAFE LUNA")
+        first = results[0]
+        assert first["path"] == CAFE and first["match"] == "strong"
+        assert first["text_match"]["words"] == ["cafe", "luna"] and first["text_match"]["where"] == ["ocr"]
+        [line] = first["text_match"]["lines"]
+        assert line["text"] == "CAFE LUNA" and all(0 <= v <= 1 for v in line["box"])
+        # the visual side still ranks the rest, found through no text
+        assert len(results) > 20 and all(r["text_match"] is None for r in results[1:])
+        assert first["score"] is not None  # the cosine to the query, as for every result
+
+    def test_part_of_a_word_and_a_number_find_the_text_around_them(self, client: TestClient) -> None:
+        assert paths(search(client, "luna"))[0] == CAFE
+        found = search(client, "4711")
+        assert set(paths(found[:2])) == {INVOICE, "camera/IMG_4711.JPG"}
+        where = {r["path"]: r["text_match"]["where"] for r in found[:2]}
+        assert where == {INVOICE: ["ocr"], "camera/IMG_4711.JPG": ["name"]}
+        invoice = next(r for r in found if r["path"] == INVOICE)
+        assert [line["text"] for line in invoice["text_match"]["lines"]] == ["Invoice 4711"]  # not "ACME"
+
+    def test_a_file_name_finds_that_file(self, client: TestClient) -> None:
+        found = search(client, "IMG_4711")
+        assert found[0]["path"] == "camera/IMG_4711.JPG"
+        assert found[0]["text_match"] == {"words": ["img", "4711"], "where": ["name"], "lines": []}
+        assert found[1]["text_match"] is None  # the invoice says 4711 but is no IMG
+
+    def test_a_near_word_is_no_match(self, client: TestClient) -> None:
+        assert all(r["path"] != LUNCH or r["text_match"] is None for r in search(client, "luna"))
+
+
+class TestNamesAndKeywords:
+    @pytest.mark.parametrize(
+        ("q", "path", "where"),
+        [
+            ("lisbon", "camera/IMG_0003.JPG", ["keywords"]),  # from the .xmp sidecar
+            ("tram 28", "camera/IMG_0003.JPG", ["title"]),
+            ("the castle", "camera/IMG_0003.JPG", ["description"]),
+            ("harbour", "camera/DSC_0100.JPG", ["keywords"]),  # XMP inside the JPEG
+            ("camera dsc", "camera/DSC_0100.JPG", ["name"]),  # a folder's name and the file's
+        ],
+    )
+    def test_the_words_people_gave_a_picture_find_it(
+        self, client: TestClient, q: str, path: str, where: list[str]
+    ) -> None:
+        first = search(client, q)[0]
+        assert first["path"] == path and first["text_match"]["where"] == where and first["match"] == "strong"
+
+    def test_names_are_cut_into_words_as_queries_are(self) -> None:
+        assert words_of("camera/IMG_4711.JPG") == ["camera", "img", "4711", "jpg"]
+        assert words_of("Café-Luna2024") == ["café", "luna", "2024"]
+
+
+class TestTextFilters:
+    def test_text_only_keeps_the_pictures_whose_words_hold_it_ranked_by_them(self, client: TestClient) -> None:
+        found = search(client, 'text:"cafe luna"')
+        assert paths(found) == [CAFE] and found[0]["score"] is None and found[0]["match"] == "strong"
+        assert set(paths(search(client, "text:4711"))) == {INVOICE, "camera/IMG_4711.JPG"}
+
+    def test_text_with_words_for_the_model_ranks_only_the_pictures_that_say_it(self, client: TestClient) -> None:
+        found = search(client, "a blue square text:4711")
+        assert paths(found)[0] == "camera/IMG_4711.JPG" and len(found) == 2
+        assert all(r["text_match"]["words"] == ["4711"] for r in found)
+
+    def test_minus_text_leaves_out_the_pictures_whose_words_hold_it(self, client: TestClient) -> None:
+        everything = paths(search(client, "a sign", limit=200))
+        without = paths(search(client, "a sign -text:luna", limit=200))
+        assert CAFE in everything and sorted(without) == sorted(set(everything) - {CAFE})
+        assert CAFE not in paths(search(client, "-text:luna", limit=200))  # newest first, less it
+
+    def test_understood_lists_the_text_filters(self, client: TestClient) -> None:
+        body = client.get("/api/search", params={"q": 'beach -text:"for sale"'}).json()
+        assert body["understood"]["filters"]["text"] == [{"text": "for sale", "exclude": True, "start": 6, "end": 22}]
+
+    def test_a_text_filter_without_words_is_one_clear_line(self, client: TestClient) -> None:
+        response = client.get("/api/search", params={"q": "beach text:!!"})
+        assert response.status_code == 422 and response.json()["position"] == 6
+
+
+class TestFusedRanking:
+    def test_text_matches_are_strong_matches(self, client: TestClient) -> None:
+        strong = search(client, "CAFE LUNA", min_match="strong")
+        assert paths(strong)[0] == CAFE
+
+    def test_pages_continue_each_other_without_gaps_or_repeats(self, client: TestClient) -> None:
+        whole = paths(search(client, "4711 blue", limit=24))
+        pages: list[str] = []
+        for offset in range(0, 24, 7):
+            pages += paths(search(client, "4711 blue", limit=min(7, 24 - offset), offset=offset))
+        assert pages == whole and len(set(whole)) == 24
+
+    def test_each_word_is_found_through_a_gin_index(self, library: tuple[Settings, list[Painted]]) -> None:
+        from psycopg import sql
+
+        from core.model_state import model_table
+        from core.text_index import word_in
+
+        table = model_table(library[0].clip_model)
+        asked = {
+            (table, "search_words", "cafe"): f"{table}_words_trgm_idx",  # part of a word
+            (table, "search_words", "28"): f"{table}_words_fts_idx",  # the start of a word
+            ("picture_text", "text", "invoices"): "picture_text_trgm_idx",  # or nearly
+            ("picture_text", "text", "ac"): "picture_text_fts_idx",
+        }
+        with connect(library[0].database_url) as conn, conn.transaction():
+            conn.execute("SET LOCAL enable_seqscan = off")  # tables this small are cheaper to read whole
+            for (name, column, word), index in asked.items():
+                test = word_in(sql.Identifier(column), word, trigram=True, fuzzy=name == "picture_text")
+                query = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE {}").format(sql.Identifier(name), test)
+                plan = "\n".join(r[0] for r in conn.execute(query, {}))
+                assert f"Bitmap Index Scan on {index}" in plan, plan
+
+    def test_without_pg_trgm_words_still_match_as_substrings(self, library: tuple[Settings, list[Painted]]) -> None:
+        settings = library[0]
+        embedder = open_embedder(settings.clip_model, settings.device, settings.precision)
+        with connect(settings.database_url) as conn, conn.transaction(force_rollback=True):
+            conn.execute("DROP EXTENSION pg_trgm CASCADE")  # as on a server without contrib
+            forget_shapes()
+            try:
+                ctx = OneConnection(conn, embedder, settings)
+                assert answer(ctx, Ask(q="luna"))["results"][0]["path"] == CAFE
+                found = answer(ctx, Ask(q="4711"))["results"]
+                assert {r["path"] for r in found[:2]} == {INVOICE, "camera/IMG_4711.JPG"}
+            finally:
+                forget_shapes()
+
+
+class TestCommandLine:
+    def test_search_finds_a_file_by_its_name_and_says_which_words_matched(
+        self, library: tuple[Settings, list[Painted]]
+    ) -> None:
+        result = run_main(library[0], "search", "IMG_4711", "--limit", "3")
+        assert result.returncode == 0, result.stderr
+        first = result.stdout.splitlines()[0].split("\t")
+        assert first[1:] == ["camera/IMG_4711.JPG", "strong", "name: img 4711"]
+
+
+@pytest.mark.browser
+def test_the_larger_view_highlights_where_the_words_are(
+    library: tuple[Settings, list[Painted]], tmp_path: Path
+) -> None:
+    """Served for real; the highlight sits over the painted line, in the picture's own proportions."""
+    import httpx
+    from conftest import Process, free_port, wait_for
+    from test_browser import open_page
+
+    settings, painted = library
+    port = free_port()
+    server = Process(settings, ["serve"], tmp_path / "serve.log", PORT=str(port))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{base}/api/status", timeout=2).json().get("live"), timeout=120)
+        for page in open_page():
+            page.goto(base + "/?q=CAFE%20LUNA")
+            page.wait_for_function("document.querySelector('.tile')?.dataset.path === 'signs/P1010001.JPG'")
+            assert "cafe luna" in page.locator(".tile .badge.text").first.inner_text().lower()
+            page.locator(".tile button").first.click()
+            box = page.locator("#viewer-highlights .highlight")
+            box.wait_for()
+            assert box.count() == 1 and box.get_attribute("title") == "CAFE LUNA"
+            img = page.locator("#viewer-img").bounding_box()
+            shown = box.bounding_box()
+            x0, y0, x1, y1 = painted[0].lines[0]["box"]  # type: ignore[misc]
+            assert abs(shown["x"] - (img["x"] + x0 * img["width"])) < 3
+            assert abs(shown["width"] - (x1 - x0) * img["width"]) < 3
+            assert abs(shown["y"] - (img["y"] + y0 * img["height"])) < 3
+            assert "ocr" in page.locator("#viewer-facts").inner_text().lower()
+    finally:
+        server.stop()
