@@ -118,6 +118,8 @@ def describe(understood: dict[str, Any]) -> str:
         parts.append(f"in {f['folder']}/")
     if filters.get("places"):
         parts.append("in " + " or ".join(p["place"] for p in filters["places"]))
+    for t in filters.get("text", []):
+        parts.append(f'{"not " if t["exclude"] else ""}saying "{t["text"]}"')
     return "searching for " + " ".join(parts) if parts else ""
 
 
@@ -138,20 +140,27 @@ def print_page(page: dict[str, Any], args: argparse.Namespace) -> None:
         if results and not any(r.get("match") == "strong" for r in results) and args.offset == 0:
             console.print("no good match: the nearest images below do not look like what you described")
         table = Table(title=f"{len(results)} results", title_justify="left")
-        for column in ("#", "score", "match", "path", "size", "date", "place"):
+        for column in ("#", "score", "match", "path", "size", "date", "place", "text"):
             table.add_column(column, justify="right" if column in ("#", "score") else "left")
         for rank, r in enumerate(results, start=args.offset + 1):
             date = (r["taken_at"] or "")[:16].replace("T", " ")
             size = f"{r['width']}×{r['height']}"
             place = r.get("place") or {}
             where = ", ".join(n for n in (place.get("city"), place.get("country")) if n)
-            table.add_row(str(rank), score(r), r.get("match") or "", located(r), size, date, where)
+            table.add_row(str(rank), score(r), r.get("match") or "", located(r), size, date, where, matched_text(r))
         console.print(table)
     else:
         if line:
             print(line, file=sys.stderr)  # stdout stays one result per line for scripts
         for r in results:
-            print(f"{'' if r['score'] is None else format(r['score'], '.4f')}\t{located(r)}\t{r.get('match') or ''}")
+            line = f"{'' if r['score'] is None else format(r['score'], '.4f')}\t{located(r)}\t{r.get('match') or ''}"
+            print(line + (f"\t{matched_text(r)}" if r.get("text_match") else ""))
+
+
+def matched_text(result: dict[str, Any]) -> str:
+    """Where the picture's own words held the query's, and which: `ocr, name: cafe luna`."""
+    found = result.get("text_match")
+    return f"{', '.join(found['where'])}: {' '.join(found['words'])}" if found else ""
 
 
 def located(result: dict[str, Any]) -> str:

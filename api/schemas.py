@@ -17,7 +17,8 @@ from api.search import MAX_LIMIT
 QUERY_HELP = (
     "what to look for, in plain language, or in the query language: terms joined by + and -, "
     "weights (2:sunset), quoted phrases, img:ID, in:FOLDER, dates (2023, July 2023, last summer), "
-    "places of the collection (Lisbon, beach in New York)"
+    "places of the collection (Lisbon, beach in New York), "
+    'text:"WORDS" (only pictures whose names, keywords or text in them hold the words) and -text:WORDS'
 )
 
 # query parameters of every route that answers with a page of results
@@ -145,9 +146,23 @@ class Image(BaseModel):
     motion_url: str | None = Field(description="a Live Photo's motion (a short video)")
 
 
+class MatchedLine(BaseModel):
+    text: str
+    box: list[float] = Field(description="[x0, y0, x1, y1], fractions of the picture as displayed")
+
+
+class TextMatch(BaseModel):
+    words: list[str] = Field(description="the query's words the picture's own words hold, cut as search cuts them")
+    where: list[str] = Field(description="where they are: name, keywords, title, description, ocr")
+    lines: list[MatchedLine] = Field(description="the lines of text read in the picture that hold them")
+
+
 class Result(Image):
-    match: str = Field(description="strong, weak or none: how well the query describes the image")
-    relevance: float | None = Field(description="the margin behind `match`; null when browsing by date")
+    match: str = Field(description="strong, weak or none: how well the query describes the image (text: strong)")
+    relevance: float | None = Field(description="the margin behind `match`; null when browsing by date or by text")
+    text_match: TextMatch | None = Field(
+        None, description="for a result found through its own words (names, keywords, text in it): which and where"
+    )
 
 
 class Understood(BaseModel):

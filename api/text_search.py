@@ -35,11 +35,10 @@ from api.search import (
     ImageRecord,
     SearchFilters,
     record_of,
-    run_planned,
     search_where,
     vector_hits,
 )
-from api.search_plan import MAX_POOL, Plan, candidate_pool, plan_search
+from api.search_plan import MAX_POOL, Plan, candidate_pool, plan_search, run_planned
 from core.errors import BadRequest
 from core.model_state import model_table
 from core.text_index import OCR_TABLE, WORDS_COLUMN, any_word_in, matching_ids, word_in, words_of

@@ -12,6 +12,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from PIL import Image, ImageDraw, ImageFont
@@ -30,7 +31,7 @@ class Sign:
 class Painted:
     path: Path
     content_hash: str
-    lines: list[dict[str, object]]  # as the OCR pass records them
+    lines: list[dict[str, Any]]  # as the OCR pass records them
 
 
 def paint(folder: Path, sign: Sign, width: int = 320, height: int = 240) -> Painted:
@@ -38,8 +39,8 @@ def paint(folder: Path, sign: Sign, width: int = 320, height: int = 240) -> Pain
     image = Image.new("RGB", (width, height), sign.background)
     pen = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=28)
-    lines: list[dict[str, object]] = []
-    y = 40
+    lines: list[dict[str, Any]] = []
+    y = 40.0
     for text in sign.lines:
         x0, y0, x1, y1 = pen.textbbox((24, y), text, font=font)
         pen.text((24, y), text, font=font, fill=(250, 240, 200))

@@ -248,7 +248,7 @@ def test_the_larger_view_highlights_where_the_words_are(
             assert box.count() == 1 and box.get_attribute("title") == "CAFE LUNA"
             img = page.locator("#viewer-img").bounding_box()
             shown = box.bounding_box()
-            x0, y0, x1, y1 = painted[0].lines[0]["box"]  # type: ignore[misc]
+            x0, y0, x1, y1 = painted[0].lines[0]["box"]
             assert abs(shown["x"] - (img["x"] + x0 * img["width"])) < 3
             assert abs(shown["width"] - (x1 - x0) * img["width"]) < 3
             assert abs(shown["y"] - (img["y"] + y0 * img["height"])) < 3

@@ -7,7 +7,8 @@ export function showUnderstood(understood, edit) {
   const terms = understood.terms || [];
   const filters = understood.filters || {};
   const simple = terms.length === 1 && terms[0].text != null && terms[0].weight === 1;
-  if (state.mode !== "text" || (simple && !filters.dates && !filters.folders && !filters.places)) {
+  const narrowed = filters.dates || filters.folders || filters.places || filters.text;
+  if (state.mode !== "text" || (simple && !narrowed)) {
     els.chips.hidden = true;
     return;
   }
@@ -56,6 +57,13 @@ export function showUnderstood(understood, edit) {
     chip.append(`in ${p.place}`);
     chip.title = `taken there, from "${p.words}"`;
     chip.append(remove(p.start, p.end, "Remove this place"));
+    chips.push(chip);
+  }
+  for (const t of filters.text || []) {
+    const chip = makeChip(t.exclude ? "chip filter text text-negative" : "chip filter text");
+    chip.append(`${t.exclude ? "not saying" : "saying"} “${t.text}”`);
+    chip.title = "names, keywords, title, description or text in the picture";
+    chip.append(remove(t.start, t.end, "Remove this text filter"));
     chips.push(chip);
   }
   els.chips.replaceChildren(...chips);

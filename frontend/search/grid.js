@@ -91,6 +91,10 @@ function badges(r) {
   } else if (r.kind === "live") {
     badge("live", "LIVE", "Live Photo");
   }
+  if (r.text_match) {
+    const words = r.text_match.words.join(" ");
+    badge("text", `“${words}”`, `its own words say ${words} (${r.text_match.where.join(", ")})`);
+  }
   if (made.length === 0) return [];
   const box = document.createElement("span");
   box.className = "badges";

@@ -1,6 +1,7 @@
 // The larger view of one result: the picture or video (media.js), its facts, and stepping
 // through the results in the order the page shows them.
 import { formatBytes, formatDate, formatDuration } from "../api.js";
+import { initHighlights, showHighlights } from "./highlights.js";
 import { initMedia, showMedia, stopMedia } from "./media.js";
 import { $, els, ordered, state } from "./state.js";
 
@@ -14,6 +15,7 @@ export function openViewer(index) {
   if (!r) return;
   current = index;
   showMedia(r);
+  showHighlights(r);
   $("viewer-path").textContent = r.path;
   $("viewer-original").href = r.url;
   $("viewer-raw").hidden = !r.original_url;
@@ -39,6 +41,7 @@ function facts(r) {
     ["Description", r.description || ""],
     ["Score", r.score == null ? "" : r.score.toFixed(3)],
     ["Match", r.match || ""],
+    ["Words", matchedWords(r.text_match)],
     ["Length", r.duration == null ? "" : formatDuration(r.duration)],
     ["Matched at", r.second == null ? "" : formatDuration(r.second)],
     ["Size", formatBytes(r.size)],
@@ -50,6 +53,13 @@ function facts(r) {
     ["Keywords", (r.keywords || []).join(", ")],
     ["Rating", stars(r.rating)],
   ].filter(([, v]) => v);
+}
+
+// The query's words the picture's own words hold, and where: "cafe luna (text in the picture)"
+const PLACES = { name: "name", keywords: "keywords", title: "title", description: "description", ocr: "text in the picture (ocr)" };
+function matchedWords(found) {
+  if (!found) return "";
+  return `${found.words.join(" ")} (${found.where.map((w) => PLACES[w] || w).join(", ")})`;
 }
 
 // Coordinates as text: the page works offline, so there are no map tiles to show them on.
@@ -85,6 +95,7 @@ async function step(delta) {
 export function initViewer({ loadMore, addTerm, similar }) {
   actions = { loadMore };
   initMedia();
+  initHighlights();
   els.viewer.addEventListener("close", stopMedia); // Esc, ×, the backdrop, or a new search
   $("viewer-close").addEventListener("click", () => els.viewer.close());
   $("viewer-prev").addEventListener("click", () => step(-1));
