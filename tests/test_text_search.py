@@ -237,7 +237,15 @@ def test_the_larger_view_highlights_where_the_words_are(
     server = Process(settings, ["serve"], tmp_path / "serve.log", PORT=str(port))
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{base}/api/status", timeout=2).json().get("live"), timeout=120)
+
+        def ready() -> bool:
+            try:
+                body = httpx.get(f"{base}/api/status", timeout=2).json()
+            except (httpx.TransportError, ValueError):
+                return False
+            return bool(body["live"] and not body["scanning"])
+
+        wait_for(ready, timeout=120)
         for page in open_page():
             page.goto(base + "/?q=CAFE%20LUNA")
             page.wait_for_function("document.querySelector('.tile')?.dataset.path === 'signs/P1010001.JPG'")
@@ -246,12 +254,16 @@ def test_the_larger_view_highlights_where_the_words_are(
             box = page.locator("#viewer-highlights .highlight")
             box.wait_for()
             assert box.count() == 1 and box.get_attribute("title") == "CAFE LUNA"
-            img = page.locator("#viewer-img").bounding_box()
+            # the layer is the picture as shown (scaled to fit its box, centred), the box on the line
+            img, picture = page.locator("#viewer-img").bounding_box(), page.locator("#viewer-highlights").bounding_box()
+            assert abs(picture["width"] / picture["height"] - 320 / 240) < 0.02
+            assert abs(picture["x"] + picture["width"] / 2 - (img["x"] + img["width"] / 2)) < 2
+            assert picture["width"] <= img["width"] + 1 and picture["height"] <= img["height"] + 1
             shown = box.bounding_box()
             x0, y0, x1, y1 = painted[0].lines[0]["box"]
-            assert abs(shown["x"] - (img["x"] + x0 * img["width"])) < 3
-            assert abs(shown["width"] - (x1 - x0) * img["width"]) < 3
-            assert abs(shown["y"] - (img["y"] + y0 * img["height"])) < 3
+            assert abs(shown["x"] - (picture["x"] + x0 * picture["width"])) < 2
+            assert abs(shown["width"] - (x1 - x0) * picture["width"]) < 2
+            assert abs(shown["y"] - (picture["y"] + y0 * picture["height"])) < 2
             assert "ocr" in page.locator("#viewer-facts").inner_text().lower()
     finally:
         server.stop()
