@@ -153,8 +153,7 @@ def print_page(page: dict[str, Any], args: argparse.Namespace) -> None:
         if line:
             print(line, file=sys.stderr)  # stdout stays one result per line for scripts
         for r in results:
-            line = f"{'' if r['score'] is None else format(r['score'], '.4f')}\t{located(r)}\t{r.get('match') or ''}"
-            print(line + (f"\t{matched_text(r)}" if r.get("text_match") else ""))
+            print(f"{'' if r['score'] is None else format(r['score'], '.4f')}\t{located(r)}\t{r.get('match') or ''}")
 
 
 def matched_text(result: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """`python -m bench.scale`: the search SQL at scale, without HTTP or a text encoder: similar-image and
 folder-filtered searches (a folder holding 10 %) through `api.search.search_by_vector`, p50 / p95
-and recall@10 against an exact float32 numpy scan, with the HNSW build time and index size.
+and recall@10 against an exact float32 numpy scan, with the HNSW build time and index size; and the
+hybrid search (vector and text, fused) against the vector-only one (`bench.text`).
 
     python -m bench.scale --sizes 200000                  # on a temporary embedded server
     python -m bench.scale --sizes 1000000 --url postgresql://...
@@ -22,6 +23,7 @@ from pgvector.psycopg import register_vector
 from api.search import make_filters, search_by_vector
 from bench.common import Report, median, percentile, verdict
 from bench.serving import FOLDERS, ScaleDatabase, build_scale_database, synthetic_embeddings
+from bench.text import measure_hybrid
 
 MODEL = "bench/scale-model"
 FOLDER = "synthetic/f3"  # one of FOLDERS, a tenth of the rows
@@ -124,6 +126,7 @@ def main() -> None:
             report_build(db, size, report)
             probes = np.random.default_rng(3).choice(size, min(args.queries, size), replace=False).tolist()
             measure_searches(db.url, vectors, probes, report, args.ef)
+            measure_hybrid(db.url, vectors, probes, report, args.ef, MODEL)
             for row in report.rows:
                 print(f"| {row.metric} | {row.ours} | {row.usual} | {row.target} | {row.met} |", flush=True)
             with psycopg.connect(admin, autocommit=True) as conn:

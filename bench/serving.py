@@ -22,6 +22,7 @@ from PIL import Image
 from bench.common import Report, Server, free_port, main_py, median, percentile, verdict, wait_until
 from bench.latency import queries
 from bench.tables import model_tables_sql
+from bench.text import add_picture_text, create_text_indexes, measure_hybrid, synthetic_words
 from core.db import database_url, ensure_schema
 from core.embedder import open_embedder
 from core.model_state import frames_table, model_table, switch_to
@@ -183,8 +184,12 @@ def build_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: 
         build = time.perf_counter() - started
         conn.execute(halfvec_index_sql(frames, dim) if halfvec else vector_index_sql(frames))
         conn.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
+        conn.execute(f"CREATE INDEX ON {table} (content_hash)")
         conn.execute(path_prefix_index_sql(table))
         conn.execute(place_names_index_sql(table))
+        add_picture_text(conn, count)
+        words = create_text_indexes(conn, table, features is not None and features.trigram)
+        print(f"  text indexes over {count:,} rows built in {words:.1f}s", flush=True)
         kind = "halfvec" if halfvec else "vector"
         print(f"  HNSW ({kind}) over {count:,} vectors built in {build:.1f}s, {workers} workers", flush=True)
         conn.execute(f"VACUUM ANALYZE {table}")
@@ -207,13 +212,15 @@ def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: st
     stamp = datetime.now(UTC)
     with conn.cursor().copy(
         f"COPY {model_table(model)} (path, id, kind, content_hash, size, modified_at, width, height, format, "
-        "taken_at, keywords, model, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        "taken_at, keywords, title, search_words, model, embedding) FROM STDIN WITH (FORMAT BINARY)"
     ) as copy:
         types = ["text", "int8", "text", "text", "int8", "timestamptz", "int8", "int8", "text", "timestamp"]
-        copy.set_types([*types, "text[]", "text", "vector"])
+        copy.set_types([*types, "text[]", "text", "text", "text", "vector"])
         for i, v in enumerate(vectors, start=first_id):
+            path = f"synthetic/f{i % FOLDERS}/{i:07d}.jpg"
+            keywords, title, words = synthetic_words(path, i)
             row: tuple[object, ...] = (
-                f"synthetic/f{i % FOLDERS}/{i:07d}.jpg",
+                path,
                 i,
                 "picture",
                 f"{i:064x}",
@@ -223,7 +230,9 @@ def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: st
                 480,
                 "jpeg",
                 TAKEN_FROM + timedelta(hours=(i * 7919) % (10 * 8760)),  # ten years, spread over them
-                [],
+                keywords,
+                title,
+                words,
                 model,
                 v,
             )
@@ -360,6 +369,7 @@ def query_at_scale(
         )
         report_build(db, size, report)
         measure_searches(url, vectors, probes, report, settings.search_ef, model.name)
+        measure_hybrid(url, vectors, probes, report, settings.search_ef, model.name)
         ef_sweep(url, vectors, probes[:100], report, size, model.name)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "bench_scale_{size}" WITH (FORCE)')

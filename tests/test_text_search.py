@@ -8,6 +8,8 @@ filled as the OCR pass fills it (`signs.read_signs`)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import TINY_CLIP, _with_database, run_main
+from conftest import ROOT, TINY_CLIP, _with_database, env_for
 from fastapi.testclient import TestClient
 from shapes import Drawing, draw, write_corpus
 from signs import Painted, Sign, paint, read_signs
@@ -214,13 +216,20 @@ class TestFusedRanking:
 
 
 class TestCommandLine:
-    def test_search_finds_a_file_by_its_name_and_says_which_words_matched(
+    def test_search_in_a_terminal_finds_a_file_by_its_name_and_says_which_words_matched(
         self, library: tuple[Settings, list[Painted]]
     ) -> None:
-        result = run_main(library[0], "search", "IMG_4711", "--limit", "3")
-        assert result.returncode == 0, result.stderr
-        first = result.stdout.splitlines()[0].split("\t")
-        assert first[1:] == ["camera/IMG_4711.JPG", "strong", "name: img 4711"]
+        command = f"{sys.executable} {ROOT / 'main.py'} search IMG_4711 --limit 3"
+        result = subprocess.run(
+            ["script", "-qec", command, "/dev/null"],
+            env={**env_for(library[0]), "COLUMNS": "160"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout
+        first = next(line for line in result.stdout.splitlines() if "camera/IMG_4711.JPG" in line)
+        assert " 1 " in first and "strong" in first and "name: img 4711" in first
 
 
 @pytest.mark.browser
