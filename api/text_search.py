@@ -12,8 +12,11 @@ The two rankings are fused by reciprocal rank fusion in the same SQL statement:
 
 a missing rank adding nothing. The text side counts double, so a picture whose sign says the query
 comes before every picture that merely looks like it, as long as fewer than about sixty pictures
-say it; ties go by id. Both candidate lists have sizes that depend only on how deep the page is
-(`api.search_plan.candidate_pool`), so pages continue each other. Each page row that was found
+say it. Pictures whose texts rank the same share a text rank, so among them the visual ranking
+decides; remaining ties go by id. The visual candidates that say the words count as text matches
+even when the text side's first finds did not reach them. Both candidate lists have sizes that
+depend only on how deep the page is (`api.search_plan.candidate_pool`), so pages continue each
+other. Each page row that was found
 through text says which words matched, where (`name`, `keywords`, `title`, `description`, `ocr`),
 and which OCR lines hold them, with their boxes.
 """
@@ -41,7 +44,7 @@ from api.search import (
 from api.search_plan import MAX_POOL, Plan, candidate_pool, plan_search, run_planned
 from core.errors import BadRequest
 from core.model_state import model_table
-from core.text_index import OCR_TABLE, WORDS_COLUMN, any_word_in, matching_ids, word_in, words_of
+from core.text_index import OCR_TABLE, WORDS_COLUMN, any_word_in, holds_all, matching_ids, word_in, words_of
 from core.vector_index import IndexShape, index_shape
 
 RRF_K = 60
@@ -136,16 +139,29 @@ def _fused_sql(
     if shape.trigram:
         rank = sql.SQL("{} + word_similarity({}, {})").format(rank, sql.Literal(" ".join(words)), both)
     ids = matching_ids(table_name, words, shape.trigram, conditions, sql.SQL("%(text_pool)s"))
-    ctes = [
+    ctes: list[sql.Composable] = []
+    if visual:
+        hits, params = vector_hits(plan, shape, table_name, where, params, filtered)
+        ctes.append(
+            sql.SQL(
+                "v AS MATERIALIZED (SELECT id, content_hash, {words}, row_number() OVER (ORDER BY d, id) AS r "
+                "FROM ({hits}) hit)"
+            ).format(words=sql.Identifier(WORDS_COLUMN), hits=hits)
+        )
+        # the visual candidates that say the words are text matches too, whether or not the
+        # text side's first finds reached them
+        ids = sql.SQL("{} UNION SELECT v.id FROM v LEFT JOIN {} p ON p.content_hash = v.content_hash WHERE {}").format(
+            ids, ocr, holds_all(words, shape.trigram, row="v")
+        )
+    ctes += [
         sql.SQL(
             "t AS MATERIALIZED (SELECT i.id, {rank} AS rank FROM {table} i LEFT JOIN {ocr} p "
             "ON p.content_hash = i.content_hash WHERE i.id IN ({ids}))"
         ).format(rank=rank, table=table, ocr=ocr, ids=ids),
-        sql.SQL("tr AS (SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS r FROM t)"),
+        # equal texts share a rank, so the visual ranking orders them
+        sql.SQL("tr AS (SELECT id, rank() OVER (ORDER BY rank DESC) AS r FROM t)"),
     ]
     if visual:
-        hits, params = vector_hits(plan, shape, table_name, where, params, filtered)
-        ctes.append(sql.SQL("v AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM ({}) hit)").format(hits))
         fused = sql.SQL(
             "SELECT id AS page_id, COALESCE(1.0 / ({k} + v.r), 0) + COALESCE({w} / ({k} + tr.r), 0) AS fused, "
             "tr.r AS text_rank FROM v FULL JOIN tr USING (id)"

@@ -52,6 +52,7 @@ def add_picture_text(conn: psycopg.Connection[Any], count: int) -> None:
             text = f"{VOCABULARY[(i * 13) % n].upper()} {VOCABULARY[(i * 29) % n].upper()} No {i % 10_000:04d}"
             lines = [{"text": text, "box": [0.1, 0.1, 0.9, 0.2], "confidence": 0.9}]
             copy.write_row((f"{i:064x}", text, json.dumps(lines), "bench"))
+    conn.execute(f"ANALYZE {OCR_TABLE}")
 
 
 def create_text_indexes(conn: psycopg.Connection[Any], table: str, trigram: bool) -> float:

@@ -94,6 +94,15 @@ def any_word_in(body: sql.Composable, words: Sequence[str], trigram: bool, fuzzy
     return sql.SQL("({})").format(sql.SQL(" OR ").join(word_in(body, w, trigram, fuzzy=fuzzy) for w in words))
 
 
+def holds_all(words: Sequence[str], trigram: bool, row: str = "i", ocr: str = "p") -> sql.Composable:
+    """Every word is in the words of `row` (a model-table row) or in the text of `ocr` (its
+    `picture_text` row, joined): a test of rows already found, not one the indexes serve."""
+    own, read = sql.SQL(f"{row}.{WORDS_COLUMN}"), sql.SQL(f"{ocr}.text")
+    return sql.SQL(" AND ").join(
+        sql.SQL("({} OR {})").format(word_in(own, w, trigram), word_in(read, w, trigram, fuzzy=True)) for w in words
+    )
+
+
 def matching_ids(
     table: str,
     words: Sequence[str],
@@ -106,22 +115,21 @@ def matching_ids(
     holding any of them (its indexes) whose two texts together hold them all. With `limit`, at most
     that many of each: the first found, so that a word in every name costs no more than a rare one."""
     t, ocr = sql.Identifier(table), sql.Identifier(OCR_TABLE)
-    own, read = sql.SQL(f"i.{WORDS_COLUMN}"), sql.SQL("p.text")
-    either = sql.SQL(" AND ").join(
-        sql.SQL("({} OR {})").format(word_in(own, w, trigram), word_in(read, w, trigram, fuzzy=True)) for w in words
-    )
     cap = sql.SQL("") if limit is None else sql.SQL(" LIMIT {}").format(limit)
+    # the OCR rows are read whole before the limit: planned under it, a scan that stops at the
+    # first matches looked cheaper than the index, and read the whole table when nothing matched
     return sql.SQL(
         "(SELECT id FROM {t} WHERE {where} AND {in_own}{cap}) UNION "
-        "(SELECT i.id FROM {ocr} p JOIN {t} i ON i.content_hash = p.content_hash "
-        "WHERE {in_read} AND {either} AND i.id IN (SELECT id FROM {t} WHERE {where}){cap})"
+        "(WITH p AS MATERIALIZED (SELECT content_hash, text FROM {ocr} WHERE {in_read}) "
+        "SELECT i.id FROM p JOIN {t} i ON i.content_hash = p.content_hash "
+        "WHERE {either} AND i.id IN (SELECT id FROM {t} WHERE {where}){cap})"
     ).format(
         t=t,
         ocr=ocr,
         where=where,
         in_own=all_words_in(sql.Identifier(WORDS_COLUMN), words, trigram),
-        in_read=any_word_in(read, words, trigram, fuzzy=True),
-        either=either,
+        in_read=any_word_in(sql.SQL("text"), words, trigram, fuzzy=True),
+        either=holds_all(words, trigram),
         cap=cap,
     )
 
