@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from api.places import PlaceMatch, place_conditions
-from api.search_plan import Plan, plan_search, run_planned
+from api.search_plan import Plan, plan_search, run_planned, vector_hits
 from core.db import IMAGES_TABLE
 from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
@@ -312,51 +312,6 @@ def _ranked(
         "SELECT {cols}, 1 - d AS score, second{extra} FROM ({hits}) hit ORDER BY d, id LIMIT %(n)s OFFSET %(skip)s"
     ).format(cols=COLUMNS, extra=sql.SQL(", best") if with_vectors else sql.SQL(""), hits=hits)
     return run_planned(conn, plan, query, params)
-
-
-def vector_hits(
-    plan: Plan,
-    shape: IndexShape,
-    table_name: str,
-    where: list[sql.Composable],
-    params: dict[str, Any],
-    filtered: bool,
-) -> tuple[sql.Composable, dict[str, Any]]:
-    """Every row of the plan's candidates (all that pass `where` without a pool) with `d`, its
-    distance to %(q)s (a video's: its nearest frame's), that frame's `second`, and `best`, the
-    embedding that distance is to; and the parameters that takes."""
-    table, frames = sql.Identifier(table_name), sql.Identifier(table_name + "_frames")
-    conditions = sql.SQL(" AND ").join(where)
-    candidates: sql.Composable = sql.SQL("")
-    if plan.pool is not None:
-        params = {**params, "pool": plan.pool, "frames_pool": 2 * plan.pool}
-        # a video may fill several of the frame index's places, hence more frames than items;
-        # filtered, a frame counts only if its video passes (the iterative scan walks on past
-        # those that do not)
-        frame_filter: sql.Composable = sql.SQL("")
-        if filtered:
-            frame_filter = sql.SQL(" WHERE EXISTS (SELECT 1 FROM {table} WHERE {table}.id = f.id AND {where})").format(
-                table=table, where=conditions
-            )
-        candidates = sql.SQL(
-            " AND id IN ((SELECT id FROM {table} WHERE {where} ORDER BY {item_d} LIMIT %(pool)s) "
-            "UNION (SELECT f.id FROM {frames} f{frame_filter} ORDER BY {frame_d} LIMIT %(frames_pool)s))"
-        ).format(
-            table=table,
-            frames=frames,
-            where=conditions,
-            item_d=sql.SQL(shape.distance("embedding")),
-            frame_d=sql.SQL(shape.distance("f.embedding")),
-            frame_filter=frame_filter,
-        )
-    hits = sql.SQL(
-        "SELECT i.*, LEAST(i.embedding <=> %(q)s, f.d) AS d, f.second, "
-        "CASE WHEN f.d < (i.embedding <=> %(q)s) THEN f.embedding ELSE i.embedding END AS best "
-        "FROM {table} i LEFT JOIN LATERAL (SELECT embedding <=> %(q)s AS d, second, embedding FROM {frames} "
-        "WHERE {frames}.id = i.id AND i.kind = 'video' ORDER BY 1 LIMIT 1) f ON true "
-        "WHERE {where}{candidates}"
-    ).format(table=table, frames=frames, where=conditions, candidates=candidates)
-    return hits, params
 
 
 def browse_newest(

@@ -39,9 +39,8 @@ from api.search import (
     SearchFilters,
     record_of,
     search_where,
-    vector_hits,
 )
-from api.search_plan import MAX_POOL, Plan, candidate_pool, plan_search, run_planned
+from api.search_plan import MAX_POOL, Plan, candidate_pool, plan_search, run_planned, vector_hits
 from core.errors import BadRequest
 from core.model_state import model_table
 from core.text_index import OCR_TABLE, WORDS_COLUMN, any_word_in, holds_all, matching_ids, word_in, words_of

@@ -1,67 +1,47 @@
-"""Pictures with words painted on them, and what OCR reads in them.
-
-Until the OCR pass is merged, its table (`picture_text`) is filled by `read_signs` with what each
-picture says and where, exactly as the pass records it (text, lines with boxes as fractions of the
-picture, confidence); everything else about these pictures is real files, indexed for real.
-"""
+"""Pictures with words painted on them, where the indexer's OCR pass reads them."""
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import psycopg
 from PIL import Image, ImageDraw, ImageFont
+
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf"  # serifs: a sans capital I reads as l
 
 
 @dataclass(frozen=True)
 class Sign:
-    """A picture with `lines` painted on it, one below the other."""
+    """A picture with `lines` painted on light plates, one below the other, over a darker scene."""
 
     name: str
     lines: tuple[str, ...]
-    background: tuple[int, int, int] = (90, 60, 40)
 
 
 @dataclass(frozen=True)
 class Painted:
     path: Path
-    content_hash: str
-    lines: list[dict[str, Any]]  # as the OCR pass records them
+    boxes: list[tuple[float, float, float, float]]  # each line's, as fractions of the picture
 
 
-def paint(folder: Path, sign: Sign, width: int = 320, height: int = 240) -> Painted:
-    """Write the sign as a JPEG; returns each line's box as a fraction of the picture."""
-    image = Image.new("RGB", (width, height), sign.background)
-    pen = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=28)
-    lines: list[dict[str, Any]] = []
-    y = 40.0
+def paint(folder: Path, sign: Sign, width: int = 480, height: int = 320) -> Painted:
+    picture = Image.new("RGB", (width, height), (70, 90, 80))
+    pen = ImageDraw.Draw(picture)
+    for n in range(0, width, 40):  # some structure, as a photo has
+        pen.rectangle((n, height * 3 // 4, n + 20, height - 10), fill=(110, 60 + n % 120, 50))
+    font = ImageFont.truetype(FONT, 34)
+    boxes: list[tuple[float, float, float, float]] = []
+    y = 30.0
     for text in sign.lines:
         x0, y0, x1, y1 = pen.textbbox((24, y), text, font=font)
-        pen.text((24, y), text, font=font, fill=(250, 240, 200))
-        box = [round(x0 / width, 4), round(y0 / height, 4), round(x1 / width, 4), round(y1 / height, 4)]
-        lines.append({"text": text, "box": box, "confidence": 0.97})
-        y = y1 + 24
+        pen.rectangle((x0 - 10, y0 - 8, x1 + 10, y1 + 8), fill=(240, 236, 220))
+        pen.text((24, y), text, fill=(20, 20, 20), font=font)
+        boxes.append((x0 / width, y0 / height, x1 / width, y1 / height))
+        y = y1 + 40
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=92)
-    data = buffer.getvalue()
+    picture.save(buffer, "JPEG", quality=92)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / sign.name
-    path.write_bytes(data)
-    return Painted(path, hashlib.sha256(data).hexdigest(), lines)
-
-
-def read_signs(url: str, painted: list[Painted]) -> None:
-    """What the OCR pass writes for these pictures."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        for p in painted:
-            text = "\n".join(str(line["text"]) for line in p.lines)
-            conn.execute(
-                "INSERT INTO picture_text (content_hash, text, lines, engine) VALUES (%s, %s, %s, 'test')",
-                (p.content_hash, text, json.dumps(p.lines)),
-            )
+    path.write_bytes(buffer.getvalue())
+    return Painted(path, boxes)

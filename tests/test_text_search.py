@@ -2,8 +2,7 @@
 descriptions (sidecars and embedded), and text painted in the pictures, fused with the visual
 ranking; `text:` and `-text:`; which words matched and where; the page's highlight boxes.
 
-One real indexed folder (tiny model, real Postgres) is shared by the module; OCR's table is
-filled as the OCR pass fills it (`signs.read_signs`)."""
+One real indexed folder (tiny model, real Postgres, the real OCR pass) is shared by the module."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ import pytest
 from conftest import ROOT, TINY_CLIP, _with_database, env_for
 from fastapi.testclient import TestClient
 from shapes import Drawing, draw, write_corpus
-from signs import Painted, Sign, paint, read_signs
+from signs import Painted, Sign, paint
 from stills import write_jpeg, write_sidecar, xmp_packet
 
 from api.answer import Ask, OneConnection, answer
@@ -33,7 +32,7 @@ from core.vector_index import forget_shapes
 
 SIGNS = (
     Sign("P1010001.JPG", ("CAFE LUNA",)),
-    Sign("P1010002.JPG", ("Invoice 4711", "ACME"), background=(235, 235, 225)),
+    Sign("P1010002.JPG", ("Invoice 4711", "ACME")),
     Sign("P1010003.JPG", ("LUNCH MENU",)),
 )
 CAFE, INVOICE, LUNCH = (f"signs/{sign.name}" for sign in SIGNS)
@@ -64,8 +63,7 @@ def library(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterato
     )
     from flows.engine import index_once
 
-    asyncio.run(index_once(settings))
-    read_signs(url, painted)
+    asyncio.run(index_once(settings))  # the embeddings, then the text in the pictures
     yield settings, painted
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -75,6 +73,18 @@ def library(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterato
 def client(library: tuple[Settings, list[Painted]]) -> Iterator[TestClient]:
     with TestClient(create_app(library[0])) as c:
         yield c
+
+
+def letters(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+def overlaps(box: list[float], painted: tuple[float, float, float, float]) -> bool:
+    """The box OCR found is on the painted line (their centres within the other)."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    px, py = (painted[0] + painted[2]) / 2, (painted[1] + painted[3]) / 2
+    inside = painted[0] <= cx <= painted[2] and painted[1] <= cy <= painted[3]
+    return inside and box[0] <= px <= box[2] and box[1] <= py <= box[3]
 
 
 def search(client: TestClient, q: str, **params: Any) -> list[dict[str, Any]]:
@@ -89,13 +99,16 @@ def paths(results: list[dict[str, Any]]) -> list[str]:
 
 
 class TestWordsInPictures:
-    def test_the_phrase_painted_on_a_sign_finds_that_picture_first(self, client: TestClient) -> None:
+    def test_the_phrase_painted_on_a_sign_finds_that_picture_first(
+        self, client: TestClient, library: tuple[Settings, list[Painted]]
+    ) -> None:
         results = search(client, "CAFE LUNA")
         first = results[0]
         assert first["path"] == CAFE and first["match"] == "strong"
         assert first["text_match"]["words"] == ["cafe", "luna"] and first["text_match"]["where"] == ["ocr"]
         [line] = first["text_match"]["lines"]
-        assert line["text"] == "CAFE LUNA" and all(0 <= v <= 1 for v in line["box"])
+        assert letters(line["text"]) == "cafeluna"  # OCR often runs words together: still found
+        assert overlaps(line["box"], library[1][0].boxes[0])
         # the visual side still ranks the rest, found through no text
         assert len(results) > 20 and all(r["text_match"] is None for r in results[1:])
         assert first["score"] is not None  # the cosine to the query, as for every result
@@ -107,7 +120,8 @@ class TestWordsInPictures:
         where = {r["path"]: r["text_match"]["where"] for r in found[:2]}
         assert where == {INVOICE: ["ocr"], "camera/IMG_4711.JPG": ["name"]}
         invoice = next(r for r in found if r["path"] == INVOICE)
-        assert [line["text"] for line in invoice["text_match"]["lines"]] == ["Invoice 4711"]  # not "ACME"
+        [line] = invoice["text_match"]["lines"]  # not "ACME"
+        assert "4711" in line["text"]
 
     def test_a_file_name_finds_that_file(self, client: TestClient) -> None:
         found = search(client, "IMG_4711")
@@ -262,14 +276,15 @@ def test_the_larger_view_highlights_where_the_words_are(
             page.locator(".tile button").first.click()
             box = page.locator("#viewer-highlights .highlight")
             box.wait_for()
-            assert box.count() == 1 and box.get_attribute("title") == "CAFE LUNA"
+            assert box.count() == 1 and letters(box.get_attribute("title") or "") == "cafeluna"
             # the layer is the picture as shown (scaled to fit its box, centred), the box on the line
             img, picture = page.locator("#viewer-img").bounding_box(), page.locator("#viewer-highlights").bounding_box()
-            assert abs(picture["width"] / picture["height"] - 320 / 240) < 0.02
+            assert abs(picture["width"] / picture["height"] - 480 / 320) < 0.02
             assert abs(picture["x"] + picture["width"] / 2 - (img["x"] + img["width"] / 2)) < 2
             assert picture["width"] <= img["width"] + 1 and picture["height"] <= img["height"] + 1
             shown = box.bounding_box()
-            x0, y0, x1, y1 = painted[0].lines[0]["box"]
+            found = httpx.get(f"{base}/api/search", params={"q": "CAFE LUNA", "limit": 1}).json()["results"][0]
+            x0, y0, x1, y1 = found["text_match"]["lines"][0]["box"]
             assert abs(shown["x"] - (picture["x"] + x0 * picture["width"])) < 2
             assert abs(shown["width"] - (x1 - x0) * picture["width"]) < 2
             assert abs(shown["y"] - (picture["y"] + y0 * picture["height"])) < 2
