@@ -149,9 +149,11 @@ def _fused_sql(
         )
         # the visual candidates that say the words are text matches too, whether or not the
         # text side's first finds reached them
-        ids = sql.SQL("{} UNION SELECT v.id FROM v LEFT JOIN {} p ON p.content_hash = v.content_hash WHERE {}").format(
-            ids, ocr, holds_all(words, shape.trigram, row="v")
-        )
+        # (its text looked up row by row: joined, the planner read the whole table of texts)
+        ids = sql.SQL(
+            "{} UNION SELECT v.id FROM v LEFT JOIN LATERAL "
+            "(SELECT text FROM {} WHERE content_hash = v.content_hash OFFSET 0) p ON true WHERE {}"
+        ).format(ids, ocr, holds_all(words, shape.trigram, row="v"))
     ctes += [
         sql.SQL(
             "t AS MATERIALIZED (SELECT i.id, {rank} AS rank FROM {table} i LEFT JOIN {ocr} p "
