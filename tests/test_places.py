@@ -302,3 +302,8 @@ def test_the_page_filters_by_a_listed_place_and_sorts_by_date(page: Any, trips: 
     page.reload()  # the place and the order are in the URL
     page.wait_for_function("document.querySelectorAll('.tile').length === 1")
     assert page.input_value("#place") == "Portugal" and page.input_value("#sort") == "oldest"
+    page.fill("#q", "")  # no words: the place alone lists what was taken there, in the order chosen
+    page.press("#q", "Enter")
+    page.wait_for_url("**/?place=Portugal&sort=oldest")
+    page.wait_for_function("document.querySelectorAll('.tile').length === 2")
+    assert tile_paths(page) == ["DCIM/castle.heic", "DCIM/tram.jpg"]

@@ -12,7 +12,8 @@ const tileActions = { open: (r) => openViewer(ordered().indexOf(r)), addTerm: ad
 
 function fetchPage(offset) {
   const params = { limit: PAGE, offset, ...filters(), ...sorting() };
-  if (state.mode === "text") return searchText(state.q.trim(), params);
+  // no words but a filter (a place or folder chosen): what meets it, newest first
+  if (state.mode === "text" || state.mode === "none") return searchText(state.q.trim(), params);
   if (state.mode === "similar") return searchSimilar(state.similar, params);
   return searchImage(state.file, params);
 }
@@ -24,7 +25,7 @@ function fetchPage(offset) {
 // when the grid emptied at once; `inPlace` keeps the place for a refresh of the same query.
 export function search({ inPlace = false } = {}) {
   const generation = ++state.generation;
-  if (state.mode === "none") {
+  if (state.mode === "none" && !Object.keys(filters()).length) {
     showAnswer(null);
     settle();
     showMessage(emptyIndexMessage() || "Type what you are looking for, or drop an image here.");
