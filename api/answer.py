@@ -29,6 +29,7 @@ from api.search import (
     ImageRecord,
     SearchFilters,
     browse_newest,
+    check_page,
     embeddings_of,
     folder_cache,
     list_folders,
@@ -129,8 +130,7 @@ def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:
     """The page of results for `ask`, with how it was understood."""
     level = check_min_match(ask.min_match)
     order = check_sort(ask.sort, ask.order)
-    if not 1 <= ask.limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    check_page(ask.limit)
     for i, term in enumerate(ask.terms):
         check_weight(term.weight, f"terms.{i}")
     for upload in ask.uploads:

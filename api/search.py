@@ -32,6 +32,13 @@ from core.vector_index import IndexShape, index_shape
 MAX_LIMIT = 200
 
 
+def check_page(limit: int, offset: int = 0) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise BadRequest("offset must be 0 or more")
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     folder: str | None = None  # relative to IMAGE_DIR
@@ -264,10 +271,7 @@ def search_by_vector(
     A video is as near as its nearest frame. Candidates come from the two HNSW indexes (items and
     frames), filtered there where pgvector can (`api.search_plan`), and are ranked exactly; pages
     too deep for the index, and filters it cannot serve, rank every row that passes the filters."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    if offset < 0:
-        raise BadRequest("offset must be 0 or more")
+    check_page(limit, offset)
     table_name = model_table(model)
     shape = index_shape(conn, table_name)
     where, params = search_where(model, filters, exclude_ids, shape.trigram)
@@ -326,8 +330,7 @@ def browse_newest(
 ) -> tuple[list[ImageRecord], bool]:
     """Images that pass the filters, newest (or oldest) first: the answer to a query of only
     dates, folders and places."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    check_page(limit)
     table_name = model_table(model)
     where, params = search_where(model, filters, exclude_ids, index_shape(conn, table_name).trigram)
     params.update(n=limit + 1, skip=max(0, offset))

@@ -34,14 +34,13 @@ from psycopg import sql
 from api.search import (
     COLUMN_COUNT,
     COLUMNS,
-    MAX_LIMIT,
     ImageRecord,
     SearchFilters,
+    check_page,
     record_of,
     search_where,
 )
 from api.search_plan import MAX_POOL, Plan, candidate_pool, plan_search, run_planned, vector_hits
-from core.errors import BadRequest
 from core.model_state import model_table
 from core.text_index import OCR_TABLE, WORDS_COLUMN, any_word_in, holds_all, matching_ids, word_in, words_of
 from core.vector_index import IndexShape, index_shape
@@ -94,10 +93,7 @@ def search_fused(
 ) -> tuple[list[Found], bool]:
     """The page of the fused ranking of `vector` (None: the text ranking alone) and `words`
     (non-empty), and whether more follow."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    if offset < 0:
-        raise BadRequest("offset must be 0 or more")
+    check_page(limit, offset)
     table = model_table(model)
     shape = index_shape(conn, table)
     where, params = search_where(model, filters, exclude_ids, shape.trigram)

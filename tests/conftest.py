@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,37 @@ def serve_and_wait(
 
     wait_for(ready, timeout=120)
     return server, base
+
+
+@contextmanager
+def polled_server(pg_server: str, top: Path, items: int) -> Iterator[tuple[str, Settings]]:
+    """`main.py serve` over `top`/img (already written), polling the folder, on a database of its
+    own; yields (base URL, settings) once its first scan has indexed `items`. For modules whose
+    tests only look, so one server serves them all."""
+    import httpx
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    folders = {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data")}
+    settings = load_settings({**folders, "DATABASE_URL": _with_database(pg_server, name), "CLIP_MODEL": str(TINY_CLIP)})
+    port = free_port()
+    server = Process(settings, ["serve"], top / "serve.log", PORT=str(port), WATCH="poll")
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"serve exited:\n{server.output()}")
+        try:
+            body = httpx.get(f"{base}/api/status", timeout=2).json()
+        except (httpx.TransportError, ValueError):
+            return False
+        return bool(body["live"] and not body["scanning"] and body["images"] == items)
+
+    try:
+        wait_for(ready, timeout=180)
+        yield base, settings
+    finally:
+        server.stop()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -4,22 +4,18 @@ cannot play, and the status page's folders, in a real headless Chromium against 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from camera_roll import write_camera_roll
-from conftest import TINY_CLIP, Process, free_port, wait_for
+from conftest import polled_server
 from playwright.sync_api import expect
 from shapes import Drawing, write_corpus
 from test_browser import PHONE, open_page, screenshot
 from videos import write_video
-
-from core.settings import Settings, load_settings
 
 pytestmark = pytest.mark.browser
 
@@ -42,33 +38,8 @@ def library(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """One polled server over the camera roll for the whole module: its tests only look."""
     top = tmp_path_factory.mktemp("camera-roll")
     camera_roll(top / "img")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    head, _, params = pg_server.partition("?")
-    url = f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{params}" if params else "")
-    folders = {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data")}
-    settings: Settings = load_settings({**folders, "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)})
-    port = free_port()
-    server = Process(settings, ["serve"], top / "serve.log", PORT=str(port), WATCH="poll")
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"serve exited:\n{server.output()}")
-        try:
-            body = httpx.get(f"{base}/api/status", timeout=2).json()
-        except (httpx.TransportError, ValueError):
-            return False
-        return bool(body["live"] and not body["scanning"] and body["images"] == ITEMS)
-
-    try:
-        wait_for(ready, timeout=180)
+    with polled_server(pg_server, top, ITEMS) as (base, _):
         yield base
-    finally:
-        server.stop()
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

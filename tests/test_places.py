@@ -4,22 +4,20 @@ find pictures by where and list them by when, over one served folder of trips (`
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from conftest import TINY_CLIP, Process, _with_database, free_port, run_main, wait_for
+from conftest import polled_server, run_main
 from playwright.sync_api import expect
 from test_browser import open_page, screenshot
 from trips import ITEMS, LISBON, RED_CIRCLES_NEWEST_FIRST, write_trips
 
 from api.query import parse_query
 from core.places import place_at
-from core.settings import Settings, load_settings
+from core.settings import Settings
 
 # --- the gazetteer -----------------------------------------------------------------------------
 
@@ -100,32 +98,8 @@ def trips(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """One polled server over the trips for the whole module: its tests only look."""
     top = tmp_path_factory.mktemp("trips")
     write_trips(top / "img")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    folders = {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data")}
-    url = _with_database(pg_server, name)
-    settings = load_settings({**folders, "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)})
-    port = free_port()
-    server = Process(settings, ["serve"], top / "serve.log", PORT=str(port), WATCH="poll")
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"serve exited:\n{server.output()}")
-        try:
-            body = httpx.get(f"{base}/api/status", timeout=2).json()
-        except (httpx.TransportError, ValueError):
-            return False
-        return bool(body["live"] and not body["scanning"] and body["images"] == ITEMS)
-
-    try:
-        wait_for(ready, timeout=180)
-        yield base, settings
-    finally:
-        server.stop()
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with polled_server(pg_server, top, ITEMS) as served:
+        yield served
 
 
 def search(base: str, **params: Any) -> dict[str, Any]:
