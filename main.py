@@ -27,7 +27,7 @@ import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from core.errors import BadRequest, Unavailable, UserError  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
@@ -70,11 +70,19 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
         disable=not show_bar,
     ) as bar:
         task = bar.add_task("indexing", total=None)
+        text_task: list[Any] = []
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        summary = asyncio.run(index_once(settings, progress))
+        def text_progress(done: int, total: int) -> None:
+            # the text pass comes after the pictures are searchable: a bar of its own
+            if not text_task:
+                bar.update(task, visible=False)
+                text_task.append(bar.add_task("reading text in pictures", total=total))
+            bar.update(text_task[0], completed=done, total=total)
+
+        summary = asyncio.run(index_once(settings, progress, text_progress=text_progress))
     print(json.dumps(summary.as_dict()) if args.json else summary.line())
     return 0
 

@@ -165,11 +165,14 @@ def _snapshot(url: str, model: str) -> tuple[dict[str, tuple[str, Any]], set[str
         return rows, failed
 
 
-ProgressFn = Callable[[int, int], None]  # (files finished, files total)
+ProgressFn = Callable[[int, int], None]  # (files finished, files total); for the text: (read, waiting)
 
 
 async def index_once(
-    settings: Settings, progress: ProgressFn | None = None, embedders: Embedders | None = None
+    settings: Settings,
+    progress: ProgressFn | None = None,
+    embedders: Embedders | None = None,
+    text_progress: ProgressFn | None = None,
 ) -> IndexSummary:
     """One incremental update of the whole folder; returns what changed.
 
@@ -179,7 +182,7 @@ async def index_once(
     run finds everything this one committed (nothing is pruned from a run cut short).
     """
     try:
-        return await _index_once(settings, progress, embedders)
+        return await _index_once(settings, progress, embedders, text_progress)
     except DatabaseError:
         raise
     except Exception as exc:
@@ -191,7 +194,9 @@ async def index_once(
         ) from exc
 
 
-async def _index_once(settings: Settings, progress: ProgressFn | None, embedders: Embedders | None) -> IndexSummary:
+async def _index_once(
+    settings: Settings, progress: ProgressFn | None, embedders: Embedders | None, text_progress: ProgressFn | None
+) -> IndexSummary:
     configure(settings, embedders)
     started = time.monotonic()
     total = await asyncio.to_thread(count_media_files, library_of(settings.image_dirs))
@@ -228,7 +233,9 @@ async def _index_once(settings: Settings, progress: ProgressFn | None, embedders
         await asyncio.to_thread(prune_cache, url)
     await asyncio.to_thread(refresh_images_view, url, run.choice.serving)
     # the text after the embeddings: what was indexed is searchable by appearance already
-    text_read = 0 if settings.ocr == "off" else await asyncio.to_thread(OcrPass(settings, url).run_until_done)
+    text_read = 0
+    if settings.ocr != "off":
+        text_read = await asyncio.to_thread(OcrPass(settings, url).run_until_done, text_progress)
     added = sum(1 for p in after if p not in before)
     updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
     reporter = StatusReporter(url, run)

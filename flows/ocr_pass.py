@@ -66,12 +66,20 @@ class OcrPass:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._on_read: Callable[[], None] = lambda: None
 
     # --- running -----------------------------------------------------------------------------
 
-    def run_until_done(self) -> int:
-        """Read every picture waiting now, in the pass's own thread; returns how many. Raises
-        `DatabaseError` when the database goes away meanwhile."""
+    def run_until_done(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Read every picture waiting now, in the pass's own thread; returns how many, and tells
+        `progress` (read so far, waiting at the start) after each. Raises `DatabaseError` when the
+        database goes away meanwhile."""
+        if progress is not None:
+            with connect(self.url) as conn:
+                table = model_table(read_choice(conn, self.settings.clip_model).serving)
+                total = picture_text.progress(conn, table).waiting
+            progress(0, total)
+            self._on_read = lambda: progress(min(self.read, total), total)
         thread = threading.Thread(target=self._until_done, name="sightline-ocr", daemon=True)
         thread.start()
         thread.join()
@@ -139,6 +147,7 @@ class OcrPass:
                     continue
                 picture_text.write(conn, content_hash, reading, self.engine)
                 self.read += 1
+                self._on_read()
         return bool(batch)
 
     def _read_one(self, content_hash: str, key: str) -> Reading | None:

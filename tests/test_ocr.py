@@ -113,7 +113,9 @@ class TestThePass:
         assert read_status(off)["text"] == {"mode": "off", "read": 0, "waiting": 3, "skipped": 0}
 
         auto = off.with_overrides(ocr="auto")
-        assert OcrPass(auto, auto.database_url).run_until_done() == 3
+        told: list[tuple[int, int]] = []  # what `main.py index`'s second bar shows
+        assert OcrPass(auto, auto.database_url).run_until_done(lambda done, total: told.append((done, total))) == 3
+        assert told == [(0, 3), (1, 3), (2, 3), (3, 3)]
         rows = text_rows(auto)
         cafe, invoice, plain = (rows[hash_of(auto, p)] for p in ("cafe.jpg", "invoice.heic", "plain.jpg"))
         assert letters("CAFE LUNA") in letters(cafe[0]) and letters("4711 ACME") in letters(invoice[0])
