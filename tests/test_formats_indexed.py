@@ -81,7 +81,9 @@ class TestEveryFormat:
         _, media_type, needs_preview = FORMATS[ext]
         is_video = media_type.startswith("video/")
         with TestClient(create_app(settings)) as client:
-            results = client.get("/api/search", params={"q": "an orange triangle", "limit": 3}).json()["results"]
+            # in its folder: the corpus's orange-triangle.png would also match by its name
+            found = client.get("/api/search", params={"q": "an orange triangle", "folder": "camera", "limit": 3})
+            results = found.json()["results"]
             hit = results[0]
             assert hit["path"] == f"camera/IMG_0001.{ext}", [r["path"] for r in results]
             assert hit["kind"] == ("video" if is_video else "picture")
