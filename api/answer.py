@@ -191,6 +191,7 @@ def ranked_page(
     parts += [(u.vector, u.weight, True) for u in ask.uploads]
     # an image asked for by example would otherwise be its own best match
     excluded = [t.image_id for t in terms if t.image_id is not None and t.weight > 0]
+    unwanted = [t.image_id for t in terms if t.image_id is not None and t.weight < 0]
 
     if not parts and not words:  # only dates, folders, places and -text: every image that meets them
         oldest = order is not None and order.oldest_first
@@ -213,7 +214,7 @@ def ranked_page(
         common: dict[str, Any] = {"model": model, "limit": n, "offset": at, "filters": filters}
         common.update(exclude_ids=excluded, ef_search=ctx.settings.search_ef, with_vectors=True)
         if words:
-            return search_fused(conn, vector, words, **common)
+            return search_fused(conn, vector, words, unwanted_ids=unwanted, **common)
         assert vector is not None
         hits, more = search_by_vector(conn, vector, **common)
         return [Found(h, None) for h in hits], more

@@ -90,13 +90,16 @@ def search_fused(
     exclude_ids: Sequence[int] = (),
     ef_search: int = 100,
     with_vectors: bool = False,
+    unwanted_ids: Sequence[int] = (),
 ) -> tuple[list[Found], bool]:
     """The page of the fused ranking of `vector` (None: the text ranking alone) and `words`
-    (non-empty), and whether more follow."""
+    (non-empty), and whether more follow. `unwanted_ids` (the query's "less like this" examples)
+    are ranked by appearance alone: their words do not lift them."""
     check_page(limit, offset)
     table = model_table(model)
     shape = index_shape(conn, table)
     where, params = search_where(model, filters, exclude_ids, shape.trigram)
+    params["unwanted"] = list(unwanted_ids)
     wanted = offset + limit + 1
     params.update(n=limit + 1, skip=offset, text_pool=candidate_pool(wanted, ef_search) or MAX_POOL)
     plan = Plan(None)
@@ -153,7 +156,7 @@ def _fused_sql(
     ctes += [
         sql.SQL(
             "t AS MATERIALIZED (SELECT i.id, {rank} AS rank FROM {table} i LEFT JOIN {ocr} p "
-            "ON p.content_hash = i.content_hash WHERE i.id IN ({ids}))"
+            "ON p.content_hash = i.content_hash WHERE i.id IN ({ids}) AND i.id <> ALL(%(unwanted)s::bigint[]))"
         ).format(rank=rank, table=table, ocr=ocr, ids=ids),
         # equal texts share a rank, so the visual ranking orders them
         sql.SQL("tr AS (SELECT id, rank() OVER (ORDER BY rank DESC) AS r FROM t)"),

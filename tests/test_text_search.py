@@ -186,6 +186,13 @@ class TestFusedRanking:
         strong = search(client, "CAFE LUNA", min_match="strong")
         assert paths(strong)[0] == CAFE
 
+    def test_an_example_of_less_like_this_is_judged_by_its_looks_alone(self, client: TestClient) -> None:
+        [sign] = [r for r in search(client, "CAFE LUNA") if r["path"] == CAFE]
+        pushed = search(client, f"CAFE LUNA - img:{sign['id']}")
+        [again] = [r for r in pushed if r["path"] == CAFE]
+        assert again["text_match"] is None and again["match"] != "strong"  # its own words do not lift it
+        assert paths(pushed)[0] != CAFE
+
     def test_pages_continue_each_other_without_gaps_or_repeats(self, client: TestClient) -> None:
         whole = paths(search(client, "4711 blue", limit=24))
         pages: list[str] = []
