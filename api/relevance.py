@@ -81,6 +81,14 @@ def at_least(level: str, minimum: str | None) -> bool:
     return minimum is None or LEVELS.index(level) >= LEVELS.index(minimum)
 
 
+def _products(rows: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """`rows @ other.T` (or `rows @ other` for a vector) without BLAS. These products are tiny (a
+    page of results against about a hundred captions), and numpy's `@` hands them to OpenBLAS,
+    whose threads then spin on the cores the text tower's threads need: beside a forward pass of
+    the tower, one page's judgement measured 22 ms that way against 0.06 ms with einsum."""
+    return np.einsum("id,cd->ic" if other.ndim == 2 else "id,d->i", rows, other)
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(v))
     return v / norm if norm > 1e-12 else v
@@ -95,9 +103,9 @@ class Judge:
 
     def image_stand_in(self, vector: np.ndarray) -> np.ndarray:
         """What the neutral captions say an image shows, as one text-side unit vector."""
-        logits = self.scale * (self.bank @ vector)
+        logits = self.scale * _products(self.bank, vector)
         weights = np.exp(logits - logits.max())
-        return _unit((weights / weights.sum()) @ self.bank).astype(np.float32)
+        return _unit(np.einsum("c,cd->d", weights / weights.sum(), self.bank)).astype(np.float32)
 
     def judging_vector(self, parts: Sequence[tuple[np.ndarray, float, bool]]) -> np.ndarray:
         """(vector, weight, is_image) per term → the unit vector results are judged against."""
@@ -107,8 +115,8 @@ class Judge:
     def margins(self, judging: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         if len(vectors) == 0:
             return np.zeros(0, dtype=np.float32)
-        best_caption = (vectors @ self.bank.T).max(axis=1)
-        return self.scale * (vectors @ judging - best_caption)
+        best_caption = _products(vectors, self.bank).max(axis=1)
+        return self.scale * (_products(vectors, judging) - best_caption)
 
 
 class Judges:
