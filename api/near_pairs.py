@@ -19,11 +19,10 @@ kept is then checked in float32. There are no false pairs, and the all-against-a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
+
+from core.threads import one_torch_thread
 
 EXACT_MAX = 8192  # all against all up to here: 8,192² products take well under a second
 PROBES = 6  # cells each vector is compared in
@@ -110,18 +109,6 @@ def _checked(x: np.ndarray, a: np.ndarray, b: np.ndarray, cut: float) -> tuple[n
     return a[keep], b[keep], np.minimum(sims[keep], 1.0)
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """The products are many and small: with two threads each one waits on a barrier, which on
-    busy cores costs more than the product (71 s instead of 9 s at 100,000 measured here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def near_pairs(
     vectors: np.ndarray, threshold: float, *, exact_max: int = EXACT_MAX, probes: int = PROBES
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,7 +120,7 @@ def near_pairs(
     xb = torch.from_numpy(x).bfloat16()
     # a hair of slack: identical pictures re-encoded can differ by float rounding at threshold 1.0
     cut = threshold - 1e-6
-    with _one_thread():
+    with one_torch_thread():
         parts = _all_against_all(xb, cut) if len(x) <= exact_max else _by_cells(xb, cut, probes)
     a = np.concatenate([empty, *(p[0] for p in parts)])
     b = np.concatenate([empty, *(p[1] for p in parts)])

@@ -30,6 +30,7 @@ from core.checkpoints import (
 )
 from core.errors import first_line
 from core.pictures import normalize, normalize_tensor, prepare_pixels
+from core.threads import one_torch_thread
 
 
 class Embedder:
@@ -171,6 +172,7 @@ class Embedder:
         for many clients instead of many passes fighting over the cores, and a lone query goes
         straight through. One thread also means one team of compute threads for the tower, where
         running it on whichever web worker thread took the request would wake a new team for each.
+        That team is one thread (`core.threads`).
         """
         with self._lock:
             cached = self._text_cache.get(text)
@@ -191,7 +193,8 @@ class Embedder:
             return  # served by an earlier pass
         self.text_batches += 1
         try:
-            vectors = self.embed_texts(list(batch))
+            with one_torch_thread():  # a few short queries: the barriers of more threads cost more
+                vectors = self.embed_texts(list(batch))
         except BaseException as exc:
             for future in batch.values():
                 future.set_exception(exc)
