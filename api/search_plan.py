@@ -103,10 +103,17 @@ def run_planned(
     conn: psycopg.Connection[Any], plan: Plan, query: sql.Composed, params: dict[str, Any]
 ) -> list[tuple[Any, ...]]:
     """`query`'s rows, with the plan's settings for it alone."""
-    with conn.transaction():
-        for name, value in plan.settings:
-            conn.execute(sql.SQL("SELECT set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value)))
-        # binary: vectors arrive as floats rather than text to parse (1.5 ms less per page of 10)
+    # binary: vectors arrive as floats rather than text to parse (1.5 ms less per page of 10)
+    if not plan.settings:
+        return conn.execute(query, params, binary=True).fetchall()
+    settings = sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+        for name, value in plan.settings
+    )
+    # pipelined: BEGIN, the settings, the query and COMMIT go out together and wait for the server
+    # once, instead of five times (each a wake-up of the server's process, costly on busy cores)
+    with conn.pipeline(), conn.transaction():
+        conn.execute(sql.SQL("SELECT {}").format(settings))
         return conn.execute(query, params, binary=True).fetchall()
 
 
