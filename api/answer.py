@@ -39,6 +39,7 @@ from api.search import (
 from api.text_search import Found, filter_words, plain_words, search_fused
 from core.embedder import Embedder
 from core.errors import BadRequest, NotFound, UserError
+from core.freshness import stamp_once
 from core.settings import Settings
 
 # With min_match, results are judged in ranking order, in chunks, up to this many; a level is not
@@ -140,8 +141,11 @@ def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:
     filters = ask.filters
     if ask.q.strip() or filters.place:
         with ctx.connection() as conn:
-            places = lazy_places(conn, embedder.name, ctx.places)
-            parsed = parse(ask.q, conn, embedder.name, ctx.folders, places=places) if ask.q.strip() else None
+            stamp = stamp_once(conn)
+            places = lazy_places(conn, embedder.name, ctx.places, stamp)
+            parsed = (
+                parse(ask.q, conn, embedder.name, ctx.folders, places=places, stamp_of=stamp) if ask.q.strip() else None
+            )
             filters = with_places(filters, parsed, places)
     terms = list(parsed.terms) if parsed else [*ask.terms]
     if ask.similar_to is not None:
@@ -258,6 +262,7 @@ def parse(
     folders: FolderCache,
     today: date | None = None,
     places: Callable[[], PlaceIndex] | None = None,
+    stamp_of: Callable[[], datetime | None] | None = None,
 ) -> ParsedQuery:
     """`q` in the query language; a bare word that names a folder exactly (ignoring case) is that
     folder, and words that name a place of the collection (`api.places`) are that place. The
@@ -267,7 +272,7 @@ def parse(
     def folder_named(word: str) -> str | None:
         nonlocal names
         if names is None:
-            names = {f["path"].lower(): f["path"] for f in list_folders(conn, model, folders)}
+            names = {f["path"].lower(): f["path"] for f in list_folders(conn, model, folders, stamp_of)}
         return names.get(word.strip("/").lower())
 
     def place_named(words: str) -> str | None:

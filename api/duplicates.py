@@ -21,7 +21,7 @@ from psycopg import sql
 
 from api.near_pairs import near_pairs
 from api.search import COLUMNS, ImageRecord, parse_folder, record_of
-from core.db import IMAGES_TABLE
+from core.db import IMAGES_TABLE, database_key
 from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
 from core.model_state import model_table
@@ -185,7 +185,7 @@ def cached_duplicate_groups(
     takes seconds, and the page asks again for every page of groups."""
     threshold = check_threshold(threshold)
     folder = parse_folder(folder)
-    key = (conn.info.dsn, model, threshold, folder)
+    key = (database_key(conn), model, threshold, folder)
     return cache.get(conn, key, lambda: find_duplicate_groups(conn, model, threshold, folder=folder))
 
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from core.db import database_key
 from core.freshness import UntilIndexChanges
 from core.model_state import model_table
 from core.places import COUNTRY_ALIASES, KINDS, PLACE_COLUMNS, PLACE_NAMES_SQL, place_key
@@ -71,19 +73,29 @@ def place_cache() -> PlaceCache:
     return UntilIndexChanges(PLACES_MAX_AGE)
 
 
-def places_of(conn: psycopg.Connection[Any], model: str, cache: PlaceCache) -> PlaceIndex:
+def places_of(
+    conn: psycopg.Connection[Any],
+    model: str,
+    cache: PlaceCache,
+    stamp_of: Callable[[], datetime | None] | None = None,
+) -> PlaceIndex:
     """The collection's places. Counting reads every row with a place; every query with a bare word
     asks (is it a place?), hence the cache."""
-    return cache.get(conn, (conn.info.dsn, model), lambda: _count_places(conn, model))
+    return cache.get(conn, (database_key(conn), model), lambda: _count_places(conn, model), stamp_of)
 
 
-def lazy_places(conn: psycopg.Connection[Any], model: str, cache: PlaceCache) -> Callable[[], PlaceIndex]:
+def lazy_places(
+    conn: psycopg.Connection[Any],
+    model: str,
+    cache: PlaceCache,
+    stamp_of: Callable[[], datetime | None] | None = None,
+) -> Callable[[], PlaceIndex]:
     """The collection's places, read on the first call only (a query of no words never asks)."""
     found: list[PlaceIndex] = []
 
     def index() -> PlaceIndex:
         if not found:
-            found.append(places_of(conn, model, cache))
+            found.append(places_of(conn, model, cache, stamp_of))
         return found[0]
 
     return index

@@ -10,7 +10,7 @@ size does not depend on the page, so paging is stable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from psycopg import sql
 
 from api.places import PlaceMatch, place_conditions
 from api.search_plan import Plan, plan_search, run_planned, vector_hits
-from core.db import IMAGES_TABLE
+from core.db import IMAGES_TABLE, database_key
 from core.errors import BadRequest
 from core.freshness import UntilIndexChanges
 from core.model_state import model_table
@@ -401,13 +401,18 @@ def folder_cache() -> FolderCache:
     return UntilIndexChanges(FOLDERS_MAX_AGE)
 
 
-def list_folders(conn: psycopg.Connection[Any], model: str, cache: FolderCache) -> list[dict[str, Any]]:
+def list_folders(
+    conn: psycopg.Connection[Any],
+    model: str,
+    cache: FolderCache,
+    stamp_of: Callable[[], datetime | None] | None = None,
+) -> list[dict[str, Any]]:
     """Every folder that holds images indexed with `model` (directly or below), with how many.
 
     Counting reads every row, which costs tens of milliseconds at 100,000 images, and every query
     with a bare word asks (is it a folder name?), hence the cache.
     """
-    return cache.get(conn, (conn.info.dsn, model), lambda: _count_folders(conn, model))
+    return cache.get(conn, (database_key(conn), model), lambda: _count_folders(conn, model), stamp_of)
 
 
 def _count_folders(conn: psycopg.Connection[Any], model: str) -> list[dict[str, Any]]:

@@ -22,6 +22,19 @@ from core import indexer_status
 V = TypeVar("V")
 
 
+def stamp_once(conn: psycopg.Connection[Any]) -> Callable[[], datetime | None]:
+    """The index's change stamp, read on the first call only: the lookups of one search (its
+    folders, its places) then cost one query to the server between them, not one each."""
+    read: list[datetime | None] = []
+
+    def stamp() -> datetime | None:
+        if not read:
+            read.append(indexer_status.last_change(conn))
+        return read[0]
+
+    return stamp
+
+
 class UntilIndexChanges(Generic[V]):
     """A cache of answers by key, each valid until the indexer reports a change.
 
@@ -36,8 +49,16 @@ class UntilIndexChanges(Generic[V]):
         self._lock = threading.Lock()
         self._computing: threading.Lock | None = threading.Lock() if one_at_a_time else None
 
-    def get(self, conn: psycopg.Connection[Any], key: Hashable, compute: Callable[[], V]) -> V:
-        stamp = indexer_status.last_change(conn)
+    def get(
+        self,
+        conn: psycopg.Connection[Any],
+        key: Hashable,
+        compute: Callable[[], V],
+        stamp_of: Callable[[], datetime | None] | None = None,
+    ) -> V:
+        """The answer for `key`; `stamp_of` gives the index's change stamp where the caller has
+        read it already (`stamp_once`)."""
+        stamp = stamp_of() if stamp_of is not None else indexer_status.last_change(conn)
         found = self._fresh(key, stamp)
         if found is not None:
             return found[0]

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from core.db import database_key
 from core.vector_features import VectorFeatures, parse_version
 
 M, EF_CONSTRUCTION = 16, 64
@@ -79,7 +80,7 @@ def index_shape(conn: psycopg.Connection[Any], table: str) -> IndexShape:
     """The table's index as it is now, not as the server's version would have it: a table made by
     an older release keeps its `vector` index until the indexer declares the new one. Cached
     briefly, since every search asks."""
-    key = (conn.info.dsn, table)
+    key = (database_key(conn), table)
     now = time.monotonic()
     hit = _known.get(key)
     if hit is not None and now - hit[0] < CHECK_SECONDS:
