@@ -22,6 +22,7 @@ from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from bench.cold_index import bench_cold_index  # noqa: E402
 from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E402
 from bench.duplicates import bench_duplicates  # noqa: E402
 from bench.formats import bench_formats  # noqa: E402
@@ -53,10 +54,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--usual-sample", type=int, default=120, help="images timed the usual way")
     parser.add_argument("--format-files", type=int, default=16, help="12 MP files of each format to index")
     parser.add_argument("--ocr-photos", type=int, default=240, help="photos read by OCR (half with words on them)")
+    parser.add_argument("--unchanged-files", type=int, default=10_000, help="files in the cold re-index's folder")
     parser.add_argument(
         "--parts",
         help="comma-separated parts to run (default all): indexing, formats, ocr, live, "
-        "scale, cold, load, duplicates, switch",
+        "scale, cold, coldindex, load, duplicates, switch",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
@@ -66,6 +68,7 @@ def parse_args() -> argparse.Namespace:
         args.images, args.scale, args.queries, args.drops, args.usual_sample = 12, "500", 10, 2, 6
         args.format_files = 2
         args.ocr_photos = 6
+        args.unchanged_files = 50
         args.dup_scale = "500"
         args.clients, args.load_seconds, args.load_size = 4, 3, 500
         args.model = args.model or str(PROJECT_ROOT / "tests" / "fixtures" / "tiny-clip")
@@ -104,6 +107,7 @@ def main() -> None:
             settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work
         ),
         "cold": lambda: cold_search(settings, env, report, work),
+        "coldindex": lambda: bench_cold_index(settings, report, work, args.unchanged_files),
         "load": lambda: load_test(settings, env, report, work, args.clients, args.load_seconds, args.load_size),
         "duplicates": lambda: bench_duplicates(
             database_url(settings), report, [int(s) for s in args.dup_scale.split(",")], model.dim

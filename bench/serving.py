@@ -394,6 +394,8 @@ def cold_search(settings: Settings, env: dict[str, str], report: Report, work: P
         )
         return time.perf_counter() - started
 
+    # the folder indexed first: run alone (`--parts cold`), nothing else has indexed it
+    subprocess.run(main_py("index"), env=env, cwd=PROJECT_ROOT, capture_output=True, check=True)
     alone = median([timed() for _ in range(repeats)])
     port = free_port()
     served_env = {**env, "PORT": str(port)}
@@ -415,4 +417,13 @@ def cold_search(settings: Settings, env: dict[str, str], report: Report, work: P
         f"{alone / served:.1f}×",
         "≤ 2 s",
         verdict(served <= 2),
+    )
+    report.add(
+        "6 cold start",
+        "`main.py search` from a cold process, no server (starts the database, loads the text tower)",
+        f"{alone:.2f} s",
+        "",
+        "",
+        "≤ 2 s",
+        verdict(alone <= 2),
     )
