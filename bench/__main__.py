@@ -107,7 +107,7 @@ def main() -> None:
             settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work
         ),
         "cold": lambda: cold_search(settings, env, report, work),
-        "coldindex": lambda: bench_cold_index(settings, report, work, args.unchanged_files),
+        "coldindex": lambda: bench_cold_index(settings, report, work, args.unchanged_files, 1 if args.smoke else 3),
         "load": lambda: load_test(settings, env, report, work, args.clients, args.load_seconds, args.load_size),
         "duplicates": lambda: bench_duplicates(
             database_url(settings), report, [int(s) for s in args.dup_scale.split(",")], model.dim
