@@ -22,6 +22,20 @@ from flows.engine import index_once
 
 # one loaded model for the ceiling and our runs, as in one `serve` process
 EMBEDDERS = Embedders()
+COLD_PHOTOS = 2000  # about this many photos for the cold-process run (copies of the corpus)
+
+
+def distinct_copies(files: list[Path], folder: Path, wanted: int) -> int:
+    """Copies of `files` until about `wanted` photos are in `folder`, each copy's bytes made
+    distinct by a few bytes after the end of the image (which decoders ignore), so each costs a
+    decode and a model call as a new photo would, instead of a hit in the content-hash cache."""
+    copies = max(1, round(wanted / max(len(files), 1)))
+    for k in range(copies):
+        for i, path in enumerate(files):
+            target = folder / f"copy{k}" / f"{i:05d}{path.suffix.lower()}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes() + f"copy {k}".encode())
+    return copies * len(files)
 
 
 def usual_way(model_name: str, files: list[Path], device: str = "cpu") -> float:
@@ -81,6 +95,13 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
     # a cold process, as `python main.py index` runs: wall time and peak memory
     cold_settings = settings.with_overrides(data_dir=settings.data_dir.parent / "data-cold")
     cold, cold_wall, peak = index_run(cold_settings, env_for_data_dir(env, cold_settings))
+    # and on a folder of about 2,000 photos, where start-up is a smaller part of the whole
+    many = settings.with_overrides(
+        image_dir=settings.data_dir.parent / "img-copies", data_dir=settings.data_dir.parent / "data-cold-many"
+    )
+    photos = distinct_copies(files, many.image_dir, COLD_PHOTOS)
+    many_env = {**env_for_data_dir(env, many), "IMAGE_DIR": str(many.image_dir)}
+    cold_many, many_wall, many_peak = index_run(many, many_env)
 
     # Throughput with the model loaded and the database running (its one-time creation is part of
     # the cold run above), like the two comparisons beside it. These machines are noisy, so each of
@@ -118,14 +139,24 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
         "`python main.py index` from a cold process (imports, model load, database start)",
         f"{cold_wall:.1f} s wall = {cold['embedded'] / cold_wall:.1f} images/s",
     )
+    many_rate = cold_many["embedded"] / many_wall
+    report.add(
+        "1 indexing",
+        f"the same on {photos} photos (the corpus's, copied): share of the model-alone ceiling",
+        f"{100 * many_rate / ceiling:.0f}%",
+        f"{many_wall:.1f} s wall = {many_rate:.1f} images/s",
+        "",
+        "≥ 65%",
+        verdict(many_rate >= 0.65 * ceiling),
+    )
     report.add(
         "5 memory",
-        "peak RSS of that indexing process",
-        f"{peak / 2**30:.2f} GB",
+        f"peak RSS of those indexing processes ({n} / {photos} photos)",
+        f"{peak / 2**30:.2f} / {many_peak / 2**30:.2f} GB",
         "",
         "",
         "≤ 1.5 GB",
-        verdict(peak <= 1.5 * 2**30),
+        verdict(max(peak, many_peak) <= 1.5 * 2**30),
     )
 
     again, wall_again, _ = index_run(settings, env)

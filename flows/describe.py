@@ -106,30 +106,30 @@ async def describe_file(key: str, size: int, mtime_ns: int, model: str) -> FileF
     run.warm_up(slot.embedder)
     path = run.library.path_of(key)
     assert path is not None
-    async with run.reading:
-        if kind_of(path.name) == "video":
-            return await _describe_video(run, slot, path)
-        return await _describe_picture(run, slot, path)
+    if kind_of(path.name) == "video":
+        return await _describe_video(run, slot, path)
+    return await _describe_picture(run, slot, path)
 
 
 async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileFacts:
-    data, digest = await in_file_worker(_read_and_hash, path)
-    cached = await slot.cache.get(digest)
-    try:
-        decoded: DecodedImage = await in_file_worker(
-            decode_image,
-            data,
-            slot.embedder.preprocessing,
-            max_pixels=run.settings.max_image_pixels,
-            pixels=cached is None,
-            name=path.name,
-        )
-    except ImageError as exc:
-        return FileFacts(failure=str(exc))
-    del data
+    async with run.reading:  # the bytes are in memory until decoded
+        data, digest = await in_file_worker(_read_and_hash, path)
+        cached = await slot.cache.get(digest)
+        try:
+            decoded: DecodedImage = await in_file_worker(
+                decode_image,
+                data,
+                slot.embedder.preprocessing,
+                max_pixels=run.settings.max_image_pixels,
+                pixels=cached is None,
+                name=path.name,
+            )
+        except ImageError as exc:
+            return FileFacts(failure=str(exc))
+        del data
     if cached is None:
         assert decoded.pixels is not None
-        cached = await slot.embed(decoded.pixels)
+        cached = await run.embed(slot, decoded.pixels)
         run.counters.embedded += 1  # before the write, which may fail: the call was made
         await slot.cache.put(digest, cached)
     else:
@@ -152,19 +152,21 @@ async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileF
 
 
 async def _describe_video(run: IndexRun, slot: ModelSlot, path: Path) -> FileFacts:
-    digest = await in_file_worker(_hash_file, path)
     max_pixels = run.settings.max_image_pixels
     try:
-        video = await in_file_worker(probe_video, path, max_pixels=max_pixels)
-        cached = await slot.cache.get_frames(digest, slot.embedder.dim)
+        async with run.reading:  # read as a stream: this bounds the decoders at work
+            digest = await in_file_worker(_hash_file, path)
+            video = await in_file_worker(probe_video, path, max_pixels=max_pixels)
+            cached = await slot.cache.get_frames(digest, slot.embedder.dim)
+            if cached is None:
+                prep = slot.embedder.preprocessing
+                frames = await in_file_worker(
+                    lambda: list(sample_frames(path, prep, max_frames=run.settings.video_frames, max_pixels=max_pixels))
+                )
         if cached is None:
-            prep = slot.embedder.preprocessing
-            frames = await in_file_worker(
-                lambda: list(sample_frames(path, prep, max_frames=run.settings.video_frames, max_pixels=max_pixels))
-            )
             if not frames:
                 return FileFacts(failure="video without a frame that can be decoded")
-            vectors = await asyncio.gather(*(slot.embed(pixels) for _, pixels in frames))
+            vectors = await asyncio.gather(*(run.embed(slot, pixels) for _, pixels in frames))
             cached = np.array([s for s, _ in frames], dtype=np.float64), np.stack(vectors).astype(np.float32)
             run.counters.embedded += 1  # before the write, which may fail: the call was made
             await slot.cache.put_frames(digest, *cached)

@@ -53,6 +53,9 @@ log = logging.getLogger("sightline.indexer")
 # files read and decoded at once: enough to keep every core decoding ahead of the model
 READ_AHEAD = max(16, 2 * (os.cpu_count() or 1))
 AUTO_GATHER = 128  # the most images one gathered batch holds when BATCH_SIZE is auto
+# decoded pictures (and video frames) waiting for the model or in it: two of the largest gathered
+# batches, so one fills while the other runs; model-sized crops, about 40 MB at 224 px
+MODEL_QUEUE = 2 * AUTO_GATHER
 PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
 __all__ = ["RUN", "PG_POOL", "IndexRun", "ModelSlot", "app", "make_batched_embed"]
 
@@ -147,8 +150,11 @@ class IndexRun:
     live: bool = False  # following the folder (else one update, which arms no file watcher)
     counters: IndexCounters = field(default_factory=IndexCounters)
     # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
-    # memory on folders of large photos while keeping enough decoded images queued for the model
+    # memory on folders of large photos
     reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
+    # crops queued for the model, apart from `reading`: a file waiting for its batch holds no bytes,
+    # and while it held a reading place the model saw batches of half of READ_AHEAD at most
+    queued: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MODEL_QUEUE))
     folder: LibraryView | None = None  # set once the live walk is mounted
     siblings: Siblings = field(default_factory=Siblings)
     _warming: set[str] = field(default_factory=set)
@@ -157,6 +163,11 @@ class IndexRun:
     def embedder(self) -> Embedder:
         """The embedder of the model that answers searches."""
         return next(iter(self.slots.values())).embedder
+
+    async def embed(self, slot: ModelSlot, pixels: np.ndarray) -> np.ndarray:
+        """One crop through `slot`'s model, in whichever batch it lands in."""
+        async with self.queued:
+            return await slot.embed(pixels)
 
     def warm_up(self, embedder: Embedder) -> None:
         """Load an image tower in the background as soon as there is work for it, so importing

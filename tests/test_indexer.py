@@ -3,6 +3,7 @@ files recorded instead of crashing the run, and with one model's vectors per sea
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import shutil
@@ -205,6 +206,80 @@ class TestBadFiles:
         index(settings)
         assert "bad/text.png" in rows(settings)
         assert set(errors(settings)) == {f"bad/{name}" for name in bad_files} - {"bad/text.png", "bad/empty.jpg"}
+
+
+class TestThroughput:
+    """The model is kept fed: files are read and decoded while others wait for their batch, and the
+    embedding cache is asked about many files in one query."""
+
+    def test_files_waiting_for_the_model_leave_room_to_decode_more(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import random
+
+        from shapes import random_drawing
+
+        import flows.describe as describe
+        from core.embedder import Embedders
+        from flows.engine import index_once
+        from flows.indexer import READ_AHEAD
+
+        rng = random.Random(11)
+        extra = 3 * READ_AHEAD
+        for i in range(extra):
+            random_drawing(ALL_DRAWINGS[i % N], rng).save(settings.image_dir / f"more-{i}.jpg", quality=90)
+        decoded: list[int] = []  # appended by the file workers (atomic under the GIL)
+        real_decode = describe.decode_image
+
+        def counted_decode(*args: Any, **kwargs: Any) -> Any:
+            out = real_decode(*args, **kwargs)
+            decoded.append(1)
+            return out
+
+        monkeypatch.setattr(describe, "decode_image", counted_decode)
+        embedders = Embedders()
+        model: Any = embedders.get(settings.clip_model, settings.device, settings.precision)
+        real_embed = model.embed_pixels
+        passes: list[int] = []
+
+        def first_pass_waits(batch: np.ndarray) -> np.ndarray:
+            if not passes:  # hold the model until twice what READ_AHEAD allows is decoded, or give up
+                deadline = time.monotonic() + 60
+                while len(decoded) < 2 * READ_AHEAD and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            passes.append(len(batch))
+            return real_embed(batch)
+
+        model.embed_pixels = first_pass_waits
+        summary = asyncio.run(index_once(settings, embedders=embedders))
+        assert (summary.embedded, summary.failed) == (N + extra, 0)
+        assert len(decoded) == N + extra
+        assert max(passes) == model.batch_size  # one full forward pass, where READ_AHEAD capped it at 16
+        assert len(rows(settings)) == N + extra
+
+    def test_cache_calls_arriving_together_go_in_one_query_and_share_its_failure(self) -> None:
+        from flows.cache import Coalesced, DatabaseUnavailable
+
+        batches: list[list[str]] = []
+
+        async def lengths(keys: dict[str, None]) -> dict[str, int]:
+            batches.append(list(keys))
+            await asyncio.sleep(0)  # a query in flight: the calls arriving meanwhile wait for the next
+            if "down" in keys:
+                raise DatabaseUnavailable("database unreachable (test)")
+            return {k: len(k) for k in keys if k != "absent"}
+
+        async def scenario() -> tuple[list[int | None], int | None, list[BaseException | int | None]]:
+            lookups: Coalesced[str, None, int] = Coalesced(lengths)
+            together = await asyncio.gather(*(lookups(k, None) for k in ("a", "bb", "ccc", "bb", "absent")))
+            alone = await lookups("dddd", None)
+            failed = await asyncio.gather(lookups("down", None), lookups("e", None), return_exceptions=True)
+            return together, alone, list(failed)
+
+        together, alone, failed = asyncio.run(scenario())
+        assert together == [1, 2, 3, 2, None] and alone == 4
+        assert batches[:2] == [["a", "bb", "ccc", "absent"], ["dddd"]]
+        assert all(isinstance(f, DatabaseUnavailable) for f in failed)
 
 
 class TestModels:
