@@ -10,8 +10,7 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -255,46 +254,32 @@ class TestCommandLine:
 
 @pytest.mark.browser
 def test_the_larger_view_highlights_where_the_words_are(
-    library: tuple[Settings, list[Painted]], tmp_path: Path
+    library: tuple[Settings, list[Painted]], start_process: Callable[..., Any]
 ) -> None:
     """Served for real; the highlight sits over the painted line, in the picture's own proportions."""
     import httpx
-    from conftest import Process, free_port, wait_for
+    from conftest import serve_and_wait
     from test_browser import open_page
 
     settings, painted = library
-    port = free_port()
-    server = Process(settings, ["serve"], tmp_path / "serve.log", PORT=str(port))
-    try:
-        base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                body = httpx.get(f"{base}/api/status", timeout=2).json()
-            except (httpx.TransportError, ValueError):
-                return False
-            return bool(body["live"] and not body["scanning"])
-
-        wait_for(ready, timeout=120)
-        for page in open_page():
-            page.goto(base + "/?q=CAFE%20LUNA")
-            page.wait_for_function("document.querySelector('.tile')?.dataset.path === 'signs/P1010001.JPG'")
-            assert "cafe luna" in page.locator(".tile .badge.text").first.inner_text().lower()
-            page.locator(".tile button").first.click()
-            box = page.locator("#viewer-highlights .highlight")
-            box.wait_for()
-            assert box.count() == 1 and letters(box.get_attribute("title") or "") == "cafeluna"
-            # the layer is the picture as shown (scaled to fit its box, centred), the box on the line
-            img, picture = page.locator("#viewer-img").bounding_box(), page.locator("#viewer-highlights").bounding_box()
-            assert abs(picture["width"] / picture["height"] - 480 / 320) < 0.02
-            assert abs(picture["x"] + picture["width"] / 2 - (img["x"] + img["width"] / 2)) < 2
-            assert picture["width"] <= img["width"] + 1 and picture["height"] <= img["height"] + 1
-            shown = box.bounding_box()
-            found = httpx.get(f"{base}/api/search", params={"q": "CAFE LUNA", "limit": 1}).json()["results"][0]
-            x0, y0, x1, y1 = found["text_match"]["lines"][0]["box"]
-            assert abs(shown["x"] - (picture["x"] + x0 * picture["width"])) < 2
-            assert abs(shown["width"] - (x1 - x0) * picture["width"]) < 2
-            assert abs(shown["y"] - (picture["y"] + y0 * picture["height"])) < 2
-            assert "ocr" in page.locator("#viewer-facts").inner_text().lower()
-    finally:
-        server.stop()
+    _, base = serve_and_wait(start_process, settings)
+    for page in open_page():
+        page.goto(base + "/?q=CAFE%20LUNA")
+        page.wait_for_function("document.querySelector('.tile')?.dataset.path === 'signs/P1010001.JPG'")
+        assert "cafe luna" in page.locator(".tile .badge.text").first.inner_text().lower()
+        page.locator(".tile button").first.click()
+        box = page.locator("#viewer-highlights .highlight")
+        box.wait_for()
+        assert box.count() == 1 and letters(box.get_attribute("title") or "") == "cafeluna"
+        # the layer is the picture as shown (scaled to fit its box, centred), the box on the line
+        img, picture = page.locator("#viewer-img").bounding_box(), page.locator("#viewer-highlights").bounding_box()
+        assert abs(picture["width"] / picture["height"] - 480 / 320) < 0.02
+        assert abs(picture["x"] + picture["width"] / 2 - (img["x"] + img["width"] / 2)) < 2
+        assert picture["width"] <= img["width"] + 1 and picture["height"] <= img["height"] + 1
+        shown = box.bounding_box()
+        found = httpx.get(f"{base}/api/search", params={"q": "CAFE LUNA", "limit": 1}).json()["results"][0]
+        x0, y0, x1, y1 = found["text_match"]["lines"][0]["box"]
+        assert abs(shown["x"] - (picture["x"] + x0 * picture["width"])) < 2
+        assert abs(shown["width"] - (x1 - x0) * picture["width"]) < 2
+        assert abs(shown["y"] - (picture["y"] + y0 * picture["height"])) < 2
+        assert "ocr" in page.locator("#viewer-facts").inner_text().lower()
