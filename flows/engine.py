@@ -25,6 +25,7 @@ from core.indexer_status import LocalIndexer
 from core.library import Library, library_of
 from core.model_state import SWITCH_GRACE_SECONDS, model_table
 from core.settings import Settings, get_settings
+from flows import unchanged
 from flows.cache import EmbeddingCache
 from flows.heartbeat import HEARTBEAT_SECONDS, StatusReporter
 from flows.indexer import PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, app, make_batched_embed
@@ -69,6 +70,7 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
             raise FileNotFoundError(f"IMAGE_DIR {folder} is not a folder; create it or set IMAGE_DIR")
     url = await asyncio.to_thread(database_url, settings)
     await asyncio.to_thread(ensure_schema, url)
+    await asyncio.to_thread(unchanged.forget, url)  # whatever this run does, it is not that
     await asyncio.to_thread(reconcile_state, url, settings)
     builder.settings.db_path = settings.state_dir
     choice = await asyncio.to_thread(settle_models, url, settings)
@@ -139,13 +141,15 @@ class IndexSummary:
     reused: int
     seconds: float
     text_read: int = 0  # pictures whose text the OCR pass read (or skipped) in this run
+    from_listing: bool = False  # nothing changed since the last complete update: the engine never started
 
     def line(self) -> str:
         text = f", text of {self.text_read} pictures read" if self.text_read else ""
+        how = "; no file changed since the last complete update" if self.from_listing else ""
         return (
             f"added {self.added}, updated {self.updated}, deleted {self.deleted}, "
             f"unchanged {self.unchanged}, failed {self.failed} "
-            f"(embedded {self.embedded}, reused {self.reused} from cache{text}) in {self.seconds:.1f}s"
+            f"(embedded {self.embedded}, reused {self.reused} from cache{text}{how}) in {self.seconds:.1f}s"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -199,8 +203,12 @@ async def _index_once(
 ) -> IndexSummary:
     configure(settings, embedders)
     started = time.monotonic()
-    total = await asyncio.to_thread(count_media_files, library_of(settings.image_dirs))
+    listing = await asyncio.to_thread(unchanged.take_listing, library_of(settings.image_dirs))
+    total = listing.files
     url = await asyncio.to_thread(database_url, settings)
+    quick = await _if_unchanged(settings, url, listing, progress, text_progress, started)
+    if quick is not None:
+        return quick
     _launch.counters = None
     embedded = reused = errors = 0
     before: dict[str, tuple[str, Any]] | None = None
@@ -231,6 +239,8 @@ async def _index_once(
         # only from a complete view: an embedding no row refers to after an interrupted or partial
         # run may be one the next run needs (a file not reached yet, a folder briefly unreadable)
         await asyncio.to_thread(prune_cache, url)
+        if step is None:
+            await asyncio.to_thread(unchanged.record, url, settings, listing)
     await asyncio.to_thread(refresh_images_view, url, run.choice.serving)
     # the text after the embeddings: what was indexed is searchable by appearance already
     text_read = 0
@@ -254,6 +264,39 @@ async def _index_once(
         reused=reused,
         seconds=time.monotonic() - started,
         text_read=text_read,
+    )
+
+
+async def _if_unchanged(
+    settings: Settings,
+    url: str,
+    listing: unchanged.Listing,
+    progress: ProgressFn | None,
+    text_progress: ProgressFn | None,
+    started: float,
+) -> IndexSummary | None:
+    """The summary of an update with nothing to do, found without starting the engine
+    (`flows.unchanged`); None where the engine has to look."""
+    held = await asyncio.to_thread(unchanged.held, url, settings, listing)
+    if held is None:
+        return None
+    await asyncio.to_thread(unchanged.report, url, held)
+    if progress is not None:
+        progress(listing.files, listing.files)
+    text_read = 0
+    if settings.ocr != "off":  # a text pass cut short goes on: it reads nothing when nothing waits
+        text_read = await asyncio.to_thread(OcrPass(settings, url).run_until_done, text_progress)
+    return IndexSummary(
+        added=0,
+        updated=0,
+        deleted=0,
+        unchanged=held.rows,
+        failed=held.failed,
+        embedded=0,
+        reused=0,
+        seconds=time.monotonic() - started,
+        text_read=text_read,
+        from_listing=True,
     )
 
 

@@ -46,6 +46,7 @@ from flows.describe import RUN, describe_file, merge_sidecar, place_of, read_sid
 from flows.folders import LibraryView, watch_mode
 from flows.pairing import Siblings, companions_of, stem, still_of
 from flows.recovery import looks_like_outage
+from flows.unchanged import RETRIED_ON_NEXT_RUN
 from flows.walk import unreachable_link_reason
 
 log = logging.getLogger("sightline.indexer")
@@ -272,7 +273,7 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(full):
                 return  # deleted while it was read: nothing to record, its delete event follows
-            fail(f"cannot read the file ({exc.strerror or first_line(exc)}); it is retried on the next change or run")
+            fail(f"cannot read the file ({exc.strerror or first_line(exc)}); {RETRIED_ON_NEXT_RUN}")
             return
         if facts.failure is not None:
             fail(facts.failure)  # the content is bad for every model: no row in any table

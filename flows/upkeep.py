@@ -29,7 +29,7 @@ def reconcile_state(url: str, settings: Settings) -> None:
     cheap because the embedding cache survives.
     """
     id_file = settings.state_dir / _STATE_ID_FILE
-    local = id_file.read_text().strip() if id_file.exists() else None
+    local = local_state_id(settings)
     with connect(url) as conn:
         row = conn.execute("SELECT value FROM sightline_meta WHERE key = 'state_id'").fetchone()
         remote = row[0] if row else None
@@ -60,6 +60,14 @@ def reconcile_state(url: str, settings: Settings) -> None:
             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             (new_id,),
         )
+
+
+def local_state_id(settings: Settings) -> str | None:
+    """The id kept beside CocoIndex's state (`reconcile_state`); None where there is none."""
+    try:
+        return (settings.state_dir / _STATE_ID_FILE).read_text().strip()
+    except FileNotFoundError:
+        return None
 
 
 def _engine_state_in(folder: Path) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -39,8 +40,12 @@ class FolderScan:
     skipped: Counter[str] = field(default_factory=Counter)  # everything else, by ".ext"
 
 
-def scan_folder(root: Path) -> FolderScan:
-    """Walk `root`: its media files (dead symlinks with media names included) and a count of the rest."""
+def scan_folder(root: Path, note: Callable[[bytes], object] | None = None) -> FolderScan:
+    """Walk `root`: its media files (dead symlinks with media names included) and a count of the rest.
+
+    With `note`, every file's path, size, times and inode go to it as it is found
+    (sidecars and unknown files too: a changed `.xmp` changes its picture's row), in an order that
+    depends only on the folder's contents: `flows.unchanged` fingerprints the folder with it."""
     scan = FolderScan()
     try:
         top = root.stat()
@@ -70,6 +75,8 @@ def scan_folder(root: Path) -> FolderScan:
                 is_file = entry.is_file()
             except OSError:
                 is_file = False
+            if note is not None:
+                note(_identity(rel, entry))
             kind = kind_of(entry.name)
             if kind in ("picture", "raw", "video"):
                 if is_file or unreachable_link_reason(Path(entry.path)) is not None:
@@ -79,6 +86,17 @@ def scan_folder(root: Path) -> FolderScan:
             elif is_file:
                 scan.skipped[f".{extension(entry.name)}" if extension(entry.name) else "(no extension)"] += 1
     return scan
+
+
+def _identity(rel: PurePath, entry: os.DirEntry[str]) -> bytes:
+    try:
+        st = entry.stat()  # the target, for a symlink
+    except OSError:
+        try:
+            st = entry.stat(follow_symlinks=False)  # a dead link: its own
+        except OSError:
+            return f"{rel.as_posix()}\0gone\n".encode()
+    return f"{rel.as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode()
 
 
 def unreachable_link_reason(path: Path) -> str | None:
