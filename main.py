@@ -192,7 +192,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     from core.indexer_status import LocalIndexer
     from flows.engine import watch_folder
 
-    embedders = Embedders()
+    embedders = Embedders(settings.compiled_text_dir)
     # scanning from the start: the page must not read "nothing indexed" before the first heartbeat
     local = LocalIndexer(running=True, scanning=True)
     config = uvicorn.Config(

@@ -48,7 +48,7 @@ def create_app(
     embedders (default: its own; `serve` passes the indexer's, so both share one loaded model).
     `indexer`: the indexer running in this process, if any (`serve`), which status reads first."""
     settings = settings or get_settings()
-    services = Services(settings, embedders or Embedders(), indexer)
+    services = Services(settings, embedders or Embedders(settings.compiled_text_dir), indexer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -17,8 +17,9 @@ from typing import Any
 from api.answer import Ask, OneConnection, Upload, answer
 from api.places import place_cache, places_of
 from api.search import make_filters
+from api.serving_models import compile_if_wanted
 from core.db import connect, database_url, table_exists
-from core.embedder import open_embedder
+from core.embedder import Embedder, open_embedder
 from core.errors import BadRequest, Unavailable
 from core.model_state import model_table, read_choice
 from core.pictures import ImageError, decode_image
@@ -59,14 +60,14 @@ def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[
     return page
 
 
-def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    """The same answer as the server's, computed in this process."""
+def search_here(settings: Settings, args: argparse.Namespace) -> tuple[dict[str, Any], Embedder]:
+    """The same answer as the server's, computed in this process; and the model it used."""
     with connect(database_url(settings)) as conn:
         # before loading the model: a database the indexer never ran on has nothing to search
         choice = read_choice(conn, settings.clip_model)  # the model in use, which CLIP_MODEL may not be yet
         if not table_exists(conn, model_table(choice.serving)):
             raise Unavailable("nothing is indexed in this database yet; run `python main.py index` (or serve) first")
-        embedder = open_embedder(choice.serving, settings.device, settings.precision)
+        embedder = open_embedder(choice.serving, settings.device, settings.precision, settings.compiled_text_dir)
         uploads: list[Upload] = []
         if args.image:
             try:
@@ -90,15 +91,24 @@ def search_here(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             order=getattr(args, "order", None),
             echo=echo,
         )
-        return answer(OneConnection(conn, embedder, settings), ask)
+        return answer(OneConnection(conn, embedder, settings), ask), embedder
 
 
 def run_search(settings: Settings, args: argparse.Namespace) -> int:
     args.text = (args.text or "").strip()
     if not args.text and not args.image:
         raise BadRequest('give a text to search for, e.g. search "a dog on a beach", or --image PATH')
-    page = search_through_server(settings, args) or search_here(settings, args)
+    page = search_through_server(settings, args)
+    if page is not None:
+        print_page(page, args)
+        return 0
+    page, embedder = search_here(settings, args)
     print_page(page, args)
+    if embedder.needs_compiling():
+        # after the answer, once per model: the next search starts without torch (`core.text_onnx`)
+        sys.stdout.flush()
+        print("compiling the text tower for the next searches (once for this model)...", file=sys.stderr, flush=True)
+        compile_if_wanted(embedder)
     return 0
 
 

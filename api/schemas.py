@@ -289,6 +289,11 @@ class Status(BaseModel):
         None, description="why the indexer in this server is waiting (the database away, a disk full), if it is"
     )
     model_error: str | None = None
+    text_tower: str | None = Field(
+        None,
+        description='how this server embeds queries: "compiled (int8)", "compiled (float32)" or "transformers"; '
+        "absent before its model has loaded",
+    )
     replica: bool = Field(False, description="the database is a streaming replica (searches only; changes refused)")
     replication_lag: float | None = Field(
         None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from core.checkpoints import ModelLoadError
 from core.embedder import Embedder, Embedders
-from core.errors import Unavailable
+from core.errors import Unavailable, first_line
 from core.model_state import CHECK_SECONDS, ModelChoice
 from core.settings import Settings
 
@@ -75,15 +75,18 @@ class ServingModels:
 
     def _load(self, name: str, done: threading.Event) -> None:
         s = self._settings
+        model = None
         try:
             model = self._embedders.get(name, s.device, s.precision)
-            model.text_tower()  # warm: the first search should not pay for loading it
+            model.warm_text()  # the first search should not pay for loading it
             self._models[name] = model
         except ModelLoadError as exc:
             self._errors[name] = str(exc)
             log.error("%s", exc)
         finally:
             done.set()
+        if model is not None and name in self._models:
+            compile_if_wanted(model)
 
     def current(self, timeout: float = LOAD_TIMEOUT_SECONDS) -> Embedder:
         """The model searches use, waiting for it to load if it must."""
@@ -114,3 +117,16 @@ class ServingModels:
         building = models.get("building")
         if building is not None and building["name"] in self._errors:
             building["error"] = self._errors[building["name"]]
+
+
+def compile_if_wanted(model: Embedder) -> None:
+    """Make the model's compiled text tower where it is wanted and missing, while searches go on
+    through transformers (`core.text_onnx`); a failure leaves them there, in one line of the log."""
+    try:
+        if model.needs_compiling():
+            log.info("compiling the text tower of %s for queries (once)", model.name)
+            model.compile_text()
+    except Exception as exc:
+        log.warning(
+            "the text tower of %s was not compiled (%s); queries go through transformers", model.name, first_line(exc)
+        )

@@ -207,15 +207,32 @@ class Checkpoint:
         `logit_bias`; it shifts every score alike, so ranking by cosine and margins between scores
         are unchanged by it. Read once, from the weights file's header and one tensor."""
         try:
-            from safetensors import safe_open
-
             for file in sorted(Path(self.folder).glob("*.safetensors")):
-                with safe_open(str(file), framework="pt") as weights:
-                    if "logit_scale" in weights.keys():  # noqa: SIM118 (safe_open has no __contains__)
-                        return float(np.exp(float(weights.get_tensor("logit_scale").float())))
+                value = _one_number(file, "logit_scale")
+                if value is not None:
+                    return float(np.exp(value))
         except Exception:  # an unusual checkpoint: the CLIP default rather than a failed search
             return DEFAULT_LOGIT_SCALE
         return DEFAULT_LOGIT_SCALE
+
+
+_SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64}
+
+
+def _one_number(file: Path, name: str) -> float | None:
+    """The first value of one tensor of a .safetensors file, read from the file's JSON header and
+    its bytes, without torch (a cold search never imports it); None where the file has no such tensor."""
+    with file.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        entry = json.loads(f.read(size)).get(name)
+        if entry is None:
+            return None
+        start, end = entry["data_offsets"]
+        f.seek(8 + size + start)
+        raw = f.read(end - start)
+    if entry["dtype"] == "BF16":  # the top half of a float32
+        return float((np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)[0])
+    return float(np.frombuffer(raw, dtype=_SAFETENSORS_DTYPES[entry["dtype"]])[0])
 
 
 def find_checkpoint(name: str) -> Checkpoint:

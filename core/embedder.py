@@ -12,9 +12,11 @@ An `index` run with nothing new to embed never pays for them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,10 @@ from core.checkpoints import (
 )
 from core.errors import first_line
 from core.pictures import normalize, normalize_tensor, prepare_pixels
+from core.text_onnx import Compiled, CompiledTextTower, compile_text_tower, key_of, read_compiled
 from core.threads import one_torch_thread
+
+log = logging.getLogger("sightline.model")
 
 
 class Embedder:
@@ -38,7 +43,9 @@ class Embedder:
     load on first use, each with only its own weights: an indexer holds no text tower until a
     query comes, and a text search never loads the image tower."""
 
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto", precision: str = "auto"):
+    def __init__(
+        self, checkpoint: Checkpoint, device: str = "auto", precision: str = "auto", compiled_dir: Path | None = None
+    ):
         self.checkpoint = checkpoint
         self.name = checkpoint.name
         self.dim = checkpoint.spec.dim
@@ -52,6 +59,10 @@ class Embedder:
         self._vision: Any = None
         self._text: Any = None
         self._tokenizer: Any = None
+        # the compiled text tower (`core.text_onnx`): kept under compiled_dir, looked for once
+        self._compiled_dir = compiled_dir
+        self._compiled: CompiledTextTower | None = None
+        self._compiled_looked = False
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = 1024
         self._text_waiting: dict[str, Future[np.ndarray]] = {}  # queries queued for the next batch
@@ -90,7 +101,8 @@ class Embedder:
 
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.precision]
 
-    def _load(self, loader_name: str, part: str) -> Any:
+    def _load(self, loader_name: str, part: str, float32_cpu: bool = False) -> Any:
+        import torch
         import transformers
 
         transformers.logging.set_verbosity_error()
@@ -101,13 +113,13 @@ class Embedder:
             tower_config.projection_dim = self.dim  # the tower's own config may lack the projection size
         try:
             tower = getattr(transformers, loader_name).from_pretrained(
-                self._folder, config=tower_config, dtype=self._dtype()
+                self._folder, config=tower_config, dtype=torch.float32 if float32_cpu else self._dtype()
             )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"Cannot load the weights of CLIP_MODEL={self.name!r} ({self.family.label}): {exc}"
             ) from exc
-        return tower.to(self.device).eval()
+        return tower.to("cpu" if float32_cpu else self.device).eval()
 
     def vision_tower(self) -> Any:
         with self._lock:
@@ -115,9 +127,9 @@ class Embedder:
                 self._vision = self._load(self.family.vision_class, "vision_config")
             return self._vision
 
-    def text_tower(self) -> tuple[Any, Any]:
+    def _hf_tokenizer(self) -> Any:
         with self._lock:
-            if self._text is None:
+            if self._tokenizer is None:
                 from transformers import AutoTokenizer
 
                 try:
@@ -125,8 +137,73 @@ class Embedder:
                 except (ImportError, OSError, ValueError) as exc:
                     reason = first_line(exc)
                     raise ModelLoadError(f"Cannot load the tokenizer of CLIP_MODEL={self.name!r}: {reason}") from exc
+            return self._tokenizer
+
+    def text_tower(self) -> tuple[Any, Any]:
+        """The transformers text tower and its tokenizer."""
+        with self._lock:
+            tokenizer = self._hf_tokenizer()
+            if self._text is None:
                 self._text = self._load(self.family.text_class, "text_config")
-            return self._text, self._tokenizer
+            return self._text, tokenizer
+
+    @property
+    def compiled_folder(self) -> Path | None:
+        """Where this checkpoint's compiled text tower is kept; None where none is used."""
+        if self._compiled_dir is None:
+            return None
+        return self._compiled_dir / key_of(self.name, self._folder)
+
+    def compiled_text(self) -> CompiledTextTower | None:
+        """The compiled text tower, where one was made for this checkpoint and passed its check."""
+        with self._lock:
+            folder = self.compiled_folder
+            if self._compiled is None and not self._compiled_looked and folder is not None:
+                self._compiled_looked = True
+                found = read_compiled(folder)
+                if found is not None and found.usable:
+                    try:
+                        self._compiled = CompiledTextTower(found)
+                    except Exception as exc:  # a damaged folder: transformers answers, and it is made again
+                        log.warning("the compiled text tower in %s does not load (%s); using transformers", folder, exc)
+                        self._compiled_looked = False
+            return self._compiled
+
+    def needs_compiling(self) -> bool:
+        folder = self.compiled_folder
+        return folder is not None and self.compiled_text() is None and read_compiled(folder) is None
+
+    def compile_text(self) -> Compiled | None:
+        """Make the compiled text tower where one is wanted and none was made yet (seconds, once per
+        checkpoint, from a float32 copy of the transformers tower let go of after); queries use it
+        from then on. Returns what was made, usable or not."""
+        folder = self.compiled_folder
+        if folder is None or not self.needs_compiling():
+            return None
+        tower = self._load(self.family.text_class, "text_config", float32_cpu=True)
+        compiled = compile_text_tower(
+            tower, self._hf_tokenizer(), self.family.text_output, self.family.pad_to_max, self.max_tokens, folder
+        )
+        if not compiled.usable:
+            log.warning(
+                "queries keep going through transformers: the compiled text tower failed its check (%s)", compiled.why
+            )
+            return compiled
+        with self._lock:
+            self._compiled = CompiledTextTower(compiled)
+            self._text = None  # the transformers tower is not needed any more
+        return compiled
+
+    @property
+    def text_tower_kind(self) -> str:
+        """How queries are embedded now: "compiled (int8)", "compiled (float32)" or "transformers"."""
+        compiled = self.compiled_text()
+        return f"compiled ({compiled.compiled.kind})" if compiled is not None else "transformers"
+
+    def warm_text(self) -> None:
+        """Ready for the first query: the compiled tower where there is one, else transformers'."""
+        if self.compiled_text() is None:
+            self.text_tower()
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 N×H×W×3 crops (see `core.pictures.prepare_pixels`) → float32 N×D unit vectors."""
@@ -152,6 +229,9 @@ class Embedder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Texts → float32 N×D unit vectors; cut at the model's limit and padded as the family was
         trained (CLIP: to the longest text; SigLIP: always to the limit)."""
+        compiled = self.compiled_text()
+        if compiled is not None:
+            return compiled.embed_texts(texts)
         import torch
 
         tower, tokenizer = self.text_tower()
@@ -193,8 +273,11 @@ class Embedder:
             return  # served by an earlier pass
         self.text_batches += 1
         try:
-            with one_torch_thread():  # a few short queries: the barriers of more threads cost more
+            if self.compiled_text() is not None:  # one thread of its own already
                 vectors = self.embed_texts(list(batch))
+            else:
+                with one_torch_thread():  # a few short queries: the barriers of more threads cost more
+                    vectors = self.embed_texts(list(batch))
         except BaseException as exc:
             for future in batch.values():
                 future.set_exception(exc)
@@ -213,9 +296,12 @@ def _unit(features: Any) -> np.ndarray:
     return (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def open_embedder(name: str, device: str = "auto", precision: str = "auto") -> Embedder:
-    """An embedder for the checkpoint `name` (weights load on first use), or `ModelLoadError`."""
-    embedder = Embedder(find_checkpoint(name), device, precision)
+def open_embedder(
+    name: str, device: str = "auto", precision: str = "auto", compiled_dir: Path | None = None
+) -> Embedder:
+    """An embedder for the checkpoint `name` (weights load on first use), or `ModelLoadError`.
+    With `compiled_dir`, queries use the compiled text tower kept there, once it is made."""
+    embedder = Embedder(find_checkpoint(name), device, precision, compiled_dir)
     if device == "cuda":
         embedder.device  # noqa: B018  (fail now, with the clear message, if there is no CUDA)
     return embedder
@@ -225,15 +311,16 @@ class Embedders:
     """The embedders one process has opened, one per (model, device, precision), so everything in
     the process that embeds with a model shares its loaded weights."""
 
-    def __init__(self) -> None:
+    def __init__(self, compiled_dir: Path | None = None) -> None:
         self._open: dict[tuple[str, str, str], Embedder] = {}
         self._lock = threading.Lock()
+        self.compiled_dir = compiled_dir
 
     def get(self, name: str, device: str = "auto", precision: str = "auto") -> Embedder:
         key = (name, device, precision)
         with self._lock:
             if key not in self._open:
-                self._open[key] = open_embedder(name, device, precision)
+                self._open[key] = open_embedder(name, device, precision, self.compiled_dir)
             return self._open[key]
 
     def release(self, name: str) -> None:

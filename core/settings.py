@@ -33,6 +33,7 @@ DEFAULTS: dict[str, str] = {
     "CLIP_MODEL": "openai/clip-vit-base-patch32",
     "DEVICE": "auto",
     "PRECISION": "auto",
+    "TEXT_TOWER": "auto",
     "BATCH_SIZE": "auto",
     "MAX_IMAGE_PIXELS": "100000000",
     "HOST": "127.0.0.1",
@@ -81,6 +82,7 @@ class Settings:
     pg_work_mem: str = ""
     pg_parallel_workers: int = 0
     ocr: str = "auto"  # auto | on | off: reading the text in pictures (`core.ocr.read_picture`)
+    text_tower: str = "auto"  # auto (compiled where it passed its check, `core.text_onnx`) | torch
 
     @property
     def image_dir(self) -> Path:
@@ -102,6 +104,14 @@ class Settings:
     @property
     def thumbnail_dir(self) -> Path:
         return self.data_dir / "thumbnails"
+
+    @property
+    def compiled_text_dir(self) -> Path | None:
+        """Where compiled text towers are kept; None where queries go through transformers: asked
+        for, or a device or precision chosen by hand (the compiled tower runs on the CPU, in int8)."""
+        if self.text_tower != "auto" or self.device == "cuda" or self.precision != "auto":
+            return None
+        return self.data_dir / "text-towers"
 
     def with_overrides(self, **changes: object) -> Settings:
         if "image_dir" in changes:
@@ -231,6 +241,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         watch=_choice(values, "WATCH", ("auto", "poll")),
         video_frames=_int(values, "VIDEO_FRAMES"),
         ocr=_choice(values, "OCR", ("auto", "on", "off")),
+        text_tower=_choice(values, "TEXT_TOWER", ("auto", "torch")),
         host=_raw(values, "HOST").strip(),
         port=_int(values, "PORT"),
         upload_max_bytes=_int(values, "UPLOAD_MAX_MB") * 1024 * 1024,

@@ -32,6 +32,12 @@ from core.db import connect  # noqa: E402
 from core.settings import Settings, load_settings  # noqa: E402
 
 TINY_CLIP = ROOT / "tests" / "fixtures" / "tiny-clip"
+# The tests' model, with queries through transformers: a compiled text tower (`core.text_onnx`)
+# made by a server in the background would change the scores of later searches mid-test. The
+# compiled tower has its own tests (test_compiled_text_tower.py); main.py run by a test inherits
+# the same choice from the environment.
+TINY_MODEL = {"CLIP_MODEL": str(TINY_CLIP), "TEXT_TOWER": "torch"}
+os.environ["TEXT_TOWER"] = "torch"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -77,7 +83,7 @@ def settings(tmp_path: Path, image_dir: Path, database_url: str) -> Settings:
             "IMAGE_DIR": str(image_dir),
             "DATA_DIR": str(tmp_path / "data"),
             "DATABASE_URL": database_url,
-            "CLIP_MODEL": str(TINY_CLIP),
+            **TINY_MODEL,
         }
     )
 
@@ -243,7 +249,7 @@ def polled_server(pg_server: str, top: Path, items: int) -> Iterator[tuple[str, 
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     folders = {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data")}
-    settings = load_settings({**folders, "DATABASE_URL": _with_database(pg_server, name), "CLIP_MODEL": str(TINY_CLIP)})
+    settings = load_settings({**folders, "DATABASE_URL": _with_database(pg_server, name), **TINY_MODEL})
     port = free_port()
     server = Process(settings, ["serve"], top / "serve.log", PORT=str(port), WATCH="poll")
     base = f"http://127.0.0.1:{port}"

@@ -37,7 +37,7 @@ import psycopg
 import pytest
 from conftest import (
     ROOT,
-    TINY_CLIP,
+    TINY_MODEL,
     Process,
     _with_database,
     env_for,
@@ -337,7 +337,7 @@ def corpus(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "IMAGE_DIR": str(base / "img"),
             "DATA_DIR": str(base / "data"),
             "DATABASE_URL": url,
-            "CLIP_MODEL": str(TINY_CLIP),
+            **TINY_MODEL,
         }
     )
     corpus = Corpus(settings=settings, outside=base / "outside")

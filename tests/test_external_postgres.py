@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import TINY_CLIP, free_port, run_main, serve_and_wait, wait_for
+from conftest import TINY_MODEL, free_port, run_main, serve_and_wait, wait_for
 from pg_servers import DATABASE, ExternalPostgres
 from test_deploy import app_health_check
 
@@ -43,9 +43,7 @@ def fresh_database(external_pg: ExternalPostgres) -> Iterator[ExternalPostgres]:
 
 
 def settings_for(url: str, image_dir: Path, data_dir: Path) -> Settings:
-    return load_settings(
-        {"IMAGE_DIR": str(image_dir), "DATA_DIR": str(data_dir), "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)}
-    )
+    return load_settings({"IMAGE_DIR": str(image_dir), "DATA_DIR": str(data_dir), "DATABASE_URL": url, **TINY_MODEL})
 
 
 def top_paths(base: str, text: str, limit: int = 1) -> list[str]:

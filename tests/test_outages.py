@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import psycopg
 import pytest
-from conftest import TINY_CLIP, Process, copy_tiny_model, free_port, wait_for
+from conftest import TINY_MODEL, Process, copy_tiny_model, free_port, wait_for
 from shapes import ALL_DRAWINGS, draw, random_drawing
 from test_external_postgres import ExternalPostgres
 from test_faults import PG_BIN, StoppablePostgres, search_paths
@@ -188,7 +188,7 @@ def start_sightline(
             "IMAGE_DIR": str(image_dir),
             "DATA_DIR": str(db.data_dir),
             "DATABASE_URL": db.url,
-            "CLIP_MODEL": str(TINY_CLIP),
+            **TINY_MODEL,
         }
     )
     port = free_port()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from conftest import TINY_CLIP, _with_database, free_port, query, run_main, wait_for
+from conftest import TINY_CLIP, TINY_MODEL, _with_database, free_port, query, run_main, wait_for
 from fastapi.testclient import TestClient
 from PIL import Image
 from shapes import ALL_DRAWINGS, Drawing, draw, write_corpus
@@ -203,7 +203,7 @@ def indexed(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "IMAGE_DIR": str(folder),
             "DATA_DIR": str(root / "data"),
             "DATABASE_URL": _with_database(pg_server, name),
-            "CLIP_MODEL": str(TINY_CLIP),
+            **TINY_MODEL,
         }
     )
     from flows.engine import index_once
@@ -485,7 +485,7 @@ class TestCommandLine:
             )
             remote = search_through_server(settings, args)
             assert remote is not None
-            assert remote == search_here(settings, args)
+            assert remote == search_here(settings, args)[0]
             assert remote["understood"]["filters"]["taken_after"] == "2023-01-01"
         finally:
             server.should_exit = True

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import TINY_CLIP, run_main, serve_and_wait, wait_for
+from conftest import TINY_CLIP, TINY_MODEL, run_main, serve_and_wait, wait_for
 from pg_servers import ExternalPostgres, StreamingReplica
 from shapes import Drawing, draw
 from test_security import Server, start_api, stop
@@ -46,9 +46,7 @@ def servers() -> Iterator[tuple[ExternalPostgres, StreamingReplica]]:
 
 
 def settings_for(url: str, image_dir: Path, data_dir: Path) -> Settings:
-    return load_settings(
-        {"IMAGE_DIR": str(image_dir), "DATA_DIR": str(data_dir), "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)}
-    )
+    return load_settings({"IMAGE_DIR": str(image_dir), "DATA_DIR": str(data_dir), "DATABASE_URL": url, **TINY_MODEL})
 
 
 def found(base: str, text: str, path: str, *, timeout: float = 10) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import MAIN_TIMEOUT, ROOT, TINY_CLIP, env_for, free_port, query, run_main, wait_for
+from conftest import MAIN_TIMEOUT, ROOT, TINY_MODEL, env_for, free_port, query, run_main, wait_for
 from PIL import Image
 from shapes import Drawing, draw, write_corpus
 
@@ -118,7 +118,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterator
     head, _, params = pg_server.partition("?")
     url = f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{params}" if params else "")
     settings = load_settings(
-        {"IMAGE_DIR": str(images), "DATA_DIR": str(root / "data"), "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)}
+        {"IMAGE_DIR": str(images), "DATA_DIR": str(root / "data"), "DATABASE_URL": url, **TINY_MODEL}
     )
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "index"], env=env_for(settings), capture_output=True, text=True

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import ROOT, TINY_CLIP, _with_database, env_for
+from conftest import ROOT, TINY_MODEL, _with_database, env_for
 from fastapi.testclient import TestClient
 from shapes import Drawing, draw, write_corpus
 from signs import Painted, Sign, paint
@@ -58,7 +58,7 @@ def library(tmp_path_factory: pytest.TempPathFactory, pg_server: str) -> Iterato
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _with_database(pg_server, name)
     settings = load_settings(
-        {"IMAGE_DIR": str(images), "DATA_DIR": str(root / "data"), "DATABASE_URL": url, "CLIP_MODEL": str(TINY_CLIP)}
+        {"IMAGE_DIR": str(images), "DATA_DIR": str(root / "data"), "DATABASE_URL": url, **TINY_MODEL}
     )
     from flows.engine import index_once
 

@@ -31,8 +31,10 @@ def status(services: ServicesDep) -> JSONResponse:
     except Unavailable as exc:
         return JSONResponse(status_code=503, content=unreachable_status(services.settings, str(exc), services.indexer))
     loaded = services.models.loaded
-    if loaded is not None and body["device"] is None:
-        body["device"], body["precision"] = loaded.device, loaded.precision
+    if loaded is not None:
+        body["text_tower"] = loaded.text_tower_kind
+        if body["device"] is None:
+            body["device"], body["precision"] = loaded.device, loaded.precision
     if services.models.error:
         body["model_error"] = services.models.error
     services.models.note_build_error(body["models"])
