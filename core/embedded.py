@@ -134,7 +134,22 @@ def start(bin_dir: Path, pgdata: Path, uid: int | None, log: Path, options: dict
         entry = pwd.getpwuid(uid)
         os.chown(log, entry.pw_uid, entry.pw_gid)
     pg_ctl(bin_dir, pgdata, uid, "-w", "-t", "120", "-l", str(log), "-o", f"-h '' -k {sock} {flags}", "start")
-    return f"postgresql://postgres:@/postgres?host={sock}"
+    return url_on(sock)
+
+
+def url_on(socket: str | Path) -> str:
+    """The superuser's URL of a server that listens on a socket folder (trust, as made here)."""
+    return f"postgresql://postgres:@/postgres?host={socket}"
+
+
+def running_url(pgdata: Path) -> str | None:
+    """The URL of the server that a data folder's postmaster.pid names (running, or killed and
+    not cleaned up); None where there is none or it has not yet written its socket's folder."""
+    try:
+        socket = (pgdata / "postmaster.pid").read_text().splitlines()[4].strip()
+    except (OSError, IndexError):
+        return None
+    return url_on(socket) if socket else None
 
 
 def stop(bin_dir: Path, pgdata: Path, uid: int | None, url: str | None = None, *, mode: str = "fast") -> None:

@@ -121,19 +121,23 @@ def _forget(work: Path, new_bin: Path) -> None:
         return
     new = work / "new"
     if (new / "postmaster.pid").exists():
-        embedded.stop(new_bin, new, embedded.folder_uid(new), mode="immediate")
+        embedded.stop(new_bin, new, embedded.folder_uid(new), _started_here(new), mode="immediate")
     old = work.parent / "postgres"
-    try:
-        socket = (old / "postmaster.pid").read_text().splitlines()[4]
-    except (OSError, IndexError):
-        socket = ""
-    if embedded.SOCKET_PREFIX in socket:  # the old server this upgrade started, not a user's
+    old_url = _started_here(old)
+    if old_url:  # the old server this upgrade started, not a user's
         try:
             old_bin = embedded.package_bin("pgserver")
-            embedded.stop(old_bin, old, embedded.folder_uid(old), mode="fast")
+            embedded.stop(old_bin, old, embedded.folder_uid(old), old_url, mode="fast")
         except embedded.MissingServer:
             pass
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _started_here(pgdata: Path) -> str | None:
+    """The URL of a server on this folder that `embedded.start` started (on a socket folder of its
+    own, which stopping it with this URL removes), or None."""
+    url = embedded.running_url(pgdata)
+    return url if url and embedded.SOCKET_PREFIX in url else None
 
 
 def _upgrade(settings: Settings, old_major: int, target: int, new_bin: Path, work: Path) -> None:

