@@ -34,7 +34,7 @@ from bench.serving import cold_search, live_latency, query_at_scale  # noqa: E40
 from bench.switch import model_switch  # noqa: E402
 from core.db import database_url  # noqa: E402
 from core.embedder import open_embedder  # noqa: E402
-from core.settings import PROJECT_ROOT, get_settings  # noqa: E402
+from core.settings import PROJECT_ROOT, get_settings, load_settings  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,7 +79,9 @@ def main() -> None:
     args = parse_args()
     work = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
     base = get_settings()
-    model_name = args.model or base.clip_model
+    # as the settings read CLIP_MODEL (a relative folder under the project is that folder), so
+    # that `main.py` runs given it by name find the same model as this process
+    model_name = load_settings({"CLIP_MODEL": args.model}).clip_model if args.model else base.clip_model
     if args.random_weights:
         cached = base.data_dir / "bench-models" / args.random_weights.replace("/", "-")
         if not (cached / "config.json").exists():
