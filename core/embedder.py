@@ -13,6 +13,7 @@ An `index` run with nothing new to embed never pays for them.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -164,9 +165,10 @@ class Embedder:
                 if found is not None and found.usable:
                     try:
                         self._compiled = CompiledTextTower(found)
-                    except Exception as exc:  # a damaged folder: transformers answers, and it is made again
+                    except Exception as exc:
+                        # damaged: transformers answers, and the next compile makes it again
                         log.warning("the compiled text tower in %s does not load (%s); using transformers", folder, exc)
-                        self._compiled_looked = False
+                        shutil.rmtree(folder, ignore_errors=True)
             return self._compiled
 
     def needs_compiling(self) -> bool:

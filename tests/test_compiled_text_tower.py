@@ -103,7 +103,12 @@ class TestWhenItCannotBeUsed:
         (compiled.folder / f"text-{compiled.kind}.onnx").write_bytes(b"not an onnx graph")
         again = compiled_embedder(str(TINY_CLIP), tmp_path / "towers")
         assert again.embed_texts(["a red circle"]).shape == (1, again.dim)
-        assert "does not load" in caplog.text
+        assert again.text_tower_kind == "transformers" and caplog.text.count("does not load") == 1
+        assert again.embed_texts(["a blue square"]).shape == (1, again.dim)
+        assert caplog.text.count("does not load") == 1  # said once, not at every query
+        assert again.needs_compiling()
+        remade = again.compile_text()
+        assert remade is not None and remade.usable and again.text_tower_kind.startswith("compiled")
 
 
 def _no_torch(folder: Path) -> str:
