@@ -38,6 +38,11 @@ from core.threads import one_torch_thread
 
 log = logging.getLogger("sightline.model")
 
+# `from_pretrained` sets torch's default dtype for the whole process while it builds a model, so a
+# float32 tower built or traced in one thread while another builds a bfloat16 one gets some
+# bfloat16 tensors ("mixed dtype" in the first layer norm). Building and compiling take turns.
+_BUILDING = threading.RLock()
+
 
 class Embedder:
     """A checkpoint's towers at the chosen precision, with L2-normalised output. The two towers
@@ -103,6 +108,10 @@ class Embedder:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.precision]
 
     def _load(self, loader_name: str, part: str, float32_cpu: bool = False) -> Any:
+        with _BUILDING:
+            return self._build(loader_name, part, float32_cpu)
+
+    def _build(self, loader_name: str, part: str, float32_cpu: bool) -> Any:
         import torch
         import transformers
 
@@ -182,10 +191,12 @@ class Embedder:
         folder = self.compiled_folder
         if folder is None or not self.needs_compiling():
             return None
-        tower = self._load(self.family.text_class, "text_config", float32_cpu=True)
-        compiled = compile_text_tower(
-            tower, self._hf_tokenizer(), self.family.text_output, self.family.pad_to_max, self.max_tokens, folder
-        )
+        tokenizer = self._hf_tokenizer()
+        with _BUILDING:
+            tower = self._load(self.family.text_class, "text_config", float32_cpu=True)
+            compiled = compile_text_tower(
+                tower, tokenizer, self.family.text_output, self.family.pad_to_max, self.max_tokens, folder
+            )
         if not compiled.usable:
             log.warning(
                 "queries keep going through transformers: the compiled text tower failed its check (%s)", compiled.why

@@ -150,11 +150,12 @@ class TestSearching:
             assert response.status_code == 200, response.text
             return [r["path"] for r in response.json()["results"]]
 
-        def text_tower() -> str | None:
-            return httpx.get(f"{base}/api/status", timeout=30).json().get("text_tower")
+        def compiled() -> bool:
+            assert "was not compiled" not in server.output(), server.output()
+            return str(httpx.get(f"{base}/api/status", timeout=30).json().get("text_tower")).startswith("compiled")
 
         assert top("a red circle")[0] == "red-circle.png"
-        wait_for(lambda: (text_tower() or "").startswith("compiled"), timeout=120)
+        wait_for(compiled, timeout=120)
         assert any((settings.data_dir / "text-towers").glob("*/compiled.json"))
         # a query the server has not cached, through the compiled tower: the same answer
         assert top("a blue square")[0] == "blue-square.png"
