@@ -14,6 +14,7 @@ out Paris, Texas; "Lisbon, Portugal" is Lisbon).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,14 +92,7 @@ def lazy_places(
     stamp_of: Callable[[], datetime | None] | None = None,
 ) -> Callable[[], PlaceIndex]:
     """The collection's places, read on the first call only (a query of no words never asks)."""
-    found: list[PlaceIndex] = []
-
-    def index() -> PlaceIndex:
-        if not found:
-            found.append(places_of(conn, model, cache, stamp_of))
-        return found[0]
-
-    return index
+    return functools.cache(lambda: places_of(conn, model, cache, stamp_of))
 
 
 def _count_places(conn: psycopg.Connection[Any], model: str) -> PlaceIndex:

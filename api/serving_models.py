@@ -75,7 +75,6 @@ class ServingModels:
 
     def _load(self, name: str, done: threading.Event) -> None:
         s = self._settings
-        model = None
         try:
             model = self._embedders.get(name, s.device, s.precision)
             model.warm_text()  # the first search should not pay for loading it
@@ -85,8 +84,8 @@ class ServingModels:
             log.error("%s", exc)
         finally:
             done.set()
-        if model is not None and name in self._models:
-            compile_if_wanted(model)
+        if name in self._models:
+            compile_if_wanted(self._models[name])
 
     def current(self, timeout: float = LOAD_TIMEOUT_SECONDS) -> Embedder:
         """The model searches use, waiting for it to load if it must."""

@@ -17,6 +17,8 @@ import shutil
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +159,18 @@ class Embedder:
                 self._text = self._load(self.family.text_class, "text_config")
             return self._text, tokenizer
 
-    @property
+    @cached_property
     def compiled_folder(self) -> Path | None:
-        """Where this checkpoint's compiled text tower is kept; None where none is used."""
+        """Where this checkpoint's compiled text tower is kept; None where none is used. Found once:
+        the key stats the checkpoint's files, and every query asks."""
         if self._compiled_dir is None:
             return None
         return self._compiled_dir / key_of(self.name, self._folder)
 
     def compiled_text(self) -> CompiledTextTower | None:
         """The compiled text tower, where one was made for this checkpoint and passed its check."""
+        if self._compiled is not None or self._compiled_looked:
+            return self._compiled
         with self._lock:
             folder = self.compiled_folder
             if self._compiled is None and not self._compiled_looked and folder is not None:
@@ -286,11 +291,10 @@ class Embedder:
             return  # served by an earlier pass
         self.text_batches += 1
         try:
-            if self.compiled_text() is not None:  # one thread of its own already
+            # a few short queries: the barriers of more torch threads cost more (the compiled
+            # tower has one thread of its own already)
+            with nullcontext() if self.compiled_text() is not None else one_torch_thread():
                 vectors = self.embed_texts(list(batch))
-            else:
-                with one_torch_thread():  # a few short queries: the barriers of more threads cost more
-                    vectors = self.embed_texts(list(batch))
         except BaseException as exc:
             for future in batch.values():
                 future.set_exception(exc)

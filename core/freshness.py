@@ -9,6 +9,7 @@ for `max_age` seconds at most, because something other than the indexer may writ
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Hashable
 from datetime import datetime
@@ -25,14 +26,7 @@ V = TypeVar("V")
 def stamp_once(conn: psycopg.Connection[Any]) -> Callable[[], datetime | None]:
     """The index's change stamp, read on the first call only: the lookups of one search (its
     folders, its places) then cost one query to the server between them, not one each."""
-    read: list[datetime | None] = []
-
-    def stamp() -> datetime | None:
-        if not read:
-            read.append(indexer_status.last_change(conn))
-        return read[0]
-
-    return stamp
+    return functools.cache(lambda: indexer_status.last_change(conn))
 
 
 class UntilIndexChanges(Generic[V]):

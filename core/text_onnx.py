@@ -136,8 +136,7 @@ class CompiledTextTower:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         (out,) = self.session.run(None, self.tokens(texts))
-        out = np.asarray(out, dtype=np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return _unit(np.asarray(out, dtype=np.float32))
 
 
 def _projected(tower: Any, output: str, inputs: tuple[str, ...]) -> Any:

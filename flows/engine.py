@@ -243,9 +243,7 @@ async def _index_once(
             await asyncio.to_thread(unchanged.record, url, settings, listing)
     await asyncio.to_thread(refresh_images_view, url, run.choice.serving)
     # the text after the embeddings: what was indexed is searchable by appearance already
-    text_read = 0
-    if settings.ocr != "off":
-        text_read = await asyncio.to_thread(OcrPass(settings, url).run_until_done, text_progress)
+    text_read = await _read_text(settings, url, text_progress)
     added = sum(1 for p in after if p not in before)
     updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
     reporter = StatusReporter(url, run)
@@ -283,9 +281,7 @@ async def _if_unchanged(
     await asyncio.to_thread(unchanged.report, url, held)
     if progress is not None:
         progress(listing.files, listing.files)
-    text_read = 0
-    if settings.ocr != "off":  # a text pass cut short goes on: it reads nothing when nothing waits
-        text_read = await asyncio.to_thread(OcrPass(settings, url).run_until_done, text_progress)
+    text_read = await _read_text(settings, url, text_progress)  # a text pass cut short goes on
     return IndexSummary(
         added=0,
         updated=0,
@@ -298,6 +294,13 @@ async def _if_unchanged(
         text_read=text_read,
         from_listing=True,
     )
+
+
+async def _read_text(settings: Settings, url: str, text_progress: ProgressFn | None) -> int:
+    """The one-shot OCR pass: the pictures whose text waits (none: nothing read, nothing loaded)."""
+    if settings.ocr == "off":
+        return 0
+    return await asyncio.to_thread(OcrPass(settings, url).run_until_done, text_progress)
 
 
 async def watch_folder(
