@@ -47,12 +47,14 @@ browser:
 test: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors browser
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # The real benchmark (minutes), with a randomly initialised ViT-B/32 so it runs offline; a real model:
 # BENCH_ARGS="--model openai/clip-vit-base-patch32", a real corpus: "--corpus ../shared/data/coco-mini"

@@ -110,9 +110,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
     from api.status import models_status, render_models
-    from core.checkpoints import find_checkpoint
-    from core.db import connect, database_url, ensure_schema
-    from core.model_state import choose_model
+    from core.models.checkpoints import find_checkpoint
+    from core.store.db import connect, database_url, ensure_schema
+    from core.store.model_state import choose_model
 
     if args.now and not args.name:
         raise BadRequest("--now needs the NAME of the model to switch to")
@@ -142,8 +142,8 @@ def cmd_places(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
     from api.duplicates import duplicate_cache, duplicates_page
-    from core.db import connect, database_url, table_exists
-    from core.model_state import model_table, read_choice
+    from core.store.db import connect, database_url, table_exists
+    from core.store.model_state import model_table, read_choice
 
     with connect(database_url(settings)) as conn:
         model = read_choice(conn, settings.clip_model).serving
@@ -188,8 +188,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     from api.app import create_app
-    from core.embedder import Embedders
-    from core.indexer_status import LocalIndexer
+    from core.models.embedder import Embedders
+    from core.store.indexer_status import LocalIndexer
     from flows.engine import watch_folder
 
     embedders = Embedders(settings.compiled_text_dir)

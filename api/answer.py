@@ -37,10 +37,10 @@ from api.search import (
     search_by_vector,
 )
 from api.text_search import Found, filter_words, plain_words, search_fused
-from core.embedder import Embedder
 from core.errors import BadRequest, NotFound, UserError
-from core.freshness import stamp_once
+from core.models.embedder import Embedder
 from core.settings import Settings
+from core.store.freshness import stamp_once
 
 # With min_match, results are judged in ranking order, in chunks, up to this many; a level is not
 # monotonic in the score, but past the best thousand by score a strong match is very unlikely.

@@ -22,10 +22,10 @@ from fastapi.responses import JSONResponse
 from api.routes import duplicates, files, images, models, pages, search
 from api.security import TokenAuth, UploadLimit
 from api.services import Services
-from core.embedder import Embedders
 from core.errors import BadRequest, NotFound, ReadOnly, TooLarge, Unavailable, Unsupported, UserError
-from core.indexer_status import LocalIndexer
+from core.models.embedder import Embedders
 from core.settings import Settings, get_settings
+from core.store.indexer_status import LocalIndexer
 
 # while the database is away the pool logs every failed reconnection; /api/status says it once
 logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)

@@ -18,12 +18,12 @@ from api.answer import Ask, OneConnection, Upload, answer
 from api.places import place_cache, places_of
 from api.search import make_filters
 from api.serving_models import compile_if_wanted
-from core.db import connect, database_url, table_exists
-from core.embedder import Embedder, open_embedder
 from core.errors import BadRequest, Unavailable
-from core.model_state import model_table, read_choice
-from core.pictures import ImageError, decode_image
+from core.media.pictures import ImageError, decode_image
+from core.models.embedder import Embedder, open_embedder
 from core.settings import Settings
+from core.store.db import connect, database_url, table_exists
+from core.store.model_state import model_table, read_choice
 
 
 def search_through_server(settings: Settings, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -105,7 +105,7 @@ def run_search(settings: Settings, args: argparse.Namespace) -> int:
     page, embedder = search_here(settings, args)
     print_page(page, args)
     if embedder.needs_compiling():
-        # after the answer, once per model: the next search starts without torch (`core.text_onnx`)
+        # after the answer, once per model: the next search starts without torch (`core.models.text_onnx`)
         sys.stdout.flush()
         print("compiling the text tower for the next searches (once for this model)...", file=sys.stderr, flush=True)
         compile_if_wanted(embedder)

@@ -21,10 +21,10 @@ from psycopg import sql
 
 from api.near_pairs import near_pairs
 from api.search import COLUMNS, ImageRecord, parse_folder, record_of
-from core.db import IMAGES_TABLE, database_key
 from core.errors import BadRequest
-from core.freshness import UntilIndexChanges
-from core.model_state import model_table
+from core.store.db import IMAGES_TABLE, database_key
+from core.store.freshness import UntilIndexChanges
+from core.store.model_state import model_table
 
 DEFAULT_THRESHOLD = 0.95
 MIN_THRESHOLD = 0.5

@@ -1,9 +1,9 @@
 """The places in the collection, and place names as filters.
 
-The indexer stores each picture's place (`core.places`) in four columns: locality, city, region
+The indexer stores each picture's place (`core.media.places`) in four columns: locality, city, region
 and country. A place *name* is what users ask for: "Lisbon" is a city and a region, "Paris" may be
 a city in France and one in Texas; a name matches a picture when any of its four columns holds it,
-in any spelling the collection has that compares equal (`core.places.place_key`: "Zürich" and
+in any spelling the collection has that compares equal (`core.media.places.place_key`: "Zürich" and
 "Zurich"). Only names that occur in the collection are known, so an ordinary word is never taken
 for a place.
 
@@ -24,10 +24,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from core.db import database_key
-from core.freshness import UntilIndexChanges
-from core.model_state import model_table
-from core.places import COUNTRY_ALIASES, KINDS, PLACE_COLUMNS, PLACE_NAMES_SQL, place_key
+from core.media.places import COUNTRY_ALIASES, KINDS, PLACE_COLUMNS, PLACE_NAMES_SQL, place_key
+from core.store.db import database_key
+from core.store.freshness import UntilIndexChanges
+from core.store.model_state import model_table
 
 PLACES_MAX_AGE = 30.0  # seconds, as for folders: something other than the indexer may write
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from api.query_dates import date_at
 from core.errors import BadRequest
-from core.text_index import words_of
+from core.store.text_index import words_of
 
 MAX_TERMS = 20
 

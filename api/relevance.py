@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.embedder import Embedder
+from core.models.embedder import Embedder
 
 STRONG = "strong"
 WEAK = "weak"

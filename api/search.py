@@ -1,7 +1,7 @@
 """Searching the `images` table: one parameterised SQL statement per search, ranked by cosine distance.
 
 Pages take their candidates from the HNSW indexes of the items and of the video frames (on
-`embedding::halfvec(dim)` where pgvector has it, `core.vector_index`) and rank them exactly by
+`embedding::halfvec(dim)` where pgvector has it, `core.store.vector_index`) and rank them exactly by
 (float32 distance, id). Filters are served by the index with pgvector 0.8's iterative scans; on
 older servers, for filters that pass few rows, and past the deepest candidate pool, every row
 that passes the filters is ranked instead (`api.search_plan`). Both are deterministic and a pool's
@@ -21,13 +21,13 @@ from psycopg import sql
 
 from api.places import PlaceMatch, place_conditions
 from api.search_plan import Plan, plan_search, run_planned, vector_hits
-from core.db import IMAGES_TABLE, database_key
 from core.errors import BadRequest
-from core.freshness import UntilIndexChanges
-from core.model_state import model_table
-from core.places import Place
-from core.text_index import text_filter
-from core.vector_index import IndexShape, index_shape
+from core.media.places import Place
+from core.store.db import IMAGES_TABLE, database_key
+from core.store.freshness import UntilIndexChanges
+from core.store.model_state import model_table
+from core.store.text_index import text_filter
+from core.store.vector_index import IndexShape, index_shape
 
 MAX_LIMIT = 200
 

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from core.vector_index import IndexShape
+from core.store.vector_index import IndexShape
 
 MAX_POOL = 1000  # hnsw.ef_search's ceiling; a page deeper than this is ranked exactly
 # A filter estimated to pass fewer rows than this many pools' worth is ranked in full: the graph

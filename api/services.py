@@ -22,14 +22,14 @@ from api.places import PlaceCache, place_cache
 from api.relevance import Judges
 from api.search import FolderCache, folder_cache
 from api.serving_models import ServingModels
-from core import replicas
-from core.db import DatabaseError, database_url
-from core.embedder import Embedder, Embedders
 from core.errors import ReadOnly, Unavailable, first_line
-from core.indexer_status import LocalIndexer
-from core.library import library_of
-from core.model_state import ModelChoice, read_choice
+from core.media.library import library_of
+from core.models.embedder import Embedder, Embedders
 from core.settings import Settings
+from core.store import replicas
+from core.store.db import DatabaseError, database_url
+from core.store.indexer_status import LocalIndexer
+from core.store.model_state import ModelChoice, read_choice
 
 log = logging.getLogger("sightline.api")
 

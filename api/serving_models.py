@@ -1,6 +1,6 @@
 """The model the server searches with.
 
-It is whichever model the database says answers searches (`core.model_state`), not CLIP_MODEL
+It is whichever model the database says answers searches (`core.store.model_state`), not CLIP_MODEL
 as this process read it: the indexer may still be building a newly chosen model, or may have
 switched to one since the server started. The model being built is loaded here ahead of time, so
 the switch costs searches no wait; a model no longer named is let go.
@@ -13,11 +13,11 @@ import threading
 from time import monotonic
 from typing import Any
 
-from core.checkpoints import ModelLoadError
-from core.embedder import Embedder, Embedders
 from core.errors import Unavailable, first_line
-from core.model_state import CHECK_SECONDS, ModelChoice
+from core.models.checkpoints import ModelLoadError
+from core.models.embedder import Embedder, Embedders
 from core.settings import Settings
+from core.store.model_state import CHECK_SECONDS, ModelChoice
 
 log = logging.getLogger("sightline.api")
 
@@ -120,7 +120,7 @@ class ServingModels:
 
 def compile_if_wanted(model: Embedder) -> None:
     """Make the model's compiled text tower where it is wanted and missing, while searches go on
-    through transformers (`core.text_onnx`); a failure leaves them there, in one line of the log."""
+    through transformers (`core.models.text_onnx`); a failure leaves them there, in one line of the log."""
     try:
         if model.needs_compiling():
             log.info("compiling the text tower of %s for queries (once)", model.name)

@@ -8,10 +8,10 @@ from typing import Any
 
 import psycopg
 
-from core import folder_survey, indexer_status, picture_text, replicas
-from core.db import ERRORS_TABLE, IMAGES_TABLE, DatabaseError, connect, database_url, table_exists
-from core.model_state import count_images, coverage, model_table, read_choice
 from core.settings import Settings
+from core.store import folder_survey, indexer_status, picture_text, replicas
+from core.store.db import ERRORS_TABLE, IMAGES_TABLE, DatabaseError, connect, database_url, table_exists
+from core.store.model_state import count_images, coverage, model_table, read_choice
 
 
 def models_status(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """One ranked query over pictures and their text: the vector ranking and the text ranking, fused.
 
 The text side finds the pictures whose names, keywords, title, description or OCR text hold every
-query word (`core.text_index`, through its GIN indexes) and ranks them by
+query word (`core.store.text_index`, through its GIN indexes) and ranks them by
 
     ts_rank_cd(their words, any query word)  +  word_similarity(the query, their words)
 
@@ -41,9 +41,9 @@ from api.search import (
     search_where,
 )
 from api.search_plan import MAX_POOL, Plan, candidate_pool, plan_search, run_planned, vector_hits
-from core.model_state import model_table
-from core.text_index import OCR_TABLE, WORDS_COLUMN, any_word_in, holds_all, matching_ids, word_in, words_of
-from core.vector_index import IndexShape, index_shape
+from core.store.model_state import model_table
+from core.store.text_index import OCR_TABLE, WORDS_COLUMN, any_word_in, holds_all, matching_ids, word_in, words_of
+from core.store.vector_index import IndexShape, index_shape
 
 RRF_K = 60
 TEXT_WEIGHT = 2.0  # against the vector ranking's 1

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.pictures import render_picture, to_rgb
-from core.videos import frame_at
+from core.media.pictures import render_picture, to_rgb
+from core.media.videos import frame_at
 
 THUMBNAIL_SIZE = 320
 PREVIEW_SIZE = 2048  # the larger view of a picture browsers cannot show as it is (HEIC, RAW, ...)

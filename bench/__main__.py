@@ -30,11 +30,12 @@ from bench.indexing import bench_indexing  # noqa: E402
 from bench.load import load_test  # noqa: E402
 from bench.ocr import bench_ocr  # noqa: E402
 from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E402
-from bench.serving import cold_search, live_latency, query_at_scale  # noqa: E402
+from bench.scale import query_at_scale  # noqa: E402
+from bench.serving import cold_search, live_latency  # noqa: E402
 from bench.switch import model_switch  # noqa: E402
-from core.db import database_url  # noqa: E402
-from core.embedder import open_embedder  # noqa: E402
+from core.models.embedder import open_embedder  # noqa: E402
 from core.settings import PROJECT_ROOT, get_settings, load_settings  # noqa: E402
+from core.store.db import database_url  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

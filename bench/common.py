@@ -84,7 +84,7 @@ def generate_photos(folder: Path, count: int, seed: int = 0, size: tuple[int, in
 
 
 def list_images(folder: Path) -> list[Path]:
-    from core.pictures import is_image_name
+    from core.media.pictures import is_image_name
 
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name) and not p.name.startswith("."))
 

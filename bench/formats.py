@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench.common import Report
-from core.pictures import Preprocessing, decode_image
+from core.media.pictures import Preprocessing, decode_image
 from core.settings import PROJECT_ROOT, Settings
 
 CLIP_224 = Preprocessing(224, 224, 224, (0.481, 0.458, 0.408), (0.269, 0.261, 0.276))
@@ -99,7 +99,7 @@ def bench_formats(settings: Settings, report: Report, work: Path, count: int) ->
         summary = asyncio.run(index_once(trial, embedders=EMBEDDERS))
         rate = len(files) / max(summary.seconds - fixed, 1e-3)
         if kind.startswith("mp4"):
-            from core.videos import sample_frames
+            from core.media.videos import sample_frames
 
             started = time.perf_counter()
             frames = sum(len(list(sample_frames(f, model.preprocessing, max_pixels=10**8))) for f in files)

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from bench.common import Report, list_images, main_py, run_measured, verdict
-from core.checkpoints import local_checkpoint
-from core.db import database_url, ensure_schema
-from core.embedder import Embedders
+from core.models.checkpoints import local_checkpoint
+from core.models.embedder import Embedders
 from core.settings import Settings
+from core.store.db import database_url, ensure_schema
 from flows.engine import index_once
 
 # one loaded model for the ceiling and our runs, as in one `serve` process

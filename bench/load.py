@@ -21,10 +21,10 @@ from PIL import Image
 from bench.common import Report, Server, free_port, main_py, median, percentile, verdict, wait_until
 from bench.latency import queries
 from bench.serving import copy_synthetic_rows, new_database, synthetic_embeddings
-from core.db import database_url
-from core.embedder import open_embedder
-from core.model_state import model_table
+from core.models.embedder import open_embedder
 from core.settings import Settings
+from core.store.db import database_url
+from core.store.model_state import model_table
 
 
 @dataclass

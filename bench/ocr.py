@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from bench.common import Report, list_images
-from core.ocr import GLANCE_LONGEST, Reading, TextReader, read_picture
+from core.models.ocr import GLANCE_LONGEST, Reading, TextReader, read_picture
 from core.settings import PROJECT_ROOT, Settings
 
 FONTS = (
@@ -195,7 +195,7 @@ def bench_pass_share(settings: Settings, report: Report, work: Path, signs: list
     """Index the photos with the words on them (OCR=off), then let the OCR pass read them
     (OCR=auto): its share of the whole."""
     from bench.indexing import EMBEDDERS, model_ceiling
-    from core.db import database_url, ensure_schema
+    from core.store.db import database_url, ensure_schema
     from flows.engine import index_once
     from flows.ocr_pass import OcrPass
 

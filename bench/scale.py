@@ -12,28 +12,36 @@ hybrid search (vector and text, fused) against the vector-only one (`bench.text`
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
 from api.search import make_filters, search_by_vector
-from bench.common import Report, median, percentile, verdict
-from bench.serving import FOLDERS, ScaleDatabase, build_scale_database, synthetic_embeddings
+from bench.common import Report, Server, free_port, median, percentile, verdict, wait_until
+from bench.latency import queries
+from bench.serving import (
+    FOLDERS,
+    ScaleDatabase,
+    build_scale_database,
+    client_ok,
+    ef_sweep,
+    exact_top,
+    synthetic_embeddings,
+)
 from bench.text import measure_hybrid
+from core.models.embedder import open_embedder
+from core.settings import Settings
+from core.store.db import database_url
 
 MODEL = "bench/scale-model"
 FOLDER = "synthetic/f3"  # one of FOLDERS, a tenth of the rows
-
-
-def exact_top(vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> set[int]:
-    """The ids (row numbers) of the k nearest among `allowed` rows (all when None), exactly."""
-    scores = vectors @ query if allowed is None else vectors[allowed] @ query
-    top = np.argpartition(-scores, k)[:k]
-    return set((top if allowed is None else allowed[top]).tolist())
 
 
 def _timed_searches(
@@ -135,3 +143,121 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def query_at_scale(
+    settings: Settings, env: dict[str, str], report: Report, sizes: list[int], n_queries: int, work: Path
+) -> None:
+    # the text tower the servers below use: compiled once here where TEXT_TOWER=auto, as a server
+    # does in the background after its first start (`core.models.text_onnx`)
+    model = open_embedder(settings.clip_model, settings.device, settings.precision, settings.compiled_text_dir)
+    started = time.perf_counter()
+    compiled = model.compile_text()
+    if compiled is not None:
+        report.add(
+            "4 query",
+            "compiling the text tower for queries (once per model)",
+            f"{time.perf_counter() - started:.1f} s, {compiled.kind or 'not usable: ' + compiled.why}",
+        )
+    texts = queries(n_queries)
+    encode = []
+    for t in texts[:50]:
+        started = time.perf_counter()
+        model.embed_texts([t + " again"])
+        encode.append(time.perf_counter() - started)
+    report.add(
+        "4 query",
+        "one query through the text tower alone, p50",
+        f"{median(encode) * 1000:.1f} ms ({model.text_tower_kind})",
+    )
+    admin = database_url(settings)
+    for size in sizes:
+        vectors = synthetic_embeddings(size, model.dim)
+        db = build_scale_database(admin, f"bench_scale_{size}", vectors, model.name)
+        url = db.url
+        probes = np.random.default_rng(3).choice(size, min(n_queries, size), replace=False).tolist()
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        with (
+            Server([*cmd, "--log-level", "warning"], {**env, "DATABASE_URL": url}, work / f"api-{size}.log"),
+            httpx.Client(base_url=base, timeout=60) as client,
+        ):
+            wait_until(lambda: client_ok(client), 120, "the API")
+            client.get("/api/search", params={"q": "warm up", "limit": 10})
+            text_timings, filtered_timings = [], []
+            for text in texts:
+                started = time.perf_counter()
+                client.get("/api/search", params={"q": text, "limit": 10}).raise_for_status()
+                text_timings.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                client.get("/api/search", params={"q": text, "limit": 10, "folder": "synthetic/f3"}).raise_for_status()
+                filtered_timings.append(time.perf_counter() - started)
+            similar_timings, answers = [], []
+            for i in probes:
+                started = time.perf_counter()
+                body = client.get(f"/api/images/{i}/similar", params={"limit": 10}).json()
+                similar_timings.append(time.perf_counter() - started)
+                answers.append({r["id"] for r in body["results"]})
+        # the exact answers only now: numpy's threads keep spinning for a while after a product and
+        # would take the cores from the server while it answers the next request
+        hits = sum(len(exact_top(vectors, vectors[i], 10, exclude=i) & got) for i, got in zip(probes, answers))
+        scans = []
+        for i in probes[:50]:
+            started = time.perf_counter()
+            exact_top(vectors, vectors[i], 10, exclude=i)
+            scans.append(time.perf_counter() - started)
+        scan, enc = median(scans), median(encode)
+        t50, t95 = median(text_timings), percentile(text_timings, 95)
+        s50, s95 = median(similar_timings), percentile(similar_timings, 95)
+        big = size >= 100_000
+        report.add(
+            "4 query",
+            f"/api/search (text) at {size:,} images, p50 / p95, {len(texts)} distinct queries",
+            f"{t50 * 1000:.1f} / {t95 * 1000:.1f} ms",
+            f"{(enc + scan) * 1000:.1f} ms (text encode {enc * 1000:.1f} + numpy scan {scan * 1000:.1f})",
+            f"{(enc + scan) / t50:.2f}×",
+            "p50 ≤ 15 ms at 100k" if big else "",
+            verdict(t50 <= 0.015) if big else "",
+        )
+        report.add(
+            "4 query",
+            f"/api/images/{{id}}/similar at {size:,} (vector search, no text encoder), p50 / p95",
+            f"{s50 * 1000:.1f} / {s95 * 1000:.1f} ms",
+            f"{scan * 1000:.1f} ms (numpy exact scan)",
+            f"{scan / s50:.2f}×",
+            "p50 ≤ 15 ms at 100k" if big else "",
+            verdict(s50 <= 0.015) if big else "",
+        )
+        recall = hits / (10 * len(probes))
+        report.add(
+            "4 query",
+            f"recall@10 of the API (HNSW, ef_search={settings.search_ef}) vs exact at {size:,}",
+            f"{recall:.3f}",
+            "1.000 (exact)",
+            "",
+            "≥ 0.98",
+            verdict(recall >= 0.98),
+        )
+        f50, f95 = median(filtered_timings), percentile(filtered_timings, 95)
+        report.add(
+            "4 query",
+            f"/api/search (text) filtered to a folder of 10% at {size:,}, p50 / p95",
+            f"{f50 * 1000:.1f} / {f95 * 1000:.1f} ms",
+        )
+        report_build(db, size, report)
+        measure_searches(url, vectors, probes, report, settings.search_ef, model.name)
+        measure_hybrid(url, vectors, probes, report, settings.search_ef, model.name)
+        ef_sweep(url, vectors, probes[:100], report, size, model.name)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "bench_scale_{size}" WITH (FORCE)')

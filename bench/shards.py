@@ -33,7 +33,7 @@ from pgvector.psycopg import register_vector
 from api.search import SearchFilters, search_by_vector
 from bench.common import median, percentile
 from bench.tables import model_tables_sql
-from core.model_state import frames_table, model_table
+from core.store.model_state import frames_table, model_table
 
 MODEL = "bench/shards"
 EF_SEARCH = 100  # the default SEARCH_EF

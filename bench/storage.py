@@ -7,7 +7,7 @@ at each CLIP embedding size. The figures in docs/scaling.md come from this.
 
 The table has the columns of the real model table (`flows.indexer`'s schema), its keys and the
 same HNSW index (cosine, m=16, ef_construction=64, on `halfvec` where pgvector has it); the
-embedding cache is `core.db`'s own table. Vectors are random unit vectors: the sizes do not
+embedding cache is `core.store.db`'s own table. Vectors are random unit vectors: the sizes do not
 depend on their values, the timings somewhat do.
 """
 
@@ -28,11 +28,11 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from bench.tables import model_tables_sql
-from core import indexer_status
-from core.db import OWN_SCHEMA
-from core.model_state import frames_table, model_table
-from core.vector_features import vector_features
-from core.vector_index import distance_sql, halfvec_index_sql, index_name, path_prefix_index_sql, vector_index_sql
+from core.store import indexer_status
+from core.store.db import OWN_SCHEMA
+from core.store.model_state import frames_table, model_table
+from core.store.vector_features import vector_features
+from core.store.vector_index import distance_sql, halfvec_index_sql, index_name, path_prefix_index_sql, vector_index_sql
 
 MODEL = "openai/clip-vit-base-patch32"
 

@@ -13,7 +13,7 @@ import httpx
 from bench.common import Report, Server, free_port, main_py, median, percentile, verdict, wait_until
 from bench.latency import queries
 from bench.serving import _ready
-from core.checkpoints import local_checkpoint
+from core.models.checkpoints import local_checkpoint
 from core.settings import Settings
 
 

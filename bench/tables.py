@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from core.model_state import frames_table, model_table
+from core.store.model_state import frames_table, model_table
 from flows.indexer import frames_schema, images_schema
 
 

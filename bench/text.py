@@ -22,8 +22,8 @@ from psycopg import sql
 from api.search import search_by_vector
 from api.text_search import search_fused
 from bench.common import Report, median, percentile, verdict
-from core.model_state import model_table
-from core.text_index import OCR_TABLE, item_index_sql, item_words, matching_ids
+from core.store.model_state import model_table
+from core.store.text_index import OCR_TABLE, item_index_sql, item_words, matching_ids
 
 
 def _made_up_words(count: int, seed: int = 5) -> tuple[str, ...]:

@@ -75,14 +75,14 @@ class Settings:
     cors_origins: tuple[str, ...]
     api_token: str  # empty: no authentication
     allow_remote_without_token: bool  # the explicit opt-out of the loopback-only rule
-    # the embedded server's memory and workers (core.pg_sizing); "" / 0: sized for the machine
+    # the embedded server's memory and workers (core.store.pg_sizing); "" / 0: sized for the machine
     pg_shared_buffers: str = ""
     pg_effective_cache_size: str = ""
     pg_maintenance_work_mem: str = ""
     pg_work_mem: str = ""
     pg_parallel_workers: int = 0
-    ocr: str = "auto"  # auto | on | off: reading the text in pictures (`core.ocr.read_picture`)
-    text_tower: str = "auto"  # auto (compiled where it passed its check, `core.text_onnx`) | torch
+    ocr: str = "auto"  # auto | on | off: reading the text in pictures (`core.models.ocr.read_picture`)
+    text_tower: str = "auto"  # auto (compiled where it passed its check, `core.models.text_onnx`) | torch
 
     @property
     def image_dir(self) -> Path:

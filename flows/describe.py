@@ -18,22 +18,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import cocoindex as coco
 import numpy as np
 
-from core.library import kind_of
-from core.pictures import DecodedImage, ImageError, decode_image
-from core.places import Gazetteer, Place, place_at
-from core.videos import probe_video, sample_frames
-from core.xmp import XmpFacts, combined, parse_xmp
-
-if TYPE_CHECKING:
-    from flows.indexer import IndexRun, ModelSlot
+from core.media.library import kind_of
+from core.media.pictures import DecodedImage, ImageError, decode_image
+from core.media.places import Gazetteer, Place, place_at
+from core.media.videos import probe_video, sample_frames
+from core.media.xmp import XmpFacts, combined, parse_xmp
+from flows.run import RUN, IndexRun, ModelSlot
 
 T = TypeVar("T")
-RUN = coco.ContextKey["IndexRun"]("sightline_index_run")
 _HASH_CHUNK = 1 << 20
 
 

@@ -17,20 +17,21 @@ from typing import Any
 import asyncpg
 import cocoindex as coco
 
-from core import pg_sizing
-from core.db import ERRORS_TABLE, DatabaseError, connect, database_url, ensure_schema, table_exists
-from core.embedder import Embedders
 from core.errors import first_line
-from core.indexer_status import LocalIndexer
-from core.library import Library, library_of
-from core.model_state import SWITCH_GRACE_SECONDS, model_table
+from core.media.library import Library, library_of
+from core.models.embedder import Embedders
 from core.settings import Settings, get_settings
+from core.store import pg_sizing
+from core.store.db import ERRORS_TABLE, DatabaseError, connect, database_url, ensure_schema, table_exists
+from core.store.indexer_status import LocalIndexer
+from core.store.model_state import SWITCH_GRACE_SECONDS, model_table
 from flows import unchanged
 from flows.cache import EmbeddingCache
 from flows.heartbeat import HEARTBEAT_SECONDS, StatusReporter
-from flows.indexer import PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, app, make_batched_embed
+from flows.indexer import app
 from flows.ocr_pass import OcrPass
 from flows.recovery import check_room, looks_like_outage, problem, wait_until_back
+from flows.run import PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, make_batched_embed
 from flows.switching import adopt_first_model, next_step, open_models, settle_models
 from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state, refresh_images_view
 from flows.walk import scan_folder

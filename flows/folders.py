@@ -1,10 +1,10 @@
 """Every IMAGE_DIR folder as one live view for CocoIndex's `mount_each`.
 
-Keys are library keys (`core.library`), and each value is its key again: `index_file` finds the
+Keys are library keys (`core.media.library`), and each value is its key again: `index_file` finds the
 file through the library, so one view serves any number of folders.
 
 - A full scan (the first, and the hourly ones) walks every folder (`flows.walk`)
-  and records what it found that is not indexed (`core.folder_survey`).
+  and records what it found that is not indexed (`core.store.folder_survey`).
 - Folders on local disks follow file events. On network mounts (NFS, SMB, FUSE) events do not
   arrive, so those folders are polled every SCAN_INTERVAL: each file's size and mtime against the
   last poll, and only what differs goes to the indexer.
@@ -24,9 +24,9 @@ from typing import Any
 import cocoindex as coco
 from cocoindex.connectors import localfs
 
-from core.folder_survey import FolderSurvey
-from core.library import Library, Root, extension, is_media_name
+from core.media.library import Library, Root, extension, is_media_name
 from core.settings import Settings
+from core.store.folder_survey import FolderSurvey
 from flows.pairing import Siblings, stem
 from flows.walk import MediaFileMatcher, scan_folder
 

@@ -8,10 +8,10 @@ import logging
 import time
 from typing import Any
 
-from core import indexer_status
-from core.db import connect
-from core.indexer_status import LocalIndexer
-from flows.indexer import IndexRun
+from core.store import indexer_status
+from core.store.db import connect
+from core.store.indexer_status import LocalIndexer
+from flows.run import IndexRun
 
 log = logging.getLogger("sightline.indexer")
 

@@ -16,54 +16,40 @@ import asyncio
 import hashlib
 import logging
 import os
-import threading
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import cocoindex as coco
 import numpy as np
 from cocoindex.connectors import postgres
 from cocoindex.resources.schema import VectorSchema
 from numpy.typing import NDArray
 
-from core import folder_survey
-from core.db import ERRORS_TABLE, connect
-from core.embedder import Embedder
 from core.errors import first_line
-from core.library import Library, kind_of
-from core.model_state import ModelChoice
-from core.places import place_names_index_sql
-from core.settings import Settings
-from core.text_index import item_index_sql, item_index_teardown_sql, item_words
-from core.vector_features import VectorFeatures, parse_version
-from core.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name, path_prefix_index_sql
-from flows.cache import DatabaseUnavailable, EmbeddingCache
-from flows.describe import RUN, describe_file, merge_sidecar, place_of, read_sidecar, video_length
+from core.media.library import kind_of
+from core.media.places import place_names_index_sql
+from core.store import folder_survey
+from core.store.db import ERRORS_TABLE, connect
+from core.store.text_index import item_index_sql, item_index_teardown_sql, item_words
+from core.store.vector_features import VectorFeatures, parse_version
+from core.store.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name, path_prefix_index_sql
+from flows.cache import DatabaseUnavailable
+from flows.describe import describe_file, merge_sidecar, place_of, read_sidecar, video_length
 from flows.folders import LibraryView, watch_mode
-from flows.pairing import Siblings, companions_of, stem, still_of
+from flows.pairing import companions_of, stem, still_of
 from flows.recovery import looks_like_outage
+from flows.run import PG_POOL, RUN, IndexRun
 from flows.unchanged import RETRIED_ON_NEXT_RUN
 from flows.walk import unreachable_link_reason
 
 log = logging.getLogger("sightline.indexer")
 
-# files read and decoded at once: enough to keep every core decoding ahead of the model
-READ_AHEAD = max(16, 2 * (os.cpu_count() or 1))
-AUTO_GATHER = 128  # the most images one gathered batch holds when BATCH_SIZE is auto
-# decoded pictures (and video frames) waiting for the model or in it: two of the largest gathered
-# batches, so one fills while the other runs; model-sized crops, about 40 MB at 224 px
-MODEL_QUEUE = 2 * AUTO_GATHER
-PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
-__all__ = ["RUN", "PG_POOL", "IndexRun", "ModelSlot", "app", "make_batched_embed"]
-
 
 @dataclass
 class ImageRow:
-    path: str  # the library key (`core.library`): relative to IMAGE_DIR, '/'-separated
+    path: str  # the library key (`core.media.library`): relative to IMAGE_DIR, '/'-separated
     id: int  # stable for a path; what clients use
     kind: str  # picture | video
     content_hash: str  # sha256 of the bytes
@@ -85,7 +71,7 @@ class ImageRow:
     poster_at: float | None  # videos: the second of the frame shown for it
     original: str | None  # the key of the RAW this still came with
     motion: str | None  # the key of a Live Photo's video
-    place_locality: str | None  # where, from the GPS position (`core.places`)
+    place_locality: str | None  # where, from the GPS position (`core.media.places`)
     place_city: str | None
     place_region: str | None
     place_country: str | None
@@ -114,70 +100,6 @@ class ErrorRow:
     modified_at: datetime
 
 
-@dataclass
-class IndexCounters:
-    described: int = 0  # new or changed file versions looked at (memo misses)
-    embedded: int = 0  # images that went through the model
-    reused: int = 0  # images whose embedding came from the content-hash cache
-
-
-@dataclass
-class ModelSlot:
-    """One model the indexer embeds with, and where its rows go."""
-
-    embedder: Embedder
-    cache: EmbeddingCache
-    embed: Callable[[np.ndarray], Awaitable[np.ndarray]]
-    table: str
-
-    @property
-    def frames_table(self) -> str:
-        return f"{self.table}_frames"
-
-
-@dataclass
-class IndexRun:
-    """Everything a component needs, provided once per process through the CocoIndex context.
-
-    `slots` holds the model that answers searches first and, while a new model is being built
-    beside it, that one second: new files go into both, so neither falls behind.
-    """
-
-    settings: Settings
-    slots: dict[str, ModelSlot]
-    library: Library
-    choice: ModelChoice  # as it was when this run started
-    database_url: str = ""
-    live: bool = False  # following the folder (else one update, which arms no file watcher)
-    counters: IndexCounters = field(default_factory=IndexCounters)
-    # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
-    # memory on folders of large photos
-    reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
-    # crops queued for the model, apart from `reading`: a file waiting for its batch holds no bytes,
-    # and while it held a reading place the model saw batches of half of READ_AHEAD at most
-    queued: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MODEL_QUEUE))
-    folder: LibraryView | None = None  # set once the live walk is mounted
-    siblings: Siblings = field(default_factory=Siblings)
-    _warming: set[str] = field(default_factory=set)
-
-    @property
-    def embedder(self) -> Embedder:
-        """The embedder of the model that answers searches."""
-        return next(iter(self.slots.values())).embedder
-
-    async def embed(self, slot: ModelSlot, pixels: np.ndarray) -> np.ndarray:
-        """One crop through `slot`'s model, in whichever batch it lands in."""
-        async with self.queued:
-            return await slot.embed(pixels)
-
-    def warm_up(self, embedder: Embedder) -> None:
-        """Load an image tower in the background as soon as there is work for it, so importing
-        torch and reading weights overlap with decoding the first files instead of delaying them."""
-        if embedder.name not in self._warming:
-            self._warming.add(embedder.name)
-            threading.Thread(target=embedder.vision_tower, name="load-image-tower", daemon=True).start()
-
-
 async def report_failure(exc: BaseException, context: coco.ExceptionContext) -> None:
     """A file whose processing raised: one line while the database is away (the rescan after it
     comes back retries the file), a traceback for anything else (a bug worth reporting)."""
@@ -190,29 +112,6 @@ async def report_failure(exc: BaseException, context: coco.ExceptionContext) -> 
 def image_id(path: str) -> int:
     """A stable id for a relative path: 53 bits, so it survives JavaScript's numbers intact."""
     return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") >> 11
-
-
-def make_batched_embed(embedder: Embedder, batch_size: int) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
-    """`await embed(pixels)` one image at a time; CocoIndex gathers concurrent calls into batches.
-
-    The runner makes batches run one after another (on CPU as on GPU): without it the engine
-    starts a batch in a new thread whenever one fills up, and a dozen concurrent forward passes
-    fight over the cores, multiply activation memory and hold back every row until all finish.
-
-    With `batch_size` 0 (auto), up to the GPU's batch size is gathered, and each forward pass takes
-    the model's own size (`Embedder.batch_size`): the device is known only once torch is imported,
-    which a run with nothing to embed never does.
-    """
-    gather = batch_size or AUTO_GATHER
-
-    def embed_batch(pixels: list[np.ndarray]) -> list[np.ndarray]:
-        step = batch_size or embedder.batch_size
-        out: list[np.ndarray] = []
-        for start in range(0, len(pixels), step):
-            out.extend(embedder.embed_pixels(np.stack(pixels[start : start + step])))
-        return out
-
-    return coco.fn.as_async(batching=True, max_batch_size=gather, runner=coco.GPU)(embed_batch)
 
 
 def _lstat(path: Path) -> os.stat_result | None:
@@ -363,7 +262,7 @@ def _index_on(target: Any, table: str, column: str, unique: bool = False) -> Non
 
 def _vector_index(target: Any, table: str, dim: int, halfvec: bool) -> None:
     """HNSW on the embedding cast to halfvec where pgvector has it (half the memory; the table keeps
-    float32 for exact ranking, `core.vector_index`), else on the vector column. Declaring one
+    float32 for exact ranking, `core.store.vector_index`), else on the vector column. Declaring one
     removes the other, so a server upgraded to pgvector 0.7+ gets its index rebuilt as halfvec."""
     if halfvec:
         target.declare_sql_command_attachment(

@@ -1,11 +1,11 @@
 """The OCR pass: the text of every picture the index holds, read after its embedding, at a lower
-priority, into `picture_text` (`core.picture_text`).
+priority, into `picture_text` (`core.store.picture_text`).
 
 It runs in one thread of its own, niced (Linux sets priority per thread, and the OCR engine is made
 in this thread with one onnxruntime thread, so it computes here and nowhere else), and in the live
 indexer it also waits while the indexer has files in hand: a new folder is searchable by
 appearance first, and its text follows. A picture is read from its file, checked against the
-content hash its row was made from, decoded upright (`core.pictures`) and read (`core.ocr`).
+content hash its row was made from, decoded upright (`core.media.pictures`) and read (`core.models.ocr`).
 
 - A picture that cannot be decoded gets a row saying why (`skipped`), so it is not retried
   forever; its content cannot change without its hash changing.
@@ -24,14 +24,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from core import picture_text
-from core.db import DatabaseError, connect
 from core.errors import ImageError, first_line
-from core.library import library_of
-from core.model_state import model_table, read_choice
-from core.ocr import READ_LONGEST, Reading, TextReader, engine_name, read_picture
-from core.pictures import render_picture_data
+from core.media.library import library_of
+from core.media.pictures import render_picture_data
+from core.models.ocr import READ_LONGEST, Reading, TextReader, engine_name, read_picture
 from core.settings import Settings
+from core.store import picture_text
+from core.store.db import DatabaseError, connect
+from core.store.model_state import model_table, read_choice
 from flows.recovery import looks_like_outage
 
 log = logging.getLogger("sightline.indexer")

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.library import extension, kind_of
-from core.pictures import RAW_EXTENSIONS
+from core.media.library import extension, kind_of
+from core.media.pictures import RAW_EXTENSIONS
 
 # what a RAW or a Live Photo's motion is paired with, in order of preference
 STILLS_FOR_RAW: tuple[str, ...] = ("jpg", "jpeg", "heic", "heif")

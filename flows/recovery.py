@@ -23,10 +23,10 @@ from typing import Any
 import asyncpg
 import psycopg
 
-from core.db import connect, database_url, restart_embedded
 from core.errors import first_line
-from core.indexer_status import LocalIndexer
 from core.settings import Settings
+from core.store.db import connect, database_url, restart_embedded
+from core.store.indexer_status import LocalIndexer
 from flows.cache import DatabaseUnavailable
 
 log = logging.getLogger("sightline.indexer")

@@ -1,6 +1,6 @@
 """Building a new model beside the one in use, and switching searches to it.
 
-The rules are `core.model_state`'s; this is the indexer's side of them: which models to open for a
+The rules are `core.store.model_state`'s; this is the indexer's side of them: which models to open for a
 run, and after each scan or heartbeat, whether the run must restart with another set of models or
 the model being built now takes over.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core.db import connect, table_exists
-from core.embedder import Embedder, Embedders
 from core.errors import UserError
-from core.model_state import ModelChoice, coverage, model_table, read_choice, settle_choice, switch_to
+from core.models.embedder import Embedder, Embedders
 from core.settings import Settings
-from flows.indexer import IndexRun
+from core.store.db import connect, table_exists
+from core.store.model_state import ModelChoice, coverage, model_table, read_choice, settle_choice, switch_to
+from flows.run import IndexRun
 
 log = logging.getLogger("sightline.indexer")
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import indexer_status
-from core.db import ERRORS_TABLE, connect, table_exists
-from core.library import Library
-from core.model_state import model_table, read_choice
+from core.media.library import Library
 from core.settings import Settings
+from core.store import indexer_status
+from core.store.db import ERRORS_TABLE, connect, table_exists
+from core.store.model_state import model_table, read_choice
 from flows.upkeep import local_state_id
 from flows.walk import scan_folder
 
@@ -62,8 +62,8 @@ def take_listing(library: Library) -> Listing:
 def _code_digest() -> str:
     digest = hashlib.sha256()
     for package in ("core", "flows"):
-        for source in sorted((_CODE / package).glob("*.py")):
-            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+        for source in sorted((_CODE / package).rglob("*.py")):
+            digest.update(source.relative_to(_CODE).as_posix().encode() + b"\0" + source.read_bytes())
     return digest.hexdigest()
 
 

@@ -9,10 +9,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from core import picture_text
-from core.db import ERRORS_TABLE, IMAGES_TABLE, connect, table_exists
-from core.model_state import forget_others, model_tables, refresh_view
 from core.settings import Settings
+from core.store import picture_text
+from core.store.db import ERRORS_TABLE, IMAGES_TABLE, connect, table_exists
+from core.store.model_state import forget_others, model_tables, refresh_view
 
 log = logging.getLogger("sightline.indexer")
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
-from core.library import extension, is_media_name, kind_of
+from core.media.library import extension, is_media_name, kind_of
 
 
 class MediaFileMatcher:

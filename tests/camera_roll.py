@@ -26,7 +26,7 @@ def jpeg(drawing: Drawing) -> bytes:
 
 
 def heic(drawing: Drawing) -> bytes:
-    from core.codecs import register_decoders
+    from core.media.codecs import register_decoders
 
     register_decoders()
     buffer = io.BytesIO()

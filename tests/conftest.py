@@ -28,11 +28,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # tests never download anything
 
 from shapes import write_corpus  # noqa: E402
 
-from core.db import connect  # noqa: E402
 from core.settings import Settings, load_settings  # noqa: E402
+from core.store.db import connect  # noqa: E402
 
 TINY_CLIP = ROOT / "tests" / "fixtures" / "tiny-clip"
-# The tests' model, with queries through transformers: a compiled text tower (`core.text_onnx`)
+# The tests' model, with queries through transformers: a compiled text tower (`core.models.text_onnx`)
 # made by a server in the background would change the scores of later searches mid-test. The
 # compiled tower has its own tests (test_compiled_text_tower.py); main.py run by a test inherits
 # the same choice from the environment.

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from shapes import ALL_DRAWINGS, COLORS, SHAPES, random_drawing  # noqa: E402
 
-from core.pictures import Preprocessing, normalize, prepare_pixels  # noqa: E402
+from core.media.pictures import Preprocessing, normalize, prepare_pixels  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "fixtures" / "tiny-clip"
 IMAGE_SIZE = 64

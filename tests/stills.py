@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image
 
-from core.codecs import register_decoders
+from core.media.codecs import register_decoders
 
 # EXIF orientation → the transposition that turns an upright picture into the stored one
 # (the inverse of what a viewer applies)

@@ -1,4 +1,4 @@
-"""Queries through the compiled text tower (`core.text_onnx`): made once per checkpoint, checked
+"""Queries through the compiled text tower (`core.models.text_onnx`): made once per checkpoint, checked
 against the float32 transformers tower, used by the server and the CLI, and never a reason for a
 search to fail."""
 
@@ -14,9 +14,9 @@ import pytest
 from conftest import TINY_CLIP, Process, run_main, serve_and_wait, wait_for
 from test_model_families import build_tiny_siglip
 
-from core.embedder import Embedder, open_embedder
+from core.models.embedder import Embedder, open_embedder
+from core.models.text_onnx import INT8_MIN_COSINE, read_compiled
 from core.settings import Settings
-from core.text_onnx import INT8_MIN_COSINE, read_compiled
 
 # not among the probes the check runs on: their cosines are held to a floor a little below the check's
 HELD_OUT_MIN_COSINE = 0.995

@@ -24,10 +24,10 @@ import pytest
 from conftest import TINY_CLIP, Process, run_main, wait_for
 from test_external_postgres import ExternalPostgres, one_error_line, settings_for
 
-from core.db import DatabaseError, ensure_schema, features
-from core.embedded import SOCKET_PREFIX, major_version, package_bin, running_url
-from core.pg_migrate import _forget
 from core.settings import Settings, load_settings
+from core.store.db import DatabaseError, ensure_schema, features
+from core.store.embedded import SOCKET_PREFIX, major_version, package_bin, running_url
+from core.store.pg_migrate import _forget
 
 OLD = importlib.util.find_spec("pgserver") is not None
 needs_old = pytest.mark.skipif(not OLD, reason="pgserver (the old embedded Postgres 16) has no wheels for this Python")
@@ -171,7 +171,7 @@ class TestUpgrade:
         assert not (settings.data_dir / "postgres-upgrade").exists()
 
         # the same rows, the same embeddings bit for bit, on the new server
-        from core.db import database_url
+        from core.store.db import database_url
 
         url = database_url(settings)
         with psycopg.connect(url) as conn:
@@ -211,7 +211,7 @@ class TestUpgrade:
             assert "Upgraded the embedded database" in status.stderr
             assert major_version(settings.pg_data_dir) == 18 and not work.exists()
             assert not any(socket.exists() for socket in copy.sockets), "the killed upgrade's socket folders are left"
-            from core.db import database_url
+            from core.store.db import database_url
 
             assert snapshot(database_url(settings)) == before
         finally:

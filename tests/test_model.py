@@ -16,9 +16,9 @@ from conftest import TINY_CLIP, run_main
 from PIL import Image
 from shapes import ALL_DRAWINGS, random_drawing, write_corpus
 
-from core.checkpoints import ModelLoadError, auto_batch_size, choose_precision
-from core.embedder import Embedder, open_embedder
-from core.pictures import decode_image, normalize, normalize_tensor, prepare_pixels
+from core.media.pictures import decode_image, normalize, normalize_tensor, prepare_pixels
+from core.models.checkpoints import ModelLoadError, auto_batch_size, choose_precision
+from core.models.embedder import Embedder, open_embedder
 from core.settings import Settings, load_settings
 
 
@@ -140,7 +140,7 @@ class TestOnAGPU:
     def test_an_auto_batch_is_split_into_forward_passes_of_the_models_size(self) -> None:
         import asyncio
 
-        from flows.indexer import make_batched_embed
+        from flows.run import make_batched_embed
 
         model = open_embedder(str(TINY_CLIP), "cpu", "float32")
         passes: list[int] = []

@@ -21,9 +21,9 @@ from conftest import TINY_CLIP, run_main
 from PIL import Image
 from shapes import ALL_DRAWINGS, random_drawing
 
-from core.checkpoints import ModelLoadError
-from core.embedder import Embedder, open_embedder
-from core.pictures import normalize, prepare_pixels
+from core.media.pictures import normalize, prepare_pixels
+from core.models.checkpoints import ModelLoadError
+from core.models.embedder import Embedder, open_embedder
 from core.settings import Settings
 
 IMAGE_SIZE = 32

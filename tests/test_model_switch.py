@@ -21,8 +21,8 @@ from conftest import free_port, query, run_main, wait_for
 from shapes import ALL_DRAWINGS
 from test_model_families import build_tiny_siglip
 
-from core.model_state import model_table
 from core.settings import Settings
+from core.store.model_state import model_table
 
 N = len(ALL_DRAWINGS)
 QUERY = "a red circle"
@@ -186,7 +186,7 @@ class TestSwitchingALiveServer:
 
             cache_frozen.set()  # let it finish: searches switch once the new model has every file
             wait_for(lambda: server.status()["model"] == siglip, timeout=60, interval=0.2)
-            # a server asks which model is in use once a second (core.model_state.CHECK_SECONDS)
+            # a server asks which model is in use once a second (core.store.model_state.CHECK_SECONDS)
             new_answer = wait_for(lambda: (a := answer(server.search())) != old_answer and a, timeout=5)
             wait_for(lambda: len(seen) > 5)
         finally:

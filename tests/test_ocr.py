@@ -19,8 +19,8 @@ from conftest import Process, query, serve_and_wait, wait_for
 from PIL import Image, ImageDraw, ImageFont
 
 from api.status import read_status, render_status
-from core.ocr import TextReader, read_picture
-from core.pictures import render_picture
+from core.media.pictures import render_picture
+from core.models.ocr import TextReader, read_picture
 from core.settings import Settings
 from flows.ocr_pass import OcrPass
 

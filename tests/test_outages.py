@@ -29,8 +29,8 @@ from shapes import ALL_DRAWINGS, draw, random_drawing
 from test_external_postgres import ExternalPostgres
 from test_faults import PG_BIN, StoppablePostgres, search_paths
 
-from core.model_state import model_table
 from core.settings import Settings, load_settings
+from core.store.model_state import model_table
 from flows.recovery import looks_like_outage
 
 FILES = 24  # small, in batches of 4: an outage always finds work under way

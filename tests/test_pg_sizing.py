@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from core.db import database_url
-from core.pg_sizing import GB, MB, Machine, choose, graph_bytes
 from core.settings import Settings, SettingsError, load_settings
+from core.store.db import database_url
+from core.store.pg_sizing import GB, MB, Machine, choose, graph_bytes
 
 
 def settings(tmp_path: Path, **env: str) -> Settings:
@@ -88,7 +88,7 @@ def test_the_embedded_server_starts_sized_and_follows_the_collection(tmp_path: P
         conn.execute("CREATE TABLE big (e vector(512))")
         # what the planner's statistics would say of a table of 200,000 rows
         conn.execute("UPDATE pg_class SET reltuples = 200000 WHERE relname = 'big'")
-    from core import pg_sizing
+    from core.store import pg_sizing
 
     with psycopg.connect(url, autocommit=True) as conn:
         chosen = pg_sizing.resize(own, pgdata, conn)

@@ -16,7 +16,7 @@ from test_browser import open_page, screenshot
 from trips import ITEMS, LISBON, RED_CIRCLES_NEWEST_FIRST, write_trips
 
 from api.query import parse_query
-from core.places import place_at
+from core.media.places import place_at
 from core.settings import Settings
 
 # --- the gazetteer -----------------------------------------------------------------------------
@@ -51,7 +51,7 @@ KNOWN = ("Lisbon", "Portugal", "Tokyo", "New York", "York", "Cape Town", "Île-d
 
 
 def read(q: str) -> dict[str, Any]:
-    from core.places import place_key
+    from core.media.places import place_key
 
     named = {place_key(p): p for p in KNOWN}
     return parse_query(q, today=date(2025, 7, 10), place_named=lambda w: named.get(place_key(w))).understood()

@@ -26,7 +26,7 @@ from api.answer import query_vector
 from api.app import create_app
 from api.query import QueryError, parse_query
 from api.relevance import NEUTRAL_CAPTIONS, STRONG_MARGIN
-from core.checkpoints import find_checkpoint
+from core.models.checkpoints import find_checkpoint
 from core.settings import Settings, load_settings
 
 TODAY = date(2025, 7, 10)  # a Thursday in summer
@@ -222,7 +222,7 @@ def client(indexed: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def model(indexed: Settings) -> Any:
-    from core.embedder import open_embedder
+    from core.models.embedder import open_embedder
 
     return open_embedder(indexed.clip_model, indexed.device, indexed.precision)
 

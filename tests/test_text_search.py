@@ -23,11 +23,11 @@ from stills import write_jpeg, write_sidecar, xmp_packet
 
 from api.answer import Ask, OneConnection, answer
 from api.app import create_app
-from core.db import connect
-from core.embedder import open_embedder
+from core.models.embedder import open_embedder
 from core.settings import Settings, load_settings
-from core.text_index import words_of
-from core.vector_index import forget_shapes
+from core.store.db import connect
+from core.store.text_index import words_of
+from core.store.vector_index import forget_shapes
 
 SIGNS = (
     Sign("P1010001.JPG", ("CAFE LUNA",)),
@@ -202,8 +202,8 @@ class TestFusedRanking:
     def test_each_word_is_found_through_a_gin_index(self, library: tuple[Settings, list[Painted]]) -> None:
         from psycopg import sql
 
-        from core.model_state import model_table
-        from core.text_index import word_in
+        from core.store.model_state import model_table
+        from core.store.text_index import word_in
 
         table = model_table(library[0].clip_model)
         asked = {

@@ -18,10 +18,10 @@ from conftest import ROOT, env_for, query, run_main
 from shapes import ALL_DRAWINGS, Drawing, draw
 from stills import xmp_packet
 
-from core.db import database_url
-from core.library import library_of
-from core.model_state import model_table
+from core.media.library import library_of
 from core.settings import Settings
+from core.store.db import database_url
+from core.store.model_state import model_table
 from flows import unchanged
 
 N = len(ALL_DRAWINGS)

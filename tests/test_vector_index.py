@@ -23,9 +23,9 @@ from api.places import PlaceMatch
 from api.search import SearchFilters, make_filters, search_by_vector
 from api.search_plan import plan_search
 from bench.serving import build_scale_database, synthetic_embeddings
-from core.model_state import frames_table, model_table
 from core.settings import Settings
-from core.vector_index import forget_shapes, index_name, index_shape
+from core.store.model_state import frames_table, model_table
+from core.store.vector_index import forget_shapes, index_name, index_shape
 
 MODEL = "test/vector-index"
 ROWS, DIM = 12_000, 32  # big enough that a folder of a tenth passes ten pools of 100

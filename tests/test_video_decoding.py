@@ -18,8 +18,8 @@ from PIL import Image
 from shapes import COLORS, Drawing
 from videos import quicktime_metadata, write_video
 
-from core.pictures import Preprocessing
-from core.videos import VideoError, frame_at, is_video_name, probe_video, sample_frames
+from core.media.pictures import Preprocessing
+from core.media.videos import VideoError, frame_at, is_video_name, probe_video, sample_frames
 
 PREP = Preprocessing(size=64, crop_height=64, crop_width=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 LIMIT = 100_000_000
@@ -314,6 +314,8 @@ def test_sampling_holds_one_decoded_frame_at_a_time(tmp_path: Path) -> None:
 
 
 def test_importing_the_module_loads_no_decoder() -> None:
-    probe = "import sys, core.videos\nassert 'av' not in sys.modules, 'core.videos imports av at import time'"
+    probe = (
+        "import sys, core.media.videos\nassert 'av' not in sys.modules, 'core.media.videos imports av at import time'"
+    )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.returncode == 0, run.stderr

@@ -15,7 +15,7 @@ from api.search import StoredFile, stored_file
 from api.services import Services, ServicesDep
 from api.thumbnails import PREVIEW_SIZE, THUMBNAIL_SIZE, ensure_picture, ensure_video_frame, rendition_path
 from core.errors import NotFound, first_line
-from core.library import extension
+from core.media.library import extension
 
 router = APIRouter(tags=["images"], responses=errors(422, 503))
 

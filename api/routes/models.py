@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 from api.schemas import ModelRequest, Models, Status, answers
 from api.services import Services, ServicesDep
 from api.status import models_status, status_from, unreachable_status
-from core.checkpoints import ModelLoadError, find_checkpoint
 from core.errors import BadRequest, Unavailable
-from core.model_state import choose_model
+from core.models.checkpoints import ModelLoadError, find_checkpoint
+from core.store.model_state import choose_model
 
 router = APIRouter(tags=["models and status"])
 

@@ -24,7 +24,7 @@ from api.schemas import (
 from api.search import SearchFilters, make_filters
 from api.services import ServicesDep
 from core.errors import BadRequest, TooLarge, Unsupported
-from core.pictures import ImageError, decode_image
+from core.media.pictures import ImageError, decode_image
 
 router = APIRouter(prefix="/api/search", tags=["search"], responses=errors(400, 422, 503))
 

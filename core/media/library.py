@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.pictures import IMAGE_EXTENSIONS, RAW_EXTENSIONS
-from core.videos import VIDEO_EXTENSIONS
+from core.media.pictures import IMAGE_EXTENSIONS, RAW_EXTENSIONS
+from core.media.videos import VIDEO_EXTENSIONS
 
 # what is not a picture but travels with pictures: edit lists, metadata, thumbnails of the camera
 SIDECAR_EXTENSIONS: tuple[str, ...] = ("xmp", "aae", "thm", "json", "lrv")

@@ -3,7 +3,7 @@
 Some answers read the whole index (the folders and their counts, the groups of duplicates) and are
 asked for again and again: by every query with a bare word, by every page of groups. They stay
 right for as long as the index does not change, which the indexer records in one row
-(`core.indexer_status.last_change`): a cached answer is served while that stamp is the same, and
+(`core.store.indexer_status.last_change`): a cached answer is served while that stamp is the same, and
 for `max_age` seconds at most, because something other than the indexer may write too.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 
-from core import indexer_status
+from core.store import indexer_status
 
 V = TypeVar("V")
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import Unavailable
-from core.pictures import Preprocessing
+from core.media.pictures import Preprocessing
 
 DEFAULT_LOGIT_SCALE = 100.0  # OpenAI CLIP's, for a checkpoint that does not store its own
 

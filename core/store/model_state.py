@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from core.db import IMAGES_TABLE, table_exists
+from core.store.db import IMAGES_TABLE, table_exists
 
 _TABLE_PREFIX = "images_"
 

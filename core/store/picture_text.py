@@ -1,4 +1,4 @@
-"""The `picture_text` table (its DDL: `core.db.PICTURE_TEXT_SCHEMA`): what the OCR pass writes and
+"""The `picture_text` table (its DDL: `core.store.db.PICTURE_TEXT_SCHEMA`): what the OCR pass writes and
 what the status reads. Rows are keyed by content hash, so a renamed or copied picture is never
 read twice, and they outlive a model switch (the text does not depend on the model).
 
@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from core.db import PICTURE_TEXT_TABLE, table_exists
-from core.model_state import model_tables
-from core.ocr import Reading
+from core.models.ocr import Reading
+from core.store.db import PICTURE_TEXT_TABLE, table_exists
+from core.store.model_state import model_tables
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg
 
-from core.db import connect, ensure_schema
 from core.errors import ReadOnly
+from core.store.db import connect, ensure_schema
 
 STARTED_READ_ONLY = (
     "The database is read-only (a streaming replica, or a user who may only read): this server leaves "

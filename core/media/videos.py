@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import first_line
-from core.pictures import ImageError, Preprocessing, prepare_pixels
+from core.media.pictures import ImageError, Preprocessing, prepare_pixels
 
 VIDEO_EXTENSIONS: tuple[str, ...] = ("mp4", "mov", "m4v", "mkv", "webm", "avi", "3gp")
 

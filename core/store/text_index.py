@@ -14,7 +14,7 @@ the query `img4711` finds it. Each query word is tested alike in both texts:
 
 A picture matches when every word occurs in its words, in its OCR text, or some in one and the
 rest in the other. Substring and similarity tests are served by `gin_trgm_ops` indexes where the
-server has pg_trgm (`core.vector_features`), prefixes by `to_tsvector('simple', ...)` indexes;
+server has pg_trgm (`core.store.vector_features`), prefixes by `to_tsvector('simple', ...)` indexes;
 without pg_trgm the same tests run as plain ILIKE, without an index and without similarity.
 The SQL here is for statements run with parameters: its percent signs are doubled.
 

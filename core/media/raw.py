@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from core.codecs import iso_boxes
 from core.errors import ImageError, first_line
-from core.exif import UPRIGHT, ExifFacts, exif_facts, gps_position, image_exif, tiff_exif
+from core.media.codecs import iso_boxes, open_picture
+from core.media.exif import UPRIGHT, ExifFacts, exif_facts, gps_position, image_exif, tiff_exif
 
 if TYPE_CHECKING:
     import rawpy
@@ -122,8 +122,6 @@ class RawFile:
         if thumb is None:
             return None
         if thumb.format == rawpy.ThumbFormat.JPEG and isinstance(thumb.data, bytes):
-            from core.pictures import open_picture
-
             try:
                 return open_picture(io.BytesIO(thumb.data))
             except Exception:

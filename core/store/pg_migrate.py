@@ -28,9 +28,9 @@ from typing import Any
 
 import psycopg
 
-from core import embedded, pg_sizing
 from core.errors import Unavailable, first_line
 from core.settings import Settings
+from core.store import embedded, pg_sizing
 
 log = logging.getLogger("sightline.db")
 

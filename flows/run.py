@@ -1,0 +1,120 @@
+"""One indexing run's shared state, provided once per process through the CocoIndex context: the
+models it embeds with and where their rows go, the library, the counters, and the limits on how many
+files are read and how many crops wait for the model at once.
+
+It sits below `flows.describe` (one file) and `flows.indexer` (the app), which both use it.
+"""
+
+import asyncio
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import cocoindex as coco
+import numpy as np
+
+from core.media.library import Library
+from core.models.embedder import Embedder
+from core.settings import Settings
+from core.store.model_state import ModelChoice
+from flows.cache import EmbeddingCache
+from flows.folders import LibraryView
+from flows.pairing import Siblings
+
+# files read and decoded at once: enough to keep every core decoding ahead of the model
+READ_AHEAD = max(16, 2 * (os.cpu_count() or 1))
+AUTO_GATHER = 128  # the most images one gathered batch holds when BATCH_SIZE is auto
+# decoded pictures (and video frames) waiting for the model or in it: two of the largest gathered
+# batches, so one fills while the other runs; model-sized crops, about 40 MB at 224 px
+MODEL_QUEUE = 2 * AUTO_GATHER
+PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
+RUN = coco.ContextKey["IndexRun"]("sightline_index_run")
+
+
+@dataclass
+class IndexCounters:
+    described: int = 0  # new or changed file versions looked at (memo misses)
+    embedded: int = 0  # images that went through the model
+    reused: int = 0  # images whose embedding came from the content-hash cache
+
+
+@dataclass
+class ModelSlot:
+    """One model the indexer embeds with, and where its rows go."""
+
+    embedder: Embedder
+    cache: EmbeddingCache
+    embed: Callable[[np.ndarray], Awaitable[np.ndarray]]
+    table: str
+
+    @property
+    def frames_table(self) -> str:
+        return f"{self.table}_frames"
+
+
+@dataclass
+class IndexRun:
+    """Everything a component needs, provided once per process through the CocoIndex context.
+
+    `slots` holds the model that answers searches first and, while a new model is being built
+    beside it, that one second: new files go into both, so neither falls behind.
+    """
+
+    settings: Settings
+    slots: dict[str, ModelSlot]
+    library: Library
+    choice: ModelChoice  # as it was when this run started
+    database_url: str = ""
+    live: bool = False  # following the folder (else one update, which arms no file watcher)
+    counters: IndexCounters = field(default_factory=IndexCounters)
+    # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
+    # memory on folders of large photos
+    reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
+    # crops queued for the model, apart from `reading`: a file waiting for its batch holds no bytes,
+    # and while it held a reading place the model saw batches of half of READ_AHEAD at most
+    queued: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MODEL_QUEUE))
+    folder: LibraryView | None = None  # set once the live walk is mounted
+    siblings: Siblings = field(default_factory=Siblings)
+    _warming: set[str] = field(default_factory=set)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder of the model that answers searches."""
+        return next(iter(self.slots.values())).embedder
+
+    async def embed(self, slot: ModelSlot, pixels: np.ndarray) -> np.ndarray:
+        """One crop through `slot`'s model, in whichever batch it lands in."""
+        async with self.queued:
+            return await slot.embed(pixels)
+
+    def warm_up(self, embedder: Embedder) -> None:
+        """Load an image tower in the background as soon as there is work for it, so importing
+        torch and reading weights overlap with decoding the first files instead of delaying them."""
+        if embedder.name not in self._warming:
+            self._warming.add(embedder.name)
+            threading.Thread(target=embedder.vision_tower, name="load-image-tower", daemon=True).start()
+
+
+def make_batched_embed(embedder: Embedder, batch_size: int) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
+    """`await embed(pixels)` one image at a time; CocoIndex gathers concurrent calls into batches.
+
+    The runner makes batches run one after another (on CPU as on GPU): without it the engine
+    starts a batch in a new thread whenever one fills up, and a dozen concurrent forward passes
+    fight over the cores, multiply activation memory and hold back every row until all finish.
+
+    With `batch_size` 0 (auto), up to the GPU's batch size is gathered, and each forward pass takes
+    the model's own size (`Embedder.batch_size`): the device is known only once torch is imported,
+    which a run with nothing to embed never does.
+    """
+    gather = batch_size or AUTO_GATHER
+
+    def embed_batch(pixels: list[np.ndarray]) -> list[np.ndarray]:
+        step = batch_size or embedder.batch_size
+        out: list[np.ndarray] = []
+        for start in range(0, len(pixels), step):
+            out.extend(embedder.embed_pixels(np.stack(pixels[start : start + step])))
+        return out
+
+    return coco.fn.as_async(batching=True, max_batch_size=gather, runner=coco.GPU)(embed_batch)
