@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from core.media.face_regions import MAX_REGIONS, FaceRegion, dedupe, face_regions
-from core.xmp import MAX_PACKET_BYTES, embedded_xmp
+from core.media.xmp import MAX_PACKET_BYTES, embedded_xmp
 
 Box = tuple[float, float, float, float]
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from itertools import chain
 from xml.etree.ElementTree import Element
 
-from core.xmp import MAX_PACKET_BYTES
+from core.media.xmp import MAX_PACKET_BYTES
 
 MAX_REGIONS = 200
 _MAX_NAME_CHARS = 256
