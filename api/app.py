@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from api.routes import duplicates, files, images, models, pages, search
 from api.security import TokenAuth, UploadLimit
 from api.services import Services
-from core.errors import BadRequest, NotFound, ReadOnly, TooLarge, Unavailable, Unsupported, UserError
+from core.errors import BadRequest, Conflict, NotFound, ReadOnly, TooLarge, Unavailable, Unsupported, UserError
 from core.models.embedder import Embedders
 from core.settings import Settings, get_settings
 from core.store.indexer_status import LocalIndexer
@@ -36,6 +36,7 @@ STATUS_CODES: tuple[tuple[type[UserError], int], ...] = (
     (TooLarge, 413),
     (Unsupported, 415),
     (ReadOnly, 409),
+    (Conflict, 409),
     (Unavailable, 503),
     (BadRequest, 422),
 )

@@ -41,6 +41,11 @@ class ImageError(Unsupported):
         )
 
 
+class Conflict(UserError):
+    """A change that clashes with what is already there (a name another person has); the message
+    says how to do what was meant."""
+
+
 class TooLarge(UserError):
     """More than a configured limit allows."""
 

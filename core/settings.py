@@ -28,6 +28,7 @@ DEFAULTS: dict[str, str] = {
     "WATCH": "auto",
     "VIDEO_FRAMES": "16",
     "OCR": "auto",
+    "FACES": "on",
     "DATA_DIR": ".data",
     "DATABASE_URL": "",
     "CLIP_MODEL": "openai/clip-vit-base-patch32",
@@ -83,6 +84,7 @@ class Settings:
     pg_parallel_workers: int = 0
     ocr: str = "auto"  # auto | on | off: reading the text in pictures (`core.models.ocr.read_picture`)
     text_tower: str = "auto"  # auto (compiled where it passed its check, `core.models.text_onnx`) | torch
+    faces: bool = True  # FACES: finding faces and grouping them into people (`flows.face_pass`)
 
     @property
     def image_dir(self) -> Path:
@@ -241,6 +243,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         watch=_choice(values, "WATCH", ("auto", "poll")),
         video_frames=_int(values, "VIDEO_FRAMES"),
         ocr=_choice(values, "OCR", ("auto", "on", "off")),
+        faces=_choice(values, "FACES", ("on", "off")) == "on",
         text_tower=_choice(values, "TEXT_TOWER", ("auto", "torch")),
         host=_raw(values, "HOST").strip(),
         port=_int(values, "PORT"),

@@ -36,7 +36,9 @@ TINY_CLIP = ROOT / "tests" / "fixtures" / "tiny-clip"
 # made by a server in the background would change the scores of later searches mid-test. The
 # compiled tower has its own tests (test_compiled_text_tower.py); main.py run by a test inherits
 # the same choice from the environment.
-TINY_MODEL = {"CLIP_MODEL": str(TINY_CLIP), "TEXT_TOWER": "torch"}
+# Faces are off unless a test is about them (tests/test_people.py): looking for faces in drawn
+# shapes finds none, and loading the face models in every indexing process costs seconds.
+TINY_MODEL = {"CLIP_MODEL": str(TINY_CLIP), "TEXT_TOWER": "torch", "FACES": "off"}
 os.environ["TEXT_TOWER"] = "torch"
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -97,6 +99,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         DATABASE_URL=settings.database_url,
         CLIP_MODEL=settings.clip_model,
         OCR=settings.ocr,
+        FACES="on" if settings.faces else "off",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

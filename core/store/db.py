@@ -5,7 +5,8 @@ CocoIndex owns two tables per model (`core.store.model_state.model_table` and it
 table of the model in use. The project also owns `embedding_cache` (embeddings by content hash, so
 renamed or copied files skip the model), `indexer_status` (`core.store.indexer_status`),
 `library_folders` (`core.store.folder_survey`), `sightline_meta` (`core.store.model_state`) and
-`picture_text` (the text read in pictures by content hash, whatever the model: `core.store.picture_text`).
+`picture_text` (the text read in pictures by content hash, whatever the model: `core.store.picture_text`),
+the faces found by content hash (`core.store.faces`) and the people they are (`core.store.people`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,69 @@ CREATE INDEX IF NOT EXISTS picture_text_fts_idx ON picture_text USING gin (to_ts
 PICTURE_TEXT_TRIGRAM_INDEX = (
     "CREATE INDEX IF NOT EXISTS picture_text_trgm_idx ON picture_text USING gin (text gin_trgm_ops)"
 )
+
+
+# what the faces pass found (`core.store.faces`): boxes as fractions of the picture as displayed, `frame` a
+# video's second (-1 for a still), `source` detected or xmp (drawn by another app, `named` as written there)
+DESCRIPTOR_SIZE = 128
+FACES_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS face_scans (
+    content_hash text PRIMARY KEY,
+    model text NOT NULL,
+    faces integer NOT NULL DEFAULT 0,
+    failed text NULL,
+    scanned_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id bigserial PRIMARY KEY,
+    content_hash text NOT NULL,
+    frame real NOT NULL DEFAULT -1,
+    x0 real NOT NULL, y0 real NOT NULL, x1 real NOT NULL, y1 real NOT NULL,
+    score real NOT NULL,
+    pixels integer NOT NULL,
+    sharpness real NOT NULL,
+    usable boolean NOT NULL,
+    descriptor vector({DESCRIPTOR_SIZE}) NULL,
+    model text NOT NULL,
+    source text NOT NULL DEFAULT 'detected',
+    named text NULL
+);
+CREATE INDEX IF NOT EXISTS faces_content_hash_idx ON faces (content_hash);
+CREATE INDEX IF NOT EXISTS faces_descriptor_idx ON faces USING hnsw (descriptor vector_l2_ops);
+"""
+
+# who each face is, and what the user said (`core.store.people`)
+PEOPLE_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS people (
+    id bigserial PRIMARY KEY,
+    name text NULL,
+    hidden boolean NOT NULL DEFAULT false,
+    merged_into bigint NULL REFERENCES people (id),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS people_name_idx ON people (lower(name))
+    WHERE name IS NOT NULL AND merged_into IS NULL;
+CREATE TABLE IF NOT EXISTS face_people (
+    face_id bigint PRIMARY KEY REFERENCES faces (id) ON DELETE CASCADE,
+    person_id bigint NULL REFERENCES people (id),
+    not_a_face boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS face_people_person_idx ON face_people (person_id);
+CREATE TABLE IF NOT EXISTS face_corrections (
+    id bigserial PRIMARY KEY,
+    content_hash text NOT NULL,
+    path text NULL,
+    frame real NOT NULL DEFAULT -1,
+    x0 real NOT NULL, y0 real NOT NULL, x1 real NOT NULL, y1 real NOT NULL,
+    descriptor vector({DESCRIPTOR_SIZE}) NULL,
+    model text NULL,
+    person_id bigint NULL REFERENCES people (id),
+    not_a_face boolean NOT NULL DEFAULT false,
+    made_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS face_corrections_hash_idx ON face_corrections (content_hash);
+CREATE INDEX IF NOT EXISTS face_corrections_path_idx ON face_corrections (path);
+"""
 
 
 class DatabaseError(Unavailable):
@@ -242,6 +306,8 @@ def ensure_schema(url: str) -> VectorFeatures:
             conn.execute(PICTURE_TEXT_TRIGRAM_INDEX)
         conn.execute(indexer_status.SCHEMA)
         conn.execute(folder_survey.SCHEMA)
+        conn.execute(FACES_SCHEMA)
+        conn.execute(PEOPLE_SCHEMA)
     _features[url] = features
     return features
 
