@@ -20,6 +20,7 @@ import numpy as np
 import psycopg
 
 from api.by_date import DateOrder, by_date, check_sort
+from api.people import named_people, with_people
 from api.places import PlaceCache, PlaceIndex, lazy_places, match_places, place_cache
 from api.query import ParsedQuery, QueryError, Term, parse_query
 from api.relevance import LEVELS, STRONG, Judges, at_least, level_of
@@ -161,6 +162,7 @@ def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:
             results, more = ranked_page(conn, ctx, embedder, terms, filters, ask, level, order)
         except UnknownImage as exc:
             raise _unknown_image(ask, exc) from None
+        with_people(conn, results)
     page: dict[str, Any] = {"query": ask.echo}
     if ask.similar_to is None:
         page["understood"] = _understood(parsed, terms, ask.uploads)
@@ -279,7 +281,17 @@ def parse(
         entry = places().named(words) if places else None
         return entry.name if entry else None
 
-    parsed = parse_query(q, today=today or date.today(), folder_named=folder_named, place_named=place_named)
+    known: dict[str, tuple[int, str]] | None = None
+
+    def person_named(words: str) -> tuple[int, str] | None:
+        nonlocal known
+        if known is None:
+            known = named_people(conn)
+        return known.get(" ".join(words.split()).lower())
+
+    parsed = parse_query(
+        q, today=today or date.today(), folder_named=folder_named, place_named=place_named, person_named=person_named
+    )
     for f in parsed.folders:
         try:
             parse_folder(f.folder)
@@ -294,6 +306,12 @@ def with_query_filters(filters: SearchFilters, parsed: ParsedQuery) -> SearchFil
     before = datetime.combine(span[1] + timedelta(days=1), time()) if span else None  # exclusive
     folders = [parse_folder(f.folder) or "" for f in parsed.folders]
     narrowed = filters.narrowed(after, before, [f for f in folders if f])
+    if parsed.people:
+        narrowed = replace(
+            narrowed,
+            people=narrowed.people + tuple(p.person_id for p in parsed.people if not p.exclude),
+            without_people=narrowed.without_people + tuple(p.person_id for p in parsed.people if p.exclude),
+        )
     if not parsed.texts:
         return narrowed
     wanted = tuple(filter_words(t.text) for t in parsed.texts if not t.exclude)

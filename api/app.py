@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from api.routes import duplicates, files, images, models, pages, search
+from api.routes import duplicates, files, images, models, pages, people, search
 from api.security import TokenAuth, UploadLimit
 from api.services import Services
 from core.errors import BadRequest, Conflict, NotFound, ReadOnly, TooLarge, Unavailable, Unsupported, UserError
@@ -80,13 +80,13 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PATCH"],
             allow_headers=["Authorization"],
             allow_credentials=False,
         )
     app.add_exception_handler(UserError, user_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    for resource in (search, images, files, models, duplicates, pages):
+    for resource in (search, images, files, models, duplicates, people, pages):
         app.include_router(resource.router)
     pages.mount_frontend(app)
     app.openapi = lambda: openapi(app, bearer=bool(settings.api_token))  # type: ignore[method-assign]

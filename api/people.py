@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from core.errors import BadRequest, Conflict, NotFound
 from core.store import people
@@ -216,9 +217,34 @@ def people_in(
     return shown
 
 
-def named_people(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """Every name the user gave, lower-cased, to its person: the names a query may hold."""
+# the contents in which a person's face is (unqualified `content_hash` is the searched table's)
+_WITH_PERSON = (
+    "content_hash {} (SELECT f.content_hash FROM faces f JOIN face_people fp ON fp.face_id = f.id "
+    "WHERE fp.person_id = %({})s AND NOT fp.not_a_face)"
+)
+
+
+def people_conditions(
+    people_in: Sequence[int], people_out: Sequence[int], params: dict[str, Any]
+) -> list[sql.Composable]:
+    """A search's conditions for people: each of `people_in` in the picture, none of `people_out`."""
+    where: list[sql.Composable] = []
+    for n, (person_id, present) in enumerate([(p, True) for p in people_in] + [(p, False) for p in people_out]):
+        params[f"person_{n}"] = person_id
+        where.append(sql.SQL(_WITH_PERSON.format("IN" if present else "NOT IN", f"person_{n}")))
+    return where
+
+
+def named_people(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, str]]:
+    """Every name the user gave, lower-cased, to its person (id, name): the names a query may hold."""
     if not table_exists(conn, "people"):
         return {}
-    rows = conn.execute("SELECT lower(name), id FROM people WHERE name IS NOT NULL AND merged_into IS NULL")
-    return {str(name): int(person_id) for name, person_id in rows}
+    rows = conn.execute("SELECT id, name FROM people WHERE name IS NOT NULL AND merged_into IS NULL")
+    return {" ".join(str(name).split()).lower(): (int(person_id), str(name)) for person_id, name in rows}
+
+
+def with_people(conn: psycopg.Connection[Any], results: list[dict[str, Any]]) -> None:
+    """Add `people` to each result (API objects with `id` and, for a video, `second`)."""
+    found = people_in(conn, [(int(r["id"]), r.get("second")) for r in results])
+    for result in results:
+        result["people"] = found.get(int(result["id"]), [])

@@ -6,17 +6,20 @@
     beach in:holidays/2023 July 2023    filters: in:FOLDER, a bare word naming a subfolder, dates
     beach in Lisbon, New York 2023      filters: the names of places where pictures were taken
     text:"cafe luna" -text:draft        the picture's own words: names, keywords, title, text in it
+    Ada at the beach, Ada and Grace     filters: the names of people (all must be in the picture)
+    person:"Ada Lovelace" -person:Ada   a person explicitly, or pictures without them
 
 Plain words search both what a picture shows and its own words (`api.text_search`); `text:WORD` or
 `text:"WORDS"` asks for pictures whose own words hold all of them, and ranks by those words alone
 when nothing else is asked; `-text:...` leaves out pictures whose own words hold them.
 
-Pure functions: no database, no model. Folder and place names come through lookups the caller
-supplies (so that only names the collection has are taken: an ordinary word is never a place
-unless pictures were taken somewhere of that name), and relative dates through `today` (the
-date words: `api.query_dates`). Where
-words could be read several ways, dates come first, then the longest place name (up to
-MAX_PLACE_WORDS words: "New York" before "York"), then a folder's name, then a one-word place.
+Pure functions: no database, no model. Folder, place and people's names come through lookups the
+caller supplies (so that only names the collection has are taken: an ordinary word is never a place
+unless pictures were taken somewhere of that name, nor a person unless the user gave someone that
+name), and relative dates through `today` (the date words: `api.query_dates`). Where words could be
+read several ways, dates come first, then the longest name of a person (up to MAX_PLACE_WORDS
+words), then the longest place name ("New York" before "York"), then a folder's name, then a
+one-word place.
 
 Operators are `+` and `-` standing at the start of the query or after a space ("a dog - cat",
 "a dog -cat"); a hyphen inside a word ("x-ray", "t-shirt", "2021-2022") is part of the word. A
@@ -30,7 +33,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from api.query_dates import date_at
 from core.errors import BadRequest
@@ -106,6 +109,26 @@ class PlaceFilter:
 
 
 @dataclass(frozen=True)
+class PersonFilter:
+    person_id: int
+    name: str  # as the lookup gave it
+    exclude: bool  # -person:
+    words: str  # as typed, with a connector before it ("and Grace")
+    start: int
+    end: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "person_id": self.person_id,
+            "name": self.name,
+            "exclude": self.exclude,
+            "words": self.words,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+@dataclass(frozen=True)
 class TextFilter:
     text: str  # as typed, without its quotes
     exclude: bool  # -text:
@@ -123,6 +146,7 @@ class ParsedQuery:
     folders: list[FolderFilter] = field(default_factory=list)
     places: list[PlaceFilter] = field(default_factory=list)
     texts: list[TextFilter] = field(default_factory=list)
+    people: list[PersonFilter] = field(default_factory=list)
 
     @property
     def date_span(self) -> tuple[date, date] | None:
@@ -147,6 +171,8 @@ class ParsedQuery:
             filters["places"] = [p.as_json() for p in self.places]
         if self.texts:
             filters["text"] = [t.as_json() for t in self.texts]
+        if self.people:
+            filters["people"] = [p.as_json() for p in self.people]
         return {"text": self.text, "terms": [t.as_json() for t in self.terms], "filters": filters}
 
 
@@ -200,9 +226,14 @@ WEIGHT = re.compile(r"([0-9.][^:\"\s]*):(.*)", re.DOTALL)
 IMAGE = re.compile(r"img:(.*)", re.DOTALL | re.IGNORECASE)
 FOLDER = re.compile(r"in:(.*)", re.DOTALL | re.IGNORECASE)
 TEXT = re.compile(r"text:(.*)", re.DOTALL | re.IGNORECASE)
+PERSON = re.compile(r"person:(.*)", re.DOTALL | re.IGNORECASE)
 TRAILING = ",.;!?"  # "beach, 2023." still finds the year
 CONNECTORS = {"in", "from", "during", "on", "of"}  # "beach in 2023": "in" goes with the date
 MAX_PLACE_WORDS = 5  # "Saint Vincent and the Grenadines"
+PERSON_CONNECTORS = {"and", "&", "with", "of"}  # "Ada and Grace", "a walk with Ada", "photos of Ada"
+
+Person = tuple[int, str]  # a person's id and name, as `person_named` gives them
+T = TypeVar("T")
 
 
 def _unquote(raw: str) -> str:
@@ -215,11 +246,13 @@ def parse_query(
     today: date,
     folder_named: Callable[[str], str | None] = lambda word: None,
     place_named: Callable[[str], str | None] = lambda words: None,
+    person_named: Callable[[str], Person | None] = lambda words: None,
 ) -> ParsedQuery:
     """Read `q`. `folder_named(word)` returns the subfolder a bare word names exactly, or None;
     it is called only for unquoted words that are neither operators, weights nor dates.
     `place_named(words)` returns the place that one or more unquoted words (joined by single
-    spaces) name, or None; it is called for words of terms that are not "- ..." terms."""
+    spaces) name, or None; it is called for words of terms that are not "- ..." terms.
+    `person_named(words)` likewise returns the person (id, name) the words name, or None."""
     tokens = _lex(q)
     groups: list[tuple[_Token | None, list[_Token]]] = [(None, [])]
     for token in tokens:
@@ -240,7 +273,7 @@ def parse_query(
     plain = len(groups) == 1 and groups[0][0] is None
     for op, words in groups:
         sign = -1.0 if op is not None and op.value == "-" else 1.0
-        _read_term(q, op, words, sign, plain, parsed, today, Lookups(folder_named, place_named))
+        _read_term(q, op, words, sign, plain, parsed, today, Lookups(folder_named, place_named, person_named))
     if len(parsed.terms) > MAX_TERMS:
         raise QueryError(f"more than {MAX_TERMS} terms", parsed.terms[MAX_TERMS].start, "fewer terms")
     return parsed
@@ -248,20 +281,21 @@ def parse_query(
 
 @dataclass(frozen=True)
 class Lookups:
-    """What the caller knows of the collection: its folders' and its places' names."""
+    """What the caller knows of the collection: its folders', places' and people's names."""
 
     folder_named: Callable[[str], str | None]
     place_named: Callable[[str], str | None]
+    person_named: Callable[[str], Person | None] = lambda words: None
 
 
 def _place_at(
-    tokens: list[_Token], i: int, place_named: Callable[[str], str | None], *, longest: int, shortest: int
-) -> tuple[str, int] | None:
-    """The place named by the most words (from `longest` down to `shortest`) from tokens[i] on
-    that are plain words: its name and how many words."""
+    tokens: list[_Token], i: int, place_named: Callable[[str], T | None], *, longest: int, shortest: int
+) -> tuple[T, int] | None:
+    """The place (or person) named by the most words (from `longest` down to `shortest`) from
+    tokens[i] on that are plain words: what the lookup gave and how many words."""
     run: list[str] = []
     for token in tokens[i : i + longest]:
-        if token.kind != "word" or any(p.fullmatch(token.value) for p in (IMAGE, FOLDER, TEXT)):
+        if token.kind != "word" or any(p.fullmatch(token.value) for p in (IMAGE, FOLDER, TEXT, PERSON)):
             break
         run.append(token.value)
         if token.value != token.value.rstrip(TRAILING):
@@ -319,6 +353,10 @@ def _read_term(
             parsed.texts.append(TextFilter(text, sign < 0, start, token.end))
             i += 1
             continue
+        if token.kind == "word" and (m := PERSON.fullmatch(token.value)):
+            parsed.people.append(_person_filter(q, op, token, m[1], sign, i, weighted, span_start, lookups))
+            i += 1
+            continue
         if token.kind == "word" and (m := FOLDER.fullmatch(token.value)):
             name = _unquote(m[1]).strip()
             if not name.strip("/ "):
@@ -339,6 +377,16 @@ def _read_term(
                 end_token = tokens[i + used - 1]
                 words = q[begin.start : end_token.end]
                 parsed.dates.append(DateRange(first_day, last_day, words, begin.start, end_token.end))
+                i += used
+                continue
+            person = _place_at(tokens, i, lookups.person_named, longest=MAX_PLACE_WORDS, shortest=1)
+            if person is not None:
+                (person_id, name), used = person
+                begin = token
+                if kept and kept[-1].kind == "word" and kept[-1].value.lower() in PERSON_CONNECTORS:
+                    begin = kept.pop()
+                end = tokens[i + used - 1].end
+                parsed.people.append(PersonFilter(person_id, name, False, q[begin.start : end], begin.start, end))
                 i += used
                 continue
             place = _place_at(tokens, i, lookups.place_named, longest=MAX_PLACE_WORDS, shortest=2)
@@ -383,3 +431,20 @@ def _read_term(
         text = " ".join(t.value.strip() for t in kept if t.value.strip())
     if text:
         parsed.terms.append(Term(sign * weight, text=text, start=span_start, end=span_end))
+
+
+def _person_filter(
+    q: str, op: _Token | None, token: _Token, raw: str, sign: float, i: int, weighted: bool, span_start: int,
+    lookups: Lookups,
+) -> PersonFilter:  # fmt: skip
+    """`person:NAME` (or `-person:NAME`): a person the user named, or an error that says so."""
+    if weighted:
+        raise QueryError("a weight on person:", span_start, "person:NAME without a weight (it is a filter)")
+    name = " ".join(_unquote(raw).split())
+    if not name:
+        raise QueryError("person: without a name", token.start, 'a name after person:, such as person:"Ada Lovelace"')
+    found = lookups.person_named(name)
+    if found is None:
+        raise QueryError(f"no person is named {name!r}", token.start, "the name of a person (see the People page)")
+    start = op.start if op is not None and sign < 0 and i == 0 else token.start
+    return PersonFilter(found[0], found[1], sign < 0, q[start : token.end], start, token.end)

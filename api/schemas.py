@@ -116,6 +116,13 @@ class PlaceOfImage(BaseModel):
     label: str = Field(description='all of it in one line: "Alfama, Lisbon, Portugal"')
 
 
+class FaceInPicture(BaseModel):
+    face_id: int
+    person_id: int | None = Field(description="null: a face too small or unclear to be grouped")
+    name: str | None
+    box: list[float] = Field(description="[x0, y0, x1, y1], fractions of the picture as displayed")
+
+
 class Image(BaseModel):
     id: int
     path: str = Field(description="relative to IMAGE_DIR (with several folders, under its folder's label)")
@@ -144,6 +151,7 @@ class Image(BaseModel):
     preview_url: str | None = Field(description="a JPEG to show a format browsers cannot (HEIC, RAW, ...)")
     original_url: str | None = Field(description="the RAW file a JPEG or HEIC came with")
     motion_url: str | None = Field(description="a Live Photo's motion (a short video)")
+    people: list[FaceInPicture] = Field(description="the faces in it (a video: in the frame shown), with who they are")
 
 
 class MatchedLine(BaseModel):
@@ -163,6 +171,53 @@ class Result(Image):
     text_match: TextMatch | None = Field(
         None, description="for a result found through its own words (names, keywords, text in it): which and where"
     )
+
+
+class Person(BaseModel):
+    id: int
+    name: str | None
+    faces: int
+    pictures: int
+    hidden: bool
+    cover_url: str | None = Field(description="a crop of the person's clearest face")
+
+
+class PeoplePage(BaseModel):
+    people: list[Person]
+
+
+class PersonItem(BaseModel):
+    image_id: int
+    path: str
+    box: list[float]
+
+
+class PersonPage(Person):
+    items: list[PersonItem] = Field(description="every picture of the person, one entry per face")
+
+
+class PersonChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, max_length=1000, description="the person's name (1 to 100 characters)")
+    hidden: bool | None = Field(None, description="hide a person (strangers in the background) or show them again")
+
+
+class Merge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    into: int = Field(ge=0, lt=2**63, description="the person who remains")
+
+
+class FaceChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    person_id: int | None = Field(None, ge=0, lt=2**63, description="the face's person; null: a new person of its own")
+    not_a_face: bool = Field(False, description="true: what was found is no face")
+
+
+class FaceChanged(BaseModel):
+    face_id: int
+    person_id: int | None
+    not_a_face: bool
+    box: list[float]
 
 
 class Understood(BaseModel):

@@ -19,6 +19,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from api.people import people_conditions
 from api.places import PlaceMatch, place_conditions
 from api.search_plan import Plan, plan_search, run_planned, vector_hits
 from core.errors import BadRequest
@@ -50,12 +51,14 @@ class SearchFilters:
     places: tuple[PlaceMatch, ...] = ()  # each must hold (`api.places`)
     has_text: tuple[tuple[str, ...], ...] = ()  # text:"…": each group's words all in its texts
     lacks_text: tuple[tuple[str, ...], ...] = ()  # -text:"…": not all of each group's words
+    people: tuple[int, ...] = ()  # person ids: each must be in the picture
+    without_people: tuple[int, ...] = ()  # -person:: none of them may be
 
     @property
     def any(self) -> bool:
         values = (self.folder, self.taken_after, self.taken_before, self.format)
         return any(v is not None for v in values) or bool(
-            self.any_folder or self.places or self.has_text or self.lacks_text
+            self.any_folder or self.places or self.has_text or self.lacks_text or self.people or self.without_people
         )
 
     def narrowed(
@@ -102,6 +105,7 @@ def make_filters(
     taken_before: str | None = None,
     format: str | None = None,
     place: str | None = None,
+    person: int | None = None,
 ) -> SearchFilters:
     checked = (("taken_after", taken_after), ("taken_before", taken_before), ("format", format), ("place", place))
     for name, value in checked:
@@ -113,6 +117,7 @@ def make_filters(
         taken_before=parse_when(taken_before, "taken_before", end_of_day=True),
         format=(format.strip().lower().lstrip(".") or None) if format else None,
         place=(place.strip() or None) if place else None,
+        people=() if person is None else (person,),
     )
 
 
@@ -250,6 +255,7 @@ def search_where(
         where.append(text_filter(model_table(model), words, trigram, present=True))
     for words in filters.lacks_text:
         where.append(text_filter(model_table(model), words, trigram, present=False))
+    where += people_conditions(filters.people, filters.without_people, params)
     return where, params
 
 

@@ -27,7 +27,7 @@ from core.settings import Settings, is_loopback_host
 
 IMAGE_COOKIE = "sightline_images"
 # the only requests a cookie may authorise: reading an image's bytes
-_IMAGE_READ = re.compile(r"^/api/images/[^/]+/(file|thumbnail)$")
+_IMAGE_READ = re.compile(r"^/api/(images/[^/]+/(file|thumbnail)|faces/[^/]+/thumbnail)$")
 # multipart framing around the one file field; the endpoint checks the file itself exactly
 UPLOAD_OVERHEAD = 64 * 1024
 

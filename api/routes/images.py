@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 
 from api.answer import Ask, answer
+from api.people import with_people
 from api.places import places_of
 from api.schemas import Folders, Image, Limit, MinMatch, Offset, Order, Places, SearchPage, Sort, answers, errors
 from api.search import get_image, list_folders
@@ -30,9 +31,11 @@ def no_image(image_id: int) -> NotFound:
 def image_info(services: ServicesDep, image_id: ImageId) -> dict[str, Any]:
     with services.connection() as conn:
         record = get_image(conn, image_id)
-    if record is None:
-        raise no_image(image_id)
-    return record.as_json()
+        if record is None:
+            raise no_image(image_id)
+        found = record.as_json()
+        with_people(conn, [found])
+    return found
 
 
 @router.get(

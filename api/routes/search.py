@@ -35,9 +35,12 @@ def query_filters(
     taken_before: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
     format: Annotated[str | None, Query(description="jpeg, png, webp, gif, bmp, tiff")] = None,
     place: Annotated[str | None, Query(description="a place name, as GET /api/places lists them")] = None,
+    person: Annotated[
+        int | None, Query(ge=0, lt=2**63, description="a person's id, as GET /api/people lists them")
+    ] = None,
 ) -> SearchFilters:
     """The filters of the query string, checked."""
-    return make_filters(folder, taken_after, taken_before, format, place)
+    return make_filters(folder, taken_after, taken_before, format, place, person)
 
 
 Filters = Annotated[SearchFilters, Depends(query_filters)]
