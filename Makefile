@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 export COCOINDEX_DISABLE_USAGE_TRACKING := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: run index watch test lint bench tiny-clip browser clean
+.PHONY: run index watch test lint bench tiny-clip browser screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ lint: $(VENV)/.installed-test
 BENCH_ARGS ?= --random-weights ViT-B/32
 bench: $(VENV)/.installed-test
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The README's picture: the real server over a temporary library of coco-mini photos, in Chromium
+screenshot: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors browser
+	$(PY) docs/make_screenshot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
