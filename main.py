@@ -140,6 +140,12 @@ def cmd_places(settings: Settings, args: argparse.Namespace) -> int:
     return run_places(settings, args)
 
 
+def cmd_people(settings: Settings, args: argparse.Namespace) -> int:
+    from api.cli import run_people
+
+    return run_people(settings, args)
+
+
 def cmd_duplicates(settings: Settings, args: argparse.Namespace) -> int:
     from api.duplicates import duplicate_cache, duplicates_page
     from core.store.db import connect, database_url, table_exists
@@ -276,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     places = commands.add_parser("places", help="the places where the pictures were taken, with counts")
     places.add_argument("--json", action="store_true", help="print JSON (the API's answer)")
     places.set_defaults(run=cmd_places)
+
+    people = commands.add_parser("people", help="the people found in the pictures; name, merge, hide or show one")
+    people.add_argument("action", nargs="?", choices=("name", "merge", "hide", "show"), help="what to change")
+    people.add_argument("person", nargs="?", default="", help="the person's id, as `people` lists them")
+    people.add_argument("value", nargs="*", help="name: the NAME; merge: the id of the person who remains")
+    people.add_argument("--hidden", action="store_true", help="also list the hidden people")
+    people.add_argument("--json", action="store_true", help="print JSON (the API's answer)")
+    people.set_defaults(run=cmd_people)
 
     dup = commands.add_parser("duplicates", help="groups of exact and near-duplicate images (nothing is deleted)")
     dup.add_argument("--threshold", type=float, default=0.95, help="cosine similarity for near-duplicates, 0.5-1.0")

@@ -1,5 +1,6 @@
 """`python main.py search`: the same search as the API, printed as a table, plain lines or JSON;
-`python main.py places`: the places where the pictures were taken.
+`python main.py places`: the places where the pictures were taken; `python main.py people`: the people
+found, and naming, merging and hiding them.
 
 When a Sightline server for the same folder and model is running, the search goes through it (its
 model is warm, so a search from a cold shell takes a fraction of a second); otherwise this process
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from api import people
 from api.answer import Ask, OneConnection, Upload, answer
 from api.places import place_cache, places_of
 from api.search import make_filters
@@ -22,7 +24,7 @@ from core.errors import BadRequest, Unavailable
 from core.media.pictures import ImageError, decode_image
 from core.models.embedder import Embedder, open_embedder
 from core.settings import Settings
-from core.store.db import connect, database_url, table_exists
+from core.store.db import connect, database_url, ensure_schema, table_exists
 from core.store.model_state import model_table, read_choice
 
 
@@ -192,3 +194,35 @@ def run_places(settings: Settings, args: argparse.Namespace) -> int:
         where = "" if e["kind"] == "country" else ", ".join(e["countries"])
         print(f"{e['images']}\t{e['name']}\t{e['kind']}\t{where}".rstrip("\t"))
     return 0
+
+
+def run_people(settings: Settings, args: argparse.Namespace) -> int:
+    """`people`: the people found, as lines or JSON; `people name ID NAME`, `people merge ID INTO`,
+    `people hide ID` and `people show ID`: the same corrections as the API and the page."""
+    url = database_url(settings)
+    ensure_schema(url)
+    with connect(url) as conn:
+        if args.action is None:
+            found = people.list_people(conn, hidden=args.hidden)
+            if args.json:
+                print(json.dumps({"people": found}, indent=2))
+            for p in [] if args.json else found:
+                hidden = "\thidden" if p["hidden"] else ""
+                print(f"{p['id']}\t{p['name'] or '(no name)'}\t{p['pictures']} pictures\t{p['faces']} faces{hidden}")
+            return 0
+        person_id = _person_id(args.person)
+        if args.action == "name":
+            changed = people.update_person(conn, person_id, name=" ".join(args.value))
+        elif args.action == "merge":
+            changed = people.merge(conn, person_id, _person_id(args.value[0] if args.value else ""))
+        else:
+            changed = people.update_person(conn, person_id, hidden=args.action == "hide")
+    changed.pop("items", None)
+    print(json.dumps(changed, indent=2) if args.json else f"{changed['id']}\t{changed['name'] or '(no name)'}")
+    return 0
+
+
+def _person_id(raw: str) -> int:
+    if not raw.isdigit() or int(raw) >= 2**63:
+        raise BadRequest(f"{raw!r}: expected a person's id, as `python main.py people` lists them")
+    return int(raw)

@@ -371,9 +371,7 @@ def _read_term(
             found = date_at(run, today)
             if found:
                 (first_day, last_day), used = found
-                begin = token
-                if kept and kept[-1].kind == "word" and kept[-1].value.lower() in CONNECTORS:
-                    begin = kept.pop()
+                begin = _connected(kept, token, CONNECTORS)
                 end_token = tokens[i + used - 1]
                 words = q[begin.start : end_token.end]
                 parsed.dates.append(DateRange(first_day, last_day, words, begin.start, end_token.end))
@@ -382,9 +380,7 @@ def _read_term(
             person = _place_at(tokens, i, lookups.person_named, longest=MAX_PLACE_WORDS, shortest=1)
             if person is not None:
                 (person_id, name), used = person
-                begin = token
-                if kept and kept[-1].kind == "word" and kept[-1].value.lower() in PERSON_CONNECTORS:
-                    begin = kept.pop()
+                begin = _connected(kept, token, PERSON_CONNECTORS)
                 end = tokens[i + used - 1].end
                 parsed.people.append(PersonFilter(person_id, name, False, q[begin.start : end], begin.start, end))
                 i += used
@@ -398,9 +394,7 @@ def _read_term(
             place = place or _place_at(tokens, i, lookups.place_named, longest=1, shortest=1)
             if place is not None:
                 name, used = place
-                begin = token
-                if kept and kept[-1].kind == "word" and kept[-1].value.lower() in CONNECTORS:
-                    begin = kept.pop()
+                begin = _connected(kept, token, CONNECTORS)
                 end = tokens[i + used - 1].end
                 parsed.places.append(PlaceFilter(name, q[begin.start : end], begin.start, end))
                 i += used
@@ -431,6 +425,12 @@ def _read_term(
         text = " ".join(t.value.strip() for t in kept if t.value.strip())
     if text:
         parsed.terms.append(Term(sign * weight, text=text, start=span_start, end=span_end))
+
+
+def _connected(kept: list[_Token], token: _Token, connectors: set[str]) -> _Token:
+    """Where a filter's words begin: at a connector just before it ("in Lisbon", "and Grace"), which
+    leaves the term's words with it."""
+    return kept.pop() if kept and kept[-1].kind == "word" and kept[-1].value.lower() in connectors else token
 
 
 def _person_filter(

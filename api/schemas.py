@@ -316,6 +316,15 @@ class TextProgress(BaseModel):
     skipped: int = Field(description="pictures OCR=auto left out (too small), or that could not be decoded")
 
 
+class FacesProgress(BaseModel):
+    """Finding faces, counted by content: copies of a picture count once."""
+
+    mode: str = Field(description="FACES as this server reads it: on or off")
+    read: int = Field(description="pictures and videos whose faces are stored (none found included)")
+    waiting: int = Field(description="pictures and videos the faces pass has not looked at yet")
+    failed: int = Field(description="pictures and videos that could not be read for faces")
+
+
 class Status(BaseModel):
     database: str = Field(description='"ok", or "unreachable: <why>"')
     images: int | None
@@ -336,6 +345,7 @@ class Status(BaseModel):
     folders: list[FolderInfo] = Field(description="each IMAGE_DIR folder, as the indexer last scanned it")
     media: MediaCounts | None
     text: TextProgress | None = Field(None, description="reading the text in pictures, after their embeddings")
+    faces: FacesProgress | None = Field(None, description="finding faces, after the embeddings and the text")
     embedded: int | None = Field(
         None, description="images that went through the model since the indexer in this server started"
     )

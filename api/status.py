@@ -8,8 +8,9 @@ from typing import Any
 
 import psycopg
 
+from core.models.faces import face_model_name
 from core.settings import Settings
-from core.store import folder_survey, indexer_status, picture_text, replicas
+from core.store import faces, folder_survey, indexer_status, picture_text, replicas
 from core.store.db import ERRORS_TABLE, IMAGES_TABLE, DatabaseError, connect, database_url, table_exists
 from core.store.model_state import count_images, coverage, model_table, read_choice
 
@@ -65,6 +66,9 @@ def status_from(
         "folders": [survey.as_json() for survey in folder_survey.read(conn)],
         "media": media_counts(conn),
         "text": picture_text.progress(conn, model_table(models["active"]["name"])).as_json(settings.ocr),
+        "faces": faces.progress(conn, model_table(models["active"]["name"]), face_model_name()).as_json(
+            "on" if settings.faces else "off"
+        ),
         "embedded": None,
         "reused": None,
         "waiting": None,
@@ -133,6 +137,7 @@ def unreachable_status(
         "folders": [],
         "media": None,
         "text": None,
+        "faces": None,
         "embedded": None,
         "reused": None,
         "waiting": None,
@@ -168,6 +173,10 @@ def render_status(status: dict[str, Any]) -> str:
     text = status.get("text")
     if text:
         lines.append(_text_line(text))
+    found = status.get("faces")
+    if found:
+        counts = f"{found['read']} read, {found['waiting']} waiting, {found['failed']} failed"
+        lines.append(f"faces      {counts} (FACES={found['mode']})")
     if status["progress"] and status["scanning"]:
         p = status["progress"]
         lines.append(f"progress   {p['done']}/{p['total']} files, {status['throughput']} files/s")

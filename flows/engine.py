@@ -25,13 +25,13 @@ from core.store import pg_sizing
 from core.store.db import ERRORS_TABLE, DatabaseError, connect, database_url, ensure_schema, table_exists
 from core.store.indexer_status import LocalIndexer
 from core.store.model_state import SWITCH_GRACE_SECONDS, model_table
-from flows import unchanged
+from flows import passes, unchanged
 from flows.cache import EmbeddingCache
 from flows.heartbeat import HEARTBEAT_SECONDS, StatusReporter
 from flows.indexer import app
-from flows.ocr_pass import OcrPass
 from flows.recovery import check_room, looks_like_outage, problem, wait_until_back
 from flows.run import PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, make_batched_embed
+from flows.second_pass import SecondPass
 from flows.switching import adopt_first_model, next_step, open_models, settle_models
 from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state, refresh_images_view
 from flows.walk import scan_folder
@@ -142,10 +142,12 @@ class IndexSummary:
     reused: int
     seconds: float
     text_read: int = 0  # pictures whose text the OCR pass read (or skipped) in this run
+    faces_read: int = 0  # pictures and videos the faces pass looked at in this run
     from_listing: bool = False  # nothing changed since the last complete update: the engine never started
 
     def line(self) -> str:
         text = f", text of {self.text_read} pictures read" if self.text_read else ""
+        text += f", faces looked for in {self.faces_read}" if self.faces_read else ""
         how = "; no file changed since the last complete update" if self.from_listing else ""
         return (
             f"added {self.added}, updated {self.updated}, deleted {self.deleted}, "
@@ -243,8 +245,8 @@ async def _index_once(
         if step is None:
             await asyncio.to_thread(unchanged.record, url, settings, listing)
     await asyncio.to_thread(refresh_images_view, url, run.choice.serving)
-    # the text after the embeddings: what was indexed is searchable by appearance already
-    text_read = await _read_text(settings, url, text_progress)
+    # the text and the faces after the embeddings: what was indexed is searchable by appearance already
+    text_read, faces_read = await passes.run_once(settings, url, text_progress)
     added = sum(1 for p in after if p not in before)
     updated = sum(1 for p, v in after.items() if p in before and before[p] != v)
     reporter = StatusReporter(url, run)
@@ -263,6 +265,7 @@ async def _index_once(
         reused=reused,
         seconds=time.monotonic() - started,
         text_read=text_read,
+        faces_read=faces_read,
     )
 
 
@@ -282,7 +285,7 @@ async def _if_unchanged(
     await asyncio.to_thread(unchanged.report, url, held)
     if progress is not None:
         progress(listing.files, listing.files)
-    text_read = await _read_text(settings, url, text_progress)  # a text pass cut short goes on
+    text_read, faces_read = await passes.run_once(settings, url, text_progress)  # a pass cut short goes on
     return IndexSummary(
         added=0,
         updated=0,
@@ -293,15 +296,9 @@ async def _if_unchanged(
         reused=0,
         seconds=time.monotonic() - started,
         text_read=text_read,
+        faces_read=faces_read,
         from_listing=True,
     )
-
-
-async def _read_text(settings: Settings, url: str, text_progress: ProgressFn | None) -> int:
-    """The one-shot OCR pass: the pictures whose text waits (none: nothing read, nothing loaded)."""
-    if settings.ocr == "off":
-        return 0
-    return await asyncio.to_thread(OcrPass(settings, url).run_until_done, text_progress)
 
 
 async def watch_folder(
@@ -326,7 +323,8 @@ async def watch_folder(
     ready = [on_ready] if on_ready is not None else []  # called once, after the first complete scan
     unconfirmed = 0  # failures in a row that looked like an outage when nothing was found wrong
     recovered_at = -RECOVERY_SECONDS
-    reading: list[OcrPass] = []  # the OCR pass, started once the database is known; it outlives restarts
+    # the text and faces passes, started once the database is known; they outlive restarts
+    reading: list[SecondPass[Any]] = []
     try:
         while True:
             try:
@@ -352,24 +350,22 @@ async def watch_folder(
     finally:
         _launch.counters = None
         local.running = local.scanning = False
-        for ocr in reading:
-            await asyncio.to_thread(ocr.stop)
+        for second_pass in reading:
+            await asyncio.to_thread(second_pass.stop)
 
 
 async def _watch_until_models_change(
-    settings: Settings, ready: list[Callable[[], None]], local: LocalIndexer, reading: list[OcrPass]
+    settings: Settings, ready: list[Callable[[], None]], local: LocalIndexer, reading: list[SecondPass[Any]]
 ) -> str:
     local.scanning = True  # a restart scans the folder again
     async with coco.runtime():
         run = await _started_run()
         run.live = True
         url = await asyncio.to_thread(database_url, settings)
-        if settings.ocr != "off" and not reading:
-            # it reads only while the indexer has no file in hand and no outage to wait out
-            reading.append(
-                OcrPass(settings, url, busy=lambda: local.scanning or bool(local.files_pending or local.waiting))
+        if not reading:  # they read only while the indexer has no file in hand and no outage to wait out
+            reading += passes.start_following(
+                settings, url, busy=lambda: local.scanning or bool(local.files_pending or local.waiting)
             )
-            reading[0].start()
         # a live indexer will need the image tower: load it during the first scan, and call the
         # indexer ready only once it is loaded, so the first new photo does not wait for it
         tower = asyncio.create_task(asyncio.to_thread(run.embedder.vision_tower))

@@ -38,6 +38,7 @@ function render(s) {
 
   renderLibrary(s);
   renderText(s.text);
+  renderFaces(s.faces);
   renderModels(s.models);
 
   const body = $("failures").querySelector("tbody");
@@ -64,6 +65,21 @@ function renderLibrary(s) {
   const folders = s.folders || [];
   $("folders").replaceChildren(...folders.map(folderItem));
   $("image-dir-line").hidden = folders.length > 0; // the list says it, folder by folder
+}
+
+// The faces pass comes last: pictures are searchable by appearance and text before their faces.
+function renderFaces(f) {
+  for (const key of ["read", "waiting", "failed"]) set(`faces-${key}`, f ? f[key].toLocaleString() : "–");
+  const bar = $("faces-progress");
+  const total = f ? f.read + f.waiting + f.failed : 0;
+  bar.hidden = !f || f.mode === "off" || f.waiting === 0;
+  bar.max = Math.max(1, total);
+  bar.value = f ? f.read + f.failed : 0;
+  let line = "";
+  if (f && f.mode === "off") line = "Faces are not looked for (FACES=off).";
+  else if (f && f.waiting) line = `Finding faces: ${(f.read + f.failed).toLocaleString()} of ${total.toLocaleString()}.`;
+  else if (f) line = "Every picture and video has been looked at for faces.";
+  $("faces-line").textContent = line;
 }
 
 // The OCR pass reads pictures after their embeddings: searchable by appearance first, text follows.

@@ -18,6 +18,11 @@ def duplicates_view() -> FileResponse:
     return FileResponse(FRONTEND_DIR / "duplicates.html")
 
 
+@router.get("/people")
+def people_view() -> FileResponse:
+    return FileResponse(FRONTEND_DIR / "people.html")
+
+
 @router.get("/status")
 def status_view() -> FileResponse:
     return FileResponse(FRONTEND_DIR / "status.html")

@@ -49,7 +49,7 @@ def get_person(services: ServicesDep, person_id: PersonId) -> dict[str, Any]:
 
 
 @router.patch("/api/people/{person_id}", summary="Name, rename, hide or show a person", response_model=None,
-              responses=answers(PersonPage, 404, 409))  # fmt: skip
+              responses=answers(PersonPage, 400, 404, 409))  # fmt: skip
 def change_person(services: ServicesDep, person_id: PersonId, body: PersonChange) -> dict[str, Any]:
     services.refuse_if_read_only("changing a person")
     if body.name is None and body.hidden is None:
@@ -59,7 +59,7 @@ def change_person(services: ServicesDep, person_id: PersonId, body: PersonChange
 
 
 @router.post("/api/people/{person_id}/merge", summary="Merge a person into another, which keeps its id",
-             response_model=None, responses=answers(PersonPage, 404, 409))  # fmt: skip
+             response_model=None, responses=answers(PersonPage, 400, 404, 409))  # fmt: skip
 def merge_person(services: ServicesDep, person_id: PersonId, body: Merge) -> dict[str, Any]:
     services.refuse_if_read_only("merging people")
     with services.connection() as conn:
@@ -67,7 +67,7 @@ def merge_person(services: ServicesDep, person_id: PersonId, body: Merge) -> dic
 
 
 @router.patch("/api/faces/{face_id}", summary="Move a face to another person, out into a new one, or say it is no face",
-              response_model=None, responses=answers(FaceChanged, 404, 409))  # fmt: skip
+              response_model=None, responses=answers(FaceChanged, 400, 404, 409))  # fmt: skip
 def change_face(services: ServicesDep, face_id: FaceId, body: FaceChange) -> dict[str, Any]:
     services.refuse_if_read_only("changing a face")
     fields = body.model_fields_set

@@ -90,7 +90,7 @@ def _model_path(kind: str) -> str:
     in the package's folder found without importing it."""
     function, filename = _MODEL_FILES[kind]
     try:
-        import face_recognition_models  # type: ignore[import-untyped]
+        import face_recognition_models
 
         path = Path(getattr(face_recognition_models, function)())
     except ImportError:
@@ -109,7 +109,7 @@ _loading = threading.Lock()
 
 def _dlib() -> Any:
     try:
-        import dlib  # type: ignore[import-untyped]
+        import dlib
     except ImportError:
         raise Unavailable("dlib is not installed: pip install dlib-bin") from None
     return dlib
@@ -171,7 +171,7 @@ class FaceModel:
         if detector not in ("hog", "cnn"):
             raise ValueError(f"unknown face detector {detector!r}: hog or cnn")
         self.detector = detector
-        self.name = f"dlib-{detector}-resnet"
+        self.name = face_model_name(detector)
         self.detect_longest = detect_longest or (DETECT_LONGEST if detector == "hog" else CNN_LONGEST)
         self.upsample = DETECT_UPSAMPLE if upsample is None and detector == "hog" else (upsample or 0)
         self._detector = _load(detector)
@@ -296,6 +296,11 @@ class FaceModel:
             pixels=round(min(bw, bh)),
             sharpness=sharpness(picture, box),
         )
+
+
+def face_model_name(detector: str = "hog") -> str:
+    """The name stored with the faces a model finds: faces found by another are found again."""
+    return f"dlib-{detector}-resnet"
 
 
 def open_face_model(detector: str = "hog") -> FaceModel:
