@@ -276,7 +276,12 @@ def held_at_gate(app: Sightline) -> bool:
 
 
 def open_gate(app: Sightline) -> bool:
-    return app.sql_commit("UPDATE test_gate SET closed = false; DROP TRIGGER test_gate ON embedding_cache")
+    # the gate opens in a transaction of its own, before its trigger goes: dropping the trigger waits
+    # for the inserts held in it, which wait for the open gate to be committed (one transaction for
+    # both hung the test whenever an insert was held at that moment)
+    return app.sql_commit("UPDATE test_gate SET closed = false") and app.sql_commit(
+        "DROP TRIGGER IF EXISTS test_gate ON embedding_cache"
+    )
 
 
 def release(locker: psycopg.Connection[Any]) -> None:
