@@ -312,3 +312,48 @@ class TestCorrections:
         assert merged.returncode == 0, merged.stderr
         assert json.loads(merged.stdout)["name"] == "Barack Obama"
         assert len(run_main(library.settings, "people", FACES="on").stdout.splitlines()) == 1
+
+
+def named_region_packet(name: str, box: tuple[float, float, float, float]) -> bytes:
+    """XMP as digiKam and Lightroom write a named face region (MWG: the centre, width and height)."""
+    x0, y0, x1, y1 = box
+    area = f'stArea:x="{(x0 + x1) / 2}" stArea:y="{(y0 + y1) / 2}" stArea:w="{x1 - x0}" stArea:h="{y1 - y0}"'
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/" '
+        'xmlns:stArea="http://ns.adobe.com/xmp/sType/Area#"><mwg-rs:Regions rdf:parseType="Resource">'
+        f'<mwg-rs:RegionList><rdf:Bag><rdf:li><rdf:Description mwg-rs:Type="Face" mwg-rs:Name="{name}">'
+        f'<mwg-rs:Area {area} stArea:unit="normalized"/></rdf:Description></rdf:li></rdf:Bag></mwg-rs:RegionList>'
+        "</mwg-rs:Regions></rdf:Description></rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+class TestFacesDrawnInOtherApps:
+    def test_a_named_region_names_the_face_it_covers_and_seeds_that_person(self, library: Library) -> None:
+        with library.api() as client:
+            biden = library.person_of(client, "biden")
+            (face,) = [f for f in client.get("/api/search", params={"q": "biden", "limit": 50}).json()["results"]
+                       if f["path"] == "biden.jpg"][0]["people"]  # fmt: skip
+        # a new photo of him, with the region another app drew around his face, a little larger
+        x0, y0, x1, y1 = face["box"]
+        grown = (x0 - 0.02, y0 - 0.03, x1 + 0.02, y1 + 0.02)
+        portrait("biden.jpg").save(
+            library.settings.image_dir / "tagged.jpg", xmp=named_region_packet("Joe Biden", grown)
+        )
+        library.index()
+        with library.api() as client:
+            people = {p["name"]: p["id"] for p in client.get("/api/people").json()["people"]}
+            assert "Joe Biden" in people and people["Joe Biden"] != biden  # seeded, never merged by itself
+            assert pictures_of(client, people["Joe Biden"]) == {"tagged.jpg"}
+            assert search_paths(client, "Joe Biden") == ["tagged.jpg"]
+
+    def test_a_named_region_where_no_face_is_found_becomes_a_face_of_its_own(self, library: Library) -> None:
+        box = (0.3, 0.3, 0.6, 0.7)
+        gradient = Image.open(library.settings.image_dir / "no-face.jpg")
+        gradient.save(library.settings.image_dir / "drawn.jpg", xmp=named_region_packet("Ada Lovelace", box))
+        library.index()
+        with library.api() as client:
+            (ada,) = [p for p in client.get("/api/people").json()["people"] if p["name"] == "Ada Lovelace"]
+            item = client.get(f"/api/people/{ada['id']}").json()["items"]
+            assert [(i["path"], i["box"]) for i in item] == [("drawn.jpg", list(box))]
+            assert search_paths(client, 'person:"ada lovelace"') == ["drawn.jpg"]
