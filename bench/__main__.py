@@ -25,6 +25,7 @@ from pathlib import Path  # noqa: E402
 from bench.cold_index import bench_cold_index  # noqa: E402
 from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E402
 from bench.duplicates import bench_duplicates  # noqa: E402
+from bench.faces import bench_faces  # noqa: E402
 from bench.formats import bench_formats  # noqa: E402
 from bench.indexing import bench_indexing  # noqa: E402
 from bench.load import load_test  # noqa: E402
@@ -58,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--unchanged-files", type=int, default=10_000, help="files in the cold re-index's folder")
     parser.add_argument(
         "--parts",
-        help="comma-separated parts to run (default all): indexing, formats, ocr, live, "
+        help="comma-separated parts to run (default all): indexing, formats, ocr, faces, live, "
         "scale, cold, coldindex, load, duplicates, switch",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
@@ -94,9 +95,9 @@ def main() -> None:
         shutil.copytree(args.corpus, image_dir, symlinks=False)
     else:
         generate_photos(image_dir, args.images)
-    # the other parts time the embeddings alone; part 11 times the OCR pass after them
+    # the other parts time the embeddings alone; part 11 times the OCR pass after them, part 13 the faces pass
     settings = base.with_overrides(
-        image_dir=image_dir, data_dir=work / "data", database_url="", clip_model=model_name, ocr="off"
+        image_dir=image_dir, data_dir=work / "data", database_url="", clip_model=model_name, ocr="off", faces=False
     )
     env = env_for(settings)
     model = open_embedder(settings.clip_model, settings.device, settings.precision)
@@ -105,6 +106,7 @@ def main() -> None:
         "indexing": lambda: bench_indexing(settings, env, report, args.usual_sample),
         "formats": lambda: bench_formats(settings, report, work, args.format_files),
         "ocr": lambda: bench_ocr(settings, report, work, args.corpus, args.ocr_photos),
+        "faces": lambda: bench_faces(settings, report, work, args.corpus),
         "live": lambda: live_latency(settings, env, report, args.drops, work),
         "scale": lambda: query_at_scale(
             settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work
