@@ -106,7 +106,7 @@ def main() -> None:
         "indexing": lambda: bench_indexing(settings, env, report, args.usual_sample),
         "formats": lambda: bench_formats(settings, report, work, args.format_files),
         "ocr": lambda: bench_ocr(settings, report, work, args.corpus, args.ocr_photos),
-        "faces": lambda: bench_faces(settings, report, work, args.corpus),
+        "faces": lambda: bench_faces(settings, report, work, args.corpus, variants=not args.smoke),
         "live": lambda: live_latency(settings, env, report, args.drops, work),
         "scale": lambda: query_at_scale(
             settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work

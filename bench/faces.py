@@ -24,8 +24,9 @@ from core.settings import PROJECT_ROOT, Settings
 PORTRAITS = PROJECT_ROOT.parent / "shared" / "data" / "faces"
 
 
-def portrait_folder(folder: Path) -> dict[str, str]:
-    """The portraits and pictures made of them; returns {file name: who} ("a+b" for two people)."""
+def portrait_folder(folder: Path, variants: bool = True) -> dict[str, str]:
+    """The portraits and pictures made of them (mirrored and darker copies with `variants`, and two
+    people side by side); returns {file name: who} ("a+b" for two people)."""
     folder.mkdir(parents=True, exist_ok=True)
     who: dict[str, str] = {}
     opened = {}
@@ -33,7 +34,7 @@ def portrait_folder(folder: Path) -> dict[str, str]:
         shutil.copyfile(path, folder / path.name)
         who[path.name] = path.stem.split("_")[0].rstrip("0123456789")
         opened[path.name] = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
-    for name, picture in opened.items():
+    for name, picture in opened.items() if variants else ():
         ImageOps.mirror(picture).save(folder / f"mirrored-{name}", quality=90)
         ImageEnhance.Brightness(picture).enhance(0.6).save(folder / f"darker-{name}", quality=90)
         who[f"mirrored-{name}"] = who[f"darker-{name}"] = who[name]
@@ -75,7 +76,7 @@ def grouping(url: str, table: str, who: dict[str, str]) -> tuple[float, float, i
     return both / max(1, same_got), both / max(1, same_truth), len(truth)
 
 
-def bench_faces(settings: Settings, report: Report, work: Path, corpus: Path | None) -> None:
+def bench_faces(settings: Settings, report: Report, work: Path, corpus: Path | None, variants: bool = True) -> None:
     from bench.indexing import EMBEDDERS, model_ceiling
     from core.models.faces import open_face_model
     from core.store.db import database_url, ensure_schema
@@ -88,7 +89,7 @@ def bench_faces(settings: Settings, report: Report, work: Path, corpus: Path | N
     folder.mkdir(parents=True, exist_ok=True)
     for n, path in enumerate(list_images(corpus or settings.image_dir)):
         shutil.copyfile(path, folder / f"{n:04d}{path.suffix.lower()}")
-    who = portrait_folder(folder / "portraits")
+    who = portrait_folder(folder / "portraits", variants)
     trial = settings.with_overrides(image_dir=folder, data_dir=work / "faces-data", ocr="off", faces=False)
     model_ceiling(trial, 8)  # the model loaded and the database started first, as in a running server
     url = database_url(trial)
