@@ -77,11 +77,15 @@ def get_person(conn: psycopg.Connection[Any], person_id: int) -> dict[str, Any]:
         return {"id": person_id, "name": named[0], "faces": 0, "pictures": 0, "hidden": bool(named[1]),
                 "cover_url": None, "items": []}  # fmt: skip
     items = conn.execute(
-        f"SELECT image_id, path, x0, y0, x1, y1 FROM ({_MEMBERS}) m WHERE m.person_id = %s ORDER BY path, face_id",
+        f"SELECT face_id, image_id, path, x0, y0, x1, y1 FROM ({_MEMBERS}) m WHERE m.person_id = %s "
+        "ORDER BY path, face_id",
         (person_id,),
     ).fetchall()
     return _person_json(row) | {
-        "items": [{"image_id": int(i), "path": path, "box": _box(x0, y0, x1, y1)} for i, path, x0, y0, x1, y1 in items]
+        "items": [
+            {"face_id": int(face), "image_id": int(i), "path": path, "box": _box(x0, y0, x1, y1)}
+            for face, i, path, x0, y0, x1, y1 in items
+        ]
     }
 
 

@@ -187,6 +187,7 @@ class PeoplePage(BaseModel):
 
 
 class PersonItem(BaseModel):
+    face_id: int = Field(description="the face, for PATCH /api/faces/{face_id} and its thumbnail")
     image_id: int
     path: str
     box: list[float]

@@ -156,6 +156,34 @@ export function getPlaces() {
   return request("/api/places");
 }
 
+// People (docs/people.md): the list, one person with their pictures, and the corrections.
+export function getPeople({ hidden = false } = {}) {
+  return request(hidden ? "/api/people?hidden=true" : "/api/people");
+}
+
+export function getPerson(id) {
+  return request(`/api/people/${encodeURIComponent(id)}`);
+}
+
+function send(url, method, body) {
+  return request(url, { method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+// `change`: {name} and/or {hidden}
+export function changePerson(id, change) {
+  return send(`/api/people/${encodeURIComponent(id)}`, "PATCH", change);
+}
+
+// `id` becomes part of `into`, which remains
+export function mergePeople(id, into) {
+  return send(`/api/people/${encodeURIComponent(id)}/merge`, "POST", { into });
+}
+
+// `change`: {person_id: ID} (move), {person_id: null} (out into a new person) or {not_a_face: true}
+export function changeFace(faceId, change) {
+  return send(`/api/faces/${encodeURIComponent(faceId)}`, "PATCH", change);
+}
+
 export function formatBytes(n) {
   if (n == null) return "";
   const units = ["B", "kB", "MB", "GB"];

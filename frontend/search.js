@@ -4,7 +4,7 @@
 import { getFolders, getPlaces, getStatus } from "./api.js";
 import { initInput } from "./search/input.js";
 import { emptyIndexMessage, hideBanner, showBanner, showMessage } from "./search/messages.js";
-import { addImageTerm, loadMore, search, showSimilar } from "./search/query.js";
+import { addImageTerm, loadMore, search, setQuery, showSimilar } from "./search/query.js";
 import { PAGE, els, state } from "./search/state.js";
 import { readUrl } from "./search/url.js";
 import { initViewer } from "./search/viewer.js";
@@ -71,7 +71,8 @@ async function loadPlaces() {
   }
 }
 
-initViewer({ loadMore, addTerm: addImageTerm, similar: showSimilar });
+const searchPerson = (name) => setQuery(`person:"${name}"`);
+initViewer({ loadMore, addTerm: addImageTerm, similar: showSimilar, person: searchPerson });
 initInput();
 readUrl();
 await Promise.all([pollStatus(), loadFolders(), loadPlaces()]);

@@ -1,5 +1,6 @@
 // How the query was understood, as chips: its terms and the filters read from its words, each
 // removable; and, for a search by example, a chip naming the example.
+import { getPeople } from "../api.js";
 import { els, sentQuery, state } from "./state.js";
 
 // `edit(q)` searches for the query with a chip's words cut out.
@@ -7,7 +8,7 @@ export function showUnderstood(understood, edit) {
   const terms = understood.terms || [];
   const filters = understood.filters || {};
   const simple = terms.length === 1 && terms[0].text != null && terms[0].weight === 1;
-  const narrowed = filters.dates || filters.folders || filters.places || filters.text;
+  const narrowed = filters.dates || filters.folders || filters.places || filters.text || filters.people;
   if (state.mode !== "text" || (simple && !narrowed)) {
     els.chips.hidden = true;
     return;
@@ -36,6 +37,22 @@ export function showUnderstood(understood, edit) {
       chip.append(weight);
     }
     if (t.start != null) chip.append(remove(t.start, t.end, "Remove this term"));
+    chips.push(chip);
+  }
+  for (const p of filters.people || []) {
+    const chip = makeChip(p.exclude ? "chip filter with-person person-negative" : "chip filter with-person");
+    const face = document.createElement("img");
+    face.alt = "";
+    face.hidden = true;
+    coverOf(p.person_id).then((url) => {
+      if (url) {
+        face.src = url;
+        face.hidden = false;
+      }
+    });
+    chip.append(face, `${p.exclude ? "without" : "with"} ${p.name}`);
+    chip.title = `${p.exclude ? "pictures without" : "pictures of"} ${p.name}, from "${p.words}"`;
+    chip.append(remove(p.start, p.end, `Remove ${p.name}`));
     chips.push(chip);
   }
   for (const d of filters.dates || []) {
@@ -98,6 +115,26 @@ export function showQueryChip(clear) {
   button.addEventListener("click", clear);
   els.chip.append(" ", button);
   els.chip.hidden = false;
+}
+
+// A person's face for their chip: the People list's covers, asked for once (and again for a person
+// the list did not have yet).
+const covers = new Map();
+let asking = null;
+async function coverOf(id) {
+  if (!covers.has(id)) {
+    asking ??= getPeople({ hidden: true })
+      .then(({ people }) => {
+        for (const p of people) covers.set(p.id, p.cover_url);
+      })
+      .catch(() => {})
+      .finally(() => {
+        asking = null;
+      });
+    await asking;
+    if (!covers.has(id)) covers.set(id, null);
+  }
+  return covers.get(id);
 }
 
 function makeChip(className) {

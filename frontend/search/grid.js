@@ -32,6 +32,7 @@ export function renderTiles(results, { open, addTerm }) {
     img.alt = r.path;
     img.width = r.width;
     img.height = r.height;
+    img.style.objectPosition = facesInView(r.people);
     const caption = document.createElement("span");
     caption.className = "caption";
     const name = document.createElement("span");
@@ -100,4 +101,12 @@ function badges(r) {
   box.className = "badges";
   box.append(...made);
   return [box];
+}
+
+// The square tile crops a picture: keep its faces in it. (With object-position p%, the point p% of
+// the way across the picture lands p% of the way across the tile, so it is always in view.)
+function facesInView(people) {
+  if (!people?.length) return "";
+  const middle = (i) => people.reduce((sum, f) => sum + (f.box[i] + f.box[i + 2]) / 2, 0) / people.length;
+  return `${(middle(0) * 100).toFixed(1)}% ${(middle(1) * 100).toFixed(1)}%`;
 }

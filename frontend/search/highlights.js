@@ -27,14 +27,16 @@ export function showHighlights(r) {
   if ($("viewer-img").complete) placeHighlights();
 }
 
-// The picture's rectangle inside the <img>, which keeps its aspect ratio within a fixed box.
 export function placeHighlights() {
-  const img = $("viewer-img");
   const layer = $("viewer-highlights");
-  if (!shownLines.length || img.hidden || !img.naturalWidth) {
-    layer.hidden = true;
-    return;
-  }
+  layer.hidden = !shownLines.length || !fitToPicture(layer);
+}
+
+// Lays `layer` over the picture's rectangle inside the <img>, which keeps its aspect ratio within a
+// fixed box; false while there is no picture to lay it on.
+export function fitToPicture(layer) {
+  const img = $("viewer-img");
+  if (img.hidden || !img.naturalWidth) return false;
   const scale = Math.min(img.clientWidth / img.naturalWidth, img.clientHeight / img.naturalHeight);
   const width = img.naturalWidth * scale;
   const height = img.naturalHeight * scale;
@@ -44,7 +46,7 @@ export function placeHighlights() {
     width: `${width}px`,
     height: `${height}px`,
   });
-  layer.hidden = false;
+  return true;
 }
 
 export function initHighlights() {

@@ -1,6 +1,7 @@
 // The larger view of one result: the picture or video (media.js), its facts, and stepping
 // through the results in the order the page shows them.
 import { formatBytes, formatDate, formatDuration } from "../api.js";
+import { initFaces, showFaces } from "./faces.js";
 import { initHighlights, showHighlights } from "./highlights.js";
 import { initMedia, showMedia, stopMedia } from "./media.js";
 import { $, els, ordered, state } from "./state.js";
@@ -16,6 +17,7 @@ export function openViewer(index) {
   current = index;
   showMedia(r);
   showHighlights(r);
+  showFaces(r);
   $("viewer-path").textContent = r.path;
   $("viewer-original").href = r.url;
   $("viewer-raw").hidden = !r.original_url;
@@ -91,11 +93,15 @@ async function step(delta) {
 }
 
 // The view's buttons act on the search, which lives in query.js; it is passed in rather than
-// imported because query.js opens this view.
-export function initViewer({ loadMore, addTerm, similar }) {
+// imported because query.js opens this view. `person(name)` searches for a person's pictures.
+export function initViewer({ loadMore, addTerm, similar, person }) {
   actions = { loadMore };
   initMedia();
   initHighlights();
+  initFaces((name) => {
+    els.viewer.close();
+    person(name);
+  });
   els.viewer.addEventListener("close", stopMedia); // Esc, ×, the backdrop, or a new search
   $("viewer-close").addEventListener("click", () => els.viewer.close());
   $("viewer-prev").addEventListener("click", () => step(-1));
