@@ -124,18 +124,13 @@ def update_person(
 
 
 def merge(conn: psycopg.Connection[Any], person_id: int, into: int) -> dict[str, Any]:
-    """Make `person_id` part of `into`, which keeps its id (and takes the other's name if it has
-    none); `person_id` is gone from then on."""
+    """Make `person_id` part of `into`, which keeps its id and its name (or takes the other's name if
+    it has none); `person_id` is gone from then on."""
     if person_id == into:
         raise BadRequest("a person cannot be merged into themselves: give another person's id as into")
     with conn.transaction():
         name = _live(conn, person_id)
-        kept = _live(conn, into)
-        if name is not None and kept is not None and name.lower() != kept.lower():
-            raise Conflict(
-                f'person {person_id} is "{name}" and person {into} is "{kept}": rename one of them first '
-                "if they are the same person"
-            )
+        kept = _live(conn, into)  # two names: the user said they are one person, who keeps this one
         conn.execute("UPDATE people SET merged_into = %s, name = NULL WHERE id = %s", (into, person_id))
         if kept is None and name is not None:
             conn.execute("UPDATE people SET name = %s WHERE id = %s", (name, into))

@@ -272,6 +272,17 @@ class TestCorrections:
             assert client.get(f"/api/people/{biden}").status_code == 404
             assert "biden.jpg" not in pictures_of(client, obama)
 
+    def test_merging_two_named_people_keeps_the_name_of_the_one_who_remains(self, library: Library) -> None:
+        with library.api() as client:
+            obama, biden = library.person_of(client, "obama"), library.person_of(client, "biden")
+            client.patch(f"/api/people/{obama}", json={"name": "Barack Obama"})
+            client.patch(f"/api/people/{biden}", json={"name": "Barack O."})  # named twice by mistake
+            kept = client.post(f"/api/people/{biden}/merge", json={"into": obama}).json()
+            assert (kept["id"], kept["name"]) == (obama, "Barack Obama")
+            assert search_paths(client, "Barack Obama") and client.get(f"/api/people/{biden}").status_code == 404
+            renamed = client.patch(f"/api/people/{obama}", json={"name": "Barack O."})
+            assert renamed.status_code == 200  # the merged-away name is free again
+
     @staticmethod
     def _face_at(client: TestClient, item: dict[str, Any]) -> int:
         result = client.get(f"/api/images/{item['image_id']}").json()

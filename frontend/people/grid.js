@@ -102,11 +102,12 @@ async function setHidden(person, hidden) {
   }
 }
 
-// Who remains when two people are merged: a named one, else the one with more pictures.
+// Who remains when two people are merged: a named one (of two, the one with more pictures, whose
+// name stays), else the one with more pictures.
 function mergePlan() {
   const [a, b] = [...selected].map((id) => people.find((p) => p.id === id));
-  if (a.name && b.name) return { error: "Two people with names cannot be merged." };
-  const kept = a.name ? a : b.name ? b : a.pictures >= b.pictures ? a : b;
+  const more = a.pictures >= b.pictures ? a : b;
+  const kept = a.name && b.name ? more : a.name ? a : b.name ? b : more;
   return { kept, gone: kept === a ? b : a };
 }
 
@@ -125,24 +126,22 @@ function updateSelection() {
   } else if (selected.size > 2) {
     hint.textContent = "Select only two people to merge them.";
   } else if (selected.size === 2) {
-    const plan = mergePlan();
-    if (plan.error) {
-      hint.textContent = plan.error;
-      return;
-    }
-    const { kept } = plan;
+    const { kept, gone } = mergePlan();
     button.disabled = false;
     button.textContent = kept.name
       ? `Merge into ${kept.name}`
       : `Merge into the one with ${count(kept.pictures, "picture")}`;
-    hint.textContent = kept.name ? "" : "(the other's pictures join them)";
+    hint.textContent = kept.name
+      ? gone.name
+        ? `(“${gone.name}” is no longer a name: their pictures join ${kept.name})`
+        : ""
+      : "(the other's pictures join them)";
     document.querySelector(`#people .person[data-person-id="${kept.id}"]`)?.classList.add("keeps");
   }
 }
 
 async function merge() {
   const plan = mergePlan();
-  if (plan.error) return;
   $("merge").disabled = true;
   try {
     const kept = await mergePeople(plan.gone.id, plan.kept.id);

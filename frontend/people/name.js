@@ -73,10 +73,6 @@ export function nameEditor(person, done, { heading = false } = {}) {
   async function offerMerge(name, conflict) {
     const other = await personNamed(name, conflict.message);
     if (!other) return say(conflict.message);
-    if (person.name) {
-      // the API merges no two people with different names, and a name cannot be taken away
-      return say(`“${other.name}” is someone else's name, and two named people cannot be merged.`);
-    }
     const merge = document.createElement("button");
     merge.type = "button";
     merge.className = "merge-offer";
