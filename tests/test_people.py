@@ -368,3 +368,24 @@ class TestFacesDrawnInOtherApps:
             item = client.get(f"/api/people/{ada['id']}").json()["items"]
             assert [(i["path"], i["box"]) for i in item] == [("drawn.jpg", list(box))]
             assert search_paths(client, 'person:"ada lovelace"') == ["drawn.jpg"]
+
+
+class TestVideos:
+    def test_faces_are_found_in_a_videos_sampled_frames_and_join_their_person(self, library: Library) -> None:
+        from videos import write_video
+
+        empty = Image.linear_gradient("L").resize((480, 360)).convert("RGB")
+        face = ImageOps.pad(portrait("obama3.jpg"), (480, 360), color=(90, 90, 90))
+        write_video(library.settings.image_dir / "clip.mp4", [(empty, 2), (face, 3)], size=(480, 360))
+        library.who["clip.mp4"] = "obama"
+        summary = library.index()
+        assert summary.faces_read == 1  # the video alone: every picture was looked at before
+        with library.api() as client:
+            obama = library.person_of(client, "obama")
+            assert "clip.mp4" in pictures_of(client, obama)
+            (video,) = [r for r in client.get("/api/search", params={"q": "", "person": obama, "limit": 50})
+                        .json()["results"] if r["path"] == "clip.mp4"]  # fmt: skip
+            assert video["kind"] == "video" and [f["person_id"] for f in video["people"]] == [obama]
+        seconds = query(library.settings, "SELECT DISTINCT frame FROM faces f JOIN face_scans s USING (content_hash)"
+                        " WHERE f.frame >= 0")  # fmt: skip
+        assert seconds and all(2.0 <= s <= 5.0 for (s,) in seconds)  # only the frames that show him
