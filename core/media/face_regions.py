@@ -3,7 +3,7 @@ the Metadata Working Group's `mwg-rs:Regions` (digiKam, Lightroom, Picasa and ot
 Microsoft's `MP:RegionInfo` (Windows Live Photo Gallery, and digiKam beside MWG's).
 
 Packets come from untrusted files: they are parsed without DTDs or entity expansion (defusedxml),
-one larger than `core.xmp.MAX_PACKET_BYTES` is not read, at most `MAX_REGIONS` regions come back,
+one larger than `core.media.xmp.MAX_PACKET_BYTES` is not read, at most `MAX_REGIONS` regions come back,
 and one that is damaged or hostile reads as no regions; nothing here raises.
 
 Boxes are (x0, y0, x1, y1), fractions of the picture as displayed, clamped to 0..1. The frame they
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from itertools import chain
 from xml.etree.ElementTree import Element
 
-from core.media.xmp import MAX_PACKET_BYTES
+from core.media.xmp import parse_packet
 
 MAX_REGIONS = 200
 _MAX_NAME_CHARS = 256
@@ -72,7 +72,7 @@ def face_regions(packet: bytes | str | None, orientation: int = 1) -> tuple[Face
     packet has both: see `dedupe`), turned into the displayed frame by `orientation` (EXIF 1..8;
     anything else reads as 1)."""
     try:
-        root = _parse(packet)
+        root = parse_packet(packet)
         if root is None:
             return ()
         regions: list[FaceRegion] = []
@@ -96,23 +96,6 @@ def dedupe(regions: Iterable[FaceRegion]) -> tuple[FaceRegion, ...]:
         if all(_iou(listed[i].box, listed[j].box) <= 0.5 for j in kept):
             kept.append(i)
     return tuple(listed[i] for i in sorted(kept))
-
-
-def _parse(data: bytes | str | None) -> Element | None:
-    from defusedxml import ElementTree
-
-    if not data or len(data) > MAX_PACKET_BYTES:
-        return None
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    # a packet inside a file is padded and wrapped: parse only the xmpmeta (or bare RDF) element
-    for start_tag, end_tag in ((b"<x:xmpmeta", b"</x:xmpmeta>"), (b"<rdf:RDF", b"</rdf:RDF>")):
-        start, end = raw.find(start_tag), raw.rfind(end_tag)
-        if start >= 0 and end > start:
-            root: Element = ElementTree.fromstring(
-                raw[start : end + len(end_tag)], forbid_dtd=True, forbid_entities=True, forbid_external=True
-            )
-            return root
-    return None
 
 
 def _mwg(root: Element) -> Iterable[tuple[str | None, Box, str]]:

@@ -76,13 +76,14 @@ def union_keywords(*groups: tuple[str, ...]) -> tuple[str, ...]:
 def parse_xmp(data: bytes | str | None) -> XmpFacts:
     """The facts in one XMP packet or sidecar; no facts for anything that is not one."""
     try:
-        root = _parse(data)
+        root = parse_packet(data)
         return _facts(root) if root is not None else NO_FACTS
     except Exception:
         return NO_FACTS
 
 
-def _parse(data: bytes | str | None) -> Element | None:
+def parse_packet(data: bytes | str | None) -> Element | None:
+    """The packet's root element, parsed without DTDs or entities; None for no packet or one too large."""
     from defusedxml import ElementTree
 
     if not data or len(data) > MAX_PACKET_BYTES:
