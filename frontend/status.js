@@ -67,34 +67,33 @@ function renderLibrary(s) {
   $("image-dir-line").hidden = folders.length > 0; // the list says it, folder by folder
 }
 
-// The faces pass comes last: pictures are searchable by appearance and text before their faces.
-function renderFaces(f) {
-  for (const key of ["read", "waiting", "failed"]) set(`faces-${key}`, f ? f[key].toLocaleString() : "–");
-  const bar = $("faces-progress");
-  const total = f ? f.read + f.waiting + f.failed : 0;
-  bar.hidden = !f || f.mode === "off" || f.waiting === 0;
+// A pass after the embeddings (`id`: text or faces): its counts, its bar while it reads, and one line
+// made by `say(p, done, total)`. Pictures are searchable by appearance first; text and faces follow.
+function renderPass(id, p, notDone, say) {
+  for (const key of ["read", "waiting", notDone]) set(`${id}-${key}`, p ? p[key].toLocaleString() : "–");
+  const bar = $(`${id}-progress`);
+  const done = p ? p.read + p[notDone] : 0;
+  const total = p ? done + p.waiting : 0;
+  bar.hidden = !p || p.mode === "off" || p.waiting === 0;
   bar.max = Math.max(1, total);
-  bar.value = f ? f.read + f.failed : 0;
-  let line = "";
-  if (f && f.mode === "off") line = "Faces are not looked for (FACES=off).";
-  else if (f && f.waiting) line = `Finding faces: ${(f.read + f.failed).toLocaleString()} of ${total.toLocaleString()}.`;
-  else if (f) line = "Every picture and video has been looked at for faces.";
-  $("faces-line").textContent = line;
+  bar.value = done;
+  $(`${id}-line`).textContent = p ? say(p, done.toLocaleString(), total.toLocaleString()) : "";
 }
 
-// The OCR pass reads pictures after their embeddings: searchable by appearance first, text follows.
 function renderText(t) {
-  for (const key of ["read", "waiting", "skipped"]) set(`text-${key}`, t ? t[key].toLocaleString() : "–");
-  const bar = $("text-progress");
-  const total = t ? t.read + t.waiting + t.skipped : 0;
-  bar.hidden = !t || t.mode === "off" || t.waiting === 0;
-  bar.max = Math.max(1, total);
-  bar.value = t ? t.read + t.skipped : 0;
-  let line = "";
-  if (t && t.mode === "off") line = "Text in pictures is not read (OCR=off).";
-  else if (t && t.waiting) line = `Reading the text in pictures: ${(t.read + t.skipped).toLocaleString()} of ${total.toLocaleString()} (OCR=${t.mode}).`;
-  else if (t) line = `The text of every picture is read (OCR=${t.mode}); videos are not read.`;
-  $("text-line").textContent = line;
+  renderPass("text", t, "skipped", (p, done, total) => {
+    if (p.mode === "off") return "Text in pictures is not read (OCR=off).";
+    if (p.waiting) return `Reading the text in pictures: ${done} of ${total} (OCR=${p.mode}).`;
+    return `The text of every picture is read (OCR=${p.mode}); videos are not read.`;
+  });
+}
+
+function renderFaces(f) {
+  renderPass("faces", f, "failed", (p, done, total) => {
+    if (p.mode === "off") return "Faces are not looked for (FACES=off).";
+    if (p.waiting) return `Finding faces: ${done} of ${total}.`;
+    return "Every picture and video has been looked at for faces.";
+  });
 }
 
 const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;

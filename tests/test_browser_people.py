@@ -404,3 +404,12 @@ def test_nothing_of_the_people_page_is_cut_off_on_a_phone(page: Any, library: Li
         box = page.locator(selector).bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], selector
     screenshot(page, "people-person-phone.png")
+
+
+def test_the_status_page_shows_the_faces_pass(page: Any, library: Library) -> None:
+    page.goto(library.base + "/status")
+    expect(page.locator("#faces-line")).to_have_text("Every picture and video has been looked at for faces.")
+    expect(page.locator("#faces-read")).to_have_text(str(len(library.files)))
+    expect(page.locator("#faces-waiting")).to_have_text("0")
+    expect(page.locator("#text-line")).to_have_text("Text in pictures is not read (OCR=off).")
+    expect(page.locator("#faces-progress")).to_be_hidden()
