@@ -79,6 +79,7 @@ class FacePass(SecondPass[Scan]):
 
     def process(self, key: str, kind: str, path: Path, data: bytes) -> Scan:
         max_pixels = self.settings.max_image_pixels
+        self.model()  # models that cannot be loaded stop the pass (`Unavailable`), they fail no file
         try:
             if kind == "video":
                 frames = [(s, frame_at(path, s, max_pixels=max_pixels)) for s in self._sampled_seconds(key)]
@@ -93,8 +94,8 @@ class FacePass(SecondPass[Scan]):
         return Scan(tuple(face for faces_of_frame in found for face in faces_of_frame))
 
     def store(self, conn: Any, content_hash: str, key: str, result: Scan) -> None:
-        ids = faces.write(conn, content_hash, self.model_name, result.found, result.failed)
-        with conn.transaction():
+        with conn.transaction():  # faces are never kept without their people
+            ids = faces.write(conn, content_hash, self.model_name, result.found, result.failed)
             group_faces(conn, content_hash, key, list(zip(ids, result.found)), self.model_name)
 
     def _sampled_seconds(self, key: str) -> list[float]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from core.errors import first_line
+from core.errors import Unavailable, first_line
 from core.media.library import library_of
 from core.settings import Settings
 from core.store.db import DatabaseError, connect
@@ -125,7 +125,9 @@ class SecondPass(ABC, Generic[Result]):
             while not self._stop.is_set() and self._read_batch():
                 pass
         except Exception as exc:
-            if not looks_like_outage(exc):
+            if _missing_part(exc):
+                self._give_up(exc)
+            elif not looks_like_outage(exc):
                 self._failure = exc
             else:
                 self._failure = DatabaseError(
@@ -145,11 +147,20 @@ class SecondPass(ABC, Generic[Result]):
                     delay = IDLE_SECONDS
                     continue
             except Exception as exc:
+                if _missing_part(exc):
+                    self._give_up(exc)
+                    return
                 if not looks_like_outage(exc):
                     log.error("%s failed; trying again: %s", self.doing, exc, exc_info=exc)
                 # the database away: the indexer says so; this waits and tries again
                 delay = min(delay * 2, OUTAGE_MAX_SECONDS * 8)
             self._stop.wait(min(delay, IDLE_SECONDS * 8))
+
+    def _give_up(self, exc: Exception) -> None:
+        """What the pass needs cannot be had (its models are not installed): said once; every file
+        stays waiting, and the rest of Sightline goes on."""
+        log.warning("%s is not possible: %s", self.doing, first_line(exc))
+        self._stop.set()
 
     # --- one batch ---------------------------------------------------------------------------
 
@@ -189,6 +200,12 @@ class SecondPass(ABC, Generic[Result]):
         if digest != content_hash:
             return None  # changed since it was indexed: the indexer gives it a new row
         return (self.process(key, kind, path, data),)
+
+
+def _missing_part(exc: Exception) -> bool:
+    """A part the pass needs and cannot have (models not installed), as opposed to the database
+    being away, which comes back."""
+    return isinstance(exc, Unavailable) and not isinstance(exc, DatabaseError)
 
 
 def _file_digest(path: Path) -> str:

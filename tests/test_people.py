@@ -389,3 +389,27 @@ class TestVideos:
         seconds = query(library.settings, "SELECT DISTINCT frame FROM faces f JOIN face_scans s USING (content_hash)"
                         " WHERE f.frame >= 0")  # fmt: skip
         assert seconds and all(2.0 <= s <= 5.0 for (s,) in seconds)  # only the frames that show him
+
+
+class TestWithoutTheFaceModels:
+    def test_an_update_says_so_in_one_line_and_indexes_the_rest(self, library: Library, tmp_path: Path) -> None:
+        blocked = tmp_path / "no-dlib"  # a Python where dlib is not installed
+        blocked.mkdir()
+        (blocked / "sitecustomize.py").write_text(
+            "import sys\n"
+            "class _NoDlib:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'dlib':\n"
+            "            raise ImportError('No module named dlib')\n"
+            "sys.meta_path.insert(0, _NoDlib())\n"
+        )
+        portrait("obama3.jpg").save(library.settings.image_dir / "new.jpg", quality=80)
+        run = run_main(library.settings, "index", FACES="on", OCR="off", PYTHONPATH=str(blocked))
+        assert run.returncode == 0, run.stderr
+        assert "added 1" in run.stdout
+        lines = [line for line in run.stderr.splitlines() if "faces" in line.lower()]
+        assert lines == ["WARNING sightline.indexer: Finding faces is not possible: dlib is not installed: "
+                         "pip install dlib-bin"]  # fmt: skip
+        with library.api() as client:
+            assert client.get("/api/status").json()["faces"]["waiting"] == 1  # kept for when it is installed
+            assert "new.jpg" in search_paths(client, "new")
