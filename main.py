@@ -315,9 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     if args.command is None:
         args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
+    elif unknown and args.command == "search" and not any(u.startswith("--") for u in unknown):
+        # a query may start with the query language's minus ("-red", "-text:draft"): not an option
+        args.text = " ".join([*unknown, *([args.text] if args.text else [])])
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     run: Callable[[Settings, argparse.Namespace], int] = args.run
     try:
         return run(get_settings(), args)

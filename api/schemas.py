@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.search import MAX_LIMIT
+from api.search import MAX_LIMIT, MAX_OFFSET
 
 QUERY_HELP = (
     "what to look for, in plain language, or in the query language: terms joined by + and -, "
@@ -23,7 +23,7 @@ QUERY_HELP = (
 
 # query parameters of every route that answers with a page of results
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
-Offset = Annotated[int, Query(ge=0, description="results to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="results to skip")]
 MinMatch = Annotated[
     str | None,
     Query(description="drop results judged below this level: strong, weak or none (see `match` in results)"),
@@ -67,7 +67,7 @@ class StructuredSearch(BaseModel):
     )
     terms: list[TextTerm | ImageTerm] = Field(min_length=1, max_length=20)
     limit: int = Field(40, ge=1, le=MAX_LIMIT)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     folder: str | None = None
     taken_after: str | None = None
     taken_before: str | None = None

@@ -31,13 +31,16 @@ from core.store.text_index import text_filter
 from core.store.vector_index import IndexShape, index_shape
 
 MAX_LIMIT = 200
+# deeper than any collection is long; the database's bigint would hold more, but a page that deep
+# is a mistake (or a probe) better answered in one line
+MAX_OFFSET = 100_000_000
 
 
 def check_page(limit: int, offset: int = 0) -> None:
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    if offset < 0:
-        raise BadRequest("offset must be 0 or more")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"offset must be between 0 and {MAX_OFFSET:,}")
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,11 @@ from conftest import (
     wait_for,
     write_slowly,
 )
+from fastapi.testclient import TestClient
 from PIL import Image
 from shapes import Drawing, draw
 
+from api.app import create_app
 from core.settings import Settings, load_settings
 from flows.indexer import image_id
 
@@ -654,3 +656,24 @@ class TestLive:
         assert search_paths(server, "a orange circle", folder="live/later") == [rel]
         status = server.get("/api/status").json()
         assert status["live"] and set(error_rows(corpus)) == set(corpus.bad)
+
+
+def test_an_offset_deeper_than_any_collection_is_one_line_not_a_server_error(settings: Settings, index: Any) -> None:
+    index(settings)
+    with TestClient(create_app(settings)) as client:
+        for route in ("/api/search?q=red&offset=", "/api/duplicates?offset=", "/api/search?folder=x&offset="):
+            response = client.get(route + str(2**63 + 5))
+            assert response.status_code == 422, response.text
+            assert "offset" in response.text
+        ok = client.get("/api/search", params={"q": "red", "offset": 100_000_000})
+        assert ok.status_code == 200 and ok.json()["results"] == []
+
+
+def test_a_query_may_start_with_a_minus_on_the_command_line(settings: Settings, index: Any) -> None:
+    index(settings)
+    run = run_main(settings, "search", "-red", "--json", "--limit", "3")
+    assert run.returncode == 0, run.stderr
+    (term,) = json.loads(run.stdout)["understood"]["terms"]
+    assert (term["text"], term["weight"]) == ("red", -1.0)
+    wrong = run_main(settings, "search", "-red", "--no-such-option")
+    assert wrong.returncode == 2 and "unrecognized arguments: -red --no-such-option" in wrong.stderr

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.duplicates import DEFAULT_THRESHOLD, duplicates_page
 from api.schemas import DuplicatesPage, answers, errors
-from api.search import MAX_LIMIT
+from api.search import MAX_LIMIT, MAX_OFFSET
 from api.services import ServicesDep
 
 router = APIRouter(tags=["duplicates"], responses=errors(422, 503))
@@ -31,7 +31,7 @@ def duplicates(
     ] = DEFAULT_THRESHOLD,
     folder: Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="groups per page")] = 20,
-    offset: Annotated[int, Query(ge=0, description="groups to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="groups to skip")] = 0,
 ) -> dict[str, Any]:
     model = services.model_choice().serving
     with services.connection() as conn:
