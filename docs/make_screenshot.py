@@ -3,16 +3,20 @@
     python docs/make_screenshot.py [--out docs/screenshot.png] [--corpus ../shared/data/coco-mini]
 
 In a temporary folder (never in the repository) it lays out a phone's camera roll: real photos from
-the coco-mini corpus (only those under CC BY or CC BY-SA; their credits are in the corpus's
-captions.jsonl), most with the GPS position and date of a trip (Lisbon, Tokyo, Paris, Milan,
-Berlin) in their EXIF; a café terrace with its sign, its receipt and a menu board, all of which OCR
-reads; and a short video. Then it starts the real server on that folder (`main.py serve`: its own
-embedded Postgres, the tiny test model, OCR on), waits until the first scan is done and the text
-of every picture is read, searches for `QUERY` in Chromium and saves the page as a PNG. The server
-and the folder are removed in any case; a failure prints one line.
+the coco-mini corpus (only those under CC BY or CC BY-SA), most with the GPS position and date of a
+trip (Lisbon, Tokyo, Paris, Milan, Berlin) in their EXIF; a café terrace with its sign, its receipt
+and a menu board, all of which OCR reads; a short video; and two people, from the shared portraits
+(`../shared/data/faces`), in Lisbon too: their portraits, and snapshots with them cut out and put in
+front of the café's sign, beside its menu board and at a viewpoint. Then it starts the real server on
+that folder (`main.py serve`: its own embedded Postgres, the tiny test model, OCR and faces on), waits
+until the first scan is done, the text of every picture read and every item looked at for faces,
+names the two people through the API, searches for `QUERY` in Chromium, opens `LARGER_VIEW` with its
+faces marked and saves the page as a PNG. Beside it, `screenshot-credits.md` lists every file of the
+library with the source, author and licence of its photos (from the corpus's captions.jsonl). The
+server and the folder are removed in any case; a failure prints one line.
 
 The library is made by the functions in `STEPS`, in order, each adding files to a `Library` and
-counting them; a new kind of content (faces, say) is one more function there.
+counting them; a new kind of content is one more function there.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "coco-mini"
+FACES = ROOT.parent / "shared" / "data" / "faces"
 TINY_CLIP = ROOT / "tests" / "fixtures" / "tiny-clip"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -47,7 +52,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-QUERY = "cafe in Lisbon May 2023"
+QUERY = "Barack Obama cafe in Lisbon"
+# the result shown in the larger view (its text, its faces, its place); None: the results alone
+LARGER_VIEW: str | None = "Camera Roll/2023/IMG_3149.jpg"
 WIDTH, HEIGHT = 1280, 800  # a desktop window, at a device scale of 1
 READY_TIMEOUT = 600.0  # seconds for the first scan and the text pass, on a busy two-core machine
 SERIF_BOLD = "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf"
@@ -125,15 +132,29 @@ PHOTOS: tuple[Photo, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Credit:
+    """What a file of the library is made of: corpus photos (`train2017/…`), portraits (`faces/…`),
+    and what the script did to them."""
+
+    name: str  # in the library
+    sources: tuple[str, ...]
+    made: str
+
+
 @dataclass
 class Library:
     """The folder being laid out, and what the steps put in it."""
 
     folder: Path
     corpus: Path
+    portraits: Path = FACES
     pictures: int = 0  # files the index will hold as pictures
     videos: int = 0
-    texts: list[str] = field(default_factory=list)  # words that OCR must have read before the shot
+    texts: list[tuple[str, str]] = field(default_factory=list)  # (words, file) OCR must have read before the shot
+    people: dict[str, str] = field(default_factory=dict)  # a name, and the portrait the person is named by
+    shown: list[tuple[str, str]] = field(default_factory=list)  # (a name, a file that shows their face)
+    credits: list[Credit] = field(default_factory=list)
 
     @property
     def items(self) -> int:
@@ -161,8 +182,17 @@ def _dms(value: float) -> tuple[float, float, float]:
     return float(degrees), float(minutes), round(((value - degrees) * 60 - minutes) * 60, 3)
 
 
-def save_photo(library: Library, picture: Image.Image, name: str, taken: str, spot: Spot | None) -> None:
-    """Write `picture` as a JPEG at `name` with its EXIF, dated `taken` on disk too."""
+def save_photo(
+    library: Library,
+    picture: Image.Image,
+    name: str,
+    taken: str,
+    spot: Spot | None,
+    sources: tuple[str, ...],
+    made: str,
+) -> None:
+    """Write `picture` as a JPEG at `name` with its EXIF, dated `taken` on disk too; `sources` and
+    `made` for its credit."""
     when = datetime.fromisoformat(taken)
     path = library.folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +200,7 @@ def save_photo(library: Library, picture: Image.Image, name: str, taken: str, sp
     picture.save(path, "JPEG", quality=92, exif=exif_of(when, spot), **extra)
     os.utime(path, (when.timestamp(), when.timestamp()))
     library.pictures += 1
+    library.credits.append(Credit(name, sources, made))
 
 
 def corpus_photo(library: Library, source: str) -> Image.Image:
@@ -184,7 +215,8 @@ def corpus_photo(library: Library, source: str) -> Image.Image:
 
 def add_photos(library: Library) -> None:
     for photo in PHOTOS:
-        save_photo(library, corpus_photo(library, photo.source), photo.name, photo.taken, photo.spot)
+        picture = corpus_photo(library, photo.source)
+        save_photo(library, picture, photo.name, photo.taken, photo.spot, (photo.source,), "none")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,14 +266,24 @@ def paste_with_shadow(scene: Image.Image, layer: Image.Image, at: tuple[int, int
     scene.paste(layer, at, layer)
 
 
-def add_cafe_sign(library: Library) -> None:
+TERRACE = "train2017/000000159269.jpg"
+SUNSET = (255, 170, 90)  # the light on the terrace
+
+
+def cafe_terrace(library: Library, sign_at: tuple[int, int]) -> Image.Image:
     """The terrace of a café by the river, with its name on a board among the tables."""
-    terrace = corpus_photo(library, "train2017/000000159269.jpg")
+    terrace = corpus_photo(library, TERRACE)
     board = signboard(150, [("CAFE LUNA", font(SERIF_BOLD, 22)), ("esplanada · bar", font(SANS, 12))], post=62)
     board = board.rotate(-1.5, resample=Image.Resampling.BICUBIC, expand=True)
-    paste_with_shadow(terrace, in_the_light(board, (255, 170, 90), 0.12, 0.9), (96, 330), offset=4, blur=3)
-    save_photo(library, terrace, "Camera Roll/2023/IMG_3146.jpg", "2023-05-13T19:48", RIBEIRA)
-    library.texts.append("CAFE LUNA")
+    paste_with_shadow(terrace, in_the_light(board, SUNSET, 0.12, 0.9), sign_at, offset=4, blur=3)
+    return terrace
+
+
+def add_cafe_sign(library: Library) -> None:
+    name = "Camera Roll/2023/IMG_3146.jpg"
+    terrace = cafe_terrace(library, (96, 330))
+    save_photo(library, terrace, name, "2023-05-13T19:48", RIBEIRA, (TERRACE,), "a sign drawn in")
+    library.texts.append(("CAFE LUNA", name))
 
 
 def _item(what: str, price: str) -> str:
@@ -303,8 +345,9 @@ def add_receipt(library: Library) -> None:
     slip = slip.rotate(-7, resample=Image.Resampling.BICUBIC, expand=True)
     at = ((width - slip.width) // 2 + 40, (height - slip.height) // 2)
     paste_with_shadow(table, in_the_light(slip, (255, 200, 140), 0.06, 0.97), at, offset=8, blur=6)
-    save_photo(library, table, "Camera Roll/2023/IMG_3147.jpg", "2023-05-13T19:53", RIBEIRA)
-    library.texts.append("TOTAL")
+    name = "Camera Roll/2023/IMG_3147.jpg"
+    save_photo(library, table, name, "2023-05-13T19:53", RIBEIRA, (), "drawn by the script")
+    library.texts.append(("TOTAL", name))
 
 
 MENU = [("CAFE DO CAIS", ""), ("Bica", "0,90"), ("Galão", "1,60"), ("Pastel de nata", "1,30"), ("Tosta mista", "3,50")]
@@ -332,8 +375,8 @@ def azulejos(width: int, height: int, size: int = 80) -> Image.Image:
     return wall.filter(ImageFilter.GaussianBlur(0.7))
 
 
-def add_menu_board(library: Library) -> None:
-    """A café's chalkboard of prices, hung on a tiled wall."""
+def menu_wall(board_x: int | None = None) -> Image.Image:
+    """A café's chalkboard of prices, hung on a tiled wall (in the middle, or `board_x` from the left)."""
     import numpy as np
 
     width, height = 640, 480
@@ -356,12 +399,17 @@ def add_menu_board(library: Library) -> None:
     paste_with_shadow(
         wall,
         in_the_light(board, (255, 220, 170), 0.05, 0.95),
-        ((width - board.width) // 2, (height - board.height) // 2),
+        ((width - board.width) // 2 if board_x is None else board_x, (height - board.height) // 2),
         offset=10,
         blur=8,
     )
-    save_photo(library, wall, "Camera Roll/2023/IMG_3108.jpg", "2023-05-12T11:02", ALFAMA)
-    library.texts.append("CAFE DO CAIS")
+    return wall
+
+
+def add_menu_board(library: Library) -> None:
+    name = "Camera Roll/2023/IMG_3108.jpg"
+    save_photo(library, menu_wall(), name, "2023-05-12T11:02", ALFAMA, (), "drawn by the script")
+    library.texts.append(("CAFE DO CAIS", name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,9 +419,10 @@ def add_menu_board(library: Library) -> None:
 def add_video(library: Library) -> None:
     import av
 
-    street = corpus_photo(library, "train2017/000000252639.jpg")
+    source, name = "train2017/000000252639.jpg", "Camera Roll/2023/IMG_3141.MOV"
+    street = corpus_photo(library, source)
     size, fps, seconds = (480, 270), 15, 6
-    path = library.folder / "Camera Roll/2023/IMG_3141.MOV"
+    path = library.folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "com.apple.quicktime.creationdate": "2023-05-13T09:12:30+0100",
@@ -396,10 +445,189 @@ def add_video(library: Library) -> None:
     when = datetime.fromisoformat("2023-05-13T09:12:30").timestamp()
     os.utime(path, (when, when))
     library.videos += 1
+    library.credits.append(Credit(name, (source,), "a six-second video panning across the photo"))
+
+
+# ---------------------------------------------------------------------------------------------
+# People: the shared portraits, and snapshots of them in Lisbon (one at the café's sign)
+
+
+@dataclass(frozen=True)
+class Portrait:
+    """A portrait of the faces folder (`source`, of `who`: see its NOTICE.md) copied to `name` in the
+    library."""
+
+    source: str
+    who: str
+    name: str
+    taken: str
+    spot: Spot
+
+
+OBAMA, BIDEN = "Barack Obama", "Joe Biden"
+PORTRAITS: tuple[Portrait, ...] = (
+    Portrait("obama.jpg", OBAMA, "Camera Roll/2023/IMG_3112.jpg", "2023-05-12T12:18", ALFAMA),
+    Portrait("obama2.jpg", OBAMA, "Camera Roll/2023/IMG_3131.jpg", "2023-05-12T21:02", BAIRRO_ALTO),
+    Portrait("obama3.jpg", OBAMA, "Camera Roll/2023/IMG_3158.jpg", "2023-05-13T15:40", RIBEIRA),
+    Portrait("obama_partial_face.jpg", OBAMA, "Camera Roll/2023/IMG_3163.jpg", "2023-05-13T16:05", RIBEIRA),
+    Portrait("obama_partial_face2.jpg", OBAMA, "Camera Roll/2023/IMG_3164.jpg", "2023-05-13T16:05", RIBEIRA),
+    Portrait("biden.jpg", BIDEN, "Camera Roll/2023/IMG_3172.jpg", "2023-05-14T10:31", CASCAIS),
+)
+
+
+def add_portraits(library: Library) -> None:
+    for portrait in PORTRAITS:
+        picture = face_photo(library, portrait.source)
+        sources = (f"faces/{portrait.source}",)
+        save_photo(library, picture, portrait.name, portrait.taken, portrait.spot, sources, "none")
+        library.people.setdefault(portrait.who, portrait.name)  # the person is named by their first portrait
+        library.shown.append((portrait.who, portrait.name))
+
+
+def face_photo(library: Library, source: str) -> Image.Image:
+    path = library.portraits / source
+    if not path.is_file():
+        raise Failure(f"{path} is missing: the shared portraits belong in ../shared/data/faces")
+    with Image.open(path) as opened:
+        return opened.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """A person cut out of a portrait (RGBA), with their face's box in it."""
+
+    picture: Image.Image
+    face: tuple[int, int, int, int]  # left, top, right, bottom
+
+
+def cut_out(library: Library, source: str) -> Cutout:
+    """The person of a portrait without the room around them: GrabCut (OpenCV, which the OCR engine
+    brings) seeded with a head-and-shoulders shape laid on the face dlib finds, at 640 px high."""
+    import cv2
+    import dlib
+    import numpy as np
+
+    portrait = face_photo(library, source)
+    height = 640
+    portrait = portrait.resize((round(portrait.width * height / portrait.height), height), Image.Resampling.LANCZOS)
+    pixels = np.asarray(portrait)
+    found = dlib.get_frontal_face_detector()(pixels, 1)
+    if len(found) != 1:
+        raise Failure(f"{len(found)} faces found in {source}, where one was expected")
+    left, top, right, bottom = found[0].left(), found[0].top(), found[0].right(), found[0].bottom()
+    size, middle = right - left, (left + right) / 2
+
+    def shape(widen: float) -> Any:
+        """Head, neck and shoulders, `widen` times as wide as a person's."""
+        drawn = Image.new("L", portrait.size, 0)
+        pen = ImageDraw.Draw(drawn)
+        head = size * 0.62 * widen
+        pen.ellipse((middle - head, top - size * 0.55 * widen, middle + head, bottom + size * 0.15), fill=255)
+        neck, shoulders, low = size * 0.4 * widen, size * 1.5 * widen, size * 1.6 * widen
+        pen.polygon(
+            [
+                (middle - neck, bottom),
+                (middle + neck, bottom),
+                (middle + shoulders, bottom + size * 0.95),
+                (middle + low, height),
+                (middle - low, height),
+                (middle - shoulders, bottom + size * 0.95),
+            ],
+            fill=255,
+        )
+        return np.asarray(drawn) > 0
+
+    mask = np.full(pixels.shape[:2], cv2.GC_BGD, np.uint8)
+    mask[shape(1.2)] = cv2.GC_PR_BGD
+    mask[shape(1.0)] = cv2.GC_PR_FGD
+    core = Image.new("L", portrait.size, 0)  # surely the person: the head, hair included, and the chest
+    pen = ImageDraw.Draw(core)
+    half = size * 0.47
+    pen.ellipse((middle - half, top - size * 0.42, middle + half, top + size * 0.8), fill=255)
+    chest = [(-0.3, 0.35), (0.3, 0.35), (0.8, 1.2), (0.9, 9), (-0.9, 9), (-0.8, 1.2)]
+    pen.polygon([(middle + x * size, min(bottom + y * size, height)) for x, y in chest], fill=255)
+    mask[np.asarray(core) > 0] = cv2.GC_FGD
+    # the rooms' bright blue flags and curtains, which GrabCut takes for a suit by the shoulders: seen
+    # away from the middle (where a blue tie is), they teach it that this blue is the room's
+    hue, saturation, value = np.moveaxis(cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV).astype(np.int32), 2, 0)
+    aside = np.abs(np.arange(pixels.shape[1])[None, :] - middle) > size * 0.45
+    bright_blue = aside & (hue >= 95) & (hue <= 125) & (saturation > 120) & (value > 90)
+    mask[bright_blue & (mask != cv2.GC_FGD)] = cv2.GC_BGD
+    cv2.setRNGSeed(1)
+    models = (np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64))
+    cv2.grabCut(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), mask, (0, 0, 0, 0), *models, 6, cv2.GC_INIT_WITH_MASK)
+    alpha: Any = np.where((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
+    # no thin strips of the room, and only the person: the largest piece left
+    alpha = cv2.morphologyEx(alpha, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(alpha)
+    if count > 1:
+        alpha = np.where(labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])), 255, 0).astype(np.uint8)
+    alpha = cv2.GaussianBlur(alpha, (5, 5), 0)
+    return Cutout(Image.fromarray(np.dstack([pixels, alpha]), "RGBA"), (left, top, right, bottom))
+
+
+def put_in(
+    scene: Image.Image,
+    person: Cutout,
+    face_width: int,
+    face_at: tuple[int, int],
+    light: tuple[tuple[int, int, int], float, float],
+) -> None:
+    """`person` standing in `scene` with the face `face_width` px wide, its top middle at `face_at`,
+    in the scene's `light` (tint, amount, dim: see `in_the_light`)."""
+    left, top, right, _ = person.face
+    scale = face_width / (right - left)
+    size = (round(person.picture.width * scale), round(person.picture.height * scale))
+    picture = in_the_light(person.picture.resize(size, Image.Resampling.LANCZOS), *light)
+    at = (round(face_at[0] - (left + right) / 2 * scale), round(face_at[1] - top * scale))
+    scene.paste(picture, at, picture)
+
+
+VIEWPOINT = "train2017/000000216794.jpg"
+CUT = "the person cut out of the portrait and put in"
+
+
+def add_snapshots(library: Library) -> None:
+    """Barack Obama by the café's sign at sunset (the README's picture) and beside its menu board, and
+    with Joe Biden at a viewpoint over the city. The cut-out of obama.jpg keeps a scrap of the room
+    by the shoulder on the picture's right: each time, that side is out of frame."""
+    obama, biden = cut_out(library, "obama.jpg"), cut_out(library, "biden.jpg")
+
+    name = "Camera Roll/2023/IMG_3149.jpg"
+    terrace = cafe_terrace(library, (40, 318))
+    put_in(terrace, obama, 100, (300, 335), (SUNSET, 0.16, 0.86))
+    made = f"a sign drawn in; {CUT}"
+    save_photo(library, terrace, name, "2023-05-13T19:51", RIBEIRA, (TERRACE, "faces/obama.jpg"), made)
+    library.texts.append(("CAFE LUNA", name))
+    library.shown.append((OBAMA, name))
+
+    name = "Camera Roll/2023/IMG_3110.jpg"
+    wall = menu_wall(board_x=60)
+    put_in(wall, obama, 84, (540, 200), ((255, 220, 170), 0.06, 0.95))
+    made = f"the tiles and the menu board drawn; {CUT}"
+    save_photo(library, wall, name, "2023-05-12T11:04", ALFAMA, ("faces/obama.jpg",), made)
+    library.texts.append(("CAFE DO CAIS", name))
+    library.shown.append((OBAMA, name))
+
+    name = "Camera Roll/2023/IMG_3121.jpg"
+    view = corpus_photo(library, VIEWPOINT)
+    put_in(view, biden, 74, (436, 200), ((255, 240, 210), 0.05, 1.0))
+    put_in(view, obama, 78, (570, 212), ((255, 240, 210), 0.05, 1.0))
+    sources = (VIEWPOINT, "faces/biden.jpg", "faces/obama.jpg")
+    save_photo(library, view, name, "2023-05-12T17:52", ALFAMA, sources, "both people cut out and put in")
+    library.shown += [(BIDEN, name), (OBAMA, name)]
 
 
 Step = Callable[[Library], None]
-STEPS: tuple[Step, ...] = (add_photos, add_cafe_sign, add_receipt, add_menu_board, add_video)
+STEPS: tuple[Step, ...] = (
+    add_photos,
+    add_cafe_sign,
+    add_receipt,
+    add_menu_board,
+    add_video,
+    add_portraits,
+    add_snapshots,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +675,7 @@ def serving(top: Path, library: Path) -> Iterator[Server]:
         CLIP_MODEL=str(TINY_CLIP),
         TEXT_TOWER="torch",
         OCR="on",
+        FACES="on",
         HOST="127.0.0.1",
         PORT=str(port),
         API_TOKEN="",
@@ -474,8 +703,8 @@ def serving(top: Path, library: Path) -> Iterator[Server]:
 
 
 def wait_until_ready(server: Server, library: Library) -> None:
-    """Poll `/api/status` until the first scan has indexed every item and the text pass has read
-    every picture."""
+    """Poll `/api/status` until the first scan has indexed every item, the text pass has read every
+    picture and the faces pass has looked at every item."""
     import httpx
 
     deadline = time.monotonic() + READY_TIMEOUT
@@ -489,37 +718,69 @@ def wait_until_ready(server: Server, library: Library) -> None:
         if status.get("failed"):
             failed = status["failed"]
             raise Failure(f"{len(failed)} files could not be indexed, {failed[0]['path']}: {failed[0]['reason']}")
-        text = status.get("text") or {}
+        text, faces = status.get("text") or {}, status.get("faces") or {}
+        if faces.get("failed"):
+            raise Failure(f"the faces pass could not read {faces['failed']} files: see the status page")
         if (
             status.get("live")
             and not status.get("scanning")
             and status.get("images") == library.items
             and text.get("waiting") == 0
             and text.get("read", 0) + text.get("skipped", 0) == library.pictures
+            and faces.get("waiting") == 0
+            and faces.get("read") == library.items
         ):
             return
         time.sleep(0.5)
-    summary = {k: status.get(k) for k in ("live", "scanning", "images", "text")} if status else "no answer"
+    summary = {k: status.get(k) for k in ("live", "scanning", "images", "text", "faces")} if status else "no answer"
     raise Failure(f"the server was not ready after {READY_TIMEOUT:.0f} s (status: {summary})")
 
 
 def check_text_read(server: Server, library: Library) -> None:
-    """OCR read every line the picture relies on."""
+    """OCR read every line the picture relies on, in the file that shows it."""
     import httpx
 
-    for words in library.texts:
-        body = httpx.get(f"{server.base}/api/search", params={"q": f'text:"{words}"'}, timeout=30).json()
-        if not any("ocr" in (r.get("text_match") or {}).get("where", []) for r in body.get("results", [])):
-            raise Failure(f"OCR did not read {words!r} in any picture")
+    for words, name in library.texts:
+        body = httpx.get(f"{server.base}/api/search", params={"q": f'text:"{words}"', "limit": 100}, timeout=30).json()
+        where = [(r.get("text_match") or {}).get("where", []) for r in body.get("results", []) if r["path"] == name]
+        if not any("ocr" in found for found in where):
+            raise Failure(f"OCR did not read {words!r} in {name}")
+
+
+def name_people(server: Server, library: Library) -> None:
+    """Name each person of `library.people` through the API (the person found in their portrait), and
+    check that each face the library shows was found, in the person it belongs to."""
+    import httpx
+
+    api = f"{server.base}/api/people"
+    found = httpx.get(api, params={"hidden": "true"}, timeout=30).json()["people"]
+    files = {}  # a person, and the files of their faces
+    for p in found:
+        files[p["id"]] = {item["path"] for item in httpx.get(f"{api}/{p['id']}", timeout=30).json()["items"]}
+    for name, portrait in library.people.items():
+        holders = [person for person, held in files.items() if portrait in held]
+        if len(holders) != 1:
+            raise Failure(f"{len(holders)} people found in {portrait} ({name}'s portrait), where one was expected")
+        answer = httpx.patch(f"{api}/{holders[0]}", json={"name": name}, timeout=30)
+        if answer.is_error:
+            raise Failure(f"naming {name}: HTTP {answer.status_code} {answer.text[:200]}")
+        missed = [file for who, file in library.shown if who == name and file not in files[holders[0]]]
+        if missed:
+            raise Failure(f"{name}'s face was not found in {', '.join(missed)}, or went to someone else")
 
 
 # ---------------------------------------------------------------------------------------------
 # The shot
 
 # every thumbnail in view has loaded (those below the fold load lazily, and need not)
-SHOWN = """() => [...document.querySelectorAll('.tile img')]
+SHOWN = """() => [...document.querySelectorAll('.tile img, #chips img:not([hidden])')]
     .filter((img) => img.getBoundingClientRect().top < window.innerHeight)
     .every((img) => img.complete && img.naturalWidth > 0)"""
+# the larger view has its picture, the boxes of the words and of the faces over it, and the faces' crops
+LAID_OUT = """() => [...document.querySelectorAll('#viewer img:not([hidden])')]
+    .every((img) => img.complete && img.naturalWidth > 0)
+    && !document.getElementById('viewer-highlights').hidden
+    && !document.getElementById('viewer-faces').hidden"""
 
 
 def capture(base: str, png: Path) -> None:
@@ -534,21 +795,100 @@ def capture(base: str, png: Path) -> None:
             page.fill("#q", QUERY)
             page.press("#q", "Enter")
             page.wait_for_selector("#chips .chip.place")
+            page.wait_for_selector("#chips .chip.with-person img:not([hidden])")
             page.wait_for_selector("#results .tile .badge.text")
             page.wait_for_function(SHOWN)
             page.mouse.move(0, HEIGHT - 1)  # no hover effects
+            if LARGER_VIEW is not None:
+                page.click(f'.tile[data-path="{LARGER_VIEW}"] > button')
+                page.wait_for_selector("#viewer-people-list .person-chip")
+                page.wait_for_function(LAID_OUT)
+                # the pointer on the picture (above the face) marks the faces, as "Show faces" would
+                page.hover("#viewer-img", position={"x": 10, "y": 10})
             page.screenshot(path=str(png), animations="disabled")
         finally:
             browser.close()
 
 
 def compress(raw: Path, out: Path) -> None:
-    """The screenshot as a 256-colour PNG: under a third of the size, and no visible difference (the
-    octree keeps skies smooth where median cut bands them; dithering would speckle the flat page)."""
+    """The screenshot as a 256-colour PNG: under half the size, and no visible difference. The octree's
+    palette keeps skies smooth where median cut bands them; mapping onto it with Floyd-Steinberg keeps the
+    photo in the larger view from looking posterised, and the page's flat colours stay flat (each has a
+    palette colour within a step of it)."""
     with Image.open(raw) as shot:
-        small = shot.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        rgb = shot.convert("RGB")
+        palette = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        small = rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
     out.parent.mkdir(parents=True, exist_ok=True)
     small.save(out, "PNG", optimize=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The credits: every file of the library, and where its photos come from
+
+LICENCES = {  # the names coco-mini's captions.jsonl gives, as COCO's licence list links them
+    "Attribution License": ("CC BY 2.0", "https://creativecommons.org/licenses/by/2.0/"),
+    "Attribution-ShareAlike License": ("CC BY-SA 2.0", "https://creativecommons.org/licenses/by-sa/2.0/"),
+}
+FACE_RECOGNITION = "https://pypi.org/project/face-recognition/1.3.0/"
+
+
+def corpus_credits(corpus: Path) -> dict[str, dict[str, Any]]:
+    """coco-mini's own record of each photo (`captions.jsonl`): its licence and its Flickr address."""
+    import json
+
+    path = corpus / "captions.jsonl"
+    if not path.is_file():
+        raise Failure(f"{path} is missing: the photos' licences come from it")
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {row["file"]: row for row in rows}
+
+
+def source_label(source: str) -> str:
+    return source.removeprefix("faces/") if source.startswith("faces/") else f"COCO {int(Path(source).stem)}"
+
+
+def source_row(source: str, known: dict[str, dict[str, Any]]) -> str:
+    """`| photo | source | author | licence |` for a corpus photo or a portrait."""
+    if source.startswith("faces/"):
+        who = next(p.who for p in PORTRAITS if f"faces/{p.source}" == source)
+        where = f"{who}: `tests/test_images/{source_label(source)}` of [face_recognition 1.3.0]({FACE_RECOGNITION})"
+        return f"| {source_label(source)} | {where} | not recorded (the package is Adam Geitgey's) | MIT |"
+    row = known.get(source)
+    if row is None or row.get("license") not in LICENCES:
+        raise Failure(f"{source} has no CC BY or CC BY-SA licence in the corpus's captions.jsonl")
+    licence, url = LICENCES[row["license"]]
+    photo = Path(row["flickr_url"]).name.split("_")[0]  # 6255196340_da26cf2c9e_z.jpg
+    where = f"Flickr photo [{photo}](https://www.flickr.com/photo.gne?id={photo}) ([the file]({row['flickr_url']}))"
+    author = "not in coco-mini's record: named on the Flickr page"
+    return f"| {source_label(source)} | {where} | {author} | [{licence}]({url}) |"
+
+
+def write_credits(library: Library, path: Path, picture: str) -> None:
+    """`path`: each file of the library as the page names it, what it is made of and how, and for each
+    photo its source, author and licence."""
+    known = corpus_credits(library.corpus)
+    lines = [
+        "# Credits for the screenshot",
+        "",
+        f"[The README's picture]({picture}) shows the search page over a small photo library that",
+        "[make_screenshot.py](make_screenshot.py) lays out; it writes this page too. The photos come from",
+        "[COCO](https://cocodataset.org/) (Flickr photos under Creative Commons licences, only CC BY and CC BY-SA",
+        "here), and the portraits of two public figures from the test images of the face_recognition package.",
+        "",
+        "## The files",
+        "",
+        "| file (as the page names it) | made of | changes |",
+        "| --- | --- | --- |",
+    ]
+    for credit in sorted(library.credits, key=lambda c: Path(c.name).name):
+        sources = ", ".join(source_label(s) for s in credit.sources) or "–"
+        lines.append(f"| {Path(credit.name).name} | {sources} | {credit.made} |")
+    lines += ["", "## The photos", "", "| photo | source | author | licence |", "| --- | --- | --- | --- |"]
+    used = {s for c in library.credits for s in c.sources}
+    coco = sorted((s for s in used if not s.startswith("faces/")), key=lambda s: int(Path(s).stem))
+    lines += [source_row(source, known) for source in [*coco, *sorted(used - set(coco))]]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def make(out: Path, corpus: Path) -> None:
@@ -563,9 +903,11 @@ def make(out: Path, corpus: Path) -> None:
         with serving(top, library.folder) as server:
             wait_until_ready(server, library)
             check_text_read(server, library)
+            name_people(server, library)
             raw = top / "shot.png"
             capture(server.base, raw)
         compress(raw, out)
+        write_credits(library, out.with_name(f"{out.stem}-credits.md"), out.name)
 
 
 def main(argv: list[str] | None = None) -> int:
