@@ -1,4 +1,5 @@
-"""Remake docs/screenshot.png: the search page over a small, real-looking photo library.
+"""Remake docs/screenshot.png and docs/screenshot-larger-view.png: the search page over a small,
+real-looking photo library, and the larger view of one of its pictures.
 
     python docs/make_screenshot.py [--out docs/screenshot.png] [--corpus ../shared/data/coco-mini]
 
@@ -10,8 +11,9 @@ and a menu board, all of which OCR reads; a short video; and two people, from th
 front of the café's sign, beside its menu board and at a viewpoint. Then it starts the real server on
 that folder (`main.py serve`: its own embedded Postgres, the tiny test model, OCR and faces on), waits
 until the first scan is done, the text of every picture read and every item looked at for faces,
-names the two people through the API, searches for `QUERY` in Chromium, opens `LARGER_VIEW` with its
-faces marked and saves the page as a PNG. Beside it, `screenshot-credits.md` lists every file of the
+names the two people through the API, searches for `QUERY` in Chromium and saves the page (its
+chips: a term, a person and a place; tiles marked with the text found in them) as a PNG, then opens
+`LARGER_VIEW` with its faces marked and saves that too. Beside it, `screenshot-credits.md` lists every file of the
 library with the source, author and licence of its photos (from the corpus's captions.jsonl). The
 server and the folder are removed in any case; a failure prints one line.
 
@@ -54,7 +56,7 @@ CHROMIUM_ARGS = [
 ]
 QUERY = "Barack Obama cafe in Lisbon"
 # the result shown in the larger view (its text, its faces, its place); None: the results alone
-LARGER_VIEW: str | None = "Camera Roll/2023/IMG_3149.jpg"
+LARGER_VIEW = "Camera Roll/2023/IMG_3149.jpg"
 WIDTH, HEIGHT = 1280, 800  # a desktop window, at a device scale of 1
 READY_TIMEOUT = 600.0  # seconds for the first scan and the text pass, on a busy two-core machine
 SERIF_BOLD = "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf"
@@ -783,7 +785,8 @@ LAID_OUT = """() => [...document.querySelectorAll('#viewer img:not([hidden])')]
     && !document.getElementById('viewer-faces').hidden"""
 
 
-def capture(base: str, png: Path) -> None:
+def capture(base: str, grid: Path, larger: Path) -> None:
+    """The results with the query's chips (`grid`), then the larger view of `LARGER_VIEW` (`larger`)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -799,13 +802,13 @@ def capture(base: str, png: Path) -> None:
             page.wait_for_selector("#results .tile .badge.text")
             page.wait_for_function(SHOWN)
             page.mouse.move(0, HEIGHT - 1)  # no hover effects
-            if LARGER_VIEW is not None:
-                page.click(f'.tile[data-path="{LARGER_VIEW}"] > button')
-                page.wait_for_selector("#viewer-people-list .person-chip")
-                page.wait_for_function(LAID_OUT)
-                # the pointer on the picture (above the face) marks the faces, as "Show faces" would
-                page.hover("#viewer-img", position={"x": 10, "y": 10})
-            page.screenshot(path=str(png), animations="disabled")
+            page.screenshot(path=str(grid), animations="disabled")
+            page.click(f'.tile[data-path="{LARGER_VIEW}"] > button')
+            page.wait_for_selector("#viewer-people-list .person-chip")
+            page.wait_for_function(LAID_OUT)
+            # the pointer on the picture (above the face) marks the faces, as "Show faces" would
+            page.hover("#viewer-img", position={"x": 10, "y": 10})
+            page.screenshot(path=str(larger), animations="disabled")
         finally:
             browser.close()
 
@@ -904,9 +907,10 @@ def make(out: Path, corpus: Path) -> None:
             wait_until_ready(server, library)
             check_text_read(server, library)
             name_people(server, library)
-            raw = top / "shot.png"
-            capture(server.base, raw)
+            raw, raw_larger = top / "shot.png", top / "larger.png"
+            capture(server.base, raw, raw_larger)
         compress(raw, out)
+        compress(raw_larger, out.with_name(f"{out.stem}-larger-view.png"))
         write_credits(library, out.with_name(f"{out.stem}-credits.md"), out.name)
 
 

@@ -58,7 +58,7 @@ function facts(r) {
 }
 
 // The query's words the picture's own words hold, and where: "cafe luna (text in the picture)"
-const PLACES = { name: "name", keywords: "keywords", title: "title", description: "description", ocr: "text in the picture (ocr)" };
+const PLACES = { name: "name", keywords: "keywords", title: "title", description: "description", ocr: "text in the picture, read by OCR" };
 function matchedWords(found) {
   if (!found) return "";
   return `${found.words.join(" ")} (${found.where.map((w) => PLACES[w] || w).join(", ")})`;
