@@ -133,14 +133,19 @@ class Image(BaseModel):
     size: int = Field(description="bytes")
     format: str
     taken_at: str | None = Field(
-        description="EXIF date taken (a video's creation date), else the file's modification time"
+        description="EXIF date taken (a video's creation date; else an XMP sidecar's or a Google Takeout JSON's, "
+        "in UTC), else the file's modification time"
     )
-    date_source: str = Field(description="exif, created (a video's own date) or modified")
+    date_source: str = Field(
+        description="exif (a picture's date, its own or a sidecar's), created (a video's) or modified"
+    )
     camera: str | None
-    latitude: float | None = Field(description="GPS, decimal degrees (EXIF, XMP or QuickTime)")
+    latitude: float | None = Field(description="GPS, decimal degrees (EXIF, XMP, QuickTime or a Google Takeout JSON)")
     longitude: float | None
     place: PlaceOfImage | None = Field(description="where the GPS position is, from an offline gazetteer")
-    keywords: list[str] = Field(description="XMP/IPTC keywords, embedded or from an .xmp sidecar")
+    keywords: list[str] = Field(
+        description="XMP/IPTC keywords, embedded or from an .xmp sidecar, and the people a Google Takeout JSON names"
+    )
     title: str | None
     description: str | None
     rating: int | None = Field(description="XMP rating, -1 (rejected) to 5")

@@ -26,6 +26,7 @@ import numpy as np
 from core.media.library import kind_of
 from core.media.pictures import DecodedImage, ImageError, decode_image
 from core.media.places import Gazetteer, Place, place_at
+from core.media.takeout import TakeoutFacts, parse_takeout, under_file
 from core.media.videos import probe_video, sample_frames
 from core.media.xmp import XmpFacts, combined, parse_xmp
 from flows.run import RUN, IndexRun, ModelSlot
@@ -219,9 +220,23 @@ async def read_sidecar(key: str, size: int, mtime_ns: int) -> XmpFacts | None:
     return parse_xmp(data)
 
 
-def merge_sidecar(facts: FileFacts, sidecar: XmpFacts | None) -> XmpFacts:
-    """The facts a row shows: the file's own, with its `.xmp` sidecar's over them (a sidecar is
-    what the user last wrote in their photo tool); keywords from both."""
+@coco.fn(memo=True, version=1)
+async def read_takeout(key: str, size: int, mtime_ns: int) -> TakeoutFacts | None:
+    """The facts of a Google Takeout JSON sidecar; unreadable or not Takeout's reads as none."""
+    run = coco.use_context(RUN)
+    path = run.library.path_of(key)
+    try:
+        assert path is not None
+        data = await in_file_worker(path.read_bytes)
+    except OSError:
+        return None
+    return parse_takeout(data)
+
+
+def merge_sidecar(facts: FileFacts, sidecar: XmpFacts | None, takeout: TakeoutFacts | None = None) -> XmpFacts:
+    """The facts a row shows: the file's own, filled in by its Takeout JSON (`core.media.takeout.under_file`),
+    with its `.xmp` sidecar's over them (a sidecar is what the user last wrote in their photo
+    tool); keywords from all."""
     own = XmpFacts(
         keywords=facts.keywords,
         title=facts.title,
@@ -231,6 +246,8 @@ def merge_sidecar(facts: FileFacts, sidecar: XmpFacts | None) -> XmpFacts:
         latitude=facts.latitude,
         longitude=facts.longitude,
     )
+    if takeout is not None:
+        own = under_file(own, takeout)
     return own if sidecar is None else combined(own, sidecar)
 
 

@@ -6,7 +6,10 @@ A picture is decoded upright (`core.media.pictures`) at `FACE_LONGEST` px at mos
 at the seconds of the frames the indexer sampled for it (its rows in the frames table), so its
 faces are those of the frames a search can match. Face regions another app drew in the picture's
 XMP (embedded, or in an `.xmp` sidecar) are read too: one that covers a detected face names it,
-one that covers none becomes a face of its own, described where it was drawn.
+one that covers none becomes a face of its own, described where it was drawn. A Google Takeout
+JSON names people without saying where they are: where one face of the picture is left without a
+name and one of the JSON's names is given to no face, that face is that person; otherwise there
+is no telling who is who, and the names stay the picture's keywords (`core.media.takeout`).
 
 Grouping, per picture (per frame of a video), never re-clustering the library:
 1. a face the user said something about (`core.store.people.said_about`) is what they said;
@@ -32,6 +35,7 @@ from core.errors import first_line
 from core.media.codecs import open_picture
 from core.media.face_regions import FaceRegion, dedupe, face_regions
 from core.media.pictures import render_picture_data
+from core.media.takeout import MAX_JSON_BYTES, parse_takeout
 from core.media.videos import frame_at
 from core.media.xmp import MAX_PACKET_BYTES, embedded_xmp
 from core.models.faces import FaceModel, assign_faces, face_model_name, open_face_model
@@ -41,6 +45,7 @@ from core.store.db import connect
 from core.store.faces import FoundFace
 from core.store.model_state import frames_table, read_choice
 from core.store.people import FaceKey, overlap
+from flows.pairing import Siblings
 from flows.second_pass import SecondPass
 
 log = logging.getLogger("sightline.indexer")
@@ -65,6 +70,7 @@ class FacePass(SecondPass[Scan]):
         super().__init__(settings, url, busy)
         self.model_name = face_model_name()
         self._model: FaceModel | None = None
+        self._siblings = Siblings()
 
     def model(self) -> FaceModel:
         if self._model is None:
@@ -91,6 +97,7 @@ class FacePass(SecondPass[Scan]):
             return Scan((), failed=f"cannot be read for faces ({first_line(exc)})")
         if kind != "video" and frames:
             found[0] = self._with_regions(found[0], frames[0][1], _regions_of(path, data))
+            found[0] = named_by_takeout(found[0], self._takeout_people(path))
         return Scan(tuple(face for faces_of_frame in found for face in faces_of_frame))
 
     def store(self, conn: Any, content_hash: str, key: str, result: Scan) -> None:
@@ -137,6 +144,31 @@ class FacePass(SecondPass[Scan]):
                     )  # fmt: skip
                 )
         return found
+
+    def _takeout_people(self, path: Path) -> tuple[str, ...]:
+        """The names of the people the picture's Takeout JSON lists, if it has one."""
+        name = self._siblings.takeout(path)
+        if name is None:
+            return ()
+        try:
+            sidecar = path.with_name(name)
+            facts = parse_takeout(sidecar.read_bytes()) if sidecar.stat().st_size <= MAX_JSON_BYTES else None
+        except OSError:
+            return ()
+        return facts.people if facts is not None else ()
+
+
+def named_by_takeout(found: list[FoundFace], names: tuple[str, ...]) -> list[FoundFace]:
+    """One face left without a name and one name given to no face: that face is that person.
+    With more of either, Takeout does not say who is who, and nothing is named."""
+    given = {face.named.casefold() for face in found if face.named}
+    left = [name for name in names if name.casefold() not in given]
+    unnamed = [i for i, face in enumerate(found) if not face.named]
+    if len(left) != 1 or len(unnamed) != 1:
+        return found
+    named = list(found)
+    named[unnamed[0]] = replace(found[unnamed[0]], named=left[0], source="takeout")
+    return named
 
 
 def _regions_of(path: Path, data: bytes) -> tuple[FaceRegion, ...]:

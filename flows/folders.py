@@ -9,7 +9,7 @@ file through the library, so one view serves any number of folders.
   arrive, so those folders are polled every SCAN_INTERVAL: each file's size and mtime against the
   last poll, and only what differs goes to the indexer.
 - A change to one file of a group (`flows.pairing`) re-runs the others, so a RAW that appears
-  beside its JPEG folds into it, and a changed `.xmp` sidecar re-reads its picture.
+  beside its JPEG folds into it, and a changed `.xmp` sidecar or Takeout JSON re-reads its picture.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import cocoindex as coco
 from cocoindex.connectors import localfs
 
 from core.media.library import Library, Root, extension, is_media_name
+from core.media.takeout import is_json
 from core.settings import Settings
 from core.store.folder_survey import FolderSurvey
 from flows.pairing import Siblings, stem
@@ -203,14 +204,19 @@ class LibraryView:
         return handle
 
     async def _regroup(self, key: str) -> None:
-        """Re-run the files that `key` groups with: same-stem media, or the pictures of a sidecar."""
+        """Re-run the files that `key` groups with: same-stem media, or the pictures of a sidecar
+        (an `.xmp`, or a Takeout JSON: those it describes, with their groups)."""
         assert self._subscriber is not None
         path = self._library.path_of(key)
         if path is None:
             return
         name = path.name
-        group = self._siblings.group(path.parent, stem(name[: -len(".xmp")] if extension(name) == "xmp" else name))
-        for sibling in group.names:
+        if is_json(name):
+            stems = [stem(described) for described in self._siblings.described_by(path)]
+        else:
+            stems = [stem(name[: -len(".xmp")] if extension(name) == "xmp" else name)]
+        siblings = [sibling for s in dict.fromkeys(stems) for sibling in self._siblings.group(path.parent, s).names]
+        for sibling in siblings:
             if sibling.casefold() != name.casefold():
                 other = self._library.sibling_key(key, sibling)
                 handle = await self._subscriber.update(other, other)

@@ -36,7 +36,7 @@ from core.store.text_index import item_index_sql, item_index_teardown_sql, item_
 from core.store.vector_features import VectorFeatures, parse_version
 from core.store.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name, path_prefix_index_sql
 from flows.cache import DatabaseUnavailable
-from flows.describe import describe_file, merge_sidecar, place_of, read_sidecar, video_length
+from flows.describe import describe_file, merge_sidecar, place_of, read_sidecar, read_takeout, video_length
 from flows.folders import LibraryView, watch_mode
 from flows.pairing import companions_of, stem, still_of
 from flows.recovery import looks_like_outage
@@ -58,11 +58,11 @@ class ImageRow:
     width: int  # as displayed, after EXIF orientation
     height: int
     format: str
-    taken_at: datetime | None  # EXIF date taken, or a video's creation date (camera local time)
+    taken_at: datetime | None  # EXIF date taken, or a video's creation date (camera local time); else Takeout's (UTC)
     camera: str | None
     latitude: float | None
     longitude: float | None
-    keywords: list[str]  # XMP/IPTC keywords, embedded or from an .xmp sidecar
+    keywords: list[str]  # XMP/IPTC keywords, embedded or from an .xmp sidecar; the people a Takeout JSON names
     title: str | None
     description: str | None
     search_words: str  # the names, keywords, title and description, as text search reads them
@@ -165,7 +165,8 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
     if still_of(full.name, group, lambda: lengths.get(full.name)) is not None:
         return  # part of the still beside it, which lists it
     companions = companions_of(full.name, group, lengths.get)
-    sidecar = await _sidecar_facts(run, key, full)
+    sidecar = await _sidecar_facts(run, key, full, run.siblings.sidecar(full), read_sidecar)
+    takeout = await _sidecar_facts(run, key, full, run.siblings.takeout(full), read_takeout)
     for model, images, frames in tables:
         try:
             facts = await describe_file(key, stat.st_size, stat.st_mtime_ns, model)
@@ -177,7 +178,7 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
         if facts.failure is not None:
             fail(facts.failure)  # the content is bad for every model: no row in any table
             return
-        merged = merge_sidecar(facts, sidecar)
+        merged = merge_sidecar(facts, sidecar, takeout)
         place = await place_of(merged)
         item_id = image_id(key)
         images.declare_row(
@@ -220,15 +221,16 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
                 frames.declare_row(row=row)
 
 
-async def _sidecar_facts(run: IndexRun, key: str, full: Path) -> Any:
-    name = run.siblings.sidecar(full)
+async def _sidecar_facts(run: IndexRun, key: str, full: Path, name: str | None, read: Any) -> Any:
+    """What the sidecar `name` beside the file says (an `.xmp` or a Takeout JSON), through its `read`
+    (memoised on the sidecar's own size and mtime, so editing it updates the row)."""
     if name is None:
         return None
     try:
         st = full.with_name(name).stat()
     except OSError:
         return None
-    return await read_sidecar(run.library.sibling_key(key, name), st.st_size, st.st_mtime_ns)
+    return await read(run.library.sibling_key(key, name), st.st_size, st.st_mtime_ns)
 
 
 async def images_schema(dim: int) -> postgres.TableSchema[ImageRow]:

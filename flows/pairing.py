@@ -1,5 +1,6 @@
 """Files that belong together: a RAW beside the JPEG the camera wrote with it, a Live Photo's
-still and its motion, a picture and its `.xmp` sidecar.
+still and its motion, a picture and its `.xmp` sidecar or its Google Takeout JSON
+(`core.media.takeout`).
 
 Such files make one item. The still (JPEG or HEIC) is what is shown and searched; the RAW is listed
 as its original, the short video as its motion. Pairing goes by name within a folder
@@ -18,9 +19,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from core.media.library import extension, kind_of
 from core.media.pictures import RAW_EXTENSIONS
+from core.media.takeout import MediaNames, is_json
 
 # what a RAW or a Live Photo's motion is paired with, in order of preference
 STILLS_FOR_RAW: tuple[str, ...] = ("jpg", "jpeg", "heic", "heif")
@@ -60,7 +63,7 @@ class Siblings:
         try:
             mtime = folder.stat().st_mtime_ns
         except OSError:
-            return _Listing({}, {})
+            return _Listing.EMPTY
         with self._lock:
             cached = self._cache.get(folder)
         if cached is None or cached[0] != mtime:
@@ -84,20 +87,39 @@ class Siblings:
                 return sidecars[candidate.casefold()]
         return None
 
+    def takeout(self, path: Path) -> str | None:
+        """The Google Takeout JSON beside a file that describes it (an edited copy, `IMG_1-edited.jpg`,
+        shares its original's), or None."""
+        listing = self._listing(path.parent)
+        found = listing.takeout.get(path.name.casefold())
+        original = listing.media.edited_of(path.name) if found is None else None
+        return listing.takeout.get(original.casefold()) if original is not None else found
+
+    def described_by(self, json: Path) -> tuple[str, ...]:
+        """The media files a Takeout JSON describes, by its name: the one it names and its edited copies."""
+        media = self._listing(json.parent).media
+        found = media.described_by(json.name)
+        return () if found is None else (found, *media.edited_copies(found))
+
 
 @dataclass(frozen=True)
 class _Listing:
     groups: dict[str, tuple[str, ...]]  # stem → media names
     sidecars: dict[str, str]  # casefolded name → name, for .xmp files
+    media: MediaNames
+    takeout: dict[str, str]  # casefolded media name → the Takeout JSON that describes it
+
+    EMPTY: ClassVar[_Listing]
 
     @staticmethod
     def of(folder: Path) -> _Listing:
         groups: dict[str, list[str]] = {}
         sidecars: dict[str, str] = {}
+        jsons: list[str] = []
         try:
             names = os.listdir(folder)
         except OSError:
-            return _Listing({}, {})
+            return _Listing.EMPTY
         for name in names:
             if name.startswith("."):
                 continue
@@ -105,7 +127,18 @@ class _Listing:
                 groups.setdefault(stem(name), []).append(name)
             elif extension(name) == "xmp":
                 sidecars[name.casefold()] = name
-        return _Listing({k: tuple(sorted(v)) for k, v in groups.items()}, sidecars)
+            elif is_json(name):
+                jsons.append(name)
+        media = MediaNames(n for group in groups.values() for n in group)
+        takeout: dict[str, str] = {}
+        for name in sorted(jsons):  # two JSONs for one file (exports merged): the first by name
+            described = media.described_by(name)
+            if described is not None:
+                takeout.setdefault(described.casefold(), name)
+        return _Listing({k: tuple(sorted(v)) for k, v in groups.items()}, sidecars, media, takeout)
+
+
+_Listing.EMPTY = _Listing({}, {}, MediaNames(()), {})
 
 
 def still_of(name: str, group: Group, motion_seconds: Callable[[], float | None]) -> str | None:

@@ -21,16 +21,16 @@ from core.media.library import extension, is_media_name, kind_of
 
 
 class MediaFileMatcher:
-    """What the live watcher reports: pictures, videos and `.xmp` sidecars (a changed sidecar
-    re-reads its picture), in any case; hidden files and folders (.thumbnails, ._IMG.jpg, the
-    .part files of copy tools) are left out."""
+    """What the live watcher reports: pictures, videos, `.xmp` sidecars and JSON files (a changed
+    `.xmp` or Google Takeout JSON re-reads its picture), in any case; hidden files and folders
+    (.thumbnails, ._IMG.jpg, the .part files of copy tools) are left out."""
 
     def is_dir_included(self, path: PurePath) -> bool:
         return not path.name.startswith(".")
 
     def is_file_included(self, path: PurePath) -> bool:
         name = path.name
-        return not name.startswith(".") and (is_media_name(name) or extension(name) == "xmp")
+        return not name.startswith(".") and (is_media_name(name) or extension(name) in ("xmp", "json"))
 
 
 @dataclass

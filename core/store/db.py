@@ -70,7 +70,8 @@ PICTURE_TEXT_TRIGRAM_INDEX = (
 
 
 # what the faces pass found (`core.store.faces`): boxes as fractions of the picture as displayed, `frame` a
-# video's second (-1 for a still), `source` detected or xmp (drawn by another app, `named` as written there)
+# video's second (-1 for a still), `source` detected, xmp (drawn by another app, `named` as written there) or
+# takeout (a detected face that a Google Takeout JSON names)
 DESCRIPTOR_SIZE = 128
 FACES_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS face_scans (

@@ -26,7 +26,7 @@ from core.store.db import table_exists
 @dataclass(frozen=True)
 class FoundFace:
     """A face as the faces pass stores it: detected, or drawn by another app (`source` "xmp",
-    with the name written there in `named`)."""
+    with the name written there in `named`), or detected and named by a Takeout JSON ("takeout")."""
 
     box: tuple[float, float, float, float]  # x0, y0, x1, y1, fractions of the picture as displayed
     score: float
