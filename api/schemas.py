@@ -303,7 +303,7 @@ class FolderInfo(BaseModel):
     watch: str = Field(description="live (file events) or polled (rescanned every SCAN_INTERVAL)")
     files: int = Field(description="pictures and videos found, paired files included")
     sidecars: int = Field(description="known companions never indexed: .xmp, .aae, Thumbs.db, ...")
-    skipped: dict[str, int] = Field(description='other files by extension, e.g. {".psd": 3}')
+    skipped: dict[str, int] = Field(description='other files by extension, e.g. {".pdf": 3}')
 
 
 class MediaCounts(BaseModel):

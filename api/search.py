@@ -173,8 +173,8 @@ class ImageRecord:
         }
 
 
-# formats every browser shows in an <img> or a <video> as they are
-BROWSER_FORMATS = frozenset({"jpeg", "jpg", "png", "webp", "gif", "bmp", "mp4", "m4v", "webm", "mov"})
+# formats every browser shows in an <img> or a <video> as they are (an MPO as the JPEG it starts with)
+BROWSER_FORMATS = frozenset({"jpeg", "jpg", "mpo", "png", "webp", "gif", "bmp", "mp4", "m4v", "webm", "mov"})
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileF
                 slot.embedder.preprocessing,
                 max_pixels=run.settings.max_image_pixels,
                 pixels=cached is None,
-                name=path.name,
+                name=str(path),  # its extension picks RAW decoding; what decoders say is logged under it
             )
         except ImageError as exc:
             return FileFacts(failure=str(exc))

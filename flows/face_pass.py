@@ -33,6 +33,7 @@ from PIL import Image
 
 from core.errors import first_line
 from core.media.codecs import open_picture
+from core.media.decoder_log import listening
 from core.media.face_regions import FaceRegion, dedupe, face_regions
 from core.media.pictures import render_picture_data
 from core.media.takeout import MAX_JSON_BYTES, parse_takeout
@@ -90,7 +91,7 @@ class FacePass(SecondPass[Scan]):
             if kind == "video":
                 frames = [(s, frame_at(path, s, max_pixels=max_pixels)) for s in self._sampled_seconds(key)]
             else:
-                frames = [(-1.0, render_picture_data(data, path.name, FACE_LONGEST, max_pixels=max_pixels))]
+                frames = [(-1.0, render_picture_data(data, str(path), FACE_LONGEST, max_pixels=max_pixels))]
             found = [self._faces_in(picture, second) for second, picture in frames]
         except Exception as exc:  # a decoder or the model tripping over one file: said once, never retried
             log.warning("could not look for faces in %s: %s", key, first_line(exc))
@@ -175,7 +176,7 @@ def _regions_of(path: Path, data: bytes) -> tuple[FaceRegion, ...]:
     """The face regions in the picture's own XMP and in its `.xmp` sidecar, one per face."""
     regions: list[FaceRegion] = []
     try:
-        with open_picture(BytesIO(data)) as image:
+        with listening(str(path)), open_picture(BytesIO(data)) as image:  # what Pillow says goes to the log
             orientation = int(image.getexif().get(0x0112, 1) or 1)
             regions += face_regions(embedded_xmp(image), orientation)
     except Exception:

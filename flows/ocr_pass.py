@@ -41,7 +41,7 @@ class OcrPass(SecondPass[Reading]):
 
     def process(self, key: str, kind: str, path: Path, data: bytes) -> Reading:
         try:
-            picture = render_picture_data(data, path.name, READ_LONGEST, max_pixels=self.settings.max_image_pixels)
+            picture = render_picture_data(data, str(path), READ_LONGEST, max_pixels=self.settings.max_image_pixels)
         except ImageError as exc:
             return Reading([], skipped=f"cannot be decoded for reading ({exc})")
         try:

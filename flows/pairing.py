@@ -26,7 +26,7 @@ from core.media.pictures import RAW_EXTENSIONS
 from core.media.takeout import MediaNames, is_json
 
 # what a RAW or a Live Photo's motion is paired with, in order of preference
-STILLS_FOR_RAW: tuple[str, ...] = ("jpg", "jpeg", "heic", "heif")
+STILLS_FOR_RAW: tuple[str, ...] = ("jpg", "jpeg", "heic", "heif", "hif")  # .HIF: Canon's and Fujifilm's HEIF
 STILLS_FOR_MOTION: tuple[str, ...] = ("heic", "heif", "jpg", "jpeg")
 MOTION_EXTENSIONS: tuple[str, ...] = ("mov", "mp4")
 # Live Photos last about 3 s; a longer video that happens to share a name with a picture (a poster

@@ -37,7 +37,7 @@ def heic(drawing: Drawing) -> bytes:
 def write_camera_roll(roll: Path) -> None:
     """`clip.mp4` (a red circle for 4 s, then a blue square; dated and placed in Lisbon),
     `IMG_0001.JPG` + `.CR2` + `.AAE`, `IMG_0002.HEIC` + a 2 s `.MOV` (a Live Photo),
-    `IMG_0003.JPG` + `IMG_0003.JPG.xmp`, `Thumbs.db`, `desktop.ini`, `layers.psd`, `song.mp3`."""
+    `IMG_0003.JPG` + `IMG_0003.JPG.xmp`, `Thumbs.db`, `desktop.ini`, `notes.pdf`, `song.mp3`."""
     roll.mkdir(parents=True, exist_ok=True)
     write_video(
         roll / "clip.mp4",
@@ -53,5 +53,5 @@ def write_camera_roll(roll: Path) -> None:
     (roll / "IMG_0003.JPG.xmp").write_text(XMP)
     (roll / "Thumbs.db").write_bytes(b"\0" * 64)
     (roll / "desktop.ini").write_text("[.ShellClassInfo]")
-    (roll / "layers.psd").write_bytes(b"8BPS")
+    (roll / "notes.pdf").write_bytes(b"%PDF-1.7")
     (roll / "song.mp3").write_bytes(b"ID3")

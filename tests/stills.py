@@ -2,9 +2,9 @@
 
 Each writer takes a picture as it should look (upright) and the facts the file should carry, and
 writes a real file: HEIC and AVIF (with EXIF and XMP, pillow-heif and Pillow), JPEG XL, a JPEG with
-IPTC and XMP, a DNG through pidng from a Bayer mosaic of the picture (with or without an embedded
-preview), and `.xmp` sidecars. Orientation is written the way cameras do: the pixels are stored
-turned, and the tag says how to turn them back.
+IPTC and XMP, an MPO (two JPEGs), a Photoshop file (its composite), a DNG through pidng from a Bayer
+mosaic of the picture (with or without an embedded preview), and `.xmp` sidecars. Orientation is
+written the way cameras do: the pixels are stored turned, and the tag says how to turn them back.
 """
 
 from __future__ import annotations
@@ -189,6 +189,24 @@ def write_jpeg(
     if iptc:
         data = data[:2] + _app13(iptc) + data[2:]
     path.write_bytes(data)
+    return path
+
+
+def write_mpo(path: Path, upright: Image.Image, facts: Facts = Facts(), *, second: Image.Image | None = None) -> Path:
+    """An MPO as a 3D camera writes it: two JPEGs one after the other (the left eye first, with
+    the EXIF), indexed by an MP extension in the first."""
+    left = stored(upright, facts.orientation)
+    right = stored(second or upright, facts.orientation)
+    left.save(path, "MPO", save_all=True, append_images=[right], quality=92, exif=exif_of(facts).tobytes())
+    return path
+
+
+def write_psd(path: Path, upright: Image.Image) -> Path:
+    """A Photoshop file with no layers: the header, empty colour-mode, resource and layer sections,
+    and the composite Photoshop saves for other programs (RGB, 8 bits, uncompressed planes)."""
+    planes = np.asarray(upright.convert("RGB")).transpose(2, 0, 1)
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, upright.height, upright.width, 8, 3)
+    path.write_bytes(header + struct.pack(">IIIH", 0, 0, 0, 0) + planes.tobytes())
     return path
 
 

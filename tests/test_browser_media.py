@@ -30,7 +30,7 @@ def camera_roll(folder: Path) -> None:
     write_camera_roll(roll)
     # what an iPhone records: HEVC, which Chromium on Linux does not play
     write_video(roll / "IMG_0004.MOV", [(Drawing("orange", "triangle"), 3)], codec="libx265")
-    (roll / "more-layers.psd").write_bytes(b"8BPS")
+    (roll / "more-notes.pdf").write_bytes(b"%PDF-1.7")
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_the_status_page_lists_each_folder_its_watch_and_what_it_skipped(page: A
     expect(folder).to_have_count(1)
     text = folder.inner_text()
     assert "polled every SCAN_INTERVAL" in text and "watched live" not in text
-    assert "skipped: 2 .psd, 1 .mp3" in text
+    assert "skipped: 2 .pdf, 1 .mp3" in text
     assert "25 files" in text  # 18 shapes and 7 in DCIM, the RAW and the motion among them
     assert page.locator("#image-dir-line").is_hidden()
     screenshot(page, "status-folders.png")

@@ -170,7 +170,7 @@ class TestSidecarsAndOtherFiles:
         with TestClient(create_app(camera_roll)) as client:
             status = client.get("/api/status").json()
         [folder] = status["folders"]
-        assert folder["watch"] == "live" and folder["skipped"] == {".mp3": 1, ".psd": 1}
+        assert folder["watch"] == "live" and folder["skipped"] == {".mp3": 1, ".pdf": 1}
         assert folder["sidecars"] == SIDECARS
         assert status["media"]["videos"] == 1 and status["media"]["live_photos"] == 1
         assert status["media"]["raw_originals"] == 1

@@ -304,7 +304,11 @@ def test_every_format_is_a_picture_name() -> None:
     assert {"heic", "heif", "avif", "jxl", *RAW_EXTENSIONS} <= set(IMAGE_EXTENSIONS)
     assert set(RAW_EXTENSIONS) == {"dng", "cr2", "cr3", "nef", "nrw", "arw", "raf", "orf", "rw2", "pef", "srw"}
     assert all(is_image_name(n) for n in ("IMG_0001.HEIC", "a.avif", "b.JXL", "DSC_0001.NEF", "x.cr3"))
+    # the formats a camera, a phone or an editor writes beside those (tests/test_every_format.py has them all)
+    written_beside = ("DSCF0001.MPO", "IMG_0001.HIF", "a.psd", "b.jp2", "c.qoi", "d.apng", "e.avifs")
+    assert all(is_image_name(n) for n in written_beside)
     assert not is_image_name("IMG_0001.AAE")
+    assert not any(is_image_name(n) for n in ("notes.pdf", "poster.eps", "song.mp3"))
 
 
 def test_importing_registers_no_decoder_until_a_picture_is_opened() -> None:

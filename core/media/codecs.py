@@ -1,7 +1,8 @@
 """The decoders Pillow does not bring itself, registered on first use, and what they need around
 them: HEIC/HEIF through pillow-heif (libheif), JPEG XL through pillow-jxl-plugin (libjxl). AVIF is
 Pillow's own (11.3 and later, libavif inside its wheels). `open_picture` opens a file with all of
-them; it lives here, below both `core.media.pictures` and `core.media.raw`, which each need it.
+them and every format of Pillow's but PostScript; it lives here, below both `core.media.pictures`
+and `core.media.raw`, which each need it.
 """
 
 from __future__ import annotations
@@ -31,12 +32,21 @@ def register_decoders() -> None:
     import pillow_jxl  # noqa: F401  (registers its plugin with Pillow when imported)
 
 
+@functools.cache
+def _opened_formats() -> tuple[str, ...]:
+    """Every format Pillow and the plugins read, in Pillow's order, but PostScript: Pillow renders an
+    EPS by running Ghostscript on it, a program from the folder (and without Ghostscript, cannot)."""
+    register_decoders()
+    Image.init()
+    return tuple(f for f in Image.ID if f != "EPS")
+
+
 def open_picture(source: str | Path | IO[bytes]) -> ImageFile.ImageFile:
     """`Image.open` with Sightline's own size limit (MAX_IMAGE_PIXELS, checked by the callers with a
     clearer message) in place of Pillow's lower one, and with every decoder Sightline brings."""
-    register_decoders()
+    formats = _opened_formats()
     Image.MAX_IMAGE_PIXELS = None
-    return Image.open(source)
+    return Image.open(source, formats=formats)
 
 
 def is_jxl(data: bytes) -> bool:

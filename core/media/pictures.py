@@ -1,10 +1,13 @@
 """Image decoding and metadata: bytes in, pixels ready for the model and facts for the table out.
 
-Every still format a phone or a camera writes goes through here: what Pillow reads itself (JPEG,
-PNG, WebP, GIF, BMP, TIFF, AVIF), HEIC/HEIF and JPEG XL through their plugins (`core.media.codecs`) and
-camera RAW through LibRaw (`core.media.raw`); each yields the same facts (EXIF in `core.media.exif`, XMP and
-IPTC in `core.media.xmp`) and is decoded along its cheapest faithful path: JPEG's DCT scaling, HEIC's
+Every still format a phone or a camera writes goes through here: what Pillow reads itself (JPEG
+and MPO, PNG and APNG, WebP, GIF, BMP, TIFF, AVIF, JPEG 2000, PSD, QOI and the rest of its formats),
+HEIC/HEIF and JPEG XL through their plugins (`core.media.codecs`) and camera RAW through LibRaw
+(`core.media.raw`); each yields the same facts (EXIF in `core.media.exif`, XMP and IPTC in
+`core.media.xmp`) and is decoded along its cheapest faithful path: JPEG's DCT scaling, HEIC's
 embedded thumbnail, a RAW file's preview, whenever they are at least as big as what is asked for.
+A file of several pictures (an animation, an MPO's pair, an AVIF sequence) is its first picture.
+What a decoder says about a file goes to the log, one line per file (`core.media.decoder_log`).
 
 Decoding is tolerant of what real folders contain (EXIF rotation, CMYK, 16-bit, palettes with
 transparency, animations) and strict about what it cannot trust (truncated data, files that
@@ -15,12 +18,11 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from core.errors import ImageError, first_line
 from core.media.codecs import is_jxl, jxl_size, open_picture
+from core.media.decoder_log import listening
 from core.media.exif import SIDEWAYS, UPRIGHT, exif_facts, image_exif, tiff_exif
 from core.media.raw import RAW_EXTENSIONS, RawFile, is_raw_name
 from core.media.xmp import NO_FACTS, XmpFacts, combined, embedded_xmp, iptc_facts, packet_in, parse_xmp
@@ -36,12 +39,20 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     *("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"),
     *("heic", "heif", "avif", "jxl"),
     *RAW_EXTENSIONS,
+    # every other still picture format the decoders read (docs/formats.md): JPEG's other names and
+    # MPO (3D cameras, some phones), animated PNG, Canon's and Fujifilm's HEIF, HEIF and AVIF
+    # sequences, JPEG 2000, Photoshop, QOI, and Pillow's older and rarer formats
+    *("jfif", "jpe", "mpo", "apng", "hif", "heics", "heifs", "avifs", "psd", "qoi"),
+    *("jp2", "j2k", "j2c", "jpc", "jpf", "jpx"),
+    *("dib", "ico", "cur", "icns", "dds", "blp", "pcx", "dcx", "pbm", "pgm", "ppm", "pnm", "pfm"),
+    *("sgi", "rgb", "rgba", "bw", "tga", "icb", "vda", "vst", "im", "msp", "xbm", "xpm", "ras", "pxr"),
+    *("pcd", "fli", "flc", "ftc", "ftu", "gbr", "fits", "fit"),
 )
 _DNG_VERSION = 50706
 _TAG_XMP = 700
-# Pillow's formats whose `draft` decodes a smaller picture: JPEG scales in the DCT domain, HEIF
-# picks the embedded thumbnail
-_DRAFTABLE = ("JPEG", "HEIF")
+# Pillow's formats whose `draft` decodes a smaller picture: JPEG (and MPO, JPEGs one after the
+# other) scales in the DCT domain, HEIF picks the embedded thumbnail
+_DRAFTABLE = ("JPEG", "MPO", "HEIF")
 # resizing a picture far longer than wide in full before cropping costs memory and time for pixels
 # the crop throws away (an 8000×8 strip at 224 px would be 224,000×224); past this many times the
 # crop's area, only the part that survives the crop is resampled
@@ -178,19 +189,17 @@ class _Still:
 @contextmanager
 def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[_Still]:
     """The file opened along its format's path, inside the guards every decoder runs under; any
-    failure leaves as an `ImageError` with a one-line reason."""
+    failure leaves as an `ImageError` with a one-line reason. `name` is the file's name, or its
+    path: what the decoders say about it is logged under it."""
     if not data:
         raise ImageError("empty file (0 bytes)")
-    kind = f" as .{name.rsplit('.', 1)[-1].lower()}" if "." in name else ""
+    base = PurePath(name).name
+    kind = f" as .{base.rsplit('.', 1)[-1].lower()}" if "." in base else ""
     size = "this"
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns about damaged metadata it has worked around; the picture is still good,
-            # and a warning per file would bury the indexer's log
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if is_raw_name(name):
-                with RawFile(data, name.rsplit(".", 1)[-1].lower()) as raw:
+    with listening(name):
+        try:
+            if is_raw_name(base):
+                with RawFile(data, base.rsplit(".", 1)[-1].lower()) as raw:
                     size = "x".join(map(str, raw.stored_size))
                     yield _Still(None, raw, data)
                 return
@@ -204,24 +213,24 @@ def _opened(data: bytes, name: str, max_pixels: int) -> Iterator[_Still]:
             image = open_picture(io.BytesIO(data))
             size = f"{image.width}x{image.height}"
             yield _Still(image, None, data)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(_unreadable(data, kind)) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large: {exc}") from None
-    except MemoryError:
-        raise ImageError(f"not enough memory to decode this {size} image") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"image data is truncated or corrupt ({first_line(exc)})") from None
-    except RuntimeError as exc:
-        if is_jxl(data):  # pillow-jxl-plugin turns every libjxl failure into one generic error
-            raise ImageError("JPEG XL data is truncated or corrupt (libjxl cannot decode it)") from None
-        raise ImageError(f"image data is corrupt ({type(exc).__name__}: {first_line(exc)})") from None
-    except Exception as exc:
-        # a decoder tripping over data it never expected (struct.error, IndexError, ...) means a
-        # bad file, not a bug in the indexer: it gets a reason like any other bad file
-        raise ImageError(f"image data is corrupt ({type(exc).__name__}: {first_line(exc)})") from None
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(_unreadable(data, kind)) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"image too large: {exc}") from None
+        except MemoryError:
+            raise ImageError(f"not enough memory to decode this {size} image") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"image data is truncated or corrupt ({first_line(exc)})") from None
+        except RuntimeError as exc:
+            if is_jxl(data):  # pillow-jxl-plugin turns every libjxl failure into one generic error
+                raise ImageError("JPEG XL data is truncated or corrupt (libjxl cannot decode it)") from None
+            raise ImageError(f"image data is corrupt ({type(exc).__name__}: {first_line(exc)})") from None
+        except Exception as exc:
+            # a decoder tripping over data it never expected (struct.error, IndexError, ...) means a
+            # bad file, not a bug in the indexer: it gets a reason like any other bad file
+            raise ImageError(f"image data is corrupt ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def _unreadable(data: bytes, kind: str) -> str:
@@ -247,9 +256,10 @@ def decode_image(
     name: str = "",
 ) -> DecodedImage:
     """Decode `data` into model-ready pixels plus metadata, or raise `ImageError`. `name` (the
-    file's name) picks RAW decoding by its extension. With `pixels=False` only the header is read
-    (for bytes whose embedding is already known). With `draft`, a smaller stored copy of the
-    picture is decoded instead when it is still at least the model's input size."""
+    file's name or path) picks RAW decoding by its extension, and names the file in the log. With
+    `pixels=False` only the header is read (for bytes whose embedding is already known). With
+    `draft`, a smaller stored copy of the picture is decoded instead when it is still at least the
+    model's input size."""
     with _opened(data, name, max_pixels) as still:
         still.check_size(max_pixels)
         rgb = None
@@ -263,11 +273,12 @@ def render_picture(source: Path, longest: int, *, max_pixels: int) -> Image.Imag
     """The picture in `source`, upright RGB, at least `longest` px on its long side when the
     original is that big (smaller copies stored in the file are used when they are big enough);
     for showing a still of any format. Raises `ImageError`, or OSError if the file is unreadable."""
-    return render_picture_data(source.read_bytes(), source.name, longest, max_pixels=max_pixels)
+    return render_picture_data(source.read_bytes(), str(source), longest, max_pixels=max_pixels)
 
 
 def render_picture_data(data: bytes, name: str, longest: int, *, max_pixels: int) -> Image.Image:
-    """`render_picture` of bytes already read (`name` picks RAW decoding by its extension)."""
+    """`render_picture` of bytes already read (`name`, the file's name or path, picks RAW decoding by
+    its extension and names the file in the log)."""
     with _opened(data, name, max_pixels) as still:
         still.check_size(max_pixels)
         width, height = still.size
@@ -281,6 +292,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         wide = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or wide.max() > 255 else 255.0
+        if image.mode == "F" and 0 < wide.max() <= 1:
+            peak = 1.0  # a floating-point picture (PFM, FITS) from 0 to 1
         image = Image.fromarray(np.clip(wide * (255.0 / peak), 0, 255).astype(np.uint8), "L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
