@@ -21,6 +21,7 @@ import tempfile  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 from bench.cold_index import bench_cold_index  # noqa: E402
 from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E402
@@ -38,6 +39,10 @@ from core.models.embedder import open_embedder  # noqa: E402
 from core.settings import PROJECT_ROOT, get_settings, load_settings  # noqa: E402
 from core.store.db import database_url  # noqa: E402
 
+# Part 10 at smoke size: every kind still made, indexed and decoded, at 2 MP and 720p, with short
+# shots and timings (the 12 MP HEIC and DNG writes alone took about 20 s)
+SMOKE_FORMATS: dict[str, Any] = {"size": (1600, 1200), "video": (1280, 720), "shot_seconds": 1.0, "decode_seconds": 0.5}
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
@@ -54,6 +59,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--load-seconds", type=float, default=60, help="how long the load test runs")
     parser.add_argument("--load-size", type=int, default=10_000, help="images in the load test's index")
     parser.add_argument("--usual-sample", type=int, default=120, help="images timed the usual way")
+    parser.add_argument("--cold-photos", type=int, default=2000, help="photos in part 1's larger cold-process run")
+    parser.add_argument(
+        "--cold-repeats", type=int, default=3, help="cold `main.py search` runs timed per case (part 6)"
+    )
     parser.add_argument("--format-files", type=int, default=16, help="12 MP files of each format to index")
     parser.add_argument("--ocr-photos", type=int, default=240, help="photos read by OCR (half with words on them)")
     parser.add_argument("--unchanged-files", type=int, default=10_000, help="files in the cold re-index's folder")
@@ -70,6 +79,7 @@ def parse_args() -> argparse.Namespace:
         args.images, args.scale, args.queries, args.drops, args.usual_sample = 12, "500", 10, 2, 6
         args.format_files = 2
         args.ocr_photos = 6
+        args.cold_photos, args.cold_repeats = 48, 1
         args.unchanged_files = 50
         args.dup_scale = "500"
         args.clients, args.load_seconds, args.load_size = 4, 3, 500
@@ -103,15 +113,17 @@ def main() -> None:
     model = open_embedder(settings.clip_model, settings.device, settings.precision)
     report = Report()
     parts: dict[str, Callable[[], None]] = {
-        "indexing": lambda: bench_indexing(settings, env, report, args.usual_sample),
-        "formats": lambda: bench_formats(settings, report, work, args.format_files),
+        "indexing": lambda: bench_indexing(settings, env, report, args.usual_sample, args.cold_photos),
+        "formats": lambda: bench_formats(
+            settings, report, work, args.format_files, **(SMOKE_FORMATS if args.smoke else {})
+        ),
         "ocr": lambda: bench_ocr(settings, report, work, args.corpus, args.ocr_photos),
         "faces": lambda: bench_faces(settings, report, work, args.corpus, variants=not args.smoke),
         "live": lambda: live_latency(settings, env, report, args.drops, work),
         "scale": lambda: query_at_scale(
             settings, env, report, [int(s) for s in args.scale.split(",")], args.queries, work
         ),
-        "cold": lambda: cold_search(settings, env, report, work),
+        "cold": lambda: cold_search(settings, env, report, work, args.cold_repeats),
         "coldindex": lambda: bench_cold_index(settings, report, work, args.unchanged_files, 1 if args.smoke else 3),
         "load": lambda: load_test(settings, env, report, work, args.clients, args.load_seconds, args.load_size),
         "duplicates": lambda: bench_duplicates(

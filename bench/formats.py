@@ -57,9 +57,20 @@ def decode_rate(path: Path, *, draft: bool, seconds: float = 3.0, max_pixels: in
     return count / elapsed
 
 
-def bench_formats(settings: Settings, report: Report, work: Path, count: int) -> None:
+def bench_formats(
+    settings: Settings,
+    report: Report,
+    work: Path,
+    count: int,
+    size: tuple[int, int] = TWELVE_MP,
+    video: tuple[int, int] = (1920, 1080),
+    shot_seconds: float = 5.0,
+    decode_seconds: float = 2.0,
+) -> None:
     """`count` files of each kind made from the corpus's photos, each kind indexed into a fresh
-    database with the model loaded; decoding alone and the model alone timed in the same run."""
+    database with the model loaded; decoding alone and the model alone timed in the same run.
+    `size` is the stills' pixels, `video` a clip's frame size, each of its four shots
+    `shot_seconds` long (smaller in the smoke run)."""
     from bench.indexing import EMBEDDERS, model_ceiling
     from flows.engine import index_once
 
@@ -69,20 +80,22 @@ def bench_formats(settings: Settings, report: Report, work: Path, count: int) ->
 
     photos = sorted(p for p in settings.image_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[:count]
     kinds: dict[str, Path] = {}
-    for kind in ("jpeg 12 MP", "heic 12 MP", "dng 12 MP + preview", "mp4 1080p 20 s"):
+    mp = f"{size[0] * size[1] / 1e6:.0f} MP"
+    jpeg, heic, dng, mp4 = f"jpeg {mp}", f"heic {mp}", f"dng {mp} + preview", f"mp4 {video[1]}p {4 * shot_seconds:g} s"
+    for kind in (jpeg, heic, dng, mp4):
         folder = kinds[kind] = work / "formats" / kind.split()[0]
         folder.mkdir(parents=True, exist_ok=True)
     facts = stills.Facts(camera="bench")
     for i, photo in enumerate(photos):
         with Image.open(photo) as source:
-            big = source.convert("RGB").resize(TWELVE_MP, Image.Resampling.BICUBIC)
-        stills.write_jpeg(kinds["jpeg 12 MP"] / f"{i}.jpg", big, facts)
-        stills.write_heic(kinds["heic 12 MP"] / f"{i}.heic", big, facts, thumbnail=320)
+            big = source.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+        stills.write_jpeg(kinds[jpeg] / f"{i}.jpg", big, facts)
+        stills.write_heic(kinds[heic] / f"{i}.heic", big, facts, thumbnail=320)
         preview = big.resize((1024, 768), Image.Resampling.BICUBIC)
-        stills.write_dng(kinds["dng 12 MP + preview"] / f"{i}.dng", big, facts, preview=preview)
+        stills.write_dng(kinds[dng] / f"{i}.dng", big, facts, preview=preview)
         if i % 4 == 0:  # a video of four shots of five seconds each, as a phone clip pans
-            shots = [(Image.open(p).convert("RGB"), 5.0) for p in photos[i : i + 4]]
-            write_video(kinds["mp4 1080p 20 s"] / f"{i}.mp4", shots, fps=30, size=(1920, 1080))
+            shots = [(Image.open(p).convert("RGB"), shot_seconds) for p in photos[i : i + 4]]
+            write_video(kinds[mp4] / f"{i}.mp4", shots, fps=30, size=video)
     model = EMBEDDERS.get(settings.clip_model, settings.device, settings.precision)
     ceiling = model_ceiling(settings, 64)
     # what an update costs with nothing to do (starting the engine, opening tables): not the files'
@@ -107,7 +120,7 @@ def bench_formats(settings: Settings, report: Report, work: Path, count: int) ->
             alone = ceiling / (frames / len(files))
             detail = f"{frames / len(files):.1f} frames a file"
         else:
-            decode = decode_rate(files[0], draft=True, seconds=2.0)
+            decode = decode_rate(files[0], draft=True, seconds=decode_seconds)
             alone = ceiling
             detail = "decode on the file workers"
         report.add(

@@ -86,7 +86,9 @@ def index_run(settings: Settings, env: dict[str, str]) -> tuple[dict[str, float]
     return json.loads(result.stdout.strip().splitlines()[-1]), wall, peak
 
 
-def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usual_sample: int) -> None:
+def bench_indexing(
+    settings: Settings, env: dict[str, str], report: Report, usual_sample: int, cold_photos: int = COLD_PHOTOS
+) -> None:
     files = list_images(settings.image_dir)
     n = len(files)
     model = EMBEDDERS.get(settings.clip_model, settings.device, settings.precision)
@@ -95,11 +97,11 @@ def bench_indexing(settings: Settings, env: dict[str, str], report: Report, usua
     # a cold process, as `python main.py index` runs: wall time and peak memory
     cold_settings = settings.with_overrides(data_dir=settings.data_dir.parent / "data-cold")
     cold, cold_wall, peak = index_run(cold_settings, env_for_data_dir(env, cold_settings))
-    # and on a folder of about 2,000 photos, where start-up is a smaller part of the whole
+    # and on a folder of about 2,000 photos (`cold_photos`), where start-up is a smaller part of the whole
     many = settings.with_overrides(
         image_dir=settings.data_dir.parent / "img-copies", data_dir=settings.data_dir.parent / "data-cold-many"
     )
-    photos = distinct_copies(files, many.image_dir, COLD_PHOTOS)
+    photos = distinct_copies(files, many.image_dir, cold_photos)
     many_env = {**env_for_data_dir(env, many), "IMAGE_DIR": str(many.image_dir)}
     cold_many, many_wall, many_peak = index_run(many, many_env)
 
