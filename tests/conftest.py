@@ -246,6 +246,15 @@ def polled_server(pg_server: str, top: Path, items: int) -> Iterator[tuple[str, 
     """`main.py serve` over `top`/img (already written), polling the folder, on a database of its
     own; yields (base URL, settings) once its first scan has indexed `items`. For modules whose
     tests only look, so one server serves them all."""
+    with shared_server(pg_server, top, items, WATCH="poll") as served:
+        yield served
+
+
+@contextmanager
+def shared_server(pg_server: str, top: Path, items: int, **extra_env: str) -> Iterator[tuple[str, Settings]]:
+    """`main.py serve` over `top`/img (already written) with `extra_env`, on a database of its own;
+    yields (base URL, settings) once its first scan has indexed `items`. For a module-scoped
+    fixture: one server for all the tests of a module that only look."""
     import httpx
 
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -254,7 +263,7 @@ def polled_server(pg_server: str, top: Path, items: int) -> Iterator[tuple[str, 
     folders = {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data")}
     settings = load_settings({**folders, "DATABASE_URL": _with_database(pg_server, name), **TINY_MODEL})
     port = free_port()
-    server = Process(settings, ["serve"], top / "serve.log", PORT=str(port), WATCH="poll")
+    server = Process(settings, ["serve"], top / "serve.log", PORT=str(port), **extra_env)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:

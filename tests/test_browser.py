@@ -6,14 +6,15 @@ import io
 import random
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ARTIFACTS, copy_tiny_model, free_port, wait_for
+from conftest import ARTIFACTS, copy_tiny_model, free_port, shared_server, wait_for
 from playwright.sync_api import expect
-from shapes import ALL_DRAWINGS, Drawing, draw, random_drawing
+from shapes import ALL_DRAWINGS, Drawing, draw, random_drawing, write_corpus
 
 from core.settings import Settings
 
@@ -31,22 +32,40 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
-def gallery(settings: Settings) -> Settings:
-    """Three varied pictures of every colour and shape (72 in all, more than one page), a subfolder,
-    and a file that is not an image."""
+def write_gallery(folder: Path) -> None:
+    """Beside the 18 shapes already in `folder`: three varied pictures of every colour and shape (72
+    in all, more than one page), a subfolder, and a file that is not an image."""
     rng = random.Random(11)
     for round_ in range(3):
         for drawing in ALL_DRAWINGS:
-            random_drawing(drawing, rng, base=160).save(settings.image_dir / f"{drawing.slug}-{round_}.png")
-    (settings.image_dir / "holiday").mkdir()
-    shutil.copy(settings.image_dir / "yellow-square.png", settings.image_dir / "holiday" / "beach.png")
-    (settings.image_dir / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a whole jpeg")
-    return settings
+            random_drawing(drawing, rng, base=160).save(folder / f"{drawing.slug}-{round_}.png")
+    (folder / "holiday").mkdir()
+    shutil.copy(folder / "yellow-square.png", folder / "holiday" / "beach.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a whole jpeg")
 
 
 @pytest.fixture
-def server(gallery: Settings, start_process: Any) -> Iterator[str]:
+def gallery(settings: Settings) -> Settings:
+    """The gallery (`write_gallery`) in a folder of this test's own."""
+    write_gallery(settings.image_dir)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def server(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server over the gallery for the whole module, for the tests that only look (search,
+    open, scroll, filter, read the status): none changes the folder, the model or the server. A
+    test that does uses `own_server`."""
+    top = tmp_path_factory.mktemp("gallery")
+    write_corpus(top / "img")
+    write_gallery(top / "img")
+    with shared_server(pg_server, top, 73) as (base, _):
+        yield base
+
+
+@pytest.fixture
+def own_server(gallery: Settings, start_process: Any) -> Iterator[str]:
+    """A server of the test's own over the gallery, for a test that changes the folder or the model."""
     port = free_port()
     start_process(gallery, "serve", PORT=str(port))
     base = f"http://127.0.0.1:{port}"
@@ -62,24 +81,48 @@ def server(gallery: Settings, start_process: Any) -> Iterator[str]:
     yield base
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the whole module; each test gets a fresh context (cookies, storage) and page."""
+    with launched_browser() as launched:
+        yield launched
+
+
 @pytest.fixture
-def page(server: str) -> Iterator[Any]:
-    yield from open_page()
+def page(browser: Any) -> Iterator[Any]:
+    yield from new_page(browser)
 
 
-def open_page() -> Iterator[Any]:
+@contextmanager
+def launched_browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser: Any) -> Iterator[Any]:
+    """A page in a new context of `browser`, as a new visitor's; fails the test on a script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.set_default_timeout(15_000)
         yield page
-        assert errors == [], errors
-        browser.close()
+    finally:
+        context.close()
+    assert errors == [], errors
+
+
+def open_page() -> Iterator[Any]:
+    """A page in a Chromium of its own (for a module that drives a browser in one or two tests)."""
+    with launched_browser() as browser:
+        yield from new_page(browser)
 
 
 def first_paths(page: Any, n: int = 3) -> list[str]:
@@ -169,8 +212,9 @@ def test_the_folder_filter_is_reflected_in_the_url(page: Any, server: str) -> No
 
 
 def test_a_picture_dropped_into_the_folder_becomes_findable_without_reloading(
-    page: Any, server: str, gallery: Settings
+    page: Any, own_server: str, gallery: Settings
 ) -> None:
+    server = own_server
     page.goto(server + "/?q=a%20green%20square")
     page.wait_for_selector(".tile")
     buffer = io.BytesIO()
@@ -194,7 +238,10 @@ def test_the_monitoring_view_lists_the_corrupt_file_with_its_reason(page: Any, s
     screenshot(page, "status-page.png")
 
 
-def test_the_monitoring_view_builds_another_model_and_switches_to_it(page: Any, server: str, tmp_path: Path) -> None:
+def test_the_monitoring_view_builds_another_model_and_switches_to_it(
+    page: Any, own_server: str, tmp_path: Path
+) -> None:
+    server = own_server
     page.goto(server + "/status")
     page.wait_for_function("document.querySelector('#images').textContent === '73'")
     page.fill("#model-name", str(tmp_path / "not-a-model"))
@@ -247,8 +294,8 @@ def token_server(settings: Settings, start_process: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def token_page(token_server: str) -> Iterator[Any]:
-    yield from open_page()
+def token_page(token_server: str, browser: Any) -> Iterator[Any]:
+    yield from new_page(browser)
 
 
 def images_loaded(page: Any, selector: str) -> None:

@@ -14,7 +14,7 @@ from camera_roll import write_camera_roll
 from conftest import polled_server
 from playwright.sync_api import expect
 from shapes import Drawing, write_corpus
-from test_browser import PHONE, open_page, screenshot
+from test_browser import PHONE, browser, new_page, screenshot  # noqa: F401  (one Chromium for the module)
 from videos import write_video
 
 pytestmark = pytest.mark.browser
@@ -43,8 +43,8 @@ def library(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
-def page(library: str) -> Iterator[Any]:
-    yield from open_page()
+def page(library: str, browser: Any) -> Iterator[Any]:  # noqa: F811
+    yield from new_page(browser)
 
 
 def result(base: str, q: str, path: str) -> dict[str, Any]:

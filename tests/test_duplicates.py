@@ -15,7 +15,7 @@ import pytest
 from conftest import run_main
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_browser import gallery, open_page, server  # noqa: F401  (fixtures reused as they are)
+from test_browser import open_page, server  # noqa: F401  (the gallery's shared server, reused as it is)
 
 from api.app import create_app
 from api.near_pairs import near_pairs
