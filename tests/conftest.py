@@ -242,6 +242,35 @@ def serve_and_wait(
 
 
 @contextmanager
+def database_of_its_own(pg_server: str) -> Iterator[str]:
+    """An empty database on the session server for a module-scoped fixture; yields its URL and
+    drops it at the end."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(pg_server, name)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def indexed_folder(pg_server: str, top: Path) -> Iterator[Settings]:
+    """`top`/img (already written) indexed once, in this process, into a database of its own;
+    yields its settings (data in `top`/data). For a module-scoped fixture: the tests that only
+    look share it, a test that changes the folder indexes one of its own."""
+    from flows.engine import index_once
+
+    with database_of_its_own(pg_server) as url:
+        settings = load_settings(
+            {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data"), "DATABASE_URL": url, **TINY_MODEL}
+        )
+        asyncio.run(index_once(settings))
+        yield settings
+
+
+@contextmanager
 def polled_server(pg_server: str, top: Path, items: int) -> Iterator[tuple[str, Settings]]:
     """`main.py serve` over `top`/img (already written), polling the folder, on a database of its
     own; yields (base URL, settings) once its first scan has indexed `items`. For modules whose

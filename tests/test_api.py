@@ -9,14 +9,15 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import pytest
-from conftest import ROOT, Process, env_for, free_port, query, run_main, wait_for
+from conftest import ROOT, Process, env_for, free_port, indexed_folder, query, run_main, wait_for
 from fastapi.testclient import TestClient
 from PIL import Image
-from shapes import Drawing, draw
+from shapes import Drawing, draw, write_corpus
 
 from api.app import create_app
 from core.settings import Settings
@@ -30,21 +31,44 @@ def dated_jpeg(drawing: Drawing, when: str) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def indexed(settings: Settings, index: Any) -> Settings:
-    trips = settings.image_dir / "trips"
+def add_trips(folder: Path) -> None:
+    """Beside the 18 shapes in `folder`: EXIF-dated JPEGs in trips/ and a copy of one shape (22 in all)."""
+    trips = folder / "trips"
     trips.mkdir()
     (trips / "old-green-triangle.jpg").write_bytes(dated_jpeg(Drawing("green", "triangle"), "2019:05:01 10:00:00"))
     (trips / "new-green-triangle.jpg").write_bytes(dated_jpeg(Drawing("green", "triangle"), "2023:08:15 18:30:00"))
     (trips / "blue-circle.jpg").write_bytes(dated_jpeg(Drawing("blue", "circle"), "2023:01:02 09:00:00"))
-    shutil.copy(settings.image_dir / "orange-square.png", settings.image_dir / "orange-square-copy.png")
+    shutil.copy(folder / "orange-square.png", folder / "orange-square-copy.png")
+
+
+@pytest.fixture(scope="module")
+def indexed(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One indexed folder for the module's tests that only look (search, read, run the CLI's search);
+    a test that changes the folder uses `own_indexed`."""
+    top = tmp_path_factory.mktemp("api")
+    write_corpus(top / "img")
+    add_trips(top / "img")
+    with indexed_folder(pg_server, top) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def client(indexed: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(indexed)) as c:
+        yield c
+
+
+@pytest.fixture
+def own_indexed(settings: Settings, index: Any) -> Settings:
+    """The same folder, indexed for this test alone."""
+    add_trips(settings.image_dir)
     index(settings)
     return settings
 
 
 @pytest.fixture
-def client(indexed: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(indexed)) as c:
+def own_client(own_indexed: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(own_indexed)) as c:
         yield c
 
 
@@ -137,8 +161,9 @@ class TestFiles:
         assert response.content == (indexed.image_dir / "trips" / "blue-circle.jpg").read_bytes()
 
     def test_thumbnails_are_small_cached_and_renewed_when_the_file_changes(
-        self, client: TestClient, indexed: Settings, index: Callable[[Settings], Any]
+        self, own_client: TestClient, own_indexed: Settings, index: Callable[[Settings], Any]
     ) -> None:
+        client, indexed = own_client, own_indexed
         big = indexed.image_dir / "big.png"
         draw(Drawing("red", "square"), width=1000, height=600).save(big)
         index(indexed)
@@ -196,7 +221,10 @@ class TestBadRequests:
             response = c.post("/api/search/image", files={"file": ("big.png", b"\0" * 150_000, "image/png")})
         assert response.status_code == 413 and "MB" in response.json()["detail"]
 
-    def test_a_deleted_file_is_not_served_even_by_its_old_id(self, client: TestClient, indexed: Settings) -> None:
+    def test_a_deleted_file_is_not_served_even_by_its_old_id(
+        self, own_client: TestClient, own_indexed: Settings
+    ) -> None:
+        client, indexed = own_client, own_indexed
         ident = image_id(indexed, "red-circle.png")
         (indexed.image_dir / "red-circle.png").unlink()
         assert client.get(f"/api/images/{ident}/file").status_code == 404
