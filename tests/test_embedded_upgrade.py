@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import TINY_CLIP, Process, run_main, wait_for
+from shapes import write_corpus
 from test_external_postgres import ExternalPostgres, one_error_line, settings_for
 
 from core.settings import Settings, load_settings
@@ -82,10 +85,13 @@ def embedded_settings(image_dir: Path, data_dir: Path) -> Settings:
     return load_settings({"IMAGE_DIR": str(image_dir), "DATA_DIR": str(data_dir), "CLIP_MODEL": str(TINY_CLIP)})
 
 
-@pytest.fixture
-def old_data_dir(image_dir: Path, tmp_path: Path) -> tuple[Settings, dict[str, list[Any]]]:
-    """A DATA_DIR indexed by this code on the old embedded server; and what its database held."""
-    settings = embedded_settings(image_dir, tmp_path / "data")
+@pytest.fixture(scope="module")
+def old_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, list[Any]]]:
+    """A DATA_DIR indexed by this code on the old embedded server, made once for the module (each
+    test upgrades a copy: `old_data_dir`); and what its database held."""
+    top = tmp_path_factory.mktemp("old-release")
+    write_corpus(top / "img")
+    settings = embedded_settings(top / "img", top / "data")
     settings.data_dir.mkdir()
     old = OldEmbedded(settings.pg_data_dir)
     url = old.start()
@@ -100,6 +106,34 @@ def old_data_dir(image_dir: Path, tmp_path: Path) -> tuple[Settings, dict[str, l
     assert major_version(settings.pg_data_dir) == 16
     assert len(before["embedding_cache"]) == 18 and any(len(v) == 18 for k, v in before.items() if "." in k)
     return settings, before
+
+
+@pytest.fixture
+def old_data_dir(
+    old_release: tuple[Settings, dict[str, list[Any]]], tmp_path: Path
+) -> tuple[Settings, dict[str, list[Any]]]:
+    """A copy of the old release's DATA_DIR of this test's own (owners and modes kept: the old
+    server's files belong to the user it runs as), over the same pictures, which no test changes."""
+    made, before = old_release
+    settings = embedded_settings(made.image_dir, tmp_path / "data")
+    copy_as_is(made.data_dir, settings.data_dir)
+    if os.geteuid() == 0:  # as the old release's start left the folders above its server's (pgserver, as root)
+        for parent in settings.pg_data_dir.parents:
+            parent.chmod(parent.stat().st_mode | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    assert major_version(settings.pg_data_dir) == 16
+    return settings, before
+
+
+def copy_as_is(source: Path, target: Path) -> None:
+    """`source` copied to `target` with its files' modes and, where this process may set them, owners."""
+    shutil.copytree(source, target, symlinks=True)
+    if os.geteuid() != 0:
+        return
+    for folder, dirs, files in os.walk(source):
+        for name in [".", *dirs, *files]:
+            there = Path(folder, name)
+            found = there.lstat()
+            os.lchown(target / there.relative_to(source), found.st_uid, found.st_gid)
 
 
 def dump_waits_for(conn: psycopg.Connection[Any], table: str) -> bool:
