@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import free_port, query, run_main, wait_for
-from shapes import ALL_DRAWINGS
+from conftest import free_port, query, run_main, shared_server, wait_for
+from shapes import ALL_DRAWINGS, write_corpus
 from test_model_families import build_tiny_siglip
 
 from core.settings import Settings
@@ -237,10 +237,20 @@ class TestSwitchingALiveServer:
         assert len(answer(server.search())) == N
 
 
+@pytest.fixture(scope="module")
+def unswitched(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the tests whose choice is refused: they look, and nothing changes."""
+    top = tmp_path_factory.mktemp("unswitched")
+    write_corpus(top / "img")
+    with shared_server(pg_server, top, N) as (base, _):
+        live = Server(base)
+        yield live
+        live.client.close()
+
+
 class TestChoosingABadModel:
-    def test_a_model_that_does_not_exist_is_refused_with_one_line(
-        self, settings: Settings, server: Server, tmp_path: Path
-    ) -> None:
+    def test_a_model_that_does_not_exist_is_refused_with_one_line(self, unswitched: Server, tmp_path: Path) -> None:
+        server = unswitched
         missing = server.client.post("/api/model", json={"model": str(tmp_path / "no-such-model")})
         assert missing.status_code == 422
         detail = missing.json()["detail"]
@@ -249,9 +259,8 @@ class TestChoosingABadModel:
         assert server.client.post("/api/model", json={"model": ""}).status_code == 422
         assert server.client.post("/api/model", json={"name": "x"}).status_code == 422
 
-    def test_another_site_cannot_choose_the_model_with_a_plain_form_post(
-        self, settings: Settings, server: Server, siglip: str
-    ) -> None:
+    def test_another_site_cannot_choose_the_model_with_a_plain_form_post(self, unswitched: Server, siglip: str) -> None:
+        server = unswitched
         # a page elsewhere can send text/plain without a CORS preflight; only JSON is accepted
         sent = server.client.post(
             "/api/model", content=json.dumps({"model": siglip}), headers={"Content-Type": "text/plain"}
