@@ -7,6 +7,9 @@ TORCH_SPEC ?= torch==2.13.0
 # Extra pip arguments for torch alone. Empty here; the Dockerfile passes PyTorch's CPU index,
 # because PyPI's Linux torch is the CUDA build.
 TORCH_PIP_ARGS ?=
+# the suite's parallel workers (pytest-xdist, one file per worker at a time, each with its own
+# embedded Postgres): its tests wait on servers, browsers and subprocesses as much as they compute
+TEST_WORKERS ?= 3
 export COCOINDEX_DISABLE_USAGE_TRACKING := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
@@ -48,7 +51,7 @@ test: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors browser
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
