@@ -263,11 +263,16 @@ def indexed_folder(pg_server: str, top: Path) -> Iterator[Settings]:
     from flows.engine import index_once
 
     with database_of_its_own(pg_server) as url:
-        settings = load_settings(
-            {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data"), "DATABASE_URL": url, **TINY_MODEL}
-        )
+        settings = settings_in(top, url)
         asyncio.run(index_once(settings))
         yield settings
+
+
+def settings_in(top: Path, database_url: str) -> Settings:
+    """The tests' settings for `top`/img and `top`/data on `database_url`."""
+    return load_settings(
+        {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data"), "DATABASE_URL": database_url, **TINY_MODEL}
+    )
 
 
 @contextmanager

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_main
+from conftest import indexed_folder, run_main
 from fastapi.testclient import TestClient
 from PIL import Image
+from shapes import write_corpus
 from test_browser import open_page, server  # noqa: F401  (the gallery's shared server, reused as it is)
 
 from api.app import create_app
@@ -22,23 +23,44 @@ from api.near_pairs import near_pairs
 from core.settings import Settings
 
 
-@pytest.fixture
-def copies(settings: Settings, index: Any) -> Settings:
-    """The corpus plus a byte-identical copy of one picture and a resized, re-encoded copy of another."""
-    folder = settings.image_dir / "copies"
+def add_copies(image_dir: Path) -> None:
+    """Beside the corpus: a byte-identical copy of one picture and a resized, re-encoded copy of another."""
+    folder = image_dir / "copies"
     folder.mkdir()
-    shutil.copy(settings.image_dir / "red-circle.png", folder / "red-circle-copy.png")
-    original = Image.open(settings.image_dir / "blue-square.png").convert("RGB")
+    shutil.copy(image_dir / "red-circle.png", folder / "red-circle-copy.png")
+    original = Image.open(image_dir / "blue-square.png").convert("RGB")
     buffer = io.BytesIO()
     original.resize((original.width * 9 // 10, original.height * 9 // 10)).save(buffer, "JPEG", quality=88)
     (folder / "blue-square-small.jpg").write_bytes(buffer.getvalue())
+
+
+@pytest.fixture(scope="module")
+def copies(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The corpus and its copies, indexed once for the module's tests that only look."""
+    top = tmp_path_factory.mktemp("copies")
+    write_corpus(top / "img")
+    add_copies(top / "img")
+    with indexed_folder(pg_server, top) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def client(copies: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(copies)) as c:
+        yield c
+
+
+@pytest.fixture
+def own_copies(settings: Settings, index: Any) -> Settings:
+    """The same, indexed for a test that adds a file."""
+    add_copies(settings.image_dir)
     index(settings)
     return settings
 
 
 @pytest.fixture
-def client(copies: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(copies)) as c:
+def own_client(own_copies: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(own_copies)) as c:
         yield c
 
 
@@ -93,8 +115,9 @@ def test_a_threshold_outside_half_to_one_is_a_422_with_one_line(client: TestClie
 
 
 def test_a_new_copy_shows_up_after_the_indexer_reports_the_change(
-    client: TestClient, copies: Settings, index: Any
+    own_client: TestClient, own_copies: Settings, index: Any
 ) -> None:
+    client, copies = own_client, own_copies
     assert client.get("/api/duplicates").json()["total_groups"] == 2
     shutil.copy(copies.image_dir / "green-triangle.png", copies.image_dir / "copies" / "green-again.png")
     index(copies)

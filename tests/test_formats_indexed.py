@@ -3,21 +3,23 @@ result, its thumbnail, its file (and for formats browsers cannot show, its previ
 
 from __future__ import annotations
 
+import asyncio
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import stills
+from conftest import database_of_its_own, settings_in
 from fastapi.testclient import TestClient
 from PIL import Image
-from shapes import Drawing, draw
+from shapes import Drawing, draw, write_corpus
 from videos import quicktime_metadata, write_video
 
 from api.app import create_app
 from core.settings import Settings
+from flows.engine import index_once
 
 TAKEN = datetime(2022, 5, 14, 9, 30, 0)
 FACTS = stills.Facts(taken_at=TAKEN, camera="Pixel 7", latitude=38.7139, longitude=-9.1394, orientation=6)
@@ -60,18 +62,29 @@ def colour_at_centre(data: bytes) -> tuple[int, ...]:
         return tuple(small.getpixel((1, 1)))  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="module")
+def every_format(pg_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The 18 shapes and one file of every format, each in a folder of its own (camera/EXT/),
+    indexed once for the module: its tests only look."""
+    top = tmp_path_factory.mktemp("formats")
+    write_corpus(top / "img")
+    for ext, (writer, _, _) in FORMATS.items():
+        writer(_target(top / "img", ext))
+    with database_of_its_own(pg_server) as url:
+        settings = settings_in(top, url)
+        summary = asyncio.run(index_once(settings))
+        assert summary.failed == 0, summary
+        yield settings
+
+
 @pytest.fixture(params=sorted(FORMATS))
-def one_of_each(request: pytest.FixtureRequest, settings: Settings, index: Any) -> tuple[Settings, str]:
-    ext = request.param
-    FORMATS[ext][0](_target(settings, ext))
-    summary = index(settings)
-    assert summary.failed == 0, summary
-    return settings, ext
+def one_of_each(request: pytest.FixtureRequest, every_format: Settings) -> tuple[Settings, str]:
+    return every_format, request.param
 
 
-def _target(settings: Settings, ext: str) -> Path:
-    folder = settings.image_dir / "camera"
-    folder.mkdir(exist_ok=True)
+def _target(image_dir: Path, ext: str) -> Path:
+    folder = image_dir / "camera" / ext
+    folder.mkdir(parents=True, exist_ok=True)
     return folder / f"IMG_0001.{ext}"
 
 
@@ -82,10 +95,10 @@ class TestEveryFormat:
         is_video = media_type.startswith("video/")
         with TestClient(create_app(settings)) as client:
             # in its folder: the corpus's orange-triangle.png would also match by its name
-            found = client.get("/api/search", params={"q": "an orange triangle", "folder": "camera", "limit": 3})
+            found = client.get("/api/search", params={"q": "an orange triangle", "folder": f"camera/{ext}", "limit": 3})
             results = found.json()["results"]
             hit = results[0]
-            assert hit["path"] == f"camera/IMG_0001.{ext}", [r["path"] for r in results]
+            assert hit["path"] == f"camera/{ext}/IMG_0001.{ext}", [r["path"] for r in results]
             assert hit["kind"] == ("video" if is_video else "picture")
             # stored turned, with EXIF orientation 6 saying how to turn it back: shown upright
             assert (hit["width"], hit["height"]) == (240, 180)
