@@ -297,7 +297,7 @@ def shared_server(pg_server: str, top: Path, items: int, **extra_env: str) -> It
     folders = {"IMAGE_DIR": str(top / "img"), "DATA_DIR": str(top / "data")}
     settings = load_settings({**folders, "DATABASE_URL": _with_database(pg_server, name), **TINY_MODEL})
     port = free_port()
-    server = Process(settings, ["serve"], top / "serve.log", PORT=str(port), **extra_env)
+    server = Process(settings, ["serve"], top / "serve.log", prefix=None, PORT=str(port), **extra_env)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
