@@ -207,30 +207,28 @@ async def video_length(key: str, size: int, mtime_ns: int) -> float | None:
     return facts.duration
 
 
+async def _sidecar_bytes(key: str) -> bytes | None:
+    """A sidecar's bytes, read on a file worker; None when it cannot be read (any more)."""
+    path = coco.use_context(RUN).library.path_of(key)
+    try:
+        assert path is not None
+        return await in_file_worker(path.read_bytes)
+    except OSError:
+        return None
+
+
 @coco.fn(memo=True, version=1)
 async def read_sidecar(key: str, size: int, mtime_ns: int) -> XmpFacts | None:
     """The facts of an `.xmp` sidecar; unreadable or malformed reads as none."""
-    run = coco.use_context(RUN)
-    path = run.library.path_of(key)
-    try:
-        assert path is not None
-        data = await in_file_worker(path.read_bytes)
-    except OSError:
-        return None
-    return parse_xmp(data)
+    data = await _sidecar_bytes(key)
+    return None if data is None else parse_xmp(data)
 
 
 @coco.fn(memo=True, version=1)
 async def read_takeout(key: str, size: int, mtime_ns: int) -> TakeoutFacts | None:
     """The facts of a Google Takeout JSON sidecar; unreadable or not Takeout's reads as none."""
-    run = coco.use_context(RUN)
-    path = run.library.path_of(key)
-    try:
-        assert path is not None
-        data = await in_file_worker(path.read_bytes)
-    except OSError:
-        return None
-    return parse_takeout(data)
+    data = await _sidecar_bytes(key)
+    return None if data is None else parse_takeout(data)
 
 
 def merge_sidecar(facts: FileFacts, sidecar: XmpFacts | None, takeout: TakeoutFacts | None = None) -> XmpFacts:
