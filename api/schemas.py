@@ -156,7 +156,19 @@ class Image(BaseModel):
     preview_url: str | None = Field(description="a JPEG to show a format browsers cannot (HEIC, RAW, ...)")
     original_url: str | None = Field(description="the RAW file a JPEG or HEIC came with")
     motion_url: str | None = Field(description="a Live Photo's motion (a short video)")
+    play_url: str | None = Field(
+        description="a video (or a Live Photo's motion) as every browser plays it: the file itself where its "
+        "codecs allow, else H.264/AAC in MP4 made from it on demand; ask `{play_url}/status` whether it is ready"
+    )
     people: list[FaceInPicture] = Field(description="the faces in it (a video: in the frame shown), with who they are")
+
+
+class VideoPlayback(BaseModel):
+    state: str = Field(description="ready: play `url`; preparing: being converted for browsers, ask again")
+    url: str = Field(description="what to play (range requests supported)")
+    converted: bool = Field(description="true: `url` gives H.264/AAC in MP4 made from the file")
+    codec: str = Field(description="the file's video codec: h264, hevc, vp9, ...")
+    progress: float | None = Field(description="while preparing: the fraction done, 0 to 1")
 
 
 class MatchedLine(BaseModel):
@@ -402,7 +414,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "not found",
         413: "the upload is larger than UPLOAD_MAX_MB",
         409: "a change asked of a server whose database is a read-only replica: ask the primary's",
-        415: "not a usable image",
+        415: "not a usable image (or a video that cannot be read or converted)",
         422: "an invalid request, said in one line",
         503: "the database or the model is not available (yet); try again",
     }

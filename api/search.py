@@ -170,6 +170,7 @@ class ImageRecord:
             "preview_url": f"/api/images/{self.id}/preview" if facts.needs_preview(self.format) else None,
             "original_url": f"/api/images/{self.id}/original" if facts.original else None,
             "motion_url": f"/api/images/{self.id}/motion" if facts.motion else None,
+            "play_url": f"/api/images/{self.id}/video" if facts.kind == "video" or facts.motion else None,
         }
 
 

@@ -22,6 +22,7 @@ from api.places import PlaceCache, place_cache
 from api.relevance import Judges
 from api.search import FolderCache, folder_cache
 from api.serving_models import ServingModels
+from api.transcodes import Transcodes
 from core.errors import ReadOnly, Unavailable, first_line
 from core.media.library import library_of
 from core.models.embedder import Embedder, Embedders
@@ -55,6 +56,7 @@ class Services:
         self.duplicates: DuplicateCache = duplicate_cache()
         self.judges = Judges()
         self.library = library_of(settings.image_dirs)
+        self.transcodes = Transcodes(settings.transcode_dir, settings.transcode_cache_bytes, settings.max_image_pixels)
 
     def open(self) -> None:
         self._last_open = time.monotonic()
@@ -100,6 +102,7 @@ class Services:
             pass  # logged; searches answer 503 with the reason
 
     def close(self) -> None:
+        self.transcodes.close()
         if self.pool is not None:
             self.pool.close()
 

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, str] = {
     "API_TOKEN": "",
     "ALLOW_REMOTE_WITHOUT_TOKEN": "0",
     "UPLOAD_MAX_MB": "20",
+    "TRANSCODE_CACHE_MB": "2048",
     "SEARCH_EF": "100",
     "CORS_ORIGINS": "",
     "PG_SHARED_BUFFERS": "auto",
@@ -85,6 +86,7 @@ class Settings:
     ocr: str = "auto"  # auto | on | off: reading the text in pictures (`core.models.ocr.read_picture`)
     text_tower: str = "auto"  # auto (compiled where it passed its check, `core.models.text_onnx`) | torch
     faces: bool = True  # FACES: finding faces and grouping them into people (`flows.face_pass`)
+    transcode_cache_bytes: int = 2048 * 1024 * 1024  # videos converted for browsers (`api.transcodes`)
 
     @property
     def image_dir(self) -> Path:
@@ -106,6 +108,10 @@ class Settings:
     @property
     def thumbnail_dir(self) -> Path:
         return self.data_dir / "thumbnails"
+
+    @property
+    def transcode_dir(self) -> Path:
+        return self.data_dir / "transcodes"
 
     @property
     def compiled_text_dir(self) -> Path | None:
@@ -248,6 +254,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         host=_raw(values, "HOST").strip(),
         port=_int(values, "PORT"),
         upload_max_bytes=_int(values, "UPLOAD_MAX_MB") * 1024 * 1024,
+        transcode_cache_bytes=_int(values, "TRANSCODE_CACHE_MB") * 1024 * 1024,
         search_ef=_int(values, "SEARCH_EF", lo=10),
         cors_origins=_origins(_raw(values, "CORS_ORIGINS")),
         api_token=_token(_raw(values, "API_TOKEN")),

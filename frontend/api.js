@@ -127,6 +127,11 @@ export function getImage(id) {
   return request(`/api/images/${encodeURIComponent(id)}`);
 }
 
+// whether a video plays now or is being converted for browsers; asking starts the conversion
+export function getPlayback(playUrl) {
+  return request(`${playUrl}/status`);
+}
+
 export function getStatus() {
   return request("/api/status").catch((error) => {
     // 503 still carries a status body saying the database is unreachable

@@ -36,7 +36,8 @@ def heic(drawing: Drawing) -> bytes:
 
 def write_camera_roll(roll: Path) -> None:
     """`clip.mp4` (a red circle for 4 s, then a blue square; dated and placed in Lisbon),
-    `IMG_0001.JPG` + `.CR2` + `.AAE`, `IMG_0002.HEIC` + a 2 s `.MOV` (a Live Photo),
+    `IMG_0001.JPG` + `.CR2` + `.AAE`, `IMG_0002.HEIC` + a 2 s HEVC `.MOV` (a Live Photo, as an
+    iPhone writes it),
     `IMG_0003.JPG` + `IMG_0003.JPG.xmp`, `Thumbs.db`, `desktop.ini`, `notes.pdf`, `song.mp3`."""
     roll.mkdir(parents=True, exist_ok=True)
     write_video(
@@ -48,7 +49,12 @@ def write_camera_roll(roll: Path) -> None:
     (roll / "IMG_0001.CR2").write_bytes(b"raw sensor data nobody decodes while the JPEG is beside it")
     (roll / "IMG_0001.AAE").write_text("<plist/>")
     (roll / "IMG_0002.HEIC").write_bytes(heic(Drawing("purple", "circle")))
-    write_video(roll / "IMG_0002.MOV", [(Drawing("purple", "circle"), 2)])
+    write_video(
+        roll / "IMG_0002.MOV",
+        [(Drawing("purple", "circle"), 2)],
+        codec="libx265",
+        codec_options={"x265-params": "log-level=error"},
+    )
     (roll / "IMG_0003.JPG").write_bytes(jpeg(Drawing("green", "square")))
     (roll / "IMG_0003.JPG.xmp").write_text(XMP)
     (roll / "Thumbs.db").write_bytes(b"\0" * 64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from shapes import Drawing, draw
@@ -58,6 +59,7 @@ def write_video(
     codec: str | None = None,
     codec_options: Mapping[str, str] | None = None,
     apple_keys: bool = True,
+    sound: str | None = None,
 ) -> Path:
     """Encode `segments` (a drawing or a picture, and for how many seconds it shows) into `path`; the
     container is the file's extension (mp4, mov, m4v, mkv, webm, avi, 3gp). `size` is the upright
@@ -66,7 +68,9 @@ def write_video(
     writes -90). `gop` is the keyframe interval in frames (default: one a second, as phones do);
     `faststart` puts the index first, so that a file cut short still has its first seconds.
     `apple_keys` writes the metadata as QuickTime `mdta` keys, as an iPhone does; without it FFmpeg
-    writes its classic boxes (`location` becomes ©xyz in a MOV, as Android and GoPro write it)."""
+    writes its classic boxes (`location` becomes ©xyz in a MOV, as Android and GoPro write it).
+    `sound` adds a 440 Hz tone for the whole length through that audio encoder ("aac", "libopus",
+    "pcm_s16le", ...)."""
     import av
 
     ext = path.suffix.lower().lstrip(".")
@@ -87,6 +91,7 @@ def write_video(
         stream.codec_context.options = dict(codec_options or {})
         if rotate:
             stream.set_display_rotation(rotate)
+        audio = out.add_stream(sound, rate=48000, layout="stereo") if sound else None
         for picture, seconds in segments:
             image = picture if isinstance(picture, Image.Image) else draw(picture, width=size[0], height=size[1])
             image = image.convert("RGB").resize(size)
@@ -96,7 +101,24 @@ def write_video(
             for _ in range(round(seconds * fps)):
                 out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+        if audio is not None:
+            assert isinstance(audio, av.AudioStream)
+            _tone(out, audio, sum(seconds for _, seconds in segments))
     return path
+
+
+def _tone(out: Any, stream: Any, seconds: float) -> None:
+    import av
+    import numpy as np
+
+    rate, chunk = stream.codec_context.sample_rate, 1024
+    for start in range(0, round(seconds * rate), chunk):
+        t = (start + np.arange(chunk)) / rate
+        wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = rate, start
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
 
 
 def gradient(width: int, height: int, shade: int) -> Image.Image:

@@ -1,5 +1,6 @@
-"""An item's files: the one indexed (with HTTP range requests, so a player can seek), a thumbnail,
-a preview browsers can show, the RAW it came with, and a Live Photo's motion."""
+"""An item's files: the one indexed (with HTTP range requests, so a player can seek), a video as
+every browser plays it, a thumbnail, a preview browsers can show, the RAW it came with, and a Live
+Photo's motion."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
-from api.schemas import errors, image_bytes
+from api.schemas import VideoPlayback, errors, image_bytes
 from api.search import StoredFile, stored_file
 from api.services import Services, ServicesDep
 from api.thumbnails import PREVIEW_SIZE, THUMBNAIL_SIZE, ensure_picture, ensure_video_frame, rendition_path
+from api.transcodes import Playback
 from core.errors import NotFound, first_line
 from core.media.library import extension
 
@@ -78,6 +80,62 @@ def original_file(services: ServicesDep, image_id: ImageId) -> FileResponse:
     real = _file(services, image_id, stored.path)
     media_type = MEDIA_TYPES.get(extension(real.name)) or MEDIA_TYPES.get(stored.format, "application/octet-stream")
     return FileResponse(real, media_type=media_type)
+
+
+PREPARING = {
+    "model": VideoPlayback,
+    "description": "the video is being converted for browsers: ask again in a moment (Retry-After)",
+}
+
+
+def _playback(services: Services, image_id: int) -> Playback:
+    """A video's, or a Live Photo's motion's."""
+    stored = _stored(services, image_id)
+    if stored.kind == "video":
+        return services.transcodes.playback(_file(services, image_id, stored.path), stored.content_hash)
+    if stored.motion is not None:
+        real = _file(services, image_id, stored.motion)
+        try:
+            content_hash = services.transcodes.file_hash(real)
+        except OSError as exc:
+            raise _unreadable(image_id, exc) from None
+        return services.transcodes.playback(real, content_hash)
+    raise NotFound(f"Image {image_id} is neither a video nor a Live Photo.")
+
+
+def _playback_json(image_id: int, playback: Playback) -> dict[str, object]:
+    return {
+        "state": playback.state,
+        "url": f"/api/images/{image_id}/video",
+        "converted": playback.converted,
+        "codec": playback.codec,
+        "progress": playback.progress,
+    }
+
+
+@router.get(
+    "/api/images/{image_id}/video",
+    summary="A video (or a Live Photo's motion) as every browser plays it: the file itself, or H.264/AAC made "
+    "from it (range requests supported)",
+    response_class=FileResponse,
+    responses={**image_bytes("the video"), 202: PREPARING, **errors(404, 415)},
+)
+def playable_video(services: ServicesDep, image_id: ImageId) -> Response:
+    playback = _playback(services, image_id)
+    if playback.path is None:
+        body = _playback_json(image_id, playback)
+        return JSONResponse(body, status_code=202, headers={"Retry-After": "1"})
+    return FileResponse(playback.path, media_type=playback.media_type)
+
+
+@router.get(
+    "/api/images/{image_id}/video/status",
+    summary="Whether a video plays now or is being converted for browsers (asking starts the conversion)",
+    response_model=VideoPlayback,
+    responses=errors(404, 415),
+)
+def video_status(services: ServicesDep, image_id: ImageId) -> dict[str, object]:
+    return _playback_json(image_id, _playback(services, image_id))
 
 
 @router.get(

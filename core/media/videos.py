@@ -194,7 +194,7 @@ def _opened(path: Path, max_pixels: int) -> Iterator[tuple[Any, Any]]:
             raise VideoError("no video stream in this file (audio only?)")
         stream = container.streams.video[0]
         context = stream.codec_context
-        _check_size(context.width, context.height, max_pixels)
+        check_size(context.width, context.height, max_pixels)
         # should the size grow mid-stream, FFmpeg refuses to allocate far past the limit itself (it
         # counts padded macroblocks: 160x120 decodes as 160x128, hence the headroom); each decoded
         # frame is then checked exactly
@@ -214,7 +214,7 @@ def _opened(path: Path, max_pixels: int) -> Iterator[tuple[Any, Any]]:
         container.close()
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+def check_size(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise VideoError(
             f"video frames too large: {width}x{height} pixels is over the limit of {max_pixels:,} "
@@ -334,7 +334,7 @@ def _upright(image: Image.Image, frame: Any) -> Image.Image:
 
 
 def _pixels(frame: Any, stream: Any, prep: Preprocessing, max_pixels: int) -> np.ndarray:
-    _check_size(frame.width, frame.height, max_pixels)
+    check_size(frame.width, frame.height, max_pixels)
     shown_w, shown_h = _display_size(frame, stream)
     turned = _quarter_turns(frame) in (90, 270)
     width, height = (shown_h, shown_w) if turned else (shown_w, shown_h)  # before turning
@@ -345,7 +345,7 @@ def _pixels(frame: Any, stream: Any, prep: Preprocessing, max_pixels: int) -> np
 
 
 def _upright_image(frame: Any, stream: Any, max_pixels: int) -> Image.Image:
-    _check_size(frame.width, frame.height, max_pixels)
+    check_size(frame.width, frame.height, max_pixels)
     shown_w, shown_h = _display_size(frame, stream)
     turned = _quarter_turns(frame) in (90, 270)
     return _upright(_scaled(frame, *((shown_h, shown_w) if turned else (shown_w, shown_h))), frame)
