@@ -1,12 +1,13 @@
 """Who may talk to the server: the loopback-only rule, the API token, CORS and the upload cap.
 
-The token travels as `Authorization: Bearer <token>`. `<img>` tags and "open original" links
-cannot send that header, so after any request that does carry the right token the server also sets
-a cookie that is good for image reads only (`GET /api/images/{id}/file|thumbnail`): it holds an
-HMAC of the token rather than the token itself, is `HttpOnly` (page scripts never see it),
-`SameSite=Strict` (another site cannot make the browser send it, so it cannot embed or probe the
-images) and scoped to `/api/images/`. Everything else needs the header, so a cross-site form or
-request forged against the API gets a 401. Changing API_TOKEN invalidates the cookie with it.
+The token travels as `Authorization: Bearer <token>`. `<img>` and `<video>` tags and "open
+original" links cannot send that header, so after any request that does carry the right token the
+server also sets a cookie that is good for reading an item's bytes only (`GET /api/images/{id}/`
+followed by `file`, `thumbnail`, `preview`, `video`, `motion` or `original`): it holds an HMAC of
+the token rather than the token itself, is `HttpOnly` (page scripts never see it), `SameSite=Strict`
+(another site cannot make the browser send it, so it cannot embed or probe the images) and scoped
+to `/api/images/`. Everything else needs the header, so a cross-site form or request forged against
+the API gets a 401. Changing API_TOKEN invalidates the cookie with it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from core.errors import BadRequest
 from core.settings import Settings, is_loopback_host
 
 IMAGE_COOKIE = "sightline_images"
-# the only requests a cookie may authorise: reading an image's bytes
-_IMAGE_READ = re.compile(r"^/api/(images/[^/]+/(file|thumbnail)|faces/[^/]+/thumbnail)$")
+# the only requests a cookie may authorise: reading an item's bytes, which the page loads by tag
+_IMAGE_READ = re.compile(r"^/api/(images/[^/]+/(file|thumbnail|preview|video|motion|original)|faces/[^/]+/thumbnail)$")
 # multipart framing around the one file field; the endpoint checks the file itself exactly
 UPLOAD_OVERHEAD = 64 * 1024
 

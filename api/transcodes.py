@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from core.errors import Unsupported
+from core.errors import Unsupported, first_line
 from core.media.transcode import Cancelled, Streams, read_streams, to_h264
 from core.media.videos import VideoError
 
@@ -39,6 +40,7 @@ T = TypeVar("T")
 WORKERS = max(1, min(2, os.cpu_count() or 1))  # two: a long film does not hold up every short clip
 NICENESS = 10
 ABANDONED_AFTER = 120.0  # seconds; a hidden tab's timers may slow to one a minute
+RETRY_AFTER_FAILURE = 60.0  # seconds a failure that is not the file's (a full disk) is answered as it is
 _REMEMBERED = 1024  # streams and failures kept in memory, by content hash
 _STALE_PART = 3600.0  # a .part file untouched this long was left by a process that died mid-way
 
@@ -72,7 +74,7 @@ class Transcodes:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._streams: OrderedDict[str, Streams] = OrderedDict()
-        self._failed: OrderedDict[str, str] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[str, float]] = OrderedDict()  # the reason, until when
         self._hashes: OrderedDict[str, str] = OrderedDict()  # a motion file's version -> its content hash
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="transcode", initializer=_lower_priority)
@@ -91,8 +93,8 @@ class Transcodes:
                 _touch(target)
                 return Playback("ready", target, "video/mp4", True, streams.video)
             failure = self._failed.get(content_hash)
-            if failure is not None:
-                raise Unsupported(failure)
+            if failure is not None and failure[1] > time.monotonic():
+                raise Unsupported(failure[0])
             if job is None:
                 job = self._jobs[content_hash] = _Job()
                 self._pool.submit(self._convert, source, content_hash, job)
@@ -150,21 +152,29 @@ class Transcodes:
             )
         except Cancelled:
             log.info("stopped converting %s for browsers (nobody waits for it, or the server stops)", source.name)
-        except VideoError as exc:
-            with self._lock:
-                _remember(self._failed, content_hash, f"This video cannot be converted for browsers: {exc}.")
-        except Exception as exc:  # a bug or a full disk: said once in the log, the page hears a reason
+        except VideoError as exc:  # the file's fault: no use trying again while it stays
+            self._failed_with(content_hash, f"This video cannot be converted for browsers: {exc}.", math.inf)
+        except OSError as exc:  # a full disk, say: tried again a while after
+            log.error("converting %s for browsers failed: %s", source, first_line(exc))
+            why = f"This video could not be converted for browsers ({first_line(exc)}, under DATA_DIR/transcodes)."
+            self._failed_with(content_hash, why, RETRY_AFTER_FAILURE)
+        except Exception as exc:  # a bug: the log has the traceback, the page a reason
             log.exception("converting %s for browsers failed", source)
-            with self._lock:
-                _remember(self._failed, content_hash, f"This video could not be converted for browsers ({exc}).")
+            why = f"This video could not be converted for browsers ({first_line(exc)})."
+            self._failed_with(content_hash, why, RETRY_AFTER_FAILURE)
         else:
             log.info("converted %s for browsers in %.1f s", source.name, time.monotonic() - started)
-            self.converted += 1
+            with self._lock:
+                self.converted += 1
             _touch(target)
             self._evict(keep=target)
         finally:
             with self._lock:
                 self._jobs.pop(content_hash, None)
+
+    def _failed_with(self, content_hash: str, reason: str, for_seconds: float) -> None:
+        with self._lock:
+            _remember(self._failed, content_hash, (reason, time.monotonic() + for_seconds))
 
     def _evict(self, keep: Path) -> None:
         """Files played longest ago go first until the cache is within its cap; the one just made

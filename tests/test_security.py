@@ -281,7 +281,16 @@ class TestToken:
             assert original.status_code == 200
             assert original.content == (folder.image_dir / "red-circle.png").read_bytes()
             assert browser.get(f"/api/images/{ident}/thumbnail").status_code == 200
-            for route in ("/api/search?q=a+red+circle", f"/api/images/{ident}", "/api/status", "/api/folders"):
+            assert browser.get(f"/api/images/{ident}/preview").status_code == 200
+            # past the token check to the route, which finds no video in a picture
+            assert browser.get(f"/api/images/{ident}/video").status_code == 404
+            for route in (
+                "/api/search?q=a+red+circle",
+                f"/api/images/{ident}",
+                f"/api/images/{ident}/video/status",
+                "/api/status",
+                "/api/folders",
+            ):
                 assert browser.get(route).status_code == 401, route
             files = {"file": ("x.png", png_bytes(), "image/png")}
             assert browser.post("/api/search/image", files=files).status_code == 401

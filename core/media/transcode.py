@@ -24,6 +24,7 @@ requests without reading the whole file first.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -167,6 +168,7 @@ def _convert(
             audio_out.bit_rate = AUDIO_BITRATE
         streams = [video_in] + ([audio_in] if audio_in is not None else [])
         audio_clock = _AudioClock(audio_out, start) if audio_out is not None else None
+        last = -1
         for packet in container.demux(streams):
             if stop():
                 raise Cancelled()
@@ -176,8 +178,11 @@ def _convert(
                         continue
                     check_size(frame.width, frame.height, max_pixels)
                     shifted = frame.pts - (video_in.start_time or 0)
-                    if shifted < 0:
-                        continue  # before the first frame a player shows (an edit list cut it)
+                    if shifted <= last:
+                        # before the first frame a player shows (an edit list cut it), or a frame
+                        # stamped like the one before it, which the encoder would refuse
+                        continue
+                    last = shifted
                     picture = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
                     picture.pts, picture.time_base = shifted, video_in.time_base
                     out.mux(video_out.encode(picture))
@@ -280,9 +285,13 @@ def _opened(path: Path) -> Iterator[Any]:
         yield container
     except (VideoError, Cancelled):
         raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise  # writing the converted file failed: nothing wrong with the video
+        raise VideoError(f"video data is truncated or corrupt ({first_line(exc)})") from None
     except MemoryError:
         raise VideoError("not enough memory to convert this video") from None
-    except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
+    except (av.error.FFmpegError, ValueError, EOFError) as exc:
         raise VideoError(f"video data is truncated or corrupt ({first_line(exc)})") from None
     finally:
         container.close()
