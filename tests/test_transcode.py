@@ -236,7 +236,10 @@ class TestHttp:
         picture = client.get(f"/api/images/{image_id(library, 'red-square.png')}").json()
         assert picture["play_url"] is None
         refused = client.get(f"/api/images/{picture['id']}/video/status")
-        assert refused.status_code == 404 and refused.json()["detail"] == f"Image {picture['id']} is not a video."
+        assert (
+            refused.status_code == 404
+            and refused.json()["detail"] == f"Image {picture['id']} is neither a video nor a Live Photo."
+        )
 
     def test_a_damaged_video_is_refused_in_one_line(self, client: TestClient, library: Settings) -> None:
         damaged = image_id(library, "damaged.MOV")
