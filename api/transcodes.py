@@ -66,10 +66,18 @@ class _Job:
 class Transcodes:
     """The conversions of one server: its cache folder, its pool and what is under way."""
 
-    def __init__(self, folder: Path, cap_bytes: int, max_pixels: int, workers: int = WORKERS) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        cap_bytes: int,
+        max_pixels: int,
+        workers: int = WORKERS,
+        abandoned_after: float = ABANDONED_AFTER,
+    ) -> None:
         self.folder = folder
         self.cap_bytes = cap_bytes
         self.max_pixels = max_pixels
+        self.abandoned_after = abandoned_after
         self.converted = 0  # conversions this process has finished (for the status and tests)
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
@@ -116,6 +124,12 @@ class Transcodes:
             _remember(self._hashes, version, digest)
         return digest
 
+    @property
+    def under_way(self) -> int:
+        """Conversions started or waiting for a thread."""
+        with self._lock:
+            return len(self._jobs)
+
     def path_for(self, content_hash: str) -> Path:
         return self.folder / f"{content_hash}.mp4"
 
@@ -143,7 +157,7 @@ class Transcodes:
             job.progress = done
 
         def stop() -> bool:
-            return self._closing.is_set() or time.monotonic() - job.asked > ABANDONED_AFTER
+            return self._closing.is_set() or time.monotonic() - job.asked > self.abandoned_after
 
         started = time.monotonic()
         try:

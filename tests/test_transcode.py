@@ -139,6 +139,19 @@ class TestCache:
         finally:
             transcodes.close()
 
+    def test_a_conversion_nobody_waits_for_any_more_is_stopped(self, tmp_path: Path) -> None:
+        source = iphone_clip(tmp_path / "IMG_0100.MOV")
+        # nobody asks again: at once too long for a conversion to go on
+        transcodes = Transcodes(tmp_path / "cache", 1 << 30, MAX_PIXELS, abandoned_after=0.0)
+        try:
+            assert transcodes.playback(source, content_hash(source)).state == "preparing"
+            wait_for(lambda: transcodes.under_way == 0)
+            assert transcodes.converted == 0 and not list((tmp_path / "cache").iterdir())  # its part file too
+            # asked again, it starts again
+            assert transcodes.playback(source, content_hash(source)).state == "preparing"
+        finally:
+            transcodes.close()
+
     def test_past_the_cap_the_video_played_longest_ago_goes_first(self, tmp_path: Path) -> None:
         # sound makes a converted file's size follow its length: 2 s clips outweigh a 0.5 s one
         a, b = iphone_clip(tmp_path / "a.MOV", seconds=2), iphone_clip(tmp_path / "b.MOV", seconds=2.1)
