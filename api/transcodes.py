@@ -78,7 +78,7 @@ class Transcodes:
         self.cap_bytes = cap_bytes
         self.max_pixels = max_pixels
         self.abandoned_after = abandoned_after
-        self.converted = 0  # conversions this process has finished (for the status and tests)
+        self.converted = 0  # conversions this process has finished
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._streams: OrderedDict[str, Streams] = OrderedDict()

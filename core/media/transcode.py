@@ -100,7 +100,7 @@ def read_streams(path: Path) -> Streams:
 
 
 class Cancelled(Exception):
-    """The conversion was stopped (the server is shutting down)."""
+    """The conversion was stopped by its caller (nobody waits for it, or the server stops)."""
 
 
 def to_h264(
@@ -142,6 +142,8 @@ def _convert(
     video_in = container.streams.video[0]
     audio_in = container.streams.audio[0] if container.streams.audio else None
     video_in.thread_type = "AUTO"  # every frame is decoded in order: frame threads pay here
+    if not video_in.codec_context.width or not video_in.codec_context.height:
+        raise VideoError("the size of this video's frames is not known (a corrupt header?)")
     check_size(video_in.codec_context.width, video_in.codec_context.height, max_pixels)
     duration = _duration(container, video_in)
     # seconds of the video's first frame: subtracted everywhere, so the converted file starts at 0
@@ -198,8 +200,9 @@ def _convert(
 
 
 class _AudioClock:
-    """Sound resampled to the AAC encoder's format, stamped in samples from the video's first frame,
-    so that picture and sound stay together whatever gaps the source's timestamps have."""
+    """Sound resampled to the AAC encoder's format and stamped by counting its samples from where it
+    starts against the video's first frame: the encoder wants it without gaps, and the sound a
+    camera records has none."""
 
     def __init__(self, stream: Any, start: float) -> None:
         import av
