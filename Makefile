@@ -12,8 +12,9 @@ TORCH_PIP_ARGS ?=
 TEST_WORKERS ?= 3
 export COCOINDEX_DISABLE_USAGE_TRACKING := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
+export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: run index watch test lint bench tiny-clip browser screenshot clean
+.PHONY: run index watch test lint bench tiny-clip browser strace screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,17 +23,25 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $@
 
+# CocoIndex sends a usage report from the moment it is imported, unless COCOINDEX_DISABLE_USAGE_TRACKING
+# is set by then, and `cocoindex update main.py` imports it before main.py or .env could set it. A .pth
+# file runs whenever the venv's interpreter starts: .venv/bin/cocoindex sends nothing either (nor does
+# onnxruntime, nor Hugging Face; see core/privacy.py).
+$(VENV)/.no-usage-reports: no-usage-reports.pth $(VENV)/.installed
+	cp no-usage-reports.pth "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/sightline-no-usage-reports.pth"
+	touch $@
+
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.no-usage-reports
 	$(PY) main.py serve
 
-index: $(VENV)/.installed
+index: $(VENV)/.no-usage-reports
 	$(PY) main.py index
 
-watch: $(VENV)/.installed
+watch: $(VENV)/.no-usage-reports
 	$(PY) main.py watch
 
 tests/fixtures/tiny-clip/model.safetensors:
@@ -41,13 +50,19 @@ tests/fixtures/tiny-clip/model.safetensors:
 tiny-clip: $(VENV)/.installed
 	$(PY) tests/make_tiny_clip.py
 
+# a Debian package, as root or through sudo
+APT_INSTALL = if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; fi
+
 # Debian's Chromium for the browser tests (Playwright cannot download its own browser here).
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	    else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { $(call APT_INSTALL,chromium); }
 
-test: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors browser
+# The test that watches every documented command for network traffic sees system calls (tests/netwatch.py).
+strace:
+	@command -v strace >/dev/null 2>&1 || { $(call APT_INSTALL,strace); }
+
+test: $(VENV)/.installed-test $(VENV)/.no-usage-reports tests/fixtures/tiny-clip/model.safetensors browser strace
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
@@ -64,11 +79,11 @@ lint: $(VENV)/.installed-test
 # The real benchmark (minutes), with a randomly initialised ViT-B/32 so it runs offline; a real model:
 # BENCH_ARGS="--model openai/clip-vit-base-patch32", a real corpus: "--corpus ../shared/data/coco-mini"
 BENCH_ARGS ?= --random-weights ViT-B/32
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-test $(VENV)/.no-usage-reports
 	$(PY) -m bench $(BENCH_ARGS)
 
 # The README's picture: the real server over a temporary library of coco-mini photos, in Chromium
-screenshot: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors browser
+screenshot: $(VENV)/.installed-test $(VENV)/.no-usage-reports tests/fixtures/tiny-clip/model.safetensors browser
 	$(PY) docs/make_screenshot.py
 
 clean:

@@ -9,16 +9,16 @@
     python main.py duplicates       # groups of exact and near-duplicate images (nothing is deleted)
     python main.py model [NAME]     # the model in use; NAME builds another beside it
 
-`app` below is the CocoIndex app, so `cocoindex update main.py` works too.
+`app` at the end is the CocoIndex app, so `cocoindex update main.py` works too.
 """
 
 from __future__ import annotations
 
-import os
+from core.privacy import reports_off
 
-# before anything imports cocoindex: no usage tracking, ever
-os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# before anything imports cocoindex: no usage reports. `cocoindex update main.py` imports cocoindex
+# before this file; there the project's venv has switched them off already (no-usage-reports.pth).
+reports_off()
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -33,12 +33,9 @@ from core.errors import BadRequest, Unavailable, UserError  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
 
 if TYPE_CHECKING:
-    import uvicorn
+    from types import TracebackType
 
-if __name__ != "__main__":
-    # loaded by the CocoIndex CLI (`cocoindex update main.py`): it looks for the app here. Run as a
-    # script, commands import what they need, so `search` and `status` start without torch.
-    from flows.engine import app  # noqa: F401  (importing the engine also registers the lifespan)
+    import uvicorn
 
 KNOWN_ERRORS = (UserError, FileNotFoundError, NotADirectoryError)
 
@@ -335,6 +332,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {known}", file=sys.stderr)
         return 2
 
+
+def _one_line_for_user_errors(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """The CocoIndex CLI lets our errors through as tracebacks; one the user can fix is one line."""
+    known = user_error(exc)
+    if known is None:
+        sys.__excepthook__(kind, exc, tb)
+    else:
+        print(f"error: {known}", file=sys.stderr)
+
+
+if __name__ != "__main__":
+    # loaded by the CocoIndex CLI (`cocoindex update main.py`, `cocoindex ls main.py`): it looks for
+    # the app here. Run as a script, commands import what they need, so `search` and `status` start
+    # without torch.
+    sys.excepthook = _one_line_for_user_errors
+    from flows.engine import app  # noqa: F401  (importing the engine also registers the lifespan)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,5 +5,6 @@ those below it:
 - `core.models`: the embedding model, the compiled text tower and OCR;
 - `core.media`: opening pictures and videos and reading their metadata;
 - at the top, imported by all: `settings` (the one settings object), `errors` (the one error
-  hierarchy for what users can cause) and `threads` (how many compute threads a task gets).
+  hierarchy for what users can cause), `threads` (how many compute threads a task gets) and
+  `privacy` (the libraries' own usage reports, off).
 """

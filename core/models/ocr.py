@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from core.privacy import reports_off
+
 if TYPE_CHECKING:
     from rapidocr_onnxruntime import RapidOCR
 
@@ -83,6 +85,8 @@ class TextReader:
         with self._loading:
             if self._engine is None:
                 import cv2
+
+                reports_off()  # before onnxruntime loads
                 from rapidocr_onnxruntime import RapidOCR
 
                 # OpenCV (cropping, resizing; only OCR uses it here) would start a thread per core

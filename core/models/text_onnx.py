@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from core.privacy import reports_off
+
 log = logging.getLogger("sightline.model")
 
 VERSION = 1  # of this module's graphs: a new one compiles them again
@@ -107,6 +109,7 @@ class CompiledTextTower:
     """Texts → unit vectors through a compiled folder; safe to call from several threads."""
 
     def __init__(self, compiled: Compiled) -> None:
+        reports_off()  # before onnxruntime loads
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -160,6 +163,8 @@ def compile_text_tower(
     """Compile a float32 transformers text tower into `target` and check it (see the module's
     docstring); returns what was written, usable or not. Written whole or not at all."""
     import torch
+
+    reports_off()  # before onnxruntime loads
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     started = time.monotonic()
