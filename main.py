@@ -195,7 +195,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     from core.store.indexer_status import LocalIndexer
     from flows.engine import watch_folder
 
-    embedders = Embedders(settings.compiled_text_dir)
+    embedders = Embedders(settings.compiled_text_dir, settings.compiled_image_dir)
     # scanning from the start: the page must not read "nothing indexed" before the first heartbeat
     local = LocalIndexer(running=True, scanning=True)
     config = uvicorn.Config(

@@ -49,7 +49,9 @@ def create_app(
     embedders (default: its own; `serve` passes the indexer's, so both share one loaded model).
     `indexer`: the indexer running in this process, if any (`serve`), which status reads first."""
     settings = settings or get_settings()
-    services = Services(settings, embedders or Embedders(settings.compiled_text_dir), indexer)
+    services = Services(
+        settings, embedders or Embedders(settings.compiled_text_dir, settings.compiled_image_dir), indexer
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -54,6 +54,7 @@ def status_from(
         "models": models,
         "device": row.device if row else None,
         "precision": row.precision if row else None,
+        "cpu": row.cpu if row else None,
         "live": bool(row and alive and row.live),
         "scanning": bool(row and alive and row.scanning),
         "last_change_at": _iso(row.last_change_at) if row else None,
@@ -125,6 +126,7 @@ def unreachable_status(
         },
         "device": None,
         "precision": None,
+        "cpu": None,
         "live": False,
         "scanning": False,
         "last_change_at": None,
@@ -156,7 +158,8 @@ def render_status(status: dict[str, Any]) -> str:
     lines = [
         f"database   {status['database']}",
         f"images     {status['images']}",
-        f"model      {status['model']} on {status['device'] or '?'} ({status['precision'] or '?'})",
+        f"model      {status['model']} on {status['device'] or '?'} ({status['precision'] or '?'}"
+        + (f"; CPU offers {status['cpu']})" if status.get("cpu") else ")"),
         *_building_lines(status["models"]),
         f"indexer    {'live' if status['live'] else 'not running'}"
         + (" — first scan under way" if status["scanning"] else ""),

@@ -28,9 +28,10 @@ from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E40
 from bench.duplicates import bench_duplicates  # noqa: E402
 from bench.faces import bench_faces  # noqa: E402
 from bench.formats import bench_formats  # noqa: E402
-from bench.indexing import bench_indexing  # noqa: E402
+from bench.indexing import EMBEDDERS, bench_indexing  # noqa: E402
 from bench.load import load_test  # noqa: E402
 from bench.ocr import bench_ocr  # noqa: E402
+from bench.precision import bench_precision  # noqa: E402
 from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E402
 from bench.scale import query_at_scale  # noqa: E402
 from bench.serving import cold_search, live_latency  # noqa: E402
@@ -69,7 +70,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--parts",
         help="comma-separated parts to run (default all): indexing, formats, ocr, faces, live, "
-        "scale, cold, coldindex, load, duplicates, switch",
+        "scale, cold, coldindex, load, duplicates, switch, precision",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
@@ -110,6 +111,8 @@ def main() -> None:
         image_dir=image_dir, data_dir=work / "data", database_url="", clip_model=model_name, ocr="off", faces=False
     )
     env = env_for(settings)
+    # the model alone goes the way the indexer's processes go: through the compiled image tower where it serves
+    EMBEDDERS.image_dir = settings.compiled_image_dir
     model = open_embedder(settings.clip_model, settings.device, settings.precision)
     report = Report()
     parts: dict[str, Callable[[], None]] = {
@@ -130,6 +133,7 @@ def main() -> None:
             database_url(settings), report, [int(s) for s in args.dup_scale.split(",")], model.dim
         ),
         "switch": lambda: model_switch(settings, env, report, work, args.queries),
+        "precision": lambda: bench_precision(settings, report, work, 8 if args.smoke else 64),
     }
     chosen = [p.strip() for p in args.parts.split(",")] if args.parts else list(parts)
     unknown = [p for p in chosen if p not in parts]
@@ -138,10 +142,12 @@ def main() -> None:
     try:
         for name in chosen:
             parts[name]()
+        used = EMBEDDERS.get(settings.clip_model, settings.device, settings.precision)
+        precision = used.precision if used.loaded else model.precision
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    table = render(report, model.name, model.precision, model.device, args)
+    table = render(report, model.name, precision, model.device, args)
     out = args.out or PROJECT_ROOT / "bench" / "RESULTS.md"
     out.write_text(table)
     print(table)

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, str] = {
     "DEVICE": "auto",
     "PRECISION": "auto",
     "TEXT_TOWER": "auto",
+    "IMAGE_TOWER": "auto",
     "BATCH_SIZE": "auto",
     "MAX_IMAGE_PIXELS": "100000000",
     "HOST": "127.0.0.1",
@@ -64,7 +65,7 @@ class Settings:
     database_url: str  # empty: the embedded Postgres under data_dir
     clip_model: str  # a model id or a local folder
     device: str  # auto | cpu | cuda
-    precision: str  # auto | float32 | bfloat16 | float16
+    precision: str  # auto | int8 | float32 | bfloat16 | float16
     batch_size: int  # 0: auto (32 on a CPU, 128 on a GPU)
     max_image_pixels: int
     scan_interval: float  # seconds between full rescans of folders where file events do not arrive
@@ -85,6 +86,7 @@ class Settings:
     pg_parallel_workers: int = 0
     ocr: str = "auto"  # auto | on | off: reading the text in pictures (`core.models.ocr.read_picture`)
     text_tower: str = "auto"  # auto (compiled where it passed its check, `core.models.text_onnx`) | torch
+    image_tower: str = "auto"  # auto (compiled on a CPU where it passed its check, `core.models.image_onnx`) | torch
     faces: bool = True  # FACES: finding faces and grouping them into people (`flows.face_pass`)
     transcode_cache_bytes: int = 2048 * 1024 * 1024  # videos converted for browsers (`api.transcodes`)
 
@@ -117,9 +119,17 @@ class Settings:
     def compiled_text_dir(self) -> Path | None:
         """Where compiled text towers are kept; None where queries go through transformers: asked
         for, or a device or precision chosen by hand (the compiled tower runs on the CPU, in int8)."""
-        if self.text_tower != "auto" or self.device == "cuda" or self.precision != "auto":
+        if self.text_tower != "auto" or self.device == "cuda" or self.precision not in ("auto", "int8"):
             return None
         return self.data_dir / "text-towers"
+
+    @property
+    def compiled_image_dir(self) -> Path | None:
+        """Where compiled image towers are kept; None where pictures go through transformers:
+        asked for, on a GPU, or a floating-point precision chosen by hand."""
+        if self.image_tower != "auto" or self.device == "cuda" or self.precision not in ("auto", "int8"):
+            return None
+        return self.data_dir / "image-towers"
 
     def with_overrides(self, **changes: object) -> Settings:
         if "image_dir" in changes:
@@ -170,6 +180,15 @@ def _choice(values: Mapping[str, str | None], name: str, allowed: tuple[str, ...
     if value not in allowed:
         raise SettingsError(f"{name}={value!r} must be one of: {', '.join(allowed)}")
     return value
+
+
+def _precision(values: Mapping[str, str | None]) -> str:
+    precision = _choice(values, "PRECISION", ("auto", "int8", "float32", "bfloat16", "float16"))
+    if precision == "int8" and _choice(values, "IMAGE_TOWER", ("auto", "torch")) == "torch":
+        raise SettingsError("PRECISION=int8 needs the compiled image tower; set IMAGE_TOWER=auto or another PRECISION")
+    if precision == "int8" and _choice(values, "DEVICE", ("auto", "cpu", "cuda")) == "cuda":
+        raise SettingsError("PRECISION=int8 runs on the CPU; set DEVICE=cpu or PRECISION=auto")
+    return precision
 
 
 def _bool(values: Mapping[str, str | None], name: str) -> bool:
@@ -242,7 +261,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         database_url=_raw(values, "DATABASE_URL").strip(),
         clip_model=_model(_raw(values, "CLIP_MODEL").strip()),
         device=_choice(values, "DEVICE", ("auto", "cpu", "cuda")),
-        precision=_choice(values, "PRECISION", ("auto", "float32", "bfloat16", "float16")),
+        precision=_precision(values),
         batch_size=0 if _is_auto(_raw(values, "BATCH_SIZE")) else _int(values, "BATCH_SIZE"),
         max_image_pixels=_int(values, "MAX_IMAGE_PIXELS"),
         scan_interval=float(_int(values, "SCAN_INTERVAL")),
@@ -251,6 +270,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         ocr=_choice(values, "OCR", ("auto", "on", "off")),
         faces=_choice(values, "FACES", ("on", "off")) == "on",
         text_tower=_choice(values, "TEXT_TOWER", ("auto", "torch")),
+        image_tower=_choice(values, "IMAGE_TOWER", ("auto", "torch")),
         host=_raw(values, "HOST").strip(),
         port=_int(values, "PORT"),
         upload_max_bytes=_int(values, "UPLOAD_MAX_MB") * 1024 * 1024,

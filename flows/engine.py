@@ -59,13 +59,17 @@ def configure(settings: Settings, embedders: Embedders | None = None) -> None:
     """Use these settings (instead of the environment's), and these embedders (shared with the rest
     of the process), the next time the indexer starts."""
     _launch.settings = settings
-    _launch.embedders = embedders or _launch.embedders or Embedders()
+    _launch.embedders = embedders or _launch.embedders or _embedders_for(settings)
+
+
+def _embedders_for(settings: Settings) -> Embedders:
+    return Embedders(settings.compiled_text_dir, settings.compiled_image_dir)
 
 
 @coco.lifespan
 async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[None]:
     settings = _launch.settings or get_settings()
-    embedders = _launch.embedders = _launch.embedders or Embedders()
+    embedders = _launch.embedders = _launch.embedders or _embedders_for(settings)
     for folder in settings.image_dirs:
         if not folder.is_dir():
             raise FileNotFoundError(f"IMAGE_DIR {folder} is not a folder; create it or set IMAGE_DIR")

@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from core.models.checkpoints import cpu_kernels
 from core.store import indexer_status
 from core.store.db import connect
 from core.store.indexer_status import LocalIndexer
@@ -81,6 +82,7 @@ class StatusReporter:
             # no-change run seconds
             device=embedder.device if embedder.loaded else None,
             precision=embedder.precision if embedder.loaded else None,
+            cpu=cpu_kernels() if embedder.loaded and embedder.device == "cpu" else None,
             live=live,
             scanning=self.scanning,
             last_change=self._last_change_at,

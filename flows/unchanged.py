@@ -113,6 +113,7 @@ def report(url: str, held: Held) -> None:
         model=held.model,
         device=None,  # the last known values are kept
         precision=None,
+        cpu=None,
         live=False,
         scanning=False,
         last_change=None,

@@ -26,6 +26,8 @@ function render(s) {
   set("throughput", s.scanning ? `${s.throughput} files/s` : "idle");
   set("model", s.model || "–");
   set("device", s.device ? `${s.device} · ${s.precision}` : "–");
+  // what the CPU offers decided the precision: say it where the eye looks for the precision
+  $("device").title = s.cpu ? `this CPU offers ${s.cpu}` : "";
   $("image-dir").textContent = s.image_dir || "";
 
   const p = s.progress;

@@ -35,11 +35,14 @@ TINY_CLIP = ROOT / "tests" / "fixtures" / "tiny-clip"
 # The tests' model, with queries through transformers: a compiled text tower (`core.models.text_onnx`)
 # made by a server in the background would change the scores of later searches mid-test. The
 # compiled tower has its own tests (test_compiled_text_tower.py); main.py run by a test inherits
-# the same choice from the environment.
+# the same choice from the environment. Pictures likewise go through transformers: compiling the
+# image tower (`core.models.image_onnx`) in every test's own DATA_DIR would cost seconds each; it has
+# its own tests (test_compiled_image_tower.py).
 # Faces are off unless a test is about them (tests/test_people.py): looking for faces in drawn
 # shapes finds none, and loading the face models in every indexing process costs seconds.
-TINY_MODEL = {"CLIP_MODEL": str(TINY_CLIP), "TEXT_TOWER": "torch", "FACES": "off"}
+TINY_MODEL = {"CLIP_MODEL": str(TINY_CLIP), "TEXT_TOWER": "torch", "IMAGE_TOWER": "torch", "FACES": "off"}
 os.environ["TEXT_TOWER"] = "torch"
+os.environ["IMAGE_TOWER"] = "torch"
 ARTIFACTS = ROOT / "test-artifacts"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,29 @@ class ModelLoadError(Unavailable):
     """The model could not be loaded; the message says what to do."""
 
 
-def cpu_has_native_bf16() -> bool:
+# the instruction sets that decide which precision is fast here, as /proc/cpuinfo names them
+_KERNEL_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+@cache
+def _cpu_flags() -> frozenset[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def cpu_kernels() -> str:
+    """What this CPU offers of `_KERNEL_FLAGS`, space-separated ("" where none or unknown)."""
+    return " ".join(flag for flag in _KERNEL_FLAGS if flag in _cpu_flags())
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
 def choose_device(requested: str) -> str:
@@ -52,7 +69,12 @@ def auto_batch_size(device: str) -> int:
 
 
 def choose_precision(requested: str, device: str) -> str:
-    """`auto`: float16 on CUDA, bfloat16 on CPUs with native BF16, float32 elsewhere."""
+    """The transformers towers' dtype. `auto`: float16 on CUDA, bfloat16 on CPUs with native BF16,
+    float32 elsewhere. `int8` is the compiled image tower's (`core.models.image_onnx`); what still
+    goes through transformers then (a query without a compiled text tower, or a picture whose
+    compiled tower failed its check) is float32."""
+    if requested == "int8":
+        return "float32"
     if requested != "auto":
         return requested
     if device == "cuda":

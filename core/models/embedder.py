@@ -13,6 +13,7 @@ An `index` run with nothing new to embed never pays for them.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from PIL import Image
 
 from core.errors import first_line
 from core.media.pictures import normalize, normalize_tensor, prepare_pixels
+from core.models import image_onnx
 from core.models.checkpoints import (
     Checkpoint,
     ModelLoadError,
@@ -35,6 +37,7 @@ from core.models.checkpoints import (
     choose_precision,
     find_checkpoint,
 )
+from core.models.image_onnx import CompiledImageTower, compile_image_tower, read_compiled_image
 from core.models.text_onnx import Compiled, CompiledTextTower, compile_text_tower, key_of, read_compiled
 from core.threads import one_torch_thread
 
@@ -49,10 +52,19 @@ _BUILDING = threading.RLock()
 class Embedder:
     """A checkpoint's towers at the chosen precision, with L2-normalised output. The two towers
     load on first use, each with only its own weights: an indexer holds no text tower until a
-    query comes, and a text search never loads the image tower."""
+    query comes, and a text search never loads the image tower.
+
+    With `compiled_dir`, queries go through the compiled text tower kept there once it is made
+    (`core.models.text_onnx`); with `image_dir`, pictures on the CPU go through the compiled image
+    tower kept there, made the first time one is embedded (`core.models.image_onnx`)."""
 
     def __init__(
-        self, checkpoint: Checkpoint, device: str = "auto", precision: str = "auto", compiled_dir: Path | None = None
+        self,
+        checkpoint: Checkpoint,
+        device: str = "auto",
+        precision: str = "auto",
+        compiled_dir: Path | None = None,
+        image_dir: Path | None = None,
     ):
         self.checkpoint = checkpoint
         self.name = checkpoint.name
@@ -71,6 +83,11 @@ class Embedder:
         self._compiled_dir = compiled_dir
         self._compiled: CompiledTextTower | None = None
         self._compiled_looked = False
+        self._image_dir = image_dir
+        self._compiled_image: CompiledImageTower | None = None
+        self._image_looked = False
+        # compiling takes seconds: a lock of its own, so queries never wait for it
+        self._image_lock = threading.Lock()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = 1024
         self._text_waiting: dict[str, Future[np.ndarray]] = {}  # queries queued for the next batch
@@ -93,7 +110,10 @@ class Embedder:
 
     @property
     def precision(self) -> str:
-        return self._resolve()[1]
+        """What pictures are embedded in: the compiled image tower's graph (int8 or float32) once it
+        serves, else the transformers towers' dtype."""
+        compiled = self._compiled_image
+        return compiled.compiled.kind if compiled is not None else self._resolve()[1]
 
     @property
     def logit_scale(self) -> float:
@@ -102,12 +122,12 @@ class Embedder:
     @property
     def loaded(self) -> bool:
         """Whether any weights are in memory (device and precision are then settled)."""
-        return self._vision is not None or self._text is not None
+        return self._vision is not None or self._text is not None or self._compiled_image is not None
 
     def _dtype(self) -> Any:
         import torch
 
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.precision]
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self._resolve()[1]]
 
     def _load(self, loader_name: str, part: str, float32_cpu: bool = False) -> Any:
         with _BUILDING:
@@ -223,8 +243,40 @@ class Embedder:
         if self.compiled_text() is None:
             self.text_tower()
 
+    def compiled_image(self) -> CompiledImageTower | None:
+        """The compiled image tower where one is wanted: read, or made the first time (once per
+        checkpoint), and used where its check passed; else None, and transformers embeds."""
+        if self._image_looked:
+            return self._compiled_image
+        with self._image_lock:
+            if self._image_looked or self._image_dir is None or self.device != "cpu":
+                self._image_looked = True
+                return self._compiled_image
+            folder = self._image_dir / image_onnx.key_of(self.name, self._folder)
+            found = read_compiled_image(folder)
+            if found is None:
+                log.info("preparing %s for this CPU (once per model, seconds)", self.name)
+                with _BUILDING:
+                    tower = self._load(self.family.vision_class, "vision_config", float32_cpu=True)
+                    found = compile_image_tower(tower, self.family.image_output, self.preprocessing, folder)
+                    del tower
+                if not found.usable:
+                    log.warning("pictures are embedded through transformers: %s", found.why)
+            if found.usable:
+                try:
+                    self._compiled_image = CompiledImageTower(found, threads=len(os.sched_getaffinity(0)))
+                except Exception as exc:
+                    # damaged: transformers embeds, and the next start compiles it again
+                    log.warning("the compiled image tower in %s does not load (%s); using transformers", folder, exc)
+                    shutil.rmtree(folder, ignore_errors=True)
+            self._image_looked = True
+            return self._compiled_image
+
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 N×H×W×3 crops (see `core.media.pictures.prepare_pixels`) → float32 N×D unit vectors."""
+        compiled = self.compiled_image()
+        if compiled is not None:
+            return compiled.embed(normalize(pixels, self.preprocessing))
         import torch
 
         tower = self.vision_tower()
@@ -314,11 +366,16 @@ def _unit(features: Any) -> np.ndarray:
 
 
 def open_embedder(
-    name: str, device: str = "auto", precision: str = "auto", compiled_dir: Path | None = None
+    name: str,
+    device: str = "auto",
+    precision: str = "auto",
+    compiled_dir: Path | None = None,
+    image_dir: Path | None = None,
 ) -> Embedder:
     """An embedder for the checkpoint `name` (weights load on first use), or `ModelLoadError`.
-    With `compiled_dir`, queries use the compiled text tower kept there, once it is made."""
-    embedder = Embedder(find_checkpoint(name), device, precision, compiled_dir)
+    With `compiled_dir`, queries use the compiled text tower kept there, once it is made; with
+    `image_dir`, pictures go through the compiled image tower kept there (made on first need)."""
+    embedder = Embedder(find_checkpoint(name), device, precision, compiled_dir, image_dir)
     if device == "cuda":
         embedder.device  # noqa: B018  (fail now, with the clear message, if there is no CUDA)
     return embedder
@@ -328,16 +385,17 @@ class Embedders:
     """The embedders one process has opened, one per (model, device, precision), so everything in
     the process that embeds with a model shares its loaded weights."""
 
-    def __init__(self, compiled_dir: Path | None = None) -> None:
+    def __init__(self, compiled_dir: Path | None = None, image_dir: Path | None = None) -> None:
         self._open: dict[tuple[str, str, str], Embedder] = {}
         self._lock = threading.Lock()
         self.compiled_dir = compiled_dir
+        self.image_dir = image_dir
 
     def get(self, name: str, device: str = "auto", precision: str = "auto") -> Embedder:
         key = (name, device, precision)
         with self._lock:
             if key not in self._open:
-                self._open[key] = open_embedder(name, device, precision, self.compiled_dir)
+                self._open[key] = open_embedder(name, device, precision, self.compiled_dir, self.image_dir)
             return self._open[key]
 
     def release(self, name: str) -> None:

@@ -18,22 +18,18 @@ its check passed, on `PROBES` (short and long, cased, accented, other scripts, p
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import shutil
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.models import onnx_graphs
+from core.models.onnx_graphs import open_session, publish, quiet, read_manifest, unit
 from core.privacy import reports_off
 
 log = logging.getLogger("sightline.model")
@@ -41,8 +37,6 @@ log = logging.getLogger("sightline.model")
 VERSION = 1  # of this module's graphs: a new one compiles them again
 INT8_MIN_COSINE = 0.998
 FLOAT32_MIN_COSINE = 0.99999
-_MANIFEST = "compiled.json"
-_WEIGHT_SUFFIXES = (".json", ".txt", ".model", ".safetensors", ".bin")
 
 PROBES = (
     "a dog",
@@ -78,20 +72,14 @@ class Compiled:
 
 
 def key_of(name: str, folder: str) -> str:
-    """A digest of the checkpoint's files (names, sizes, times): a changed checkpoint compiles again."""
-    digest = hashlib.sha256(f"{VERSION}\0{name}\0{folder}\n".encode())
-    for path in sorted(Path(folder).iterdir()):
-        if path.suffix in _WEIGHT_SUFFIXES:
-            st = path.stat()
-            digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:20]
+    """The compiled folder's name for a checkpoint: a changed checkpoint compiles again."""
+    return onnx_graphs.key_of(name, folder, VERSION)
 
 
 def read_compiled(folder: Path) -> Compiled | None:
     """The compiled tower in `folder`, or None where there is none (yet)."""
-    try:
-        manifest = json.loads((folder / _MANIFEST).read_text())
-    except (OSError, ValueError):
+    manifest = read_manifest(folder)
+    if manifest is None:
         return None
     return Compiled(
         folder=folder,
@@ -109,8 +97,6 @@ class CompiledTextTower:
     """Texts → unit vectors through a compiled folder; safe to call from several threads."""
 
     def __init__(self, compiled: Compiled) -> None:
-        reports_off()  # before onnxruntime loads
-        import onnxruntime
         from tokenizers import Tokenizer
 
         self.compiled = compiled
@@ -120,14 +106,8 @@ class CompiledTextTower:
             self.tokenizer.enable_padding(pad_id=compiled.pad_id, length=compiled.max_tokens)
         else:
             self.tokenizer.enable_padding(pad_id=compiled.pad_id)
-        options = onnxruntime.SessionOptions()
         # one query is a few small products: more threads would wait on each other (`core.threads`)
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(
-            str(compiled.folder / f"text-{compiled.kind}.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = open_session(compiled.folder / f"text-{compiled.kind}.onnx", threads=1)
 
     def tokens(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self.tokenizer.encode_batch(texts)
@@ -139,7 +119,7 @@ class CompiledTextTower:
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         (out,) = self.session.run(None, self.tokens(texts))
-        return _unit(np.asarray(out, dtype=np.float32))
+        return unit(out)
 
 
 def _projected(tower: Any, output: str, inputs: tuple[str, ...]) -> Any:
@@ -181,11 +161,11 @@ def compile_text_tower(
         )
         inputs = tuple(k for k in ("input_ids", "attention_mask") if k in reference)
         with torch.inference_mode():
-            expected = _unit(getattr(tower(**{k: reference[k] for k in inputs}), output).float().numpy())
+            expected = unit(getattr(tower(**{k: reference[k] for k in inputs}), output).float().numpy())
         module = _projected(tower, output, inputs)
         sample = tuple(reference[k][:2] for k in inputs)
         axes = {k: {0: "texts", 1: "tokens"} for k in inputs}
-        with torch.no_grad(), _quiet():
+        with torch.no_grad(), quiet():
             torch.onnx.export(
                 module,
                 sample,
@@ -227,26 +207,6 @@ def compile_text_tower(
         shutil.rmtree(work, ignore_errors=True)
 
 
-class _FromRootLogger(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter's tracer warnings and the quantizer's advice (logged on the root logger itself)
-    say nothing a user can act on; the check below is what tells whether the graph is right."""
-    root = logging.getLogger()
-    drop = _FromRootLogger()
-    root.addFilter(drop)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.removeFilter(drop)
-
-
 def _check(tower: CompiledTextTower, reference: Any, expected: np.ndarray, inputs: tuple[str, ...]) -> float | str:
     """The lowest cosine to the float32 tower over the probes, alone and in one batch; or why not."""
     batch = tower.tokens(list(PROBES))
@@ -259,14 +219,7 @@ def _check(tower: CompiledTextTower, reference: Any, expected: np.ndarray, input
 
 
 def _write(work: Path, target: Path, **manifest: Any) -> Compiled:
-    (work / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.rmtree(target, ignore_errors=True)  # an older, rejected or half-removed one
-    os.replace(work, target)
-    work.mkdir()  # for the caller's clean-up
+    publish(work, target, manifest)
     compiled = read_compiled(target)
     assert compiled is not None
     return compiled
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS indexer_status (
     files_pending int,
     throughput double precision
 );
+ALTER TABLE indexer_status ADD COLUMN IF NOT EXISTS cpu text;
 """
 
 
@@ -46,6 +47,7 @@ class Heartbeat:
     model: str
     device: str | None  # None until the model has loaded: the last known value is kept
     precision: str | None
+    cpu: str | None  # the instruction sets that chose the precision (`core.models.checkpoints.cpu_kernels`)
     live: bool
     scanning: bool
     last_change: float | None  # epoch seconds of the last change to the index; None: unchanged
@@ -58,15 +60,16 @@ class Heartbeat:
 def write(conn: psycopg.Connection[Any], beat: Heartbeat) -> None:
     conn.execute(
         """
-        INSERT INTO indexer_status (id, pid, host, model, device, precision, live, scanning,
+        INSERT INTO indexer_status (id, pid, host, model, device, precision, cpu, live, scanning,
             started_at, heartbeat_at, last_change_at, files_total, files_done, files_pending, throughput)
-        VALUES (1, %(pid)s, %(host)s, %(model)s, %(device)s, %(precision)s, %(live)s, %(scanning)s,
+        VALUES (1, %(pid)s, %(host)s, %(model)s, %(device)s, %(precision)s, %(cpu)s, %(live)s, %(scanning)s,
             now(), now(), to_timestamp(%(last_change)s), %(files_total)s, %(files_done)s, %(files_pending)s,
             %(throughput)s)
         ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid, host = EXCLUDED.host,
             model = EXCLUDED.model,
             device = COALESCE(EXCLUDED.device, indexer_status.device),
             precision = COALESCE(EXCLUDED.precision, indexer_status.precision),
+            cpu = COALESCE(EXCLUDED.cpu, indexer_status.cpu),
             live = EXCLUDED.live, scanning = EXCLUDED.scanning,
             started_at = CASE WHEN indexer_status.pid = EXCLUDED.pid
                 THEN indexer_status.started_at ELSE now() END,
@@ -86,6 +89,7 @@ class IndexerRow:
     model: str | None
     device: str | None
     precision: str | None
+    cpu: str | None
     live: bool
     scanning: bool
     started_at: datetime | None
@@ -108,16 +112,16 @@ def read(conn: psycopg.Connection[Any]) -> IndexerRow | None:
     if not _exists(conn):
         return None
     row = conn.execute(
-        "SELECT model, device, precision, live, scanning, started_at, heartbeat_at, last_change_at, "
+        "SELECT model, device, precision, cpu, live, scanning, started_at, heartbeat_at, last_change_at, "
         "COALESCE(files_total, 0), COALESCE(files_done, 0), COALESCE(files_pending, 0), "
         "COALESCE(throughput, 0), extract(epoch FROM now() - heartbeat_at) "
         "FROM indexer_status WHERE id = 1"
     ).fetchone()
     if row is None:
         return None
-    model, device, precision, live, scanning, started, beat, changed, total, done, pending, rate, age = row
+    model, device, precision, cpu, live, scanning, started, beat, changed, total, done, pending, rate, age = row
     return IndexerRow(
-        model, device, precision, bool(live), bool(scanning), started, beat, changed,
+        model, device, precision, cpu, bool(live), bool(scanning), started, beat, changed,
         int(total), int(done), int(pending), float(rate), heartbeat_age=None if age is None else float(age),
     )  # fmt: skip
 
