@@ -182,13 +182,13 @@ def _choice(values: Mapping[str, str | None], name: str, allowed: tuple[str, ...
     return value
 
 
-def _precision(values: Mapping[str, str | None]) -> str:
-    precision = _choice(values, "PRECISION", ("auto", "int8", "float32", "bfloat16", "float16"))
-    if precision == "int8" and _choice(values, "IMAGE_TOWER", ("auto", "torch")) == "torch":
+def _runnable(settings: Settings) -> Settings:
+    """The settings, unless they ask for what cannot run together."""
+    if settings.precision == "int8" and settings.image_tower == "torch":
         raise SettingsError("PRECISION=int8 needs the compiled image tower; set IMAGE_TOWER=auto or another PRECISION")
-    if precision == "int8" and _choice(values, "DEVICE", ("auto", "cpu", "cuda")) == "cuda":
+    if settings.precision == "int8" and settings.device == "cuda":
         raise SettingsError("PRECISION=int8 runs on the CPU; set DEVICE=cpu or PRECISION=auto")
-    return precision
+    return settings
 
 
 def _bool(values: Mapping[str, str | None], name: str) -> bool:
@@ -255,13 +255,13 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
     """Build settings from `.env` overlaid with `environ` (default: the process environment)."""
     values: dict[str, str | None] = dict(dotenv_values(env_file or PROJECT_ROOT / ".env"))
     values.update(os.environ if environ is None else environ)
-    return Settings(
+    settings = Settings(
         image_dirs=_paths(_raw(values, "IMAGE_DIR")),
         data_dir=_path(_raw(values, "DATA_DIR")),
         database_url=_raw(values, "DATABASE_URL").strip(),
         clip_model=_model(_raw(values, "CLIP_MODEL").strip()),
         device=_choice(values, "DEVICE", ("auto", "cpu", "cuda")),
-        precision=_precision(values),
+        precision=_choice(values, "PRECISION", ("auto", "int8", "float32", "bfloat16", "float16")),
         batch_size=0 if _is_auto(_raw(values, "BATCH_SIZE")) else _int(values, "BATCH_SIZE"),
         max_image_pixels=_int(values, "MAX_IMAGE_PIXELS"),
         scan_interval=float(_int(values, "SCAN_INTERVAL")),
@@ -285,6 +285,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         pg_work_mem=_memory(values, "PG_WORK_MEM"),
         pg_parallel_workers=0 if _is_auto(_raw(values, "PG_PARALLEL_WORKERS")) else _int(values, "PG_PARALLEL_WORKERS"),
     )
+    return _runnable(settings)
 
 
 @lru_cache(maxsize=1)
