@@ -350,15 +350,8 @@ class Status(BaseModel):
     model: str
     models: Models
     device: str | None
-    precision: str | None = Field(
-        description="what pictures are embedded in: int8 or float32 (the compiled image tower), "
-        "bfloat16, float32 or float16 (transformers)"
-    )
-    cpu: str | None = Field(
-        default=None,
-        description="the indexer's CPU: which of avx2, avx_vnni, avx512f, avx512_vnni, avx512_bf16, "
-        "amx_bf16, amx_int8 it offers (what chose the precision); null on a GPU or before the model loads",
-    )
+    precision: str | None = Field(description="what pictures are embedded in: int8, float32, bfloat16, float16")
+    cpu: str | None = Field(default=None, description="the instruction sets of the indexer's CPU that chose it")
     live: bool
     scanning: bool
     last_change_at: str | None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,8 +130,10 @@ class TestTheWatcher:
         env = {k: v for k, v in os.environ.items() if k not in ("NO_PROXY", "no_proxy")}
         done = subprocess.run(watched(log, sys.executable, str(script)), env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        # the last line: CocoIndex's engine logs the report's failure to stdout
-        main_thread, port, request = done.stdout.splitlines()[-1].split(" ", 2)
+        # the script's own line; CocoIndex's engine logs the report's failure to stdout too, before or after it
+        ours = [line for line in done.stdout.splitlines() if re.fullmatch(r"\d+ \d+ .*", line)]
+        assert len(ours) == 1, done.stdout
+        main_thread, port, request = ours[0].split(" ", 2)
         assert request.startswith("CONNECT cocoindex.gateway.scarf.sh:443")
         assert {(a.host, a.port) for a in outbound(log)} == {("192.0.2.1", 9), ("198.51.100.7", 9)}
         reports = [a for a in attempts(log) if (a.host, a.port) == ("127.0.0.1", int(port))]
