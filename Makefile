@@ -14,7 +14,7 @@ export COCOINDEX_DISABLE_USAGE_TRACKING := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: run index watch test lint bench tiny-clip browser strace screenshot clean
+.PHONY: run index watch test lint bench tiny-clip browser strace screenshot stress-outages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,9 +66,16 @@ test: $(VENV)/.installed-test $(VENV)/.no-usage-reports tests/fixtures/tiny-clip
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/test_outages.py
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --ignore=tests/test_outages.py --ignore=tests/test_outage_stress.py
 	@# the outage tests time an indexer's recovery: alone, not beside three other workers (issue 28)
-	$(PY) -m pytest -q tests/test_outages.py
+	$(PY) -m pytest -q tests/test_outages.py tests/test_outage_stress.py
+
+# Twenty outages of 1-10 s each at random moments against one running server (a few minutes; the
+# suite runs them at 1-2 s). OUTAGE_SEED=N replays a run's moments, OUTAGE_COUNT=N sets how many,
+# OUTAGE_SERVER=embedded takes down Sightline's own server (which Sightline starts again itself).
+OUTAGE_SECONDS ?= 1-10
+stress-outages: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors
+	OUTAGE_SECONDS=$(OUTAGE_SECONDS) $(PY) -m pytest -q -s tests/test_outage_stress.py
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .

@@ -115,12 +115,16 @@ class EmbeddingCache:
         raw = await self._lookups(content_hash, None)
         return None if raw is None else np.frombuffer(raw, dtype=np.float32).copy()
 
-    async def put(self, content_hash: str, embedding: np.ndarray) -> None:
+    def keep(self, content_hash: str, embedding: np.ndarray) -> bytes:
+        """Hold an embedding in memory until it is written (at once: nothing can stop this)."""
         raw = embedding.astype(np.float32).tobytes()
         if len(_unsaved) >= UNSAVED_MAX:
             del _unsaved[next(iter(_unsaved))]
         _unsaved[(self._model, content_hash)] = raw
-        await self._writes(content_hash, raw)
+        return raw
+
+    async def put(self, content_hash: str, embedding: np.ndarray) -> None:
+        await self._writes(content_hash, self.keep(content_hash, embedding))
 
     async def _fetch_many(self, wanted: dict[str, None]) -> dict[str, bytes]:
         rows = await database_call(
@@ -159,6 +163,11 @@ class EmbeddingCache:
         rows = flat.reshape(-1, dim + 1)
         return rows[:, 0].astype(np.float64), np.ascontiguousarray(rows[:, 1:])
 
-    async def put_frames(self, content_hash: str, seconds: np.ndarray, embeddings: np.ndarray) -> None:
+    def keep_frames(self, content_hash: str, seconds: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         rows = np.concatenate([np.asarray(seconds, dtype=np.float32)[:, None], embeddings.astype(np.float32)], axis=1)
-        await self.put(content_hash, rows.reshape(-1))
+        flat = rows.reshape(-1)
+        self.keep(content_hash, flat)
+        return flat
+
+    async def put_frames(self, content_hash: str, seconds: np.ndarray, embeddings: np.ndarray) -> None:
+        await self.put(content_hash, self.keep_frames(content_hash, seconds, embeddings))

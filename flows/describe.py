@@ -127,8 +127,7 @@ async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileF
         del data
     if cached is None:
         assert decoded.pixels is not None
-        cached = await run.embed(slot, decoded.pixels)
-        run.counters.embedded += 1  # before the write, which may fail: the call was made
+        cached = await run.in_flight.finish(_embed_picture(run, slot, digest, decoded.pixels))
         await slot.cache.put(digest, cached)
     else:
         run.counters.reused += 1
@@ -164,9 +163,7 @@ async def _describe_video(run: IndexRun, slot: ModelSlot, path: Path) -> FileFac
         if cached is None:
             if not frames:
                 return FileFacts(failure="video without a frame that can be decoded")
-            vectors = await asyncio.gather(*(run.embed(slot, pixels) for _, pixels in frames))
-            cached = np.array([s for s, _ in frames], dtype=np.float64), np.stack(vectors).astype(np.float32)
-            run.counters.embedded += 1  # before the write, which may fail: the call was made
+            cached = await run.in_flight.finish(_embed_frames(run, slot, digest, frames))
             await slot.cache.put_frames(digest, *cached)
         else:
             run.counters.reused += 1
@@ -192,6 +189,26 @@ async def _describe_video(run: IndexRun, slot: ModelSlot, path: Path) -> FileFac
         frame_seconds=tuple(float(s) for s in seconds),
         frames=embeddings.astype(np.float32).tobytes(),
     )
+
+
+async def _embed_picture(run: IndexRun, slot: ModelSlot, digest: str, pixels: np.ndarray) -> np.ndarray:
+    """A picture through the model, its embedding kept until the cache has it, even when the
+    file's component is cancelled meanwhile (`InFlight.finish`): the model is not asked twice."""
+    vector = await run.embed(slot, pixels)
+    run.counters.embedded += 1
+    slot.cache.keep(digest, vector)
+    return vector
+
+
+async def _embed_frames(
+    run: IndexRun, slot: ModelSlot, digest: str, frames: list[tuple[float, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A video's sampled frames through the model, kept like a picture's embedding."""
+    vectors = await asyncio.gather(*(run.embed(slot, pixels) for _, pixels in frames))
+    seconds, embeddings = np.array([s for s, _ in frames], dtype=np.float64), np.stack(vectors).astype(np.float32)
+    run.counters.embedded += 1
+    slot.cache.keep_frames(digest, seconds, embeddings)
+    return seconds, embeddings
 
 
 @coco.fn(memo=True, version=1)

@@ -27,11 +27,12 @@ from core.store.indexer_status import LocalIndexer
 from core.store.model_state import SWITCH_GRACE_SECONDS, model_table
 from flows import passes, unchanged
 from flows.cache import EmbeddingCache
-from flows.heartbeat import HEARTBEAT_SECONDS, StatusReporter
+from flows.heartbeat import BEAT_DEADLINE_SECONDS, StatusReporter, keep_beating
 from flows.indexer import app
-from flows.recovery import check_room, looks_like_outage, problem, wait_until_back
+from flows.recovery import check_room, looks_like_outage, problem, problem_now, wait_until_back
 from flows.run import PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, make_batched_embed
 from flows.second_pass import SecondPass
+from flows.stopping import stop_update
 from flows.switching import adopt_first_model, next_step, open_models, settle_models
 from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state, refresh_images_view
 from flows.walk import scan_folder
@@ -227,12 +228,16 @@ async def _index_once(
             if before is None:
                 before, failed_before = await asyncio.to_thread(_snapshot, url, run.choice.serving)
             handle = app.update()
-            async for snap in handle.watch():
-                stats = snap.stats.by_component.get("index_file")
-                if stats is not None:
-                    errors = stats.num_errors  # of this pass: an earlier one's are retried in it
-                    if progress is not None:
-                        progress(min(stats.num_finished, total), total)
+            try:
+                async for snap in handle.watch():
+                    stats = snap.stats.by_component.get("index_file")
+                    if stats is not None:
+                        errors = stats.num_errors  # of this pass: an earlier one's are retried in it
+                        if progress is not None:
+                            progress(min(stats.num_finished, total), total)
+            except BaseException:
+                await stop_update(handle, run, started=True)  # nothing of it left running at exit
+                raise
             embedded += run.counters.embedded
             reused += run.counters.reused
             step = await asyncio.to_thread(next_step, url, run, True)
@@ -333,8 +338,10 @@ async def watch_folder(
         while True:
             try:
                 step = await _watch_until_models_change(settings, ready, local, reading)
-            except Exception as exc:
-                reason = await asyncio.to_thread(problem, settings, exc)
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # (a panic in CocoIndex's engine is no Exception)
+                reason = await problem_now(settings, exc)
                 if reason is None:
                     # a blip over by now, the tail of an outage just over (a server restarting
                     # rewrites its files), or an error that only looks like one (no pgvector on
@@ -384,23 +391,10 @@ async def _watch_until_models_change(
             reporter.write(True)
             return next_step(url, run, scanned=not reporter.scanning)
 
-        async def heartbeat() -> None:
-            # a failed heartbeat ends this run: the caller waits for the database and starts over,
-            # rather than letting every file fail (and be retried) while it is away
-            while not stop.is_set():
-                try:
-                    step = await asyncio.to_thread(beat_once)
-                except Exception as exc:
-                    lost.set_exception(exc)
-                    return
-                if step is not None and not changed.done():
-                    changed.set_result(step)
-                try:
-                    await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
-                except TimeoutError:
-                    pass
+        started: list[bool] = []  # the update starts when `follow` first runs
 
         async def follow() -> None:
+            started.append(True)
             async for snap in handle.watch():
                 reporter.observe(snap.stats)
                 if reporter.scanning and snap.status == coco.UpdateStatus.READY:
@@ -417,7 +411,7 @@ async def _watch_until_models_change(
                 elif not reporter.scanning:
                     reporter.files_total = max(reporter.files_total, reporter.files_done)
 
-        beat = asyncio.create_task(heartbeat())
+        beat = asyncio.create_task(keep_beating(beat_once, stop, changed, lost))
         handle = app.update(live=True)
         following = asyncio.create_task(follow())
         try:
@@ -437,9 +431,12 @@ async def _watch_until_models_change(
             if run.folder is not None:
                 run.folder.stop_watching()
             stop.set()
+            beat.cancel()  # a beat hanging on the database is not waited for
             await asyncio.gather(beat, following, return_exceptions=True)
+            # the engine ends here, wholly, before the runtime closes and another starts
+            await stop_update(handle, run, started=bool(started))
             reporter.scanning = False
             try:
-                await asyncio.to_thread(reporter.write, False)
+                await asyncio.wait_for(asyncio.to_thread(reporter.write, False), BEAT_DEADLINE_SECONDS)
             except Exception:
                 pass

@@ -4,8 +4,10 @@ notices that the database went away (`flows.recovery` takes it from there)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from core.models.checkpoints import cpu_kernels
@@ -17,6 +19,9 @@ from flows.run import IndexRun
 log = logging.getLogger("sightline.indexer")
 
 HEARTBEAT_SECONDS = 1.0
+# a beat that takes longer counts as the database gone: a connection or a statement can hang where
+# a server stops answering without closing its connections (its thread is left to end by itself)
+BEAT_DEADLINE_SECONDS = 20.0
 RATE_WINDOW_SECONDS = 10.0
 
 
@@ -93,3 +98,28 @@ class StatusReporter:
         )
         with connect(self._url) as conn:
             indexer_status.write(conn, beat)
+
+
+async def keep_beating(
+    beat_once: Callable[[], str | None], stop: asyncio.Event, changed: asyncio.Future[str], lost: asyncio.Future[None]
+) -> None:
+    """Beat every HEARTBEAT_SECONDS until `stop`. A step that a beat asks for (a model to switch to)
+    goes to `changed`; a beat that fails, or hangs past its deadline, to `lost`: the engine stops
+    and the indexer waits for the database, rather than letting every file fail (and be retried)."""
+    while not stop.is_set():
+        try:
+            step = await asyncio.wait_for(asyncio.to_thread(beat_once), BEAT_DEADLINE_SECONDS)
+        except TimeoutError:
+            if not lost.done():
+                lost.set_exception(TimeoutError(f"the database did not answer within {BEAT_DEADLINE_SECONDS:.0f}s"))
+            return
+        except Exception as exc:
+            if not lost.done():
+                lost.set_exception(exc)
+            return
+        if step is not None and not changed.done():
+            changed.set_result(step)
+        try:
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+        except TimeoutError:
+            pass

@@ -129,6 +129,11 @@ async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[Erro
     """Declare this file's rows in each model's tables, or its error row, or nothing when it
     belongs to a still beside it."""
     run = coco.use_context(RUN)
+    with run.in_flight.file():  # what stopping the engine waits for
+        await _declare_rows(run, key, tables, errors)
+
+
+async def _declare_rows(run: IndexRun, key: str, tables: Tables, errors: postgres.TableTarget[ErrorRow]) -> None:
     full = run.library.path_of(key)
     if full is None:
         return  # a folder no longer in IMAGE_DIR: its rows go

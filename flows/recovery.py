@@ -33,6 +33,9 @@ log = logging.getLogger("sightline.indexer")
 
 RETRY_FIRST_SECONDS = 0.25
 RETRY_MAX_SECONDS = 2.0  # a restarted database is noticed within this (a refused connection costs nothing)
+# one look at the database (starting the embedded server again included) that takes longer is
+# taken for "away": a server that stops answering without closing its connections hangs a query
+PROBE_SECONDS = 60.0
 # Below this much free space the indexer's state (LMDB) and thumbnails cannot be trusted to write
 MIN_FREE_BYTES = 1024 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -161,8 +164,17 @@ def _write_probe(conn: psycopg.Connection[Any]) -> None:
     this the indexer would call the database back, fail at its first write, and say so again,
     over and over. The temporary table is dropped with its transaction."""
     with conn.transaction():
+        conn.execute("SET LOCAL statement_timeout = '30s'")  # a server that stops answering mid-way
         conn.execute("CREATE TEMP TABLE sightline_space_probe (b text) ON COMMIT DROP")
         conn.execute("INSERT INTO sightline_space_probe SELECT md5(g::text) FROM generate_series(1, 20000) g")
+
+
+async def problem_now(settings: Settings, error: BaseException | None = None) -> str | None:
+    """`problem`, off the event loop and bounded in time."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(problem, settings, error), PROBE_SECONDS)
+    except TimeoutError:
+        return f"database unreachable (no answer within {PROBE_SECONDS:.0f}s)"
 
 
 async def wait_until_back(settings: Settings, reason: str, local: LocalIndexer) -> float:
@@ -172,7 +184,7 @@ async def wait_until_back(settings: Settings, reason: str, local: LocalIndexer) 
     local.waiting = reason
     delay = RETRY_FIRST_SECONDS
     while True:
-        now = await asyncio.to_thread(problem, settings)
+        now = await problem_now(settings)
         if now is None:
             break
         local.waiting = now

@@ -8,8 +8,10 @@ It sits below `flows.describe` (one file) and `flows.indexer` (the app), which b
 import asyncio
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import asyncpg
 import cocoindex as coco
@@ -31,6 +33,7 @@ AUTO_GATHER = 128  # the most images one gathered batch holds when BATCH_SIZE is
 MODEL_QUEUE = 2 * AUTO_GATHER
 PG_POOL = coco.ContextKey[asyncpg.Pool]("sightline_pg_pool")
 RUN = coco.ContextKey["IndexRun"]("sightline_index_run")
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +41,50 @@ class IndexCounters:
     described: int = 0  # new or changed file versions looked at (memo misses)
     embedded: int = 0  # images that went through the model
     reused: int = 0  # images whose embedding came from the content-hash cache
+
+
+class InFlight:
+    """The files an engine has in hand and the model calls it started: what stopping it waits for
+    (`flows.stopping`), so that the next engine never starts on a file this one still holds, and
+    a model call once made is never made again."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextmanager
+    def file(self) -> Iterator[None]:
+        self.files += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.files -= 1
+            self._settle()
+
+    async def finish(self, call: Coroutine[Any, Any, T]) -> T:
+        """`call` run to its end even when the file waiting for it is cancelled (its engine
+        stopping): a model call started delivers its embedding to the cache all the same."""
+        task = asyncio.ensure_future(call)
+        self._calls.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._done)
+        return await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._calls.discard(task)
+        if not task.cancelled():
+            task.exception()  # raised to the file waiting for it, if any is left: not unhandled
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.files == 0 and not self._calls:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
 
 
 @dataclass
@@ -76,6 +123,7 @@ class IndexRun:
     # and while it held a reading place the model saw batches of half of READ_AHEAD at most
     queued: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MODEL_QUEUE))
     folder: LibraryView | None = None  # set once the live walk is mounted
+    in_flight: InFlight = field(default_factory=InFlight)
     siblings: Siblings = field(default_factory=Siblings)
     _warming: set[str] = field(default_factory=set)
 
