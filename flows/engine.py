@@ -433,6 +433,8 @@ async def _watch_until_models_change(
             stop.set()
             beat.cancel()  # a beat hanging on the database is not waited for
             await asyncio.gather(beat, following, return_exceptions=True)
+            if lost.done():
+                lost.exception()  # a beat that failed as the run ended for another reason: seen
             # the engine ends here, wholly, before the runtime closes and another starts
             await stop_update(handle, run, started=bool(started))
             reporter.scanning = False
