@@ -29,7 +29,7 @@ from flows import passes, unchanged
 from flows.cache import EmbeddingCache
 from flows.heartbeat import BEAT_DEADLINE_SECONDS, StatusReporter, keep_beating
 from flows.indexer import app
-from flows.recovery import check_room, looks_like_outage, problem, problem_now, wait_until_back
+from flows.recovery import check_room, looks_like_outage, problem_now, wait_until_back
 from flows.run import PG_POOL, RUN, IndexCounters, IndexRun, ModelSlot, make_batched_embed
 from flows.second_pass import SecondPass
 from flows.stopping import stop_update
@@ -200,7 +200,7 @@ async def index_once(
     except Exception as exc:
         if not looks_like_outage(exc):
             raise
-        reason = await asyncio.to_thread(problem, settings, exc) or f"database unreachable ({first_line(exc)})"
+        reason = await problem_now(settings, exc) or f"database unreachable ({first_line(exc)})"
         raise DatabaseError(
             f"The update stopped: {reason}. Nothing indexed is lost; run it again once that is fixed."
         ) from exc

@@ -262,6 +262,32 @@ def run_plan(app: Sightline, library: Library, outages: list[Outage], log: Calla
         take_down(app, outage, log)
 
 
+def stopped_while_embedding(app: Sightline, library: Library) -> None:
+    """The end: stopped (SIGTERM, as `docker stop` does) with files in hand, the process ends by
+    itself, cleanly: its engine stopped before the event loop closes (else callbacks into a closed
+    loop, and an abort at exit)."""
+    before = embedded(app)
+    for n in range(40):
+        library.write(f"last/{n:03d}.png")
+    wait_for(lambda: embedded(app) >= before + 4, NOTICED_WITHIN, 0.02)
+    app.process.proc.terminate()
+    code = app.process.proc.wait(NOTICED_WITHIN)
+    output = app.process.output()
+    assert_clean(output, "stopping")
+    assert code == 0, output[-3000:]
+
+
+# what a process says that breaks down: an error nobody handled, an engine outliving its environment,
+# callbacks into a closed event loop, and the aborts at exit that follow them
+BREAKDOWN = ("Traceback", "environment is closed", "Event loop is closed", "Fatal Python error", "terminate called")
+
+
+def assert_clean(output: str, when: str) -> None:
+    for sign in BREAKDOWN:
+        lines = [line[:300] for line in output.splitlines() if sign in line]
+        assert not lines, f"{when}: {len(lines)} lines say {sign!r}: {lines[:5]}"
+
+
 def test_twenty_outages_in_a_row_one_process_every_file_once(
     tmp_path: Path, start_process: Callable[..., Process]
 ) -> None:
@@ -299,10 +325,9 @@ def test_twenty_outages_in_a_row_one_process_every_file_once(
             assert status["failed"] == [], status["failed"]
             # each version of each file through the model once, whatever the outages interrupted
             assert status["embedded"] == len(library.versions), (status["embedded"], len(library.versions))
-            for sign in ("Traceback", "environment is closed", "Event loop is closed", "terminate called"):
-                lines = [line[:300] for line in output.splitlines() if sign in line]
-                assert not lines, f"{len(lines)} lines say {sign!r}: {lines[:5]}"
+            assert_clean(output, "the outages")
             assert output.count("indexing resumes by itself") == output.count("back after") >= OUTAGES
+            stopped_while_embedding(app, library)
     finally:
         db.close()
     print("\n".join(happened))
