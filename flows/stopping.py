@@ -10,6 +10,10 @@ hand and the model calls it had started (`flows.run.InFlight`): a model call fin
 its embedding in memory for the next engine (`flows.cache`).
 
 Each wait is bounded: an engine that does not stop in time is logged, and left behind.
+
+CocoIndex 1.0 has no public call that cancels one update: `cancel_all` and
+`reset_global_cancellation` are what its command line (`cocoindex update`, on Ctrl-C) and its own
+tests use. The token is the process's, and this process runs one engine at a time.
 """
 
 from __future__ import annotations

@@ -152,7 +152,6 @@ class StatusWatch:
         self.base = base
         self.problems: list[str] = []
         self.answers = 0
-        self.latest: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -166,7 +165,6 @@ class StatusWatch:
                     if answer.status_code not in (200, 503) or not isinstance(body, dict):
                         self.problems.append(f"{answer.status_code}: {answer.text[:300]}")
                     else:
-                        self.latest = body
                         self.answers += 1
                 except (httpx.HTTPError, ValueError) as exc:
                     self.problems.append(f"{type(exc).__name__}: {exc}")
