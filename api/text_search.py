@@ -19,6 +19,12 @@ depend only on how deep the page is (`api.search_plan.candidate_pool`), so pages
 other. Each page row that was found
 through text says which words matched, where (`name`, `keywords`, `title`, `description`, `ocr`),
 and which OCR lines hold them, with their boxes.
+
+Negative terms steer the text side too: a picture whose words say every word of a negative term
+(as whole words, `core.store.text_index.says_any`) is *spoken against*. It comes after every
+other candidate, ranked by its looks alone (no text rank), and `api.relevance.judged_level` never
+calls it strong. Since "after every other" means every other of the collection, a page that reaches
+those pictures from the index's pool is ranked again over every row that passes the filters.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from api.query import Term
 from api.search import (
     COLUMN_COUNT,
     COLUMNS,
@@ -42,7 +49,16 @@ from api.search import (
 )
 from api.search_plan import MAX_POOL, Plan, candidate_pool, plan_search, run_planned, vector_hits
 from core.store.model_state import model_table
-from core.store.text_index import OCR_TABLE, WORDS_COLUMN, any_word_in, holds_all, matching_ids, word_in, words_of
+from core.store.text_index import (
+    OCR_TABLE,
+    WORDS_COLUMN,
+    any_word_in,
+    holds_all,
+    matching_ids,
+    says_any,
+    word_in,
+    words_of,
+)
 from core.store.vector_index import IndexShape, index_shape
 
 RRF_K = 60
@@ -55,6 +71,15 @@ STOPWORDS = frozenset("a an and the of on in at to for with by from or is are it
 def plain_words(texts: Sequence[str]) -> tuple[str, ...]:
     """The words of a plain query the text side looks for: each once, without the little ones."""
     return tuple(dict.fromkeys(w for t in texts for w in words_of(t) if w not in STOPWORDS))
+
+
+def against_words(terms: Sequence[Term], people: Sequence[str] = ()) -> tuple[tuple[str, ...], ...]:
+    """What the query steers away from, as words, a group per negative term: the words of each
+    term after `-` (without the little ones: "- a red car" is red and car), and each name after
+    `-person:`. A picture that says every word of a group is spoken against (`says_any`)."""
+    texts = [t.text for t in terms if t.text is not None and t.weight < 0] + list(people)
+    groups = (plain_words([text]) for text in texts)
+    return tuple(dict.fromkeys(g for g in groups if g))
 
 
 def filter_words(text: str) -> tuple[str, ...]:
@@ -76,6 +101,7 @@ class TextMatch:
 class Found:
     record: ImageRecord
     text_match: TextMatch | None
+    against: bool = False  # its own words say what a negative term steers away from
 
 
 def search_fused(
@@ -91,10 +117,13 @@ def search_fused(
     ef_search: int = 100,
     with_vectors: bool = False,
     unwanted_ids: Sequence[int] = (),
+    against: Sequence[Sequence[str]] = (),
 ) -> tuple[list[Found], bool]:
-    """The page of the fused ranking of `vector` (None: the text ranking alone) and `words`
-    (non-empty), and whether more follow. `unwanted_ids` (the query's "less like this" examples)
-    are ranked by appearance alone: their words do not lift them."""
+    """The page of the fused ranking of `vector` (None: the text ranking alone) and `words`, and
+    whether more follow. `unwanted_ids` (the query's "less like this" examples) are ranked by
+    appearance alone: their words do not lift them. `against`: the words of the query's negative
+    terms, a group per term; a picture that says every word of a group (`says_any`) comes after
+    every picture that says none, ranked by its looks alone."""
     check_page(limit, offset)
     table = model_table(model)
     shape = index_shape(conn, table)
@@ -103,17 +132,25 @@ def search_fused(
     wanted = offset + limit + 1
     params.update(n=limit + 1, skip=offset, text_pool=candidate_pool(wanted, ef_search) or MAX_POOL)
     plan = Plan(None)
+    groups = [g for g in against if g]
+    visual = vector is not None
     if vector is not None:
         params["q"] = vector.astype(np.float32)
         conditions = sql.SQL(" AND ").join(where)
-        kw: dict[str, Any] = {"wanted": wanted, "ef_search": ef_search, "filtered": filters.any}
-        plan = plan_search(conn, table, shape, conditions, params, **kw)
-    query, params = _fused_sql(plan, table, shape, where, params, words, filters.any, vector is not None)
-    rows = run_planned(conn, plan, query, params)
-    if vector is not None and plan.pool is not None and len(rows) <= limit:
+        kw: dict[str, Any] = {"ef_search": ef_search, "filtered": filters.any}
+        plan = plan_search(conn, table, shape, conditions, params, wanted=wanted, **kw)
+    rows = run_planned(conn, plan, *_fused_sql(plan, table, shape, where, params, words, groups, filters.any, visual))
+    while plan.pool is not None and any(r[-1] for r in rows[:limit]):
+        # the page reaches the pictures a negative term speaks against while pictures it does not
+        # speak against lie beyond the pool, and those come first: a pool twice as deep, up to
+        # ranking every row that passes the filters (the pool's depth does not change the order of
+        # the pictures it holds, so pages still continue each other)
+        plan = plan_search(conn, table, shape, conditions, params, wanted=min(2 * plan.pool, MAX_POOL + 1), **kw)
+        rows = run_planned(conn, plan, *_fused_sql(plan, table, shape, where, params, words, groups, filters.any, True))
+    if plan.pool is not None and len(rows) <= limit:
         # a short page: the filters pass fewer rows than the index walk reached (`api.search`)
-        query, params = _fused_sql(Plan(None), table, shape, where, params, words, filters.any, True)
-        rows = run_planned(conn, Plan(None), query, params)
+        rows = run_planned(conn, Plan(None), *_fused_sql(Plan(None), table, shape, where, params, words, groups,
+                                                          filters.any, True))  # fmt: skip
     found = [_found(row, words, with_vectors, bool(filters.has_text)) for row in rows[:limit]]
     return found, len(rows) > limit
 
@@ -125,18 +162,11 @@ def _fused_sql(
     where: list[sql.Composable],
     params: dict[str, Any],
     words: Sequence[str],
+    against: Sequence[Sequence[str]],
     filtered: bool,
     visual: bool,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     table, ocr = sql.Identifier(table_name), sql.Identifier(OCR_TABLE)
-    conditions = sql.SQL(" AND ").join(where)
-    both = sql.SQL("concat_ws(' ', i.{}, p.text)").format(sql.Identifier(WORDS_COLUMN))
-    rank = sql.SQL("ts_rank_cd(to_tsvector('simple', {both}), to_tsquery('simple', {any}))").format(
-        both=both, any=sql.Literal(" | ".join(words))
-    )
-    if shape.trigram:
-        rank = sql.SQL("{} + word_similarity({}, {})").format(rank, sql.Literal(" ".join(words)), both)
-    ids = matching_ids(table_name, words, shape.trigram, conditions, sql.SQL("%(text_pool)s"))
     ctes: list[sql.Composable] = []
     if visual:
         hits, params = vector_hits(plan, shape, table_name, where, params, filtered)
@@ -146,31 +176,41 @@ def _fused_sql(
                 "FROM ({hits}) hit)"
             ).format(words=sql.Identifier(WORDS_COLUMN), hits=hits)
         )
-        # the visual candidates that say the words are text matches too, whether or not the
-        # text side's first finds reached them
-        # (its text looked up row by row: joined, the planner read the whole table of texts)
-        ids = sql.SQL(
-            "{} UNION SELECT v.id FROM v LEFT JOIN LATERAL "
-            "(SELECT text FROM {} WHERE content_hash = v.content_hash OFFSET 0) p ON true WHERE {}"
-        ).format(ids, ocr, holds_all(words, shape.trigram, row="v"))
-    ctes += [
-        sql.SQL(
-            "t AS MATERIALIZED (SELECT i.id, {rank} AS rank FROM {table} i LEFT JOIN {ocr} p "
-            "ON p.content_hash = i.content_hash WHERE i.id IN ({ids}) AND i.id <> ALL(%(unwanted)s::bigint[]))"
-        ).format(rank=rank, table=table, ocr=ocr, ids=ids),
-        # equal texts share a rank, so the visual ranking orders them
-        sql.SQL("tr AS (SELECT id, rank() OVER (ORDER BY rank DESC) AS r FROM t)"),
-    ]
+    ctes += _text_ranking(table_name, shape, where, words, visual)
+    said_against: sql.Composable = sql.SQL("false")
+    beyond: sql.Composable = sql.SQL("false")
+    if against:
+        ctes.append(_spoken_against(table_name, against, visual))
+        said_against = sql.SQL("id IN (SELECT id FROM n)")
+    if against and visual and plan.pool is not None:
+        # whether a picture no negative term speaks against lies beyond the candidates: asked
+        # only once a page reaches those spoken against (an InitPlan runs on its first use), and
+        # answered at the first such row
+        beyond = sql.SQL(
+            "CASE WHEN page.against THEN EXISTS (SELECT 1 FROM {t} WHERE {where} AND id NOT IN (SELECT id FROM v) "
+            "AND id NOT IN (SELECT id FROM tr) AND NOT {says}) ELSE false END"
+        ).format(
+            t=table,
+            where=sql.SQL(" AND ").join(where),
+            says=says_any(sql.SQL("{}.{}").format(table, sql.Identifier(WORDS_COLUMN)),
+                          sql.SQL("{}.content_hash").format(table), against),
+        )  # fmt: skip
     if visual:
+        # what a negative term speaks against comes last, ranked by its looks: its words lift it not
         fused = sql.SQL(
-            "SELECT id AS page_id, COALESCE(1.0 / ({k} + v.r), 0) + COALESCE({w} / ({k} + tr.r), 0) AS fused, "
-            "tr.r AS text_rank FROM v FULL JOIN tr USING (id)"
+            "SELECT page_id, against, COALESCE(1.0 / ({k} + vr), 0) "
+            "+ CASE WHEN against THEN 0 ELSE COALESCE({w} / ({k} + trr), 0) END AS fused, "
+            "CASE WHEN against THEN NULL ELSE trr END AS text_rank "
+            "FROM (SELECT id AS page_id, v.r AS vr, tr.r AS trr, {said} AS against FROM v FULL JOIN tr USING (id)) c"
         )
     else:
-        fused = sql.SQL("SELECT id AS page_id, {w} / ({k} + tr.r) AS fused, tr.r AS text_rank FROM tr")
+        fused = sql.SQL(
+            "SELECT page_id, against, {w} / ({k} + trr) AS fused, trr AS text_rank "
+            "FROM (SELECT id AS page_id, tr.r AS trr, {said} AS against FROM tr) c"
+        )
     ctes.append(
-        sql.SQL("page AS ({} ORDER BY fused DESC, page_id LIMIT %(n)s OFFSET %(skip)s)").format(
-            fused.format(k=sql.Literal(RRF_K), w=sql.Literal(TEXT_WEIGHT))
+        sql.SQL("page AS ({} ORDER BY against, fused DESC, page_id LIMIT %(n)s OFFSET %(skip)s)").format(
+            fused.format(k=sql.Literal(RRF_K), w=sql.Literal(TEXT_WEIGHT), said=said_against)
         )
     )
     if visual:
@@ -180,20 +220,70 @@ def _fused_sql(
     else:
         source = sql.SQL("{} hit").format(table)
         nearness = sql.SQL("NULL::float8, NULL::float8, NULL::vector")
+    fields: sql.Composable = sql.SQL(", ").join([sql.SQL("NULL::text[]")] * len(FIELDS))
+    lines: sql.Composable = sql.SQL("NULL::jsonb")
+    if words:
+        fields, lines = _field_words(words, shape.trigram), _matched_lines(words, shape.trigram)
     query = sql.SQL(
-        "WITH {ctes} SELECT {cols}, {nearness}, page.text_rank, {fields}, {lines} "
+        "WITH {ctes} SELECT {cols}, {nearness}, page.text_rank, {fields}, {lines}, page.against, {beyond} "
         "FROM page JOIN {source} ON hit.id = page.page_id LEFT JOIN {ocr} p ON p.content_hash = hit.content_hash "
-        "ORDER BY page.fused DESC, page.page_id"
+        "ORDER BY page.against, page.fused DESC, page.page_id"
     ).format(
         ctes=sql.SQL(", ").join(ctes),
         cols=COLUMNS,
         nearness=nearness,
         source=source,
         ocr=ocr,
-        fields=_field_words(words, shape.trigram),
-        lines=_matched_lines(words, shape.trigram),
+        fields=fields,
+        lines=lines,
+        beyond=beyond,
     )
     return query, params
+
+
+def _spoken_against(table_name: str, against: Sequence[Sequence[str]], visual: bool) -> sql.Composable:
+    """`n`: the candidates (visual and text) whose words say every word of a negative term."""
+    own = sql.Identifier(WORDS_COLUMN)
+    found = sql.SQL("SELECT i.id FROM tr JOIN {} i ON i.id = tr.id WHERE {}").format(
+        sql.Identifier(table_name), says_any(sql.SQL("i.{}").format(own), sql.SQL("i.content_hash"), against)
+    )
+    if visual:
+        in_view = says_any(sql.SQL("v.{}").format(own), sql.SQL("v.content_hash"), against)
+        found = sql.SQL("SELECT v.id FROM v WHERE {} UNION {}").format(in_view, found)
+    return sql.SQL("n AS MATERIALIZED ({})").format(found)
+
+
+def _text_ranking(
+    table_name: str, shape: IndexShape, where: list[sql.Composable], words: Sequence[str], visual: bool
+) -> list[sql.Composable]:
+    """`tr`: the text matches (id) and their text ranks (r); none without words."""
+    if not words:  # a query whose only words are those to steer away from
+        return [sql.SQL("tr AS (SELECT NULL::bigint AS id, NULL::bigint AS r WHERE false)")]
+    table, ocr = sql.Identifier(table_name), sql.Identifier(OCR_TABLE)
+    both = sql.SQL("concat_ws(' ', i.{}, p.text)").format(sql.Identifier(WORDS_COLUMN))
+    rank = sql.SQL("ts_rank_cd(to_tsvector('simple', {both}), to_tsquery('simple', {any}))").format(
+        both=both, any=sql.Literal(" | ".join(words))
+    )
+    if shape.trigram:
+        rank = sql.SQL("{} + word_similarity({}, {})").format(rank, sql.Literal(" ".join(words)), both)
+    conditions = sql.SQL(" AND ").join(where)
+    ids = matching_ids(table_name, words, shape.trigram, conditions, sql.SQL("%(text_pool)s"))
+    if visual:
+        # the visual candidates that say the words are text matches too, whether or not the
+        # text side's first finds reached them
+        # (its text looked up row by row: joined, the planner read the whole table of texts)
+        ids = sql.SQL(
+            "{} UNION SELECT v.id FROM v LEFT JOIN LATERAL "
+            "(SELECT text FROM {} WHERE content_hash = v.content_hash OFFSET 0) p ON true WHERE {}"
+        ).format(ids, ocr, holds_all(words, shape.trigram, row="v"))
+    return [
+        sql.SQL(
+            "t AS MATERIALIZED (SELECT i.id, {rank} AS rank FROM {table} i LEFT JOIN {ocr} p "
+            "ON p.content_hash = i.content_hash WHERE i.id IN ({ids}) AND i.id <> ALL(%(unwanted)s::bigint[]))"
+        ).format(rank=rank, table=table, ocr=ocr, ids=ids),
+        # equal texts share a rank, so the visual ranking orders them
+        sql.SQL("tr AS (SELECT id, rank() OVER (ORDER BY rank DESC) AS r FROM t)"),
+    ]
 
 
 def _field_words(words: Sequence[str], trigram: bool) -> sql.Composable:
@@ -228,7 +318,7 @@ def _found(row: tuple[Any, ...], words: Sequence[str], with_vectors: bool, requi
     n = COLUMN_COUNT
     score, second, best, text_rank = row[n : n + 4]
     per_field = dict(zip(FIELDS, row[n + 4 : n + 4 + len(FIELDS)]))
-    lines = row[n + 4 + len(FIELDS)]
+    lines, against = row[n + 4 + len(FIELDS)], bool(row[n + 5 + len(FIELDS)])
     record = record_of(
         row[:n],
         None if score is None else float(score),
@@ -236,11 +326,11 @@ def _found(row: tuple[Any, ...], words: Sequence[str], with_vectors: bool, requi
         None if second is None else float(second),
     )
     if text_rank is None and not required:
-        return Found(record, None)
+        return Found(record, None, against)
     matched = {w for found in per_field.values() for w in found or ()}
     match = TextMatch(
         words=tuple(w for w in words if w in matched),
         where=tuple(f for f in FIELDS if per_field[f]),
         lines=tuple(lines or ()),
     )
-    return Found(record, match)
+    return Found(record, match, against)

@@ -138,6 +138,27 @@ def matching_ids(
     )
 
 
+def says_any(words: sql.Composable, content_hash: sql.Composable, groups: Sequence[Sequence[str]]) -> sql.Composable:
+    """A row's texts (`words`, its `search_words`, and the OCR text of `content_hash`) hold every
+    word of at least one group, each as a whole word (full-text search's 'simple' words), some in
+    one text and the rest in the other: the test of a picture a negative term speaks against
+    (`api.text_search`). Whole words, not the parts of words a query looks for: "red" in "covered"
+    or "Fred" says nothing against a picture. A test of rows already found (the candidates of a
+    search), one text search per row, so that it costs the same however common the words are."""
+    read = sql.SQL("(SELECT o.text FROM {} o WHERE o.content_hash = {})").format(
+        sql.Identifier(OCR_TABLE), content_hash
+    )
+    every = sql.SQL("to_tsquery('simple', {})").format(
+        sql.Literal(" | ".join("(" + " & ".join(group) + ")" for group in groups))
+    )
+    # its words first: where they say it (a word of a folder every picture is in) the text read
+    # in it is never looked up
+    return sql.SQL(
+        "(to_tsvector('simple', {words}) @@ {every} "
+        "OR to_tsvector('simple', concat_ws(' ', {words}, {read})) @@ {every})"
+    ).format(words=words, read=read, every=every)
+
+
 def text_filter(table: str, words: Sequence[str], trigram: bool, *, present: bool) -> sql.Composable:
     """A WHERE condition: the row's texts hold every word (`present`), or not all of them."""
     ids = matching_ids(table, words, trigram)
