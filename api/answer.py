@@ -23,7 +23,7 @@ from api.by_date import DateOrder, by_date, check_sort
 from api.people import named_people, with_people
 from api.places import PlaceCache, PlaceIndex, lazy_places, match_places, place_cache
 from api.query import ParsedQuery, QueryError, Term, parse_query
-from api.relevance import LEVELS, STRONG, Judges, at_least, level_of
+from api.relevance import LEVELS, STRONG, Judges, at_least, judged_level
 from api.search import (
     MAX_LIMIT,
     FolderCache,
@@ -37,7 +37,7 @@ from api.search import (
     parse_folder,
     search_by_vector,
 )
-from api.text_search import Found, filter_words, plain_words, search_fused
+from api.text_search import Found, against_words, filter_words, plain_words, search_fused
 from core.errors import BadRequest, NotFound, UserError
 from core.models.embedder import Embedder
 from core.settings import Settings
@@ -158,8 +158,9 @@ def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:
         if term.text is not None:
             embedder.embed_text(term.text)
     with ctx.connection() as conn:
+        against = against_words(terms, [p.name for p in parsed.people if p.exclude] if parsed else [])
         try:
-            results, more = ranked_page(conn, ctx, embedder, terms, filters, ask, level, order)
+            results, more = ranked_page(conn, ctx, embedder, terms, filters, ask, level, order, against)
         except UnknownImage as exc:
             raise _unknown_image(ask, exc) from None
         with_people(conn, results)
@@ -179,9 +180,11 @@ def ranked_page(
     ask: Ask,
     min_match: str | None,
     order: DateOrder | None = None,
+    against: Sequence[Sequence[str]] = (),
 ) -> tuple[list[dict[str, Any]], bool]:
     """The page of results (API objects with `match` and `relevance`) and whether more follow;
-    with `order`, every match at `min_match` or above (strong unless said), by date."""
+    with `order`, every match at `min_match` or above (strong unless said), by date. `against`:
+    the words of the negative terms, a group per term (`api.text_search.against_words`)."""
     model = embedder.name
     words = ranked_words(terms, filters)
     stored = embeddings_of(conn, [t.image_id for t in terms if t.image_id is not None], model)
@@ -213,14 +216,15 @@ def ranked_page(
         return [{**h.as_json(), "match": STRONG, "relevance": None} for h in hits], more
 
     vector = query_vector(parts) if parts else None
+    steered = any(weight < 0 for _, weight, _ in parts)  # a cosine below zero: nearer what it steers from
     judge = ctx.judges.for_embedder(embedder)
     judging = judge.judging_vector(parts) if parts else None
 
     def found(at: int, n: int) -> tuple[list[Found], bool]:
         common: dict[str, Any] = {"model": model, "limit": n, "offset": at, "filters": filters}
         common.update(exclude_ids=excluded, ef_search=ctx.settings.search_ef, with_vectors=True)
-        if words:
-            return search_fused(conn, vector, words, unwanted_ids=unwanted, **common)
+        if words or against:
+            return search_fused(conn, vector, words, unwanted_ids=unwanted, against=against, **common)
         assert vector is not None
         hits, more = search_by_vector(conn, vector, **common)
         return [Found(h, None) for h in hits], more
@@ -232,8 +236,8 @@ def ranked_page(
         if judging is not None and hits:
             margins = [float(m) for m in judge.margins(judging, np.stack([vector_of(h.record) for h in hits]))]
         for hit, margin in zip(hits, margins):
-            # the picture's own words hold the query: as strong a match as there is
-            level = STRONG if hit.text_match is not None or margin is None else level_of(margin)
+            said = hit.text_match is not None
+            level = judged_level(margin, hit.record.score, said=said, against=hit.against, steered=steered)
             text = None if hit.text_match is None else hit.text_match.as_json()
             relevance = None if margin is None else round(margin, 3)
             out.append({**hit.record.as_json(), "match": level, "relevance": relevance, "text_match": text})

@@ -77,6 +77,27 @@ def level_of(margin: float) -> str:
     return NONE
 
 
+def judged_level(margin: float | None, score: float | None, *, said: bool, against: bool, steered: bool) -> str:
+    """A result's level from all it has: its looks (`margin`; `score`, its cosine to the search
+    vector), whether its own words say what the query asks for (`said`), whether they say what a
+    negative term steers away from (`against`), and whether the query steers away from anything.
+
+    Words make a match strong only when no negative term speaks against them ("a red circle -
+    red": a file named "red circle" is no strong match). And with terms to steer away from, the
+    sign of the cosine says on which side the picture lies: the search vector is the weighted sum
+    of the terms, so a cosine below zero means that the picture looks more like what the query
+    steers away from than like what it asks for (weights counted). Such a result is never strong,
+    whatever its words say: at most weak. Without negative terms the sign means nothing fixed (the
+    tiny test model gives words it never learnt, such as a keyword's "lisbon", cosines below zero),
+    and the words of a picture that say the query make it strong."""
+    if margin is None or score is None:  # the text ranking alone: nothing else to judge
+        return WEAK if against else STRONG
+    looks = level_of(margin)
+    if against or (steered and score < 0):
+        return WEAK if said or looks != NONE else NONE
+    return STRONG if said else looks
+
+
 def at_least(level: str, minimum: str | None) -> bool:
     return minimum is None or LEVELS.index(level) >= LEVELS.index(minimum)
 

@@ -26,9 +26,11 @@ from faces import portrait, write_faces
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 from psycopg.conninfo import conninfo_to_dict
+from stills import write_sidecar, xmp_packet
 
 from api.app import create_app
 from core.settings import Settings, load_settings
+from core.store.text_index import words_of
 from flows.engine import index_once
 
 FACES_ON = {**TINY_MODEL, "FACES": "on", "OCR": "off"}
@@ -195,6 +197,28 @@ class TestSearchByWho:
         response = looking.get("/api/search", params={"q": 'beach person:"Ada Lovelace"'})
         assert response.status_code == 422
         assert "no person is named 'Ada Lovelace'" in response.json()["detail"]
+
+
+def test_minus_person_also_steers_away_from_the_pictures_whose_words_name_them(library: Library) -> None:
+    """`-person:` leaves out the pictures with their face and, as every negative term does, puts
+    the pictures whose own words name them after every other, never strong: a keyword (a Takeout
+    JSON's people alike), or a caption such as obama3.jpg's ("... and vice president Joe Biden
+    stand with ..."), where the detector found only Obama's face."""
+    folder = library.settings.image_dir
+    shutil.copyfile(folder / "no-face.jpg", folder / "gradient.jpg")  # the same looks, no words
+    write_sidecar(folder / "no-face.jpg.xmp", xmp_packet(keywords=("Joe Biden",)))
+    library.index()
+    with library.api() as client:
+        assert client.patch(f"/api/people/{library.person_of(client, 'biden')}", json={"name": "Joe Biden"}).is_success
+        (example,) = [r["id"] for r in client.get("/api/search", params={"q": "gradient"}).json()["results"]
+                      if r["path"] == "gradient.jpg"]  # fmt: skip
+        assert search_paths(client, f"img:{example}")[0] == "no-face.jpg"  # its twin, first by looks
+        steered = client.get("/api/search", params={"q": f'img:{example} -person:"Joe Biden"', "limit": 50}).json()
+    results = steered["results"]
+    named = [{"joe", "biden"} <= set(words_of(r["path"], *r["keywords"], r["description"])) for r in results]
+    assert named == sorted(named) and {r["path"] for r, n in zip(results, named) if n} == {"no-face.jpg", "obama3.jpg"}
+    assert all(r["match"] != "strong" for r, n in zip(results, named) if n)
+    assert not {p for p, w in library.who.items() if w in ("biden", "both")} & {r["path"] for r in results}
 
 
 class TestCorrections:

@@ -25,7 +25,8 @@ from shapes import ALL_DRAWINGS, Drawing, draw, write_corpus
 from api.answer import query_vector
 from api.app import create_app
 from api.query import QueryError, parse_query
-from api.relevance import NEUTRAL_CAPTIONS, STRONG_MARGIN
+from api.relevance import NEUTRAL_CAPTIONS, STRONG_MARGIN, judged_level
+from api.text_search import against_words
 from core.models.checkpoints import find_checkpoint
 from core.settings import Settings, load_settings
 
@@ -94,6 +95,16 @@ class TestParsing:
         q = "2:sunset + mountains - img:7"
         spans = [q[t["start"] : t["end"]] for t in parsed(q)["terms"]]
         assert spans == ["2:sunset", "+ mountains", "- img:7"]
+
+    def test_what_a_query_steers_away_from_as_words_a_group_per_term(self) -> None:
+        def ada(words: str) -> tuple[int, str] | None:
+            return (7, "Ada Lovelace") if words.lower() == "ada" else None
+
+        q = 'beach - a red car -"t-shirt" - 0.5:the - img:7 + red -person:Ada -text:sale - RED CAR'
+        read = parse_query(q, today=TODAY, person_named=ada)
+        people = [p.name for p in read.people if p.exclude]
+        # the little words and images say nothing; -text: is a filter of its own; one group per term
+        assert against_words(read.terms, people) == (("red", "car"), ("t", "shirt"), ("ada", "lovelace"))
 
 
 class TestDatesAndFolders:
@@ -266,8 +277,13 @@ class TestWeightedSums:
         vectors = stored(indexed)
         for r in body["results"]:
             assert r["score"] == pytest.approx(float(vectors[r["path"]] @ expected), abs=2e-5)
-        scores = [r["score"] for r in body["results"]]
-        assert scores == sorted(scores, reverse=True) and len(scores) == 23
+        # by score, except that the pictures whose names say "green triangle" (what the query
+        # steers away from, however lightly) come after all the others
+        said = ["green-triangle" in r["path"] for r in body["results"]]
+        assert said == sorted(said) and sum(said) == 5 and len(said) == 23
+        for side in (False, True):
+            scores = [r["score"] for r, s in zip(body["results"], said) if s == side]
+            assert scores == sorted(scores, reverse=True)
         assert [t["weight"] for t in body["understood"]["terms"]] == [2.0, 1.0, -0.5]
 
     def test_an_image_term_adds_the_stored_embedding_and_is_left_out_of_its_results(
@@ -400,6 +416,25 @@ class TestRelevance:
         assert similar[0]["path"] == "yellow-triangle-copy.png" and similar[0]["match"] == "strong"
         assert [r for r in similar if r["match"] == "none"]
         assert found(search(client, f"img:{ident}", min_match="strong")) == ["yellow-triangle-copy.png"]
+
+    @pytest.mark.parametrize(
+        ("margin", "score", "said", "against", "steered", "level"),
+        [
+            (0.0, 0.9, False, False, False, "strong"),
+            (-9.0, -0.4, True, False, False, "strong"),  # its words say it; no negative term
+            (-9.0, -0.4, True, False, True, "weak"),  # looks more like what the query steers from
+            (-0.5, -0.1, False, False, True, "weak"),
+            (-0.5, 0.3, False, True, True, "weak"),  # its words say what the query steers from
+            (-9.0, 0.3, True, True, True, "weak"),
+            (-9.0, 0.3, False, True, True, "none"),
+            (None, None, True, False, False, "strong"),  # text: alone
+            (None, None, True, True, False, "weak"),
+        ],
+    )
+    def test_words_and_looks_make_a_level_together(
+        self, margin: float | None, score: float | None, said: bool, against: bool, steered: bool, level: str
+    ) -> None:
+        assert judged_level(margin, score, said=said, against=against, steered=steered) == level
 
     def test_the_bank_is_judged_with_the_models_own_temperature(self) -> None:
         tiny = find_checkpoint(str(TINY_CLIP))

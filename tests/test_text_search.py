@@ -235,6 +235,94 @@ class TestFusedRanking:
                 forget_shapes()
 
 
+def says(result: dict[str, Any], *words: str) -> bool:
+    """The result's file name says every word (the shapes' names say what they show)."""
+    return set(words) <= set(words_of(result["path"]))
+
+
+def last(results: list[dict[str, Any]], spoken_against: Callable[[dict[str, Any]], bool]) -> bool:
+    """Every result spoken against comes after every other, and at least one is there."""
+    flags = [spoken_against(r) for r in results]
+    return any(flags) and flags == sorted(flags)
+
+
+class TestNegativeTerms:
+    """A term after `-` steers away on every side of the ranking: the looks and the words.
+    The shapes are named for what they show (shapes/red-circle.png)."""
+
+    def test_minus_red_pushes_down_the_picture_named_red_that_the_query_also_names(self, client: TestClient) -> None:
+        found = search(client, "a red circle - red")
+        assert len(found) == 24 and last(found, lambda r: says(r, "red"))
+        [named] = [r for r in found if r["path"] == "shapes/red-circle.png"]
+        assert named["match"] != "strong" and named["text_match"] is None  # its name lifts it not
+        assert not any(r["match"] == "strong" for r in found if says(r, "red"))
+        assert all(r["match"] != "strong" for r in found if r["score"] < 0)
+
+    def test_minus_red_leaves_the_other_circles_strong_unless_they_look_like_the_opposite(
+        self, client: TestClient
+    ) -> None:
+        found = search(client, "a circle - red")
+        assert last(found, lambda r: says(r, "red"))
+        circles = {r["path"]: r for r in found if says(r, "circle") and not says(r, "red")}
+        assert len(circles) == 5 and all(r["text_match"]["words"] == ["circle"] for r in circles.values())
+        # the purple circle looks more like "red" than like "a circle" to the tiny model (its
+        # cosine with circle - red is below zero): its name alone makes it no strong match
+        pointing_away = [r for r in circles.values() if r["score"] < 0]
+        assert pointing_away and all(r["match"] == "weak" for r in pointing_away)
+        assert all(r["match"] == "strong" for r in circles.values() if r["score"] >= 0)
+        assert all(r["match"] != "strong" for r in found if r["score"] < 0 or says(r, "red"))
+
+    def test_a_quoted_phrase_speaks_against_the_pictures_that_say_all_of_it(self, client: TestClient) -> None:
+        found = search(client, 'a circle -"red circle"')
+        assert last(found, lambda r: r["path"] == "shapes/red-circle.png")
+        assert all(r["match"] != "strong" for r in found if r["path"] == "shapes/red-circle.png")
+        # a weight steers the looks less, the words as much
+        assert last(search(client, "a circle - 0.2:red"), lambda r: says(r, "red"))
+
+    @pytest.mark.parametrize(
+        ("q", "spoken_against"),
+        [
+            ("a circle - lisbon", "camera/IMG_0003.JPG"),  # a keyword, from the .xmp sidecar
+            ("a sign - luna", CAFE),  # text read in the picture (among the signs, each named signs/...)
+            ("a blue square - harbour", "camera/DSC_0100.JPG"),  # a keyword inside the JPEG
+        ],
+    )
+    def test_keywords_and_text_read_in_pictures_speak_against_them_too(
+        self, client: TestClient, q: str, spoken_against: str
+    ) -> None:
+        found = search(client, q)
+        assert last(found, lambda r: r["path"] == spoken_against)
+        assert found[-1]["match"] != "strong"
+
+    def test_a_negative_term_speaks_against_whole_words_only(self, library: tuple[Settings, list[Painted]]) -> None:
+        from psycopg import sql
+
+        from core.store.model_state import model_table
+        from core.store.text_index import says_any
+
+        settings = library[0]
+        table = model_table(settings.clip_model)
+        with connect(settings.database_url) as conn:
+
+            def against(*groups: tuple[str, ...]) -> set[str]:
+                test = says_any(sql.SQL("i.search_words"), sql.SQL("i.content_hash"), groups)
+                rows = conn.execute(sql.SQL("SELECT path FROM {} i WHERE {}").format(sql.Identifier(table), test))
+                return {path for (path,) in rows}
+
+            assert against(("invoice",)) == {INVOICE} and against(("ice",)) == set()  # not "Invoice"
+            assert against(("red", "circle")) == {"shapes/red-circle.png"}  # every word of the term
+            assert against(("signs", "acme")) == {INVOICE}  # some in its name, some in the text read in it
+            assert against(("cafe", "4711")) == set()  # each term on its own
+            assert against(("acme",), ("luna",)) == {INVOICE, CAFE}
+
+    def test_pages_continue_each_other(self, client: TestClient) -> None:
+        whole = paths(search(client, "a circle - red", limit=24))
+        pages: list[str] = []
+        for offset in range(0, 24, 5):
+            pages += paths(search(client, "a circle - red", limit=5, offset=offset))
+        assert pages == whole and len(set(whole)) == 24
+
+
 class TestCommandLine:
     def test_search_in_a_terminal_finds_a_file_by_its_name_and_says_which_words_matched(
         self, library: tuple[Settings, list[Painted]]
