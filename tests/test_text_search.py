@@ -7,6 +7,7 @@ One real indexed folder (tiny model, real Postgres, the real OCR pass) is shared
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import uuid
@@ -314,6 +315,22 @@ class TestNegativeTerms:
             assert against(("signs", "acme")) == {INVOICE}  # some in its name, some in the text read in it
             assert against(("cafe", "4711")) == set()  # each term on its own
             assert against(("acme",), ("luna",)) == {INVOICE, CAFE}
+
+    def test_a_page_that_reaches_the_pictures_spoken_against_looks_beyond_the_pool(
+        self, library: tuple[Settings, list[Painted]]
+    ) -> None:
+        """With the smallest pool (SEARCH_EF=10) the nearest candidates to a red circle are all
+        shapes, which `- 0.01:shapes` speaks against (their folder's name), while the signs and the
+        camera's pictures lie beyond: those come first, found by asking for more candidates."""
+        settings = dataclasses.replace(library[0], search_ef=10)
+        embedder = open_embedder(settings.clip_model, settings.device, settings.precision)
+        q = "a red circle - 0.01:shapes"
+        with connect(settings.database_url) as conn:
+            ctx = OneConnection(conn, embedder, settings)
+            whole = answer(ctx, Ask(q=q, limit=24))["results"]
+            pages = [r for at in range(0, 24, 3) for r in answer(ctx, Ask(q=q, limit=3, offset=at))["results"]]
+        assert [r["path"].startswith("shapes/") for r in whole] == [False] * 6 + [True] * 18
+        assert paths(pages) == paths(whole)
 
     def test_pages_continue_each_other(self, client: TestClient) -> None:
         whole = paths(search(client, "a circle - red", limit=24))
