@@ -24,7 +24,8 @@ Negative terms steer the text side too: a picture whose words say every word of 
 (as whole words, `core.store.text_index.says_any`) is *spoken against*. It comes after every
 other candidate, ranked by its looks alone (no text rank), and `api.relevance.judged_level` never
 calls it strong. Since "after every other" means every other of the collection, a page that reaches
-those pictures from the index's pool is ranked again over every row that passes the filters.
+those pictures while others lie beyond the index's pool asks for a pool twice as deep, up to
+ranking every row that passes the filters.
 """
 
 from __future__ import annotations
