@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import psycopg
 
+from api.bounds import MAX_WEIGHT, MIN_WEIGHT
 from api.by_date import DateOrder, by_date, check_sort
 from api.people import named_people, with_people
 from api.places import PlaceCache, PlaceIndex, lazy_places, match_places, place_cache
@@ -124,8 +125,9 @@ def check_min_match(value: str | None) -> str | None:
 
 
 def check_weight(weight: float, name: str) -> None:
-    if weight == 0:
-        raise BadRequest(f"{name}: a weight of 0: expected a weight other than 0")
+    if not MIN_WEIGHT <= abs(weight) <= MAX_WEIGHT:  # NaN too
+        expected = f"{MIN_WEIGHT:g} to {MAX_WEIGHT:g}, or -{MAX_WEIGHT:g} to -{MIN_WEIGHT:g}"
+        raise BadRequest(f"{name}: a weight of {weight:g}: expected {expected}")
 
 
 def answer(ctx: SearchContext, ask: Ask) -> dict[str, Any]:

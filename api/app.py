@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.routes import duplicates, files, images, models, pages, people, search
 from api.security import TokenAuth, UploadLimit
@@ -90,9 +92,34 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     for resource in (search, images, files, models, duplicates, people, pages):
         app.include_router(resource.router)
+    app.mount("/api", unrouted(app))  # before the page's files, which would answer any path
     pages.mount_frontend(app)
     app.openapi = lambda: openapi(app, bearer=bool(settings.api_token))  # type: ignore[method-assign]
     return app
+
+
+def unrouted(app: FastAPI) -> ASGIApp:
+    """What answers a request under /api that no route took: a 405 whose `Allow` names every method
+    of that path (Starlette's names one route's only, and FastAPI makes a route per method), else a
+    404; both in one line of JSON, as every other error."""
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        described = app.openapi()["paths"]
+        allowed = sorted(
+            method.upper()
+            for template, methods in described.items()
+            if re.fullmatch("[^/]+".join(map(re.escape, re.split(r"\{[^}]+\}", template))), path)
+            for method in methods
+        )
+        if allowed:
+            detail = f"{scope['method']} is not a method of {path}: use {' or '.join(allowed)}"
+            reply = JSONResponse({"detail": detail}, status_code=405, headers={"Allow": ", ".join(allowed)})
+        else:
+            reply = JSONResponse({"detail": f"No API route at {path}: see /docs for the routes"}, status_code=404)
+        await reply(scope, receive, send)
+
+    return answer
 
 
 def reject_nul_bytes(request: Request) -> None:

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from api.near_pairs import near_pairs
+from api.people import with_people
 from api.search import COLUMNS, ImageRecord, parse_folder, record_of
 from core.errors import BadRequest
 from core.store.db import IMAGES_TABLE, database_key
@@ -202,12 +203,14 @@ def groups_json(conn: psycopg.Connection[Any], groups: Sequence[Group]) -> list[
     """The groups with each image's facts, the most pixels first (a resized copy is rarely the one
     to keep), then the largest file."""
     records = records_of(conn, [i for g in groups for i in g.ids])
-    out = []
+    out, shown = [], []
     for g in groups:
         present = [records[i] for i in g.ids if i in records]  # one deleted since grouping is left out
         present.sort(key=lambda r: (-r.width * r.height, -r.size, r.path))
         images = [{**r.as_json(), "similarity": round(g.best[r.id], 4)} for r in present]
         out.append({"kind": g.kind, "count": len(images), "similarity": round(g.similarity, 4), "images": images})
+        shown += images
+    with_people(conn, shown)  # as every image the API gives
     return out
 
 

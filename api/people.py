@@ -97,6 +97,8 @@ def check_name(name: str) -> str:
     clean = " ".join(name.split())
     if not clean:
         raise BadRequest("name must not be empty")
+    if "\x00" in clean:  # Postgres text cannot hold it
+        raise BadRequest("name must not contain NUL (\\x00) characters")
     if len(clean) > people.MAX_NAME:
         raise BadRequest(f"name must be at most {people.MAX_NAME} characters")
     return clean

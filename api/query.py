@@ -21,10 +21,9 @@ read several ways, dates come first, then the longest name of a person (up to MA
 words), then the longest place name ("New York" before "York"), then a folder's name, then a
 one-word place.
 
-Operators are `+` and `-` standing at the start of the query or after a space ("a dog - cat",
-"a dog -cat"); a hyphen inside a word ("x-ray", "t-shirt", "2021-2022") is part of the word. A
-backslash makes a quote an ordinary character (\\"). A weight `N:` applies to its whole term, up
-to the next operator. Positions in errors count characters of `q` from 0.
+Operators are `+` and `-` at the start of the query or after a space ("a dog - cat", "a dog -cat"); a hyphen
+inside a word ("x-ray", "t-shirt", "2021-2022") is part of it; a backslash makes a quote an ordinary character
+(\\"). A weight `N:` (0.01 to 100) weighs its whole term, up to the next operator. Errors count positions from 0.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
 
+from api.bounds import MAX_WEIGHT, MIN_WEIGHT
 from api.query_dates import date_at
 from core.errors import BadRequest
 from core.store.text_index import words_of
@@ -327,8 +327,8 @@ def _read_term(
             weight = float(m[1])
         except ValueError:
             raise QueryError(f"weight {m[1]!r}", first.start, "a number before ':' such as 2 or 0.5") from None
-        if not weight > 0 or weight == float("inf"):
-            raise QueryError(f"weight {m[1]!r}", first.start, "a weight greater than 0")
+        if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+            raise QueryError(f"weight {m[1]!r}", first.start, f"a weight from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}")
         weighted = True
         rest_start = first.start + len(m[1]) + 1
         tokens[0] = _Token("phrase" if m[2].startswith('"') else "word", _unquote(m[2]), rest_start, first.end)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.bounds import MAX_DATE, MAX_FOLDER, MAX_FORMAT, MAX_PLACE, MAX_TEXT, MAX_WEIGHT, MAX_WORD, MIN_WEIGHT
 from api.search import MAX_LIMIT, MAX_OFFSET
 
 QUERY_HELP = (
@@ -21,32 +22,45 @@ QUERY_HELP = (
     'text:"WORDS" (only pictures whose names, keywords or text in them hold the words) and -text:WORDS'
 )
 
+WEIGHT_HELP = f"{MIN_WEIGHT:g} to {MAX_WEIGHT:g} in size, never 0 (only the ratios of weights matter)"
+
 # query parameters of every route that answers with a page of results
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="results per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="results to skip")]
-MinMatch = Annotated[
-    str | None,
-    Query(description="drop results judged below this level: strong, weak or none (see `match` in results)"),
-]
-Sort = Annotated[
-    str | None,
-    Query(
-        description="relevance (the default), or date: every match at min_match or above (strong unless said) by date"
-    ),
-]
-Order = Annotated[str | None, Query(description="with sort=date: newest (the default) or oldest first")]
+
+
+def one_of(*words: str) -> dict[str, Any]:
+    """The words a parameter takes, as its schema's enum ("" and null: the default; the API also
+    reads them in capitals, and with spaces around)."""
+    return {"enum": [*words, "", None]}
+
+
+LEVEL_HELP = "drop results judged below this level: strong, weak or none (see `match` in results)"
+SORT_HELP = "relevance (the default), or date: every match at min_match or above (strong unless said) by date"
+ORDER_HELP = "with sort=date: newest (the default) or oldest first"
+LEVELS, SORTS, ORDERS = one_of("strong", "weak", "none"), one_of("relevance", "date"), one_of("newest", "oldest")
+MinMatch = Annotated[str | None, Query(max_length=MAX_WORD, description=LEVEL_HELP, json_schema_extra=LEVELS)]
+Sort = Annotated[str | None, Query(max_length=MAX_WORD, description=SORT_HELP, json_schema_extra=SORTS)]
+Order = Annotated[str | None, Query(max_length=MAX_WORD, description=ORDER_HELP, json_schema_extra=ORDERS)]
+
+
+# Request bodies are strict: a JSON `true` is no number and "1" no integer, as their schemas say.
 
 
 class TextTerm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=2000, description="words for the model, taken literally")
-    weight: float = Field(1.0, allow_inf_nan=False, description="negative to steer away from it")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    text: str = Field(min_length=1, max_length=MAX_TEXT, description="words for the model, taken literally")
+    weight: float = Field(
+        1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False, description=WEIGHT_HELP + "; negative to steer away"
+    )
 
 
 class ImageTerm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     image_id: int = Field(ge=0, lt=2**63, description="an indexed image's id")
-    weight: float = Field(1.0, allow_inf_nan=False, description="negative for less like this image")
+    weight: float = Field(
+        1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False, description=WEIGHT_HELP + "; negative for less like it"
+    )
 
 
 class StructuredSearch(BaseModel):
@@ -55,6 +69,7 @@ class StructuredSearch(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -68,18 +83,18 @@ class StructuredSearch(BaseModel):
     terms: list[TextTerm | ImageTerm] = Field(min_length=1, max_length=20)
     limit: int = Field(40, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
-    folder: str | None = None
-    taken_after: str | None = None
-    taken_before: str | None = None
-    format: str | None = None
-    place: str | None = Field(None, description="a place name, as GET /api/places lists them")
-    min_match: str | None = None
-    sort: str | None = Field(None, description="relevance (the default) or date")
-    order: str | None = Field(None, description="with sort=date: newest (the default) or oldest")
+    folder: str | None = Field(None, max_length=MAX_FOLDER, description="only this subfolder of IMAGE_DIR")
+    taken_after: str | None = Field(None, max_length=MAX_DATE, description="ISO date, inclusive")
+    taken_before: str | None = Field(None, max_length=MAX_DATE, description="ISO date, inclusive")
+    format: str | None = Field(None, max_length=MAX_FORMAT, description="jpeg, png, webp, gif, bmp, tiff")
+    place: str | None = Field(None, max_length=MAX_PLACE, description="a place name, as GET /api/places lists them")
+    min_match: str | None = Field(None, max_length=MAX_WORD, description=LEVEL_HELP, json_schema_extra=LEVELS)
+    sort: str | None = Field(None, max_length=MAX_WORD, description=SORT_HELP, json_schema_extra=SORTS)
+    order: str | None = Field(None, max_length=MAX_WORD, description=ORDER_HELP, json_schema_extra=ORDERS)
 
 
 class ModelRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
     model: str = Field(
         min_length=1, max_length=500, description="a Hugging Face model id, or a folder holding a checkpoint"
     )
@@ -215,18 +230,18 @@ class PersonPage(Person):
 
 
 class PersonChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = Field(None, max_length=1000, description="the person's name (1 to 100 characters)")
     hidden: bool | None = Field(None, description="hide a person (strangers in the background) or show them again")
 
 
 class Merge(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     into: int = Field(ge=0, lt=2**63, description="the person who remains")
 
 
 class FaceChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     person_id: int | None = Field(None, ge=0, lt=2**63, description="the face's person; null: a new person of its own")
     not_a_face: bool = Field(False, description="true: what was found is no face")
 
@@ -428,7 +443,8 @@ def answers(model: type[BaseModel], *codes: int) -> dict[int | str, dict[str, An
 
 
 def image_bytes(description: str) -> dict[int | str, dict[str, Any]]:
-    """The 200 answer of a route that sends a picture's bytes rather than JSON."""
+    """The answers of a route that sends a file's bytes rather than JSON: all of it, or the part a
+    `Range` header asks for (Starlette answers ranges on every file it sends, with its own errors)."""
     types = (
         "image/jpeg",
         "image/png",
@@ -437,10 +453,22 @@ def image_bytes(description: str) -> dict[int | str, dict[str, Any]]:
         "image/bmp",
         "image/tiff",
         "image/heic",
+        "image/heif",
         "image/avif",
+        "image/jxl",
+        "image/x-adobe-dng",
         "video/mp4",
         "video/webm",
+        "video/x-matroska",
+        "video/x-msvideo",
+        "video/3gpp",
         "application/octet-stream",
     )
     content = {t: {"schema": {"type": "string", "format": "binary"}} for t in types}
-    return {200: {"content": content, "description": description}}
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    return {
+        200: {"content": content, "description": description},
+        206: {"content": content, "description": "the part a Range header asks for"},
+        400: {"content": text, "description": "a Range header that cannot be read"},
+        416: {"content": text, "description": "a Range beyond the end of the file"},
+    }

@@ -96,7 +96,9 @@ def parse_when(raw: str | None, name: str, *, end_of_day: bool) -> datetime | No
         if len(text) == 10:
             day = date.fromisoformat(text)
             start = datetime.combine(day, time())
-            return start + timedelta(days=1) if end_of_day else start
+            if end_of_day:  # the last day Python can name has no day after it
+                return start + timedelta(days=1) if day < date.max else datetime.max
+            return start
         return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
     except ValueError:
         raise BadRequest(f"{name}={raw!r} is not an ISO date such as 2024-06-30 or 2024-06-30T18:00") from None

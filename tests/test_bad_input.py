@@ -669,6 +669,70 @@ def test_an_offset_deeper_than_any_collection_is_one_line_not_a_server_error(set
         assert ok.status_code == 200 and ok.json()["results"] == []
 
 
+@pytest.fixture(scope="module")
+def client(corpus: Corpus, indexed: OneShot) -> Iterator[TestClient]:
+    with TestClient(create_app(corpus.settings)) as client:
+        yield client
+
+
+OUT_OF_RANGE = [
+    # (method, route, query parameters, JSON body, the parameter the one line names)
+    ("GET", "/api/search", {"q": "red", "limit": 201}, None, "limit"),
+    ("GET", "/api/search", {"q": "red", "person": 2**63}, None, "person"),
+    ("GET", "/api/search", {"q": "red", "taken_after": "2024-06-30" * 5}, None, "taken_after"),
+    ("GET", "/api/search", {"q": "red", "folder": "x" * 4097}, None, "folder"),
+    ("GET", "/api/search", {"q": "red", "sort": "date" * 6}, None, "sort"),
+    ("GET", "/api/search", {"q": "a " * 501}, None, "q"),
+    ("GET", "/api/search", {"q": "2:red + 1e300:blue"}, None, "weight"),
+    ("GET", "/api/images/-1", {}, None, "image_id"),
+    ("GET", f"/api/images/{2**63}/similar", {}, None, "image_id"),
+    ("GET", "/api/images/1/thumbnail", {"at": "nan"}, None, "at"),
+    ("GET", "/api/images/1/thumbnail", {"at": 1e8}, None, "at"),
+    ("GET", "/api/duplicates", {"threshold": 0.4}, None, "threshold"),
+    ("GET", "/api/duplicates", {"threshold": "inf"}, None, "threshold"),
+    ("GET", f"/api/people/{2**63}", {}, None, "person_id"),
+    ("POST", "/api/search", {}, {"terms": [{"text": "red", "weight": 101}]}, "weight"),
+    ("POST", "/api/search", {}, {"terms": [{"text": "red", "weight": 0.001}]}, "weight"),
+    ("POST", "/api/search", {}, {"terms": [{"text": "red"}], "offset": True}, "offset"),
+    ("POST", "/api/search", {}, {"terms": [{"text": "red"}], "place": "x" * 201}, "place"),
+    ("PATCH", "/api/faces/1", {}, {"person_id": -1}, "person_id"),
+    ("POST", "/api/people/1/merge", {}, {"into": "2"}, "into"),
+]
+
+
+@pytest.mark.parametrize(("method", "route", "params", "body", "named"), OUT_OF_RANGE)
+def test_a_number_or_text_out_of_its_range_is_one_line_never_a_server_error(
+    client: TestClient, method: str, route: str, params: dict[str, Any], body: Any, named: str
+) -> None:
+    response = client.request(method, route, params=params, json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert named in detail and "\n" not in detail and len(detail) < 300, detail
+
+
+def test_the_edges_of_the_ranges_are_answered(client: TestClient) -> None:
+    # the last day Python can name has no day after it: an inclusive bound there was a 500
+    for params in ({"taken_before": "9999-12-31"}, {"taken_after": "0001-01-01"}, {"offset": 100_000_000}):
+        response = client.get("/api/search", params={"q": "red", **params})
+        assert response.status_code == 200, (params, response.text)
+    for weight in (0.01, 100, -0.01, -100):
+        body = {"terms": [{"text": "red"}, {"text": "circle", "weight": weight}]}
+        response = client.post("/api/search", json=body)
+        assert response.status_code == 200 and response.json()["results"], (weight, response.text)
+    assert client.get("/api/search", params={"q": "100:red + 0.01:circle"}).status_code == 200
+    assert client.get("/api/duplicates", params={"threshold": 0.5}).status_code == 200
+
+
+def test_a_wrong_method_names_the_right_ones_and_an_unknown_route_is_a_json_404(client: TestClient) -> None:
+    wrong = client.delete("/api/people/1")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, PATCH", wrong.headers
+    assert wrong.json()["detail"] == "DELETE is not a method of /api/people/1: use GET or PATCH"
+    assert client.get("/api/faces/1").headers["allow"] == "PATCH"
+    unknown = client.get("/api/nothing/here")
+    assert unknown.status_code == 404 and "No API route at /api/nothing/here" in unknown.json()["detail"]
+    assert client.get("/").status_code == 200  # the page is still served beside them
+
+
 def test_a_query_may_start_with_a_minus_on_the_command_line(settings: Settings, index: Any) -> None:
     index(settings)
     run = run_main(settings, "search", "-red", "--json", "--limit", "3")

@@ -321,6 +321,15 @@ class TestCorrections:
                 (client.patch(f"/api/people/{biden}", json={"name": "   "}), 422, "name must not be empty"),
                 (client.patch(f"/api/people/{biden}", json={"name": "x" * 101}), 422, "at most 100 characters"),
                 (client.patch(f"/api/people/{biden}", json={}), 422, "nothing to change"),
+                # Postgres text cannot hold NUL: it was a 500 from the UPDATE
+                (client.patch(f"/api/people/{biden}", json={"name": "Jo\x00e"}), 422, "must not contain NUL"),
+                (
+                    client.patch(f"/api/people/{biden}", json={"hidden": 1}),
+                    422,
+                    "hidden: Input should be a valid boolean",
+                ),
+                (client.post(f"/api/people/{obama}/merge", json={"into": 2**63}), 422, "into: Input should be less"),
+                (client.patch(f"/api/faces/{2**63}", json={"person_id": None}), 422, "face_id: Input should be less"),
                 (
                     client.post(f"/api/people/{obama}/merge", json={"into": obama}),
                     422,

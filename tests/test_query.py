@@ -77,7 +77,9 @@ class TestParsing:
             ('in:"my folder', 3, 'a closing "'),
             ("2x:sunset", 0, "a number before ':'"),
             ("sea + 1.2.3:sun", 6, "a number before ':'"),
-            ("0:sunset", 0, "a weight greater than 0"),
+            ("0:sunset", 0, "a weight from 0.01 to 100"),
+            ("sea + 1e300:sun", 6, "a weight from 0.01 to 100"),  # its sum with others would overflow
+            ("1e-300:sun + sea", 0, "a weight from 0.01 to 100"),  # it would vanish from the sum
             ("a + - b", 4, "a term between them"),
             ("beach -", 6, "a term after '-'"),
             ("img:abc", 0, "an image id (a number) after img:"),
@@ -341,6 +343,8 @@ class TestErrors:
             ("beach + img:999", "q: unknown image id 999 at position 8: expected the id of an indexed image"),
             ("a red circle - a red circle", "q: the terms cancel each other out"),
             ("in:../etc", "q: folder 'in:../etc' at position 0: expected a subfolder of IMAGE_DIR"),
+            ("sun + 1e300:sea", "q: weight '1e300' at position 6: expected a weight from 0.01 to 100"),
+            ("a " * 501, "q: String should have at most 1000 characters"),  # reading it would take seconds
         ],
     )
     def test_every_parse_error_is_a_one_line_422(self, client: TestClient, q: str, detail: str) -> None:
@@ -355,6 +359,13 @@ class TestErrors:
             {"terms": [{"text": "x", "weight": "heavy"}]},
             {"terms": [{"image_id": 999}]},
             {"terms": [{"text": "a", "weight": 0}]},
+            {"terms": [{"text": "a", "weight": 0.001}, {"text": "b", "weight": 0.001}]},  # the sum would vanish
+            {"terms": [{"text": "a", "weight": 1e300}, {"text": "b", "weight": 1e300}]},  # the sum would overflow
+            {"terms": [{"text": "a", "weight": True}]},  # no number, though Python would take it for 1
+            {"terms": [{"text": "a"}], "offset": False},
+            {"terms": [{"text": "a"}], "limit": "5"},
+            {"terms": [{"image_id": 2**63}]},  # more than a bigint holds
+            {"terms": [{"text": "a"}], "taken_after": "2024-01-01" * 5},
             {"terms": [{"text": "a"}], "min_match": "great"},
             {"terms": [{"text": "a"}], "folder": "a\x00b"},
             {"terms": [{"text": "a"}], "format": "png\x00"},

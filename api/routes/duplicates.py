@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.duplicates import DEFAULT_THRESHOLD, duplicates_page
+from api.bounds import MAX_FOLDER
+from api.duplicates import DEFAULT_THRESHOLD, MIN_THRESHOLD, duplicates_page
 from api.schemas import DuplicatesPage, answers, errors
 from api.search import MAX_LIMIT, MAX_OFFSET
 from api.services import ServicesDep
@@ -25,11 +26,13 @@ def duplicates(
     threshold: Annotated[
         float,
         Query(
+            ge=MIN_THRESHOLD,
+            le=1.0,
             allow_inf_nan=False,
-            description="cosine similarity above which two images are near-duplicates, 0.5 to 1.0",
+            description=f"cosine similarity above which two images are near-duplicates, {MIN_THRESHOLD} to 1.0",
         ),
     ] = DEFAULT_THRESHOLD,
-    folder: Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")] = None,
+    folder: Annotated[str | None, Query(max_length=MAX_FOLDER, description="only this subfolder of IMAGE_DIR")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="groups per page")] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="groups to skip")] = 0,
 ) -> dict[str, Any]:

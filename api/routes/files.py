@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from api.bounds import MAX_SECOND
 from api.schemas import VideoPlayback, errors, image_bytes
 from api.search import StoredFile, stored_file
 from api.services import Services, ServicesDep
@@ -147,7 +148,7 @@ def video_status(services: ServicesDep, image_id: ImageId) -> dict[str, object]:
 def thumbnail(
     services: ServicesDep,
     image_id: ImageId,
-    at: Annotated[float | None, Query(ge=0, le=1e7, description="a video's second to show")] = None,
+    at: Annotated[float | None, Query(ge=0, le=MAX_SECOND, description="a video's second to show")] = None,
 ) -> FileResponse:
     stored = _stored(services, image_id)
     real = _file(services, image_id, stored.path)

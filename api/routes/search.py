@@ -7,9 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from api.answer import Ask, Upload, answer, check_weight
+from api.bounds import MAX_DATE, MAX_FOLDER, MAX_FORMAT, MAX_PLACE, MAX_QUERY, MAX_WEIGHT
 from api.query import Term
 from api.schemas import (
     QUERY_HELP,
+    WEIGHT_HELP,
     Limit,
     MinMatch,
     Offset,
@@ -30,11 +32,13 @@ router = APIRouter(prefix="/api/search", tags=["search"], responses=errors(400, 
 
 
 def query_filters(
-    folder: Annotated[str | None, Query(description="only this subfolder of IMAGE_DIR")] = None,
-    taken_after: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
-    taken_before: Annotated[str | None, Query(description="ISO date, inclusive")] = None,
-    format: Annotated[str | None, Query(description="jpeg, png, webp, gif, bmp, tiff")] = None,
-    place: Annotated[str | None, Query(description="a place name, as GET /api/places lists them")] = None,
+    folder: Annotated[str | None, Query(max_length=MAX_FOLDER, description="only this subfolder of IMAGE_DIR")] = None,
+    taken_after: Annotated[str | None, Query(max_length=MAX_DATE, description="ISO date, inclusive")] = None,
+    taken_before: Annotated[str | None, Query(max_length=MAX_DATE, description="ISO date, inclusive")] = None,
+    format: Annotated[str | None, Query(max_length=MAX_FORMAT, description="jpeg, png, webp, gif, bmp, tiff")] = None,
+    place: Annotated[
+        str | None, Query(max_length=MAX_PLACE, description="a place name, as GET /api/places lists them")
+    ] = None,
     person: Annotated[
         int | None, Query(ge=0, lt=2**63, description="a person's id, as GET /api/people lists them")
     ] = None,
@@ -50,7 +54,7 @@ Filters = Annotated[SearchFilters, Depends(query_filters)]
 def search_text(
     services: ServicesDep,
     filters: Filters,
-    q: Annotated[str, Query(description=QUERY_HELP)] = "",
+    q: Annotated[str, Query(max_length=MAX_QUERY, description=QUERY_HELP)] = "",
     limit: Limit = 40,
     offset: Offset = 0,
     min_match: MinMatch = None,
@@ -103,8 +107,13 @@ def search_image(
     file: Annotated[UploadFile, File(description="an image file")],
     limit: Limit = 40,
     offset: Offset = 0,
-    q: Annotated[str, Query(description="text terms to combine with the image (query language)")] = "",
-    image_weight: Annotated[float, Query(allow_inf_nan=False, description="the upload's weight")] = 1.0,
+    q: Annotated[
+        str, Query(max_length=MAX_QUERY, description="text terms to combine with the image (query language)")
+    ] = "",
+    image_weight: Annotated[
+        float,
+        Query(ge=-MAX_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False, description=f"the upload's weight, {WEIGHT_HELP}"),
+    ] = 1.0,
     min_match: MinMatch = None,
     sort: Sort = None,
     order: Order = None,

@@ -1,0 +1,27 @@
+"""The ranges of what the HTTP API takes, beyond pages (`MAX_LIMIT`, `MAX_OFFSET`: `api.search`)
+and ids (non-negative bigints, as the database stores them). A value outside is a 422 with one
+line; `docs/http-api.md` lists them all.
+"""
+
+from __future__ import annotations
+
+# Only the ratios of terms' weights matter (the query vector is normalised), but their weighted
+# sum must stay finite and away from 0: 1e300 overflows it, 1e-300 makes it vanish.
+MIN_WEIGHT = 0.01
+MAX_WEIGHT = 100.0
+
+# A video's second, for its thumbnail: longer than any video (115 days).
+MAX_SECOND = 10_000_000.0
+
+# Characters of `q`. Reading a query costs more than linear time in its length (every run of
+# words is tried as a date, a place, a person), and the text tower reads 77 tokens anyway.
+MAX_QUERY = 1000
+MAX_TEXT = 2000  # a term's text in the structured form, taken literally
+
+# Filters, each as long as its longest sensible value: a path, a place's name, a file
+# extension, an ISO date-time with fractions and an offset.
+MAX_FOLDER = 4096
+MAX_PLACE = 200
+MAX_FORMAT = 20
+MAX_DATE = 40
+MAX_WORD = 20  # min_match, sort, order: one of a few words
