@@ -14,7 +14,7 @@ export COCOINDEX_DISABLE_USAGE_TRACKING := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: run index watch test lint bench tiny-clip browser strace screenshot stress-outages clean
+.PHONY: run index watch test check lint bench tiny-clip browser strace screenshot stress-outages clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,12 @@ test: $(VENV)/.installed-test $(VENV)/.no-usage-reports tests/fixtures/tiny-clip
 OUTAGE_SECONDS ?= 1-10
 stress-outages: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors
 	OUTAGE_SECONDS=$(OUTAGE_SECONDS) $(PY) -m pytest -q -s tests/test_outage_stress.py
+
+# The wide fuzz of the HTTP API (about 2 minutes on 2 cores): tests/test_openapi.py, which `make test`
+# runs with 8 schemathesis cases per operation, with OPENAPI_EXAMPLES of them (OPENAPI_SEED=N for others)
+OPENAPI_EXAMPLES ?= 100
+check: $(VENV)/.installed-test tests/fixtures/tiny-clip/model.safetensors
+	OPENAPI_EXAMPLES=$(OPENAPI_EXAMPLES) $(PY) -m pytest -q tests/test_openapi.py
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
