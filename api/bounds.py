@@ -13,15 +13,16 @@ MAX_WEIGHT = 100.0
 # A video's second, for its thumbnail: longer than any video (115 days).
 MAX_SECOND = 10_000_000.0
 
-# Characters of `q`. Reading a query costs more than linear time in its length (every run of
-# words is tried as a date, a place, a person), and the text tower reads 77 tokens anyway.
+# Characters of `q`. A search costs more than linear time in them (8,000 words took 76 s, 1,000
+# characters half a second), mostly past the parser: every plain word is a test of the text
+# search. The text tower reads 77 tokens anyway.
 MAX_QUERY = 1000
 MAX_TEXT = 2000  # a term's text in the structured form, taken literally
 
-# Filters, each as long as its longest sensible value: a path, a place's name, a file
-# extension, an ISO date-time with fractions and an offset.
+# Filters, each at least as long as its longest sensible value: a path, a place's name, an ISO
+# date-time with fractions and an offset; a format's name, with room for what a probe sends.
 MAX_FOLDER = 4096
 MAX_PLACE = 200
-MAX_FORMAT = 20
 MAX_DATE = 40
+MAX_FORMAT = 100
 MAX_WORD = 20  # min_match, sort, order: one of a few words
