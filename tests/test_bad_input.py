@@ -682,7 +682,7 @@ OUT_OF_RANGE = [
     ("GET", "/api/search", {"q": "red", "taken_after": "2024-06-30" * 5}, None, "taken_after"),
     ("GET", "/api/search", {"q": "red", "folder": "x" * 4097}, None, "folder"),
     ("GET", "/api/search", {"q": "red", "sort": "date" * 6}, None, "sort"),
-    ("GET", "/api/search", {"q": "a " * 501}, None, "q"),
+    ("GET", "/api/search", {"q": "a " * 1001}, None, "q"),
     ("GET", "/api/search", {"q": "2:red + 1e300:blue"}, None, "weight"),
     ("GET", "/api/images/-1", {}, None, "image_id"),
     ("GET", f"/api/images/{2**63}/similar", {}, None, "image_id"),

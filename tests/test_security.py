@@ -495,7 +495,7 @@ class TestSql:
     def _intact(self, folder: Settings) -> tuple[int, int]:
         return query(folder, "SELECT count(*), count(DISTINCT id) FROM images")[0]
 
-    @pytest.mark.parametrize("q", [*HOSTILE, "a red circle " * 76])  # 988 characters: q holds 1000
+    @pytest.mark.parametrize("q", [*HOSTILE, "a red circle " * 150])  # 1950 characters: q holds 2000
     def test_hostile_text_is_just_text(self, client: httpx.Client, folder: Settings, q: str) -> None:
         before = self._intact(folder)
         started = time.monotonic()
