@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.schemas import ModelRequest, Models, Status, answers
+from api.schemas import ModelRequest, answers
 from api.services import Services, ServicesDep
 from api.status import models_status, status_from, unreachable_status
+from api.status_schemas import Models, Status
 from core.errors import BadRequest, Unavailable
 from core.models.checkpoints import ModelLoadError, find_checkpoint
 from core.store.model_state import choose_model
