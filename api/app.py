@@ -122,7 +122,7 @@ def unrouted(app: FastAPI) -> ASGIApp:
     return answer
 
 
-def reject_nul_bytes(request: Request) -> None:
+async def reject_nul_bytes(request: Request) -> None:
     """Postgres text cannot hold NUL; refuse it up front rather than fail inside a query."""
     for name, value in request.query_params.multi_items():
         if "\x00" in value:

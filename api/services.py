@@ -214,7 +214,10 @@ class Services:
         return f"Database unreachable ({reason}); searches resume by themselves when it is back."
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async, like the other dependencies every request resolves (`api.app.reject_nul_bytes`, the
+    # search filters): FastAPI runs a plain function in its thread pool, a hand-over to another
+    # thread and back for a lookup
     services: Services = request.app.state.services
     return services
 

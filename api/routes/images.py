@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 
 from api.answer import Ask, answer
 from api.people import with_people
 from api.places import places_of
+from api.routes.search import page_response
 from api.schemas import Folders, Image, Limit, MinMatch, Offset, Order, Places, SearchPage, Sort, answers, errors
 from api.search import get_image, list_folders
 from api.services import ServicesDep
@@ -52,10 +54,10 @@ def similar(
     min_match: MinMatch = None,
     sort: Sort = None,
     order: Order = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     echo = {"similar_to": image_id}
     ask = Ask(similar_to=image_id, limit=limit, offset=offset, min_match=min_match, sort=sort, order=order, echo=echo)
-    return answer(services, ask)
+    return page_response(answer(services, ask))
 
 
 @router.get(

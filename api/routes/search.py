@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import JSONResponse
 
 from api.answer import Ask, Upload, answer, check_weight
 from api.bounds import MAX_DATE, MAX_FOLDER, MAX_FORMAT, MAX_PLACE, MAX_QUERY, MAX_WEIGHT
@@ -31,7 +32,7 @@ from core.media.pictures import ImageError, decode_image
 router = APIRouter(prefix="/api/search", tags=["search"], responses=errors(400, 422, 503))
 
 
-def query_filters(
+async def query_filters(
     folder: Annotated[str | None, Query(max_length=MAX_FOLDER, description="only this subfolder of IMAGE_DIR")] = None,
     taken_after: Annotated[str | None, Query(max_length=MAX_DATE, description="ISO date, inclusive")] = None,
     taken_before: Annotated[str | None, Query(max_length=MAX_DATE, description="ISO date, inclusive")] = None,
@@ -50,6 +51,12 @@ def query_filters(
 Filters = Annotated[SearchFilters, Depends(query_filters)]
 
 
+def page_response(page: dict[str, Any]) -> JSONResponse:
+    """A page of results as the JSON it already is: FastAPI would first walk it with
+    `jsonable_encoder`, which took about a third of the server's Python time per search."""
+    return JSONResponse(page)
+
+
 @router.get("", summary="Search by text or the query language", response_model=None, responses=answers(SearchPage))
 def search_text(
     services: ServicesDep,
@@ -60,7 +67,7 @@ def search_text(
     min_match: MinMatch = None,
     sort: Sort = None,
     order: Order = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     if not q.strip() and not (filters.any or filters.place):
         # filters alone browse what meets them, newest first (a place or a folder chosen on the page)
         raise BadRequest(
@@ -68,7 +75,7 @@ def search_text(
             "or give a filter such as place=Lisbon or folder=holidays"
         )
     ask = Ask(q=q, filters=filters, limit=limit, offset=offset, min_match=min_match, sort=sort, order=order, echo=q)
-    return answer(services, ask)
+    return page_response(answer(services, ask))
 
 
 @router.post(
@@ -77,7 +84,7 @@ def search_text(
     response_model=None,
     responses=answers(SearchPage),
 )
-def search_terms(services: ServicesDep, body: StructuredSearch) -> dict[str, Any]:
+def search_terms(services: ServicesDep, body: StructuredSearch) -> JSONResponse:
     terms = tuple(
         Term(t.weight, text=t.text) if isinstance(t, TextTerm) else Term(t.weight, image_id=t.image_id)
         for t in body.terms
@@ -92,7 +99,7 @@ def search_terms(services: ServicesDep, body: StructuredSearch) -> dict[str, Any
         order=body.order,
         echo={"terms": [t.model_dump() for t in body.terms]},
     )
-    return answer(services, ask)
+    return page_response(answer(services, ask))
 
 
 @router.post(
@@ -117,7 +124,7 @@ def search_image(
     min_match: MinMatch = None,
     sort: Sort = None,
     order: Order = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     cap = services.settings.upload_max_bytes
     data = file.file.read(cap + 1)
     if len(data) > cap:
@@ -143,4 +150,4 @@ def search_image(
         order=order,
         echo=echo,
     )
-    return answer(services, ask)
+    return page_response(answer(services, ask))
