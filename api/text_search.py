@@ -53,6 +53,7 @@ from core.store.model_state import model_table
 from core.store.text_index import (
     OCR_TABLE,
     WORDS_COLUMN,
+    Word,
     any_word_in,
     holds_all,
     matching_ids,
@@ -177,7 +178,7 @@ def _fused_sql(
                 "FROM ({hits}) hit)"
             ).format(words=sql.Identifier(WORDS_COLUMN), hits=hits)
         )
-    ctes += _text_ranking(table_name, shape, where, words, visual)
+    ctes += _text_ranking(table_name, shape, where, words, visual, params["text_pool"])
     said_against: sql.Composable = sql.SQL("false")
     beyond: sql.Composable = sql.SQL("false")
     if against:
@@ -255,7 +256,7 @@ def _spoken_against(table_name: str, against: Sequence[Sequence[str]], visual: b
 
 
 def _text_ranking(
-    table_name: str, shape: IndexShape, where: list[sql.Composable], words: Sequence[str], visual: bool
+    table_name: str, shape: IndexShape, where: list[sql.Composable], words: Sequence[str], visual: bool, text_pool: int
 ) -> list[sql.Composable]:
     """`tr`: the text matches (id) and their text ranks (r); none without words."""
     if not words:  # a query whose only words are those to steer away from
@@ -263,12 +264,13 @@ def _text_ranking(
     table, ocr = sql.Identifier(table_name), sql.Identifier(OCR_TABLE)
     both = sql.SQL("concat_ws(' ', i.{}, p.text)").format(sql.Identifier(WORDS_COLUMN))
     rank = sql.SQL("ts_rank_cd(to_tsvector('simple', {both}), to_tsquery('simple', {any}))").format(
-        both=both, any=sql.Literal(" | ".join(words))
+        both=both, any=Word(" | ".join(words))
     )
     if shape.trigram:
-        rank = sql.SQL("{} + word_similarity({}, {})").format(rank, sql.Literal(" ".join(words)), both)
+        rank = sql.SQL("{} + word_similarity({}, {})").format(rank, Word(" ".join(words)), both)
     conditions = sql.SQL(" AND ").join(where)
-    ids = matching_ids(table_name, words, shape.trigram, conditions, sql.SQL("%(text_pool)s"))
+    # the LIMIT written in, as the pools' are (`api.search_plan.run_planned`)
+    ids = matching_ids(table_name, words, shape.trigram, conditions, sql.Literal(text_pool))
     if visual:
         # the visual candidates that say the words are text matches too, whether or not the
         # text side's first finds reached them
@@ -300,7 +302,7 @@ def _field_words(words: Sequence[str], trigram: bool) -> sql.Composable:
     for field in FIELDS:
         fuzzy = field == "ocr"
         cases = sql.SQL(", ").join(
-            sql.SQL("CASE WHEN {} THEN {} END").format(word_in(bodies[field], w, trigram, fuzzy=fuzzy), sql.Literal(w))
+            sql.SQL("CASE WHEN {} THEN {} END").format(word_in(bodies[field], w, trigram, fuzzy=fuzzy), Word(w))
             for w in words
         )
         arrays.append(sql.SQL("array_remove(ARRAY[{}]::text[], NULL)").format(cases))

@@ -6,6 +6,7 @@ whichever server the rest of the suite runs on."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,9 @@ from api.app import create_app
 from api.places import PlaceMatch
 from api.search import SearchFilters, make_filters, search_by_vector
 from api.search_plan import plan_search
+from api.text_search import search_fused
 from bench.serving import build_scale_database, synthetic_embeddings
+from bench.text import synthetic_text
 from core.settings import Settings
 from core.store.model_state import frames_table, model_table
 from core.store.vector_index import forget_shapes, index_name, index_shape
@@ -217,6 +220,30 @@ class TestCurrentPgvector:
         assert _plan(current, None, filters=_in("Tokyo")).pool is None  # 100 rows, read through its GIN index
         tokyo = _pages(current, vectors[3], exclude=3, folder=None, pages=2, filters=_in("Tokyo"))
         assert sum(tokyo, []) == _exact(vectors, vectors[3], TOKYO, 3)[:20]
+
+    def test_unfiltered_searches_are_planned_once_per_shape_and_the_plan_walks_the_index(
+        self, current: str, vectors: np.ndarray
+    ) -> None:
+        table = model_table(MODEL)
+        with psycopg.connect(current, autocommit=True) as conn:
+            register_vector(conn)
+            for i in (1, 2, 3):  # a row's two keywords and its looks: different words, one shape
+                page, _ = search_fused(conn, vectors[i], synthetic_text(i)[0], model=MODEL, limit=10)
+                assert page[0].record.id == i and page[0].text_match is not None
+            for i in (4, 5):
+                assert search_by_vector(conn, vectors[i], model=MODEL, limit=10)[0][0].id == i
+            prepared = conn.execute(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+                (f"%{table}%",),
+            ).fetchall()
+            assert sorted((generic, custom) for _, generic, custom in prepared) == [(2, 0), (3, 0)]
+            for statement, _, _ in prepared:
+                plan = [r[0] for r in conn.execute(f"EXPLAIN (GENERIC_PLAN) {statement}")]
+                # planned without the vector and the words, it walks the HNSW index for the pool (100
+                # rows, known: not knowing the LIMIT, the planner takes a tenth of the table)
+                walks = [i for i, line in enumerate(plan) if f"Index Scan using {index_name(table)} " in line]
+                assert walks and all(re.search(r"Limit .* rows=100 ", plan[i - 1]) for i in walks), plan
+                assert all("Order By:" in line for line in plan if "::halfvec" in line), plan  # no sort by it
 
     def test_pages_past_the_deepest_pool_rank_every_row(self, current: str) -> None:
         assert _plan(current, None, offset=300).pool == 400  # ef_search doubled until it holds the page

@@ -16,7 +16,9 @@ A picture matches when every word occurs in its words, in its OCR text, or some 
 rest in the other. Substring and similarity tests are served by `gin_trgm_ops` indexes where the
 server has pg_trgm (`core.store.vector_features`), prefixes by `to_tsvector('simple', ...)` indexes;
 without pg_trgm the same tests run as plain ILIKE, without an index and without similarity.
-The SQL here is for statements run with parameters: its percent signs are doubled.
+The SQL here is for statements run with parameters: its percent signs are doubled. The query's
+words go into it as `Word`s: literals as written, which `bind_words` turns into parameters, so that
+searches whose words differ share one statement text (and one plan, `api.search_plan.run_planned`).
 
 The words are a column rather than an expression index over (path, title, description, keywords):
 a trigram index is lossy, so every row it finds is checked again, and evaluating the expression
@@ -30,8 +32,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from psycopg import sql
+from psycopg.abc import AdaptContext
 
 OCR_TABLE = "picture_text"
 WORDS_COLUMN = "search_words"
@@ -40,6 +44,36 @@ SUBSTRING_FROM = 3  # a trigram index cannot serve a shorter pattern
 
 _SEPARATORS = re.compile(r"[\W_]+")
 _DIGIT_EDGES = re.compile(r"(?<=\d)(?=[^\d\s])|(?<=[^\d\s])(?=\d)")
+
+
+class Word(sql.Composable):
+    """A value made of a query's words (a word, a pattern, words joined), as a statement holds it:
+    a quoted literal (percent signs doubled, as in the rest of this SQL) until `bind_words`."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        self.value = value
+
+    def as_bytes(self, context: AdaptContext | None = None) -> bytes:
+        return sql.Literal(self.value.replace("%", "%%")).as_bytes(context)
+
+
+def bind_words(query: sql.Composed, params: dict[str, Any]) -> tuple[sql.Composed, dict[str, Any]]:
+    """`query` with each `Word` a named parameter instead (`word_0`, `word_1`, … in the order they
+    first appear, one per distinct value), and `params` with their values: the statement's text then
+    depends on the shape of the query (how many words, how long), not on the words themselves."""
+    names: dict[str, str] = {}
+
+    def bound(part: sql.Composable) -> sql.Composable:
+        if isinstance(part, Word):
+            name = names.setdefault(part.value, f"word_{len(names)}")
+            return sql.Placeholder(name)
+        if isinstance(part, sql.Composed):
+            return sql.Composed([bound(p) for p in part])
+        return part
+
+    statement = sql.Composed([bound(p) for p in query])
+    return statement, {**params, **{name: value for value, name in names.items()}}
 
 
 def words_of(*texts: str | None) -> list[str]:
@@ -79,10 +113,10 @@ def word_in(body: sql.Composable, word: str, trigram: bool, *, fuzzy: bool = Fal
     """`word` (one of `words_of`) occurs in `body`, in the form the indexes answer; `fuzzy` (for
     text read by OCR, which misreads) also takes a near occurrence of a long word."""
     if len(word) < SUBSTRING_FROM:
-        return sql.SQL("to_tsvector('simple', {}) @@ to_tsquery('simple', {})").format(body, sql.Literal(f"{word}:*"))
-    inside = sql.SQL("{} ILIKE {}").format(body, sql.Literal(f"%%{word}%%"))
+        return sql.SQL("to_tsvector('simple', {}) @@ to_tsquery('simple', {})").format(body, Word(f"{word}:*"))
+    inside = sql.SQL("{} ILIKE {}").format(body, Word(f"%{word}%"))
     if fuzzy and trigram and len(word) >= FUZZY_FROM:
-        return sql.SQL("({} OR {} <%% {})").format(inside, sql.Literal(word), body)
+        return sql.SQL("({} OR {} <%% {})").format(inside, Word(word), body)
     return inside
 
 
@@ -121,7 +155,7 @@ def matching_ids(
     # one test at a time: the planner costs a scan that tests a row (ILIKE, similarity) far below
     # what it takes, so an OR of tests read a table of 10,000 texts whole (23 ms, not 0.9)
     tests = [word_in(sql.SQL("text"), w, trigram) for w in words]
-    tests += [sql.SQL("{} <%% text").format(sql.Literal(w)) for w in words if trigram and len(w) >= FUZZY_FROM]
+    tests += [sql.SQL("{} <%% text").format(Word(w)) for w in words if trigram and len(w) >= FUZZY_FROM]
     read = sql.SQL(" UNION ").join(sql.SQL("SELECT content_hash, text FROM {} WHERE {}").format(ocr, x) for x in tests)
     return sql.SQL(
         "(SELECT id FROM {t} WHERE {where} AND {in_own}{cap}) UNION "
@@ -149,7 +183,7 @@ def says_any(words: sql.Composable, content_hash: sql.Composable, groups: Sequen
         sql.Identifier(OCR_TABLE), content_hash
     )
     every = sql.SQL("to_tsquery('simple', {})").format(
-        sql.Literal(" | ".join("(" + " & ".join(group) + ")" for group in groups))
+        Word(" | ".join("(" + " & ".join(group) + ")" for group in groups))
     )
     # its words first: where they say it (a word of a folder every picture is in) the text read
     # in it is never looked up
