@@ -115,12 +115,13 @@ def run_planned(
     joins that with a read of the whole table. Filtered searches keep a plan of their own: what a
     filter passes decides their plan, and a folder's b-tree serves it only as a known prefix."""
     settings, prepare = plan.settings, None
+    statement: sql.Composed | bytes = query
     if plan.generic:
-        query, params = bind_words(query, params)
+        statement, params = bind_words(query, params, conn)
         settings, prepare = (*settings, ("plan_cache_mode", "force_generic_plan")), True
     # binary: vectors arrive as floats rather than text to parse (1.5 ms less per page of 10)
     if not settings:
-        return conn.execute(query, params, binary=True).fetchall()
+        return conn.execute(statement, params, binary=True).fetchall()
     settings_sql = sql.SQL(", ").join(
         sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value)) for name, value in settings
     )
@@ -128,7 +129,7 @@ def run_planned(
     # once, instead of five times (each a wake-up of the server's process, costly on busy cores)
     with conn.pipeline(), conn.transaction():
         conn.execute(sql.SQL("SELECT {}").format(settings_sql))
-        return conn.execute(query, params, binary=True, prepare=prepare).fetchall()
+        return conn.execute(statement, params, binary=True, prepare=prepare).fetchall()
 
 
 def vector_hits(

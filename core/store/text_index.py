@@ -58,21 +58,25 @@ class Word(sql.Composable):
         return sql.Literal(self.value.replace("%", "%%")).as_bytes(context)
 
 
-def bind_words(query: sql.Composed, params: dict[str, Any]) -> tuple[sql.Composed, dict[str, Any]]:
-    """`query` with each `Word` a named parameter instead (`word_0`, `word_1`, … in the order they
-    first appear, one per distinct value), and `params` with their values: the statement's text then
-    depends on the shape of the query (how many words, how long), not on the words themselves."""
+def bind_words(
+    query: sql.Composed, params: dict[str, Any], context: AdaptContext | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """`query` as the statement to run, with each `Word` a named parameter instead (`word_0`,
+    `word_1`, … in the order they first appear, one per distinct value), and `params` with their
+    values: the statement's text then depends on the shape of the query (how many words, how long),
+    not on the words themselves. (One walk that writes the statement: a copy of the tree with
+    placeholders, written after, took twice as long.)"""
     names: dict[str, str] = {}
 
-    def bound(part: sql.Composable) -> sql.Composable:
+    def written(part: sql.Composable) -> bytes:
         if isinstance(part, Word):
             name = names.setdefault(part.value, f"word_{len(names)}")
-            return sql.Placeholder(name)
+            return f"%({name})s".encode()
         if isinstance(part, sql.Composed):
-            return sql.Composed([bound(p) for p in part])
-        return part
+            return b"".join(written(p) for p in part)
+        return part.as_bytes(context)
 
-    statement = sql.Composed([bound(p) for p in query])
+    statement = written(query)
     return statement, {**params, **{name: value for value, name in names.items()}}
 
 
