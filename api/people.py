@@ -18,7 +18,7 @@ from psycopg import sql
 
 from core.errors import BadRequest, Conflict, NotFound
 from core.store import people
-from core.store.db import IMAGES_TABLE, table_exists
+from core.store.db import IMAGES_TABLE, lasting_table_exists
 
 # the faces counted: in a picture of the collection, in a person, and not said to be no face
 _MEMBERS = (
@@ -29,7 +29,7 @@ _MEMBERS = (
 
 
 def _ready(conn: psycopg.Connection[Any]) -> bool:
-    return table_exists(conn, IMAGES_TABLE) and table_exists(conn, "face_people")
+    return lasting_table_exists(conn, IMAGES_TABLE) and lasting_table_exists(conn, "face_people")
 
 
 def _person_json(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -238,7 +238,7 @@ def people_conditions(
 
 def named_people(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, str]]:
     """Every name the user gave, lower-cased, to its person (id, name): the names a query may hold."""
-    if not table_exists(conn, "people"):
+    if not lasting_table_exists(conn, "people"):
         return {}
     rows = conn.execute("SELECT id, name FROM people WHERE name IS NOT NULL AND merged_into IS NULL")
     return {" ".join(str(name).split()).lower(): (int(person_id), str(name)) for person_id, name in rows}

@@ -355,6 +355,23 @@ def table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
+# (database, name) of lasting tables found to exist
+_lasting: set[tuple[str, str]] = set()
+
+
+def lasting_table_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    """`table_exists` for a table that is never dropped once made (the project's own, the `images`
+    view, which is replaced in one transaction): a yes is remembered, as every search asks (one
+    query to the server less each time)."""
+    key = (database_key(conn), name)
+    if key in _lasting:
+        return True
+    if not table_exists(conn, name):
+        return False
+    _lasting.add(key)
+    return True
+
+
 def _where(url: str) -> str:
     if "host=/" in url or "@/" in url:
         return "The embedded server may have stopped; run the command again to restart it."
