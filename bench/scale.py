@@ -12,10 +12,12 @@ hybrid search (vector and text, fused) against the vector-only one (`bench.text`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -35,7 +37,8 @@ from bench.serving import (
     exact_top,
     synthetic_embeddings,
 )
-from bench.text import measure_hybrid
+from bench.stages import CpuMeter, query_stages
+from bench.text import measure_hybrid, text_side_queries
 from core.models.embedder import open_embedder
 from core.settings import Settings
 from core.store.db import database_url
@@ -60,6 +63,12 @@ def _timed_searches(
             timings.append(time.perf_counter() - started)
             answers.append({h.id for h in hits})
     return timings, answers
+
+
+def _timed_search(client: httpx.Client, params: dict[str, str]) -> float:
+    started = time.perf_counter()
+    client.get("/api/search", params=params).raise_for_status()
+    return time.perf_counter() - started
 
 
 def measure_searches(
@@ -189,20 +198,31 @@ def query_at_scale(
             "--port",
             str(port),
         ]
+        # three kinds of text search, in turns so that the machine's load weighs on each alike, and
+        # each text asked once (a repeated one finds its vector cached)
+        kinds: dict[str, list[tuple[str, dict[str, str]]]] = {
+            "plain": [(text, {}) for text in texts],
+            "words": [(words, {}) for words in text_side_queries(len(texts), size)],
+            "folder": [(f"{text} at dusk", {"folder": FOLDER}) for text in texts],
+        }
         with (
-            Server([*cmd, "--log-level", "warning"], {**env, "DATABASE_URL": url}, work / f"api-{size}.log"),
+            Server([*cmd, "--log-level", "warning"], {**env, "DATABASE_URL": url}, work / f"api-{size}.log") as server,
             httpx.Client(base_url=base, timeout=60) as client,
         ):
             wait_until(lambda: client_ok(client), 120, "the API")
             client.get("/api/search", params={"q": "warm up", "limit": 10})
-            text_timings, filtered_timings = [], []
-            for text in texts:
-                started = time.perf_counter()
-                client.get("/api/search", params={"q": text, "limit": 10}).raise_for_status()
-                text_timings.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                client.get("/api/search", params={"q": text, "limit": 10, "folder": "synthetic/f3"}).raise_for_status()
-                filtered_timings.append(time.perf_counter() - started)
+            loads = [os.getloadavg()[0]]
+            timings: dict[str, list[float]] = {kind: [] for kind in kinds}
+            meters = {kind: CpuMeter(server.proc.pid, url) for kind in kinds}
+            for n in range(len(texts)):
+                for kind, asked in kinds.items():
+                    q, extra = asked[n]
+                    if n % 50 == 0:
+                        meters[kind].find_backends()
+                    search = {"q": q, "limit": "10", **extra}
+                    timings[kind].append(meters[kind].measure(partial(_timed_search, client, search)))
+            repeated = [_timed_search(client, {"q": texts[0], "limit": "10"}) for _ in range(20)]
+            loads.append(os.getloadavg()[0])
             similar_timings, answers = [], []
             for i in probes:
                 started = time.perf_counter()
@@ -218,17 +238,31 @@ def query_at_scale(
             exact_top(vectors, vectors[i], 10, exclude=i)
             scans.append(time.perf_counter() - started)
         scan, enc = median(scans), median(encode)
-        t50, t95 = median(text_timings), percentile(text_timings, 95)
+        t50 = median(timings["plain"])
         s50, s95 = median(similar_timings), percentile(similar_timings, 95)
         big = size >= 100_000
+        labels = {
+            "plain": f"/api/search (text) at {size:,} images, p50 / p95, {len(texts)} distinct queries",
+            "words": f"/api/search, words that names, keywords or picture text hold (the text side finds them) "
+            f"at {size:,}, p50 / p95",
+            "folder": f"/api/search (text) filtered to a folder of 10% at {size:,}, p50 / p95",
+        }
+        for kind, label in labels.items():
+            p50, p95 = median(timings[kind]), percentile(timings[kind], 95)
+            usual = f"{(enc + scan) * 1000:.1f} ms (text encode {enc * 1000:.1f} + numpy scan {scan * 1000:.1f})"
+            report.add(
+                "4 query",
+                label,
+                f"{p50 * 1000:.1f} / {p95 * 1000:.1f} ms (CPU a search: {meters[kind].per_request()})",
+                usual if kind == "plain" else "",
+                f"{(enc + scan) / p50:.2f}×" if kind == "plain" else "",
+                "p50 ≤ 10, p95 ≤ 20 ms at 100k (issue 29)" if big else "",
+                verdict(p50 <= 0.010 and p95 <= 0.020) if big else "",
+            )
         report.add(
             "4 query",
-            f"/api/search (text) at {size:,} images, p50 / p95, {len(texts)} distinct queries",
-            f"{t50 * 1000:.1f} / {t95 * 1000:.1f} ms",
-            f"{(enc + scan) * 1000:.1f} ms (text encode {enc * 1000:.1f} + numpy scan {scan * 1000:.1f})",
-            f"{(enc + scan) / t50:.2f}×",
-            "p50 ≤ 15 ms at 100k" if big else "",
-            verdict(t50 <= 0.015) if big else "",
+            f"/api/search, one query asked again (its vector cached) at {size:,}, p50",
+            f"{median(repeated) * 1000:.1f} ms",
         )
         report.add(
             "4 query",
@@ -249,12 +283,12 @@ def query_at_scale(
             "≥ 0.98",
             verdict(recall >= 0.98),
         )
-        f50, f95 = median(filtered_timings), percentile(filtered_timings, 95)
         report.add(
             "4 query",
-            f"/api/search (text) filtered to a folder of 10% at {size:,}, p50 / p95",
-            f"{f50 * 1000:.1f} / {f95 * 1000:.1f} ms",
+            f"load average while the HTTP figures at {size:,} were taken",
+            f"{min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores",
         )
+        query_stages(url, settings, model, texts[:100], t50 * 1000, size, report)
         report_build(db, size, report)
         measure_searches(url, vectors, probes, report, settings.search_ef, model.name)
         measure_hybrid(url, vectors, probes, report, settings.search_ef, model.name)

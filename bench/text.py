@@ -50,6 +50,17 @@ def synthetic_text(i: int) -> tuple[list[str], str]:
     return keywords, f"{VOCABULARY[(i * 31) % n]} {VOCABULARY[(i * 17 + 5) % n]}"
 
 
+def text_side_queries(count: int, rows: int) -> list[str]:
+    """Queries that the text side answers (every word in some rows' keywords, titles or picture
+    text): by turns one made-up word (in about a hundred rows' keywords or titles, and some rows'
+    picture text) and the two keywords of one row (in a handful)."""
+    out = []
+    for n in range(count):
+        row = (n * 7919 + 11) % rows
+        out.append(VOCABULARY[(n * 37) % len(VOCABULARY)] if n % 2 else " ".join(synthetic_text(row)[0]))
+    return out
+
+
 def synthetic_words(path: str, i: int) -> tuple[list[str], str, str]:
     """Row i's keywords, title and `search_words`, as the indexer would store them."""
     keywords, title = synthetic_text(i)
