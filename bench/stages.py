@@ -74,34 +74,29 @@ class CpuMeter:
         return f"server {self.server / n * 1000:.1f} + Postgres {self.postgres / n * 1000:.1f} ms"
 
 
-def _timed(run: Callable[[str], object], texts: list[str]) -> float:
-    """The median of `run` over `texts`, in ms."""
-    took = []
-    for text in texts:
-        started = time.perf_counter()
-        run(text)
-        took.append(time.perf_counter() - started)
-    return median(took) * 1000
-
-
 def query_stages(
     url: str, settings: Settings, model: Embedder, texts: list[str], http_p50_ms: float, size: int, report: Report
 ) -> None:
     """One row: the median of each stage for `texts`, part 4's own (the server's cache of their
-    vectors is another process's: here each goes through the tower)."""
+    vectors is another process's: here each goes through the tower). The stages of one text run one
+    after the other, so that a changing load weighs on each alike."""
     load = os.getloadavg()[0]
+    took: dict[str, list[float]] = {"tower": [], "sql": [], "whole": []}
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
-        vectors = model.embed_texts(texts)
-        by_text = dict(zip(texts, vectors))
-        tower = _timed(lambda t: model.embed_texts([t]), texts)  # never cached
-        sql = _timed(
-            lambda t: search_fused(conn, by_text[t], plain_words([t]), model=model.name, limit=10, with_vectors=True),
-            texts,
-        )
         context = OneConnection(conn, model, settings)
         answer(context, Ask(q="warm up", limit=10))  # the relevance judge's captions, once per model
-        whole = _timed(lambda t: answer(context, Ask(q=t, limit=10)), texts)  # the first time for each
+        for text in texts:
+            started = time.perf_counter()
+            vector = model.embed_texts([text])[0]  # never cached
+            took["tower"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            search_fused(conn, vector, plain_words([text]), model=model.name, limit=10, with_vectors=True)
+            took["sql"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            answer(context, Ask(q=text, limit=10))  # the first time for this text in this process
+            took["whole"].append(time.perf_counter() - started)
+    tower, sql, whole = (median(took[stage]) * 1000 for stage in ("tower", "sql", "whole"))
     report.add(
         "4 query",
         f"where a text search's time goes at {size:,} (medians, this process, same queries): "
