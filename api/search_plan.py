@@ -110,15 +110,14 @@ def run_planned(
 
     A generic plan is made once per statement shape on each connection and kept (a prepared
     statement, its words bound as parameters: `core.store.text_index.bind_words`): planning the
-    fused statement anew took more of the server's time than running it (3.4 ms of CPU against 3.7
-    at 100,000 rows). It needs the LIMITs of the index walks written into the statement
-    (`vector_hits`): not knowing one, the planner expects a tenth of the table from the walk and
-    joins that with a read of the whole table. Filtered searches keep a plan of their own: what a
-    filter passes decides their plan (a generic one for a folder of a tenth of 100,000 rows took 72
-    ms of CPU against 16). Made without the words, the plan must not bet on a word being common: a
-    table read whole to test each row costs the same for every word, and for a rare one far more
-    than its index (a generic plan read the 10,000 texts of the pictures to test a word's
-    similarity in 20 ms, not 0.1), hence no sequential scans where an index serves."""
+    fused statement anew took more of the server's CPU than running it (3.4 ms against 3.7 at
+    100,000 rows). Made without the words, it must not bet on a word being common, hence no
+    sequential scan where an index serves (one that read the pictures' texts whole to test a word's
+    similarity: 26 ms a search instead of 6); and the LIMITs of the index walks are written into
+    the statement (`vector_hits`): not knowing one, the planner expects a tenth of the table from
+    the walk and reads the whole table to join it. Filtered searches are planned each time: what a
+    filter passes decides their plan (a generic one for a folder holding a tenth of 100,000 rows
+    took 72 ms against 16)."""
     settings, prepare = plan.settings, None
     statement: sql.Composed | bytes = query
     if plan.generic:
