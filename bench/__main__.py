@@ -36,6 +36,7 @@ from bench.random_model import DEFAULT_TOKENIZER, build_random_clip  # noqa: E40
 from bench.scale import query_at_scale  # noqa: E402
 from bench.serving import cold_search, live_latency  # noqa: E402
 from bench.switch import model_switch  # noqa: E402
+from bench.writes import bench_writes  # noqa: E402
 from core.models.embedder import open_embedder  # noqa: E402
 from core.settings import PROJECT_ROOT, get_settings, load_settings  # noqa: E402
 from core.store.db import database_url  # noqa: E402
@@ -67,10 +68,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--format-files", type=int, default=16, help="12 MP files of each format to index")
     parser.add_argument("--ocr-photos", type=int, default=240, help="photos read by OCR (half with words on them)")
     parser.add_argument("--unchanged-files", type=int, default=10_000, help="files in the cold re-index's folder")
+    parser.add_argument("--write-files", type=int, default=200_000, help="files whose rows part 14 writes")
     parser.add_argument(
         "--parts",
         help="comma-separated parts to run (default all): indexing, formats, ocr, faces, live, "
-        "scale, cold, coldindex, load, duplicates, switch, precision",
+        "scale, cold, coldindex, load, duplicates, switch, precision, writes",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
@@ -82,6 +84,7 @@ def parse_args() -> argparse.Namespace:
         args.ocr_photos = 6
         args.cold_photos, args.cold_repeats = 48, 1
         args.unchanged_files = 50
+        args.write_files = 200
         args.dup_scale = "500"
         args.clients, args.load_seconds, args.load_size = 4, 3, 500
         args.model = args.model or str(PROJECT_ROOT / "tests" / "fixtures" / "tiny-clip")
@@ -134,6 +137,7 @@ def main() -> None:
         ),
         "switch": lambda: model_switch(settings, env, report, work, args.queries),
         "precision": lambda: bench_precision(settings, report, work, 8 if args.smoke else 64),
+        "writes": lambda: bench_writes(settings, report, work, args.write_files),
     }
     chosen = [p.strip() for p in args.parts.split(",")] if args.parts else list(parts)
     unknown = [p for p in chosen if p not in parts]

@@ -1,0 +1,251 @@
+"""Writes: rows per second into the indexed table when the embeddings are already computed, as after
+a GPU pass or for a model whose embeddings are cached: what is left is reading and hashing each file,
+its facts, and the row. A folder of small pictures (200 a folder) whose embeddings are put in the
+content-hash cache first, then, each in a `python main.py index` of its own and checked:
+
+- the first scan: rows per second end to end (the rows, then the indexes built over them);
+- an update after changing, deleting and adding 1 % of the files: only those rows change;
+- a scan killed with SIGKILL halfway, then run again: every file has exactly one right row.
+
+    python -m bench.writes [--files 200000] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from PIL import Image
+
+from bench.common import Report, env_for, main_py, run_measured, verdict
+from core.models.embedder import open_embedder
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from core.store.db import connect, database_url, ensure_schema
+from core.store.model_state import model_table
+
+GOAL_ROWS_PER_SECOND = 2000
+PER_FOLDER = 200
+
+
+def _template() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 12), (200, 120, 40)).save(out, "JPEG", quality=70)
+    return out.getvalue()
+
+
+def picture_bytes(i: int, version: int = 0) -> bytes:
+    """A small JPEG made distinct by bytes after its end (decoders ignore them): its own content hash."""
+    return _TEMPLATE + f"picture {i} version {version}".encode()
+
+
+_TEMPLATE = _template()
+
+
+def write_pictures(folder: Path, numbers: range, version: int = 0) -> dict[Path, bytes]:
+    written = {}
+    for i in numbers:
+        path = folder / f"day{i // PER_FOLDER:04d}" / f"IMG_{i:06d}.jpg"
+        if i % PER_FOLDER == 0 or not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        data = picture_bytes(i, version)
+        path.write_bytes(data)
+        written[path] = data
+    return written
+
+
+def cache_embeddings(url: str, model: str, dim: int, contents: list[bytes], seed: int) -> None:
+    """What a GPU pass leaves behind: an embedding per content hash, in the cache the indexer reads."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((len(contents), dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with connect(url) as conn, conn.cursor() as cur:
+        with cur.copy("COPY embedding_cache (model, content_hash, embedding) FROM STDIN") as copy:
+            for data, vector in zip(contents, vectors):
+                copy.write_row((model, hashlib.sha256(data).hexdigest(), vector.tobytes()))
+
+
+class RowWatch:
+    """Polls the model table's row count from a thread: when it first reached `target`."""
+
+    def __init__(self, url: str, table: str, target: int) -> None:
+        self.reached: float | None = None
+        self.rows = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, table, target), daemon=True)
+        self.started = time.perf_counter()
+        self._thread.start()
+
+    def _run(self, url: str, table: str, target: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not self._stop.wait(0.25):
+                try:
+                    self.rows = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+                except psycopg.errors.UndefinedTable:
+                    continue
+                if self.rows >= target and self.reached is None:
+                    self.reached = time.perf_counter() - self.started
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _index(env: dict[str, str]) -> tuple[dict[str, float], float]:
+    result, wall, _ = run_measured(main_py("index", "--json"), env)
+    if result.returncode != 0:
+        raise RuntimeError(f"index failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1]), wall
+
+
+def _rows(url: str, table: str) -> list[tuple[str, int, str]]:
+    with connect(url) as conn:
+        return [(r[0], r[1], r[2]) for r in conn.execute(f"SELECT path, id, content_hash FROM {table}")]
+
+
+def _expected(image_dir: Path, files: dict[Path, bytes]) -> dict[str, str]:
+    return {p.relative_to(image_dir).as_posix(): hashlib.sha256(d).hexdigest() for p, d in files.items()}
+
+
+def _exactly(rows: list[tuple[str, int, str]], expected: dict[str, str]) -> tuple[int, int, int]:
+    """Rows missing, rows extra (a path or an id twice, or a path that is no file), rows whose
+    content hash is not their file's."""
+    paths = {r[0] for r in rows}
+    extra = len(rows) - len(paths & set(expected)) + len(rows) - len({r[1] for r in rows})
+    wrong = sum(1 for path, _, digest in rows if path in expected and expected[path] != digest)
+    return len(set(expected) - paths), extra, wrong
+
+
+def bench_writes(settings: Settings, report: Report, work: Path, files: int = 200_000) -> None:
+    folder = work / "writes"
+    run = settings.with_overrides(image_dir=folder / "img", data_dir=folder / "data", database_url="", ocr="off")
+    embedder = open_embedder(run.clip_model, run.device, run.precision)
+    url = database_url(run)  # started here, so it outlives the indexing processes killed below
+    ensure_schema(url)
+    table = model_table(embedder.name)
+    env = {**env_for(run), "FACES": "off"}
+    print(f"writes: {files} pictures, {embedder.dim}-d embeddings cached for {embedder.name}", flush=True)
+    written = write_pictures(run.image_dir, range(files))
+    cache_embeddings(url, embedder.name, embedder.dim, list(written.values()), seed=1)
+
+    watch = RowWatch(url, table, files)
+    first, wall = _index(env)
+    watch.stop()
+    rows_at = watch.reached if watch.reached is not None else wall
+    rate = files / wall
+    missing, extra, wrong = _exactly(_rows(url, table), _expected(run.image_dir, written))
+    report.add(
+        "14 writes",
+        f"rows/s into the indexed table, first scan of {files:,} pictures whose embeddings are cached "
+        "(`python main.py index`, wall: the rows, then the indexes over them)",
+        f"{rate:,.0f} rows/s ({wall:.1f} s: rows in by {rows_at:.1f} s, indexes {wall - rows_at:.1f} s)",
+        f"{first['embedded']:.0f} model calls; {missing} missing, {extra} extra, {wrong} wrong",
+        "",
+        f"≥ {GOAL_ROWS_PER_SECOND:,}",
+        verdict(rate >= GOAL_ROWS_PER_SECOND and first["embedded"] == 0 and missing + extra + wrong == 0),
+    )
+
+    # 1 % changed (new bytes, their embeddings cached too), 1 % deleted, 1 % added
+    step = max(1, files // 100)
+    changed = write_pictures(run.image_dir, range(0, files, 100), version=1)
+    deleted = {p for i, p in enumerate(written) if i % 100 == 50}
+    for path in deleted:
+        path.unlink()
+    added = write_pictures(run.image_dir, range(files, files + step))
+    cache_embeddings(url, embedder.name, embedder.dim, [*changed.values(), *added.values()], seed=2)
+    now = {p: d for p, d in written.items() if p not in deleted} | changed | added
+    update, update_wall = _index(env)
+    missing, extra, wrong = _exactly(_rows(url, table), _expected(run.image_dir, now))
+    right = (update["added"], update["updated"], update["deleted"], update["embedded"]) == (
+        len(added),
+        len(changed),
+        len(deleted),
+        0,
+    )
+    report.add(
+        "14 writes",
+        f"update after changing {len(changed):,}, deleting {len(deleted):,} and adding {len(added):,} "
+        f"of the {files:,} (`python main.py index`, wall)",
+        f"{update_wall:.1f} s: added {update['added']:.0f}, updated {update['updated']:.0f}, "
+        f"deleted {update['deleted']:.0f}",
+        f"{missing} missing, {extra} extra, {wrong} wrong",
+        "",
+        "only those rows",
+        verdict(right and missing + extra + wrong == 0),
+    )
+    bench_crash(settings, report, work, max(200, files // 10))
+
+
+def bench_crash(settings: Settings, report: Report, work: Path, files: int) -> None:
+    """A first scan killed with SIGKILL once half its rows are in (held there by a lock on the table,
+    so that the moment does not depend on speed), then run again."""
+    folder = work / "writes-crash"
+    run = settings.with_overrides(image_dir=folder / "img", data_dir=folder / "data", database_url="", ocr="off")
+    embedder = open_embedder(run.clip_model, run.device, run.precision)
+    url = database_url(run)
+    ensure_schema(url)
+    table = model_table(embedder.name)
+    env = {**env_for(run), "FACES": "off"}
+    written = write_pictures(run.image_dir, range(files))
+    cache_embeddings(url, embedder.name, embedder.dim, list(written.values()), seed=3)
+    proc = subprocess.Popen(
+        main_py("index"), env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = 0
+        while rows < files // 2 and proc.poll() is None:
+            time.sleep(0.01)
+            try:
+                rows = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+            except psycopg.errors.UndefinedTable:
+                continue
+        with conn.transaction():
+            conn.execute(f"LOCK TABLE {table} IN SHARE MODE")  # no more rows until the process is gone
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    killed_at = len(_rows(url, table))
+    again, wall = _index(env)
+    missing, extra, wrong = _exactly(_rows(url, table), _expected(run.image_dir, written))
+    report.add(
+        "14 writes",
+        f"first scan of {files:,} killed with SIGKILL, then `python main.py index` again: rows after",
+        f"killed at {killed_at:,} rows; after: {missing} missing, {extra} extra, {wrong} wrong",
+        f"the rest in {wall:.1f} s, {again['embedded']:.0f} model calls",
+        "",
+        "exactly once",
+        verdict(0 < killed_at < files and missing + extra + wrong == 0 and again["embedded"] == 0),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.writes", description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=200_000)
+    parser.add_argument("--model", help="model folder or id (default: CLIP_MODEL); only its size is used")
+    args = parser.parse_args()
+    os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
+    work = Path(tempfile.mkdtemp(prefix="sightline-writes-"))
+    base = get_settings()
+    settings = base.with_overrides(clip_model=args.model or base.clip_model)
+    report = Report()
+    try:
+        bench_writes(settings, report, work, args.files)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for row in report.rows:
+        print(f"| {row.part} | {row.metric} | {row.ours} | {row.usual} | {row.target} | {row.met} |")
+
+
+if __name__ == "__main__":
+    main()
