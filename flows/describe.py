@@ -101,7 +101,6 @@ async def describe_file(key: str, size: int, mtime_ns: int, model: str) -> FileF
     run = coco.use_context(RUN)
     slot = run.slots[model]
     run.counters.described += 1
-    run.warm_up(slot.embedder)
     path = run.library.path_of(key)
     assert path is not None
     if kind_of(path.name) == "video":
@@ -113,6 +112,8 @@ async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileF
     async with run.reading:  # the bytes are in memory until decoded
         data, digest = await in_file_worker(_read_and_hash, path)
         cached = await slot.cache.get(digest)
+        if cached is None:
+            run.warm_up(slot.embedder)  # loads while this file decodes; never where all is cached
         try:
             decoded: DecodedImage = await in_file_worker(
                 decode_image,
@@ -156,6 +157,7 @@ async def _describe_video(run: IndexRun, slot: ModelSlot, path: Path) -> FileFac
             video = await in_file_worker(probe_video, path, max_pixels=max_pixels)
             cached = await slot.cache.get_frames(digest, slot.embedder.dim)
             if cached is None:
+                run.warm_up(slot.embedder)
                 prep = slot.embedder.preprocessing
                 frames = await in_file_worker(
                     lambda: list(sample_frames(path, prep, max_frames=run.settings.video_frames, max_pixels=max_pixels))

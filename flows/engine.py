@@ -35,6 +35,7 @@ from flows.second_pass import SecondPass
 from flows.stopping import stop_update
 from flows.switching import adopt_first_model, next_step, open_models, settle_models
 from flows.upkeep import forget_models_not_in, prune_cache, reconcile_state, refresh_images_view
+from flows.vectors import register_vector_codec
 from flows.walk import scan_folder
 
 log = logging.getLogger("sightline.indexer")
@@ -82,7 +83,9 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
     choice = await asyncio.to_thread(settle_models, url, settings)
     choice, models = await asyncio.to_thread(open_models, choice, settings, url, embedders)
     # no connection floor: asyncpg would log a traceback a second while the database is away
-    pool = await asyncpg.create_pool(url, min_size=0, max_size=8, server_settings=build_settings(settings))
+    pool = await asyncpg.create_pool(
+        url, min_size=0, max_size=8, server_settings=build_settings(settings), init=register_vector_codec
+    )
     assert pool is not None
     builder.provide(PG_POOL, pool)
     slots = {

@@ -24,7 +24,6 @@ from typing import Any
 import cocoindex as coco
 import numpy as np
 from cocoindex.connectors import postgres
-from cocoindex.resources.schema import VectorSchema
 from numpy.typing import NDArray
 
 from core.errors import first_line
@@ -42,6 +41,7 @@ from flows.pairing import companions_of, stem, still_of
 from flows.recovery import looks_like_outage
 from flows.run import PG_POOL, RUN, IndexRun
 from flows.unchanged import RETRIED_ON_NEXT_RUN
+from flows.vectors import vector_type
 from flows.walk import unreachable_link_reason
 
 log = logging.getLogger("sightline.indexer")
@@ -245,7 +245,7 @@ async def images_schema(dim: int) -> postgres.TableSchema[ImageRow]:
         column_overrides={
             "taken_at": postgres.PgType("timestamp without time zone"),
             "keywords": postgres.PgType("text[]"),
-            "embedding": VectorSchema(dtype=np.dtype(np.float32), size=dim),
+            "embedding": vector_type(dim),
         },
     )
 
@@ -254,7 +254,7 @@ async def frames_schema(dim: int) -> postgres.TableSchema[FrameRow]:
     return await postgres.TableSchema.from_class(
         FrameRow,
         primary_key=["path", "frame"],
-        column_overrides={"embedding": VectorSchema(dtype=np.dtype(np.float32), size=dim)},
+        column_overrides={"embedding": vector_type(dim)},
     )
 
 
