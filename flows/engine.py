@@ -233,11 +233,11 @@ async def _index_once(
             handle = app.update()
             try:
                 async for snap in handle.watch():
-                    stats = snap.stats.by_component.get("index_file")
-                    if stats is not None:
-                        errors = stats.num_errors  # of this pass: an earlier one's are retried in it
-                        if progress is not None:
-                            progress(min(stats.num_finished, total), total)
+                    buckets = snap.stats.by_component.get("index_bucket")
+                    # of this pass (an earlier one's are retried in it): buckets that raised, files that did
+                    errors = (buckets.num_errors if buckets is not None else 0) + run.files.failed
+                    if progress is not None:
+                        progress(min(run.files.done, total), total)
             except BaseException:
                 await stop_update(handle, run, started=True)  # nothing of it left running at exit
                 raise

@@ -1,7 +1,9 @@
 """Every IMAGE_DIR folder as one live view for CocoIndex's `mount_each`.
 
-Keys are library keys (`core.media.library`), and each value is its key again: `index_file` finds the
-file through the library, so one view serves any number of folders.
+Its items are buckets of files (`bucket_of`): the key is the bucket, the value its files' library
+keys (`core.media.library`), sorted; `index_bucket` finds each file through the library, so one view
+serves any number of folders. A change to a file re-runs its bucket, whose other files cost a memo
+lookup each.
 
 - A full scan (the first, and the hourly ones) walks every folder (`flows.walk`)
   and records what it found that is not indexed (`core.store.folder_survey`).
@@ -15,6 +17,7 @@ file through the library, so one view serves any number of folders.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -67,6 +70,18 @@ def watch_mode(path: Path, settings: Settings) -> str:
 
 Signature = tuple[int, int]  # (size, mtime_ns)
 
+# About 25 files a bucket at 200,000, 120 at a million. Never change it, nor `bucket_of`: a file's
+# rows belong to its bucket's component, and a file moved to another bucket whose old one also
+# re-runs in the same update can lose its row (the old bucket's delete may land after the new
+# one's insert).
+BUCKETS = 8192
+
+
+def bucket_of(key: str) -> str:
+    """The bucket of a library key."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return f"{int.from_bytes(digest, 'big') % BUCKETS:04x}"
+
 
 def _signatures(root: Root) -> dict[str, Signature]:
     found: dict[str, Signature] = {}
@@ -99,7 +114,8 @@ class LibraryView:
         self._scan_interval = scan_interval
         self._on_survey = on_survey
         self._siblings = Siblings()
-        self._subscriber: coco.LiveMapSubscriber[str, str] | None = None
+        self._subscriber: coco.LiveMapSubscriber[str, tuple[str, ...]] | None = None
+        self._buckets: dict[str, set[str]] = {}  # as the last full scan and the events since left them
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watching: asyncio.Task[Any] | None = None
         # one update (not live) scans once and ends: no watcher to arm, none left running after it
@@ -109,13 +125,14 @@ class LibraryView:
         self._first_scan = asyncio.Event()
         self._readies = 0
 
-    async def __aiter__(self) -> AsyncIterator[tuple[str, str]]:
+    async def __aiter__(self) -> AsyncIterator[tuple[str, tuple[str, ...]]]:
         surveys: list[FolderSurvey] = []
+        buckets: dict[str, set[str]] = {}
         for root in self._library.roots:
             scan = await asyncio.to_thread(scan_folder, root.path)
             for rel in scan.files:
                 key = root.key(rel)
-                yield key, key
+                buckets.setdefault(bucket_of(key), set()).add(key)
             surveys.append(
                 FolderSurvey(
                     root.label,
@@ -126,9 +143,12 @@ class LibraryView:
                     dict(scan.skipped),
                 )
             )
+        self._buckets = buckets
+        for bucket in sorted(buckets):
+            yield bucket, tuple(sorted(buckets[bucket]))
         await self._on_survey(surveys)
 
-    async def watch(self, subscriber: coco.LiveMapSubscriber[str, str]) -> None:
+    async def watch(self, subscriber: coco.LiveMapSubscriber[str, tuple[str, ...]]) -> None:
         self._subscriber = subscriber
         self._loop = asyncio.get_running_loop()
         self._watching = asyncio.current_task()
@@ -182,45 +202,64 @@ class LibraryView:
         while True:
             await asyncio.sleep(self._scan_interval)
             now = await asyncio.to_thread(_signatures, root)
-            for key in sorted(set(last) - set(now)):
-                await self.removed(key)
-            for key, signature in sorted(now.items()):
-                if last.get(key) != signature:
-                    await self.changed(key)
+            gone = sorted(set(last) - set(now))
+            changed = [key for key, signature in sorted(now.items()) if last.get(key) != signature]
+            if gone or changed:
+                await self._rerun(changed, gone)
             last = now
 
     async def changed(self, key: str) -> Any:
-        assert self._subscriber is not None
-        handle = None
-        if is_media_name(PurePosixPath(key).name):
-            handle = await self._subscriber.update(key, key)
-        await self._regroup(key)
-        return handle
+        return await self._rerun([key], [])
 
     async def removed(self, key: str) -> Any:
+        return await self._rerun([], [key])
+
+    async def _rerun(self, changed: list[str], gone: list[str]) -> Any:
+        """Re-run the buckets of files that changed or went, then those of the files they group
+        with; returns the handle of the last bucket of the first kind (None if none)."""
         assert self._subscriber is not None
-        handle = await self._subscriber.delete(key) if is_media_name(PurePosixPath(key).name) else None
-        await self._regroup(key)
+        touched: dict[str, None] = {}
+        for keys, there in ((changed, True), (gone, False)):
+            for key in keys:
+                if is_media_name(PurePosixPath(key).name):
+                    bucket = bucket_of(key)
+                    files = self._buckets.setdefault(bucket, set())
+                    files.add(key) if there else files.discard(key)
+                    touched[bucket] = None
+        handle = None
+        for bucket in touched:
+            handle = await self._mount(bucket)
+        regrouped: dict[str, None] = {}
+        for key in (*changed, *gone):
+            for sibling in self._grouped_with(key):
+                bucket = bucket_of(sibling)
+                if bucket not in touched and self._buckets.get(bucket):
+                    regrouped[bucket] = None
+        for bucket in regrouped:
+            await (await self._mount(bucket)).ready()
         return handle
 
-    async def _regroup(self, key: str) -> None:
-        """Re-run the files that `key` groups with: same-stem media, or the pictures of a sidecar
-        (an `.xmp`, or a Takeout JSON: those it describes, with their groups)."""
+    async def _mount(self, bucket: str) -> Any:
         assert self._subscriber is not None
+        files = self._buckets.get(bucket)
+        if files:
+            return await self._subscriber.update(bucket, tuple(sorted(files)))
+        self._buckets.pop(bucket, None)
+        return await self._subscriber.delete(bucket)
+
+    def _grouped_with(self, key: str) -> list[str]:
+        """The keys of the files that `key` groups with: same-stem media, or the pictures of a
+        sidecar (an `.xmp`, or a Takeout JSON: those it describes, with their groups)."""
         path = self._library.path_of(key)
         if path is None:
-            return
+            return []
         name = path.name
         if is_json(name):
             stems = [stem(described) for described in self._siblings.described_by(path)]
         else:
             stems = [stem(name[: -len(".xmp")] if extension(name) == "xmp" else name)]
         siblings = [sibling for s in dict.fromkeys(stems) for sibling in self._siblings.group(path.parent, s).names]
-        for sibling in siblings:
-            if sibling.casefold() != name.casefold():
-                other = self._library.sibling_key(key, sibling)
-                handle = await self._subscriber.update(other, other)
-                await handle.ready()
+        return [self._library.sibling_key(key, s) for s in siblings if s.casefold() != name.casefold()]
 
 
 class _RootEvents:

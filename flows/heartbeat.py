@@ -43,11 +43,12 @@ class StatusReporter:
 
     def observe(self, stats: Any) -> None:
         """Take in the engine's statistics (`UpdateSnapshot.stats`)."""
-        c = stats.by_component.get("index_file")
-        self.files_done = c.num_finished if c else 0
-        self.files_pending = c.num_in_progress if c else 0
-        self.errors = c.num_errors if c else 0
-        changes = self._run.counters.described + (c.num_deletes if c else 0)
+        c = stats.by_component.get("index_bucket")  # buckets of files (`flows.indexer`)
+        files = self._run.files
+        self.files_done = files.done
+        self.files_pending = files.in_hand
+        self.errors = files.failed + (c.num_errors if c else 0)
+        changes = self._run.counters.described + files.removed + (c.num_deletes if c else 0)
         now = time.time()
         if changes != self._changes_seen:
             if self._changes_seen >= 0 or changes > 0:

@@ -3,9 +3,12 @@ table (a video also one row per sampled frame), or one row in `index_errors` say
 not be indexed; a RAW or a Live Photo's motion beside its still declares nothing of its own
 (`flows.pairing`).
 
-Each file is a processing component. The engine diffs what components declare against the last
-run, so added, changed, renamed and deleted files become inserts, updates and deletes, and a
-fixed or removed bad file loses its error row by itself.
+Files are indexed in buckets (`flows.folders.bucket_of`): each bucket of files is a processing
+component, which declares the rows of all its files. The engine diffs what a component declares
+against its last run, so added, changed, renamed and deleted files become inserts, updates and
+deletes, and a fixed or removed bad file loses its error row by itself. A component per file cost
+the engine about 0.4 ms of CPU per file, more than the rest of writing a row; a bucket pays it once
+for its files, and a bucket whose files did not change costs a memo lookup per file.
 
 The expensive part, `flows.describe.describe_file`, is memoised on (path, size, mtime, model): an
 unchanged file is never read again. Inside it, the embedding cache keyed by content hash catches
@@ -100,10 +103,14 @@ class ErrorRow:
     modified_at: datetime
 
 
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseUnavailable) or looks_like_outage(exc)
+
+
 async def report_failure(exc: BaseException, context: coco.ExceptionContext) -> None:
-    """A file whose processing raised: one line while the database is away (the rescan after it
-    comes back retries the file), a traceback for anything else (a bug worth reporting)."""
-    if isinstance(exc, DatabaseUnavailable) or looks_like_outage(exc):
+    """A bucket whose processing raised: one line while the database is away (the rescan after it
+    comes back retries its files), a traceback for anything else (a bug worth reporting)."""
+    if _is_outage(exc):
         log.debug("%s: %s", context.stable_path, exc)
     else:
         log.error("indexing %s failed: %s", context.stable_path, exc, exc_info=exc)
@@ -125,6 +132,51 @@ Tables = tuple[tuple[str, postgres.TableTarget[ImageRow], postgres.TableTarget[F
 
 
 @coco.fn
+async def index_bucket(keys: tuple[str, ...], tables: Tables, errors: postgres.TableTarget[ErrorRow]) -> None:
+    """Declare the rows of a bucket's files (`index_file`), several at a time.
+
+    A file that raises gets an error row and the others their rows, as when each file was a
+    component of its own; only the database going away fails the whole bucket, which is then
+    retried whole (its files' previous rows stay until then)."""
+    run = coco.use_context(RUN)
+    seen = coco.use_state("files", ())  # the bucket's files at its last run: which ones went
+    run.files.removed += len(set(seen.value) - set(keys))
+    seen.value = keys
+    outages: list[Exception] = []
+
+    async def one(key: str) -> None:
+        run.files.in_hand += 1
+        try:
+            await index_file(key, tables, errors)
+        except Exception as exc:
+            if _is_outage(exc):
+                outages.append(exc)
+            else:
+                run.files.failed += 1
+                log.error("indexing %s failed: %s", key, exc, exc_info=exc)
+                _declare_failure(key, errors, f"indexing failed ({first_line(exc)}); {RETRIED_ON_NEXT_RUN}")
+        finally:
+            run.files.in_hand -= 1
+            run.files.done += 1
+            run.file_slots.release()
+
+    async with asyncio.TaskGroup() as group:
+        for key in keys:
+            # a slot per file, taken in order: the first buckets finish, and commit, first
+            await run.file_slots.acquire()
+            group.create_task(one(key))
+    if outages:
+        raise outages[0]
+
+
+def _declare_failure(key: str, errors: postgres.TableTarget[ErrorRow], reason: str) -> None:
+    full = coco.use_context(RUN).library.path_of(key)
+    link = _lstat(full) if full is not None else None
+    if link is not None:
+        modified = datetime.fromtimestamp(link.st_mtime_ns / 1e9, tz=UTC)
+        errors.declare_row(row=ErrorRow(path=key, reason=reason, size=link.st_size, modified_at=modified))
+
+
 async def index_file(key: str, tables: Tables, errors: postgres.TableTarget[ErrorRow]) -> None:
     """Declare this file's rows in each model's tables, or its error row, or nothing when it
     belongs to a still beside it."""
@@ -338,7 +390,7 @@ async def index_folder() -> None:
 
     run.folder = LibraryView(run.library, modes, run.settings.scan_interval, record, live=run.live)
     async with coco.exception_handler(report_failure):
-        await coco.mount_each(index_file, run.folder, tuple(tables), errors)
+        await coco.mount_each(index_bucket, run.folder, tuple(tables), errors)
 
 
 app = coco.App(coco.AppConfig(name="sightline"), index_folder)

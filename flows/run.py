@@ -25,6 +25,9 @@ from flows.cache import EmbeddingCache
 from flows.folders import LibraryView
 from flows.pairing import Siblings
 
+# files in hand at once, across the buckets being indexed (`flows.indexer`): what CocoIndex's own limit
+# on components in flight held when each file was a component
+FILES_IN_HAND = 1024
 # files read and decoded at once: enough to keep every core decoding ahead of the model
 READ_AHEAD = max(16, 2 * (os.cpu_count() or 1))
 AUTO_GATHER = 128  # the most images one gathered batch holds when BATCH_SIZE is auto
@@ -88,6 +91,16 @@ class InFlight:
 
 
 @dataclass
+class FileCounts:
+    """Files seen by this engine start (CocoIndex's statistics count buckets, not files)."""
+
+    done: int = 0  # files whose rows, or error row, this start declared
+    in_hand: int = 0
+    failed: int = 0  # files whose indexing raised (an error row says why)
+    removed: int = 0  # files whose rows went with the file
+
+
+@dataclass
 class ModelSlot:
     """One model the indexer embeds with, and where its rows go."""
 
@@ -116,6 +129,10 @@ class IndexRun:
     database_url: str = ""
     live: bool = False  # following the folder (else one update, which arms no file watcher)
     counters: IndexCounters = field(default_factory=IndexCounters)
+    files: FileCounts = field(default_factory=FileCounts)
+    # files in hand across buckets (`FILES_IN_HAND`); taken in a bucket's order, so buckets finish,
+    # and their rows commit, one after another rather than all at the end
+    file_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(FILES_IN_HAND))
     # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
     # memory on folders of large photos
     reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))
