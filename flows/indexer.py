@@ -40,9 +40,9 @@ from core.store.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index
 from flows.cache import DatabaseUnavailable
 from flows.describe import describe_file, merge_sidecar, place_of, read_sidecar, read_takeout, video_length
 from flows.folders import LibraryView, watch_mode
-from flows.pairing import companions_of, stem, still_of
+from flows.pairing import companions_of, still_of
 from flows.recovery import looks_like_outage
-from flows.run import PG_POOL, RUN, IndexRun
+from flows.run import PG_POOL, RUN, IndexRun, collect_less
 from flows.unchanged import RETRIED_ON_NEXT_RUN
 from flows.vectors import vector_type
 from flows.walk import unreachable_link_reason
@@ -208,7 +208,8 @@ async def _declare_rows(run: IndexRun, key: str, tables: Tables, errors: postgre
     if not real.is_relative_to(located[0].path):
         fail("leads outside IMAGE_DIR through a symlink: not indexed and never served (copy the file in instead)")
         return
-    group = run.siblings.group(full.parent, stem(full.name))
+    pairing = run.siblings.of(full)
+    group = pairing.group
 
     async def seconds_of(name: str) -> float | None:
         sibling = full.with_name(name)
@@ -222,8 +223,8 @@ async def _declare_rows(run: IndexRun, key: str, tables: Tables, errors: postgre
     if still_of(full.name, group, lambda: lengths.get(full.name)) is not None:
         return  # part of the still beside it, which lists it
     companions = companions_of(full.name, group, lengths.get)
-    sidecar = await _sidecar_facts(run, key, full, run.siblings.sidecar(full), read_sidecar)
-    takeout = await _sidecar_facts(run, key, full, run.siblings.takeout(full), read_takeout)
+    sidecar = await _sidecar_facts(run, key, full, pairing.sidecar, read_sidecar)
+    takeout = await _sidecar_facts(run, key, full, pairing.takeout, read_takeout)
     for model, images, frames in tables:
         try:
             facts = await describe_file(key, stat.st_size, stat.st_mtime_ns, model)
@@ -337,6 +338,7 @@ def _vector_index(target: Any, table: str, dim: int, halfvec: bool) -> None:
 
 @coco.fn
 async def index_folder() -> None:
+    collect_less()
     run = coco.use_context(RUN)
     versions = dict(await coco.use_context(PG_POOL).fetch("SELECT extname, extversion FROM pg_extension"))
     version = versions.get("vector")

@@ -52,48 +52,61 @@ class Group:
 
 class Siblings:
     """Folder listings, cached until the folder's mtime changes (adding, removing or renaming an
-    entry changes it), so pairing costs a stat per file, not a listing per file."""
+    entry changes it), so pairing costs a stat per file, not a listing per file. A listing keeps
+    only what pairs (stems shared by several files, sidecars, Takeout JSONs), so thousands of
+    folders fit: the indexer visits them in no particular order (`flows.folders.bucket_of`)."""
 
-    def __init__(self, max_folders: int = 256) -> None:
-        self._cache: dict[Path, tuple[int, _Listing]] = {}
+    def __init__(self, max_folders: int = 8192) -> None:
+        self._cache: dict[str, tuple[int, _Listing]] = {}
         self._lock = threading.Lock()
         self._max = max_folders
 
     def _listing(self, folder: Path) -> _Listing:
+        where = str(folder)
         try:
-            mtime = folder.stat().st_mtime_ns
+            mtime = os.stat(where).st_mtime_ns
         except OSError:
             return _Listing.EMPTY
         with self._lock:
-            cached = self._cache.get(folder)
+            cached = self._cache.get(where)
         if cached is None or cached[0] != mtime:
             cached = (mtime, _Listing.of(folder))
             with self._lock:
                 if len(self._cache) >= self._max:
                     self._cache.pop(next(iter(self._cache)))
-                self._cache[folder] = cached
+                self._cache[where] = cached
         return cached[1]
+
+    def of(self, path: Path) -> Pairing:
+        """What pairs with the media file `path`: its group, its sidecar, its Takeout JSON."""
+        listing = self._listing(path.parent)
+        name = path.name
+        return Pairing(
+            group=Group(listing.shared.get(stem(name), (name,))),
+            sidecar=listing.sidecar(name),
+            takeout=listing.takeout_of(name),
+        )
 
     def group(self, folder: Path, stem_key: str) -> Group:
         """The media files of `folder` whose stem is `stem_key` (see `stem`)."""
-        return Group(self._listing(folder).groups.get(stem_key, ()))
+        shared = self._listing(folder).shared.get(stem_key)
+        if shared is not None:
+            return Group(shared)
+        try:  # a file alone: listings do not keep those
+            names = os.listdir(folder)
+        except OSError:
+            return Group(())
+        return Group(tuple(n for n in names if _is_media(n) and stem(n) == stem_key))
 
     def sidecar(self, path: Path) -> str | None:
         """The `.xmp` beside a file: `IMG_1.JPG.xmp` (darktable, digiKam) before `IMG_1.xmp`
         (Lightroom, which writes one for a RAW and its JPEG alike)."""
-        sidecars = self._listing(path.parent).sidecars
-        for candidate in (f"{path.name}.xmp", f"{path.name.rsplit('.', 1)[0]}.xmp"):
-            if candidate.casefold() in sidecars:
-                return sidecars[candidate.casefold()]
-        return None
+        return self._listing(path.parent).sidecar(path.name)
 
     def takeout(self, path: Path) -> str | None:
         """The Google Takeout JSON beside a file that describes it (an edited copy, `IMG_1-edited.jpg`,
         shares its original's), or None."""
-        listing = self._listing(path.parent)
-        found = listing.takeout.get(path.name.casefold())
-        original = listing.media.edited_of(path.name) if found is None else None
-        return listing.takeout.get(original.casefold()) if original is not None else found
+        return self._listing(path.parent).takeout_of(path.name)
 
     def described_by(self, json: Path) -> tuple[str, ...]:
         """The media files a Takeout JSON describes, by its name: the one it names and its edited copies."""
@@ -103,10 +116,21 @@ class Siblings:
 
 
 @dataclass(frozen=True)
+class Pairing:
+    group: Group
+    sidecar: str | None
+    takeout: str | None
+
+
+def _is_media(name: str) -> bool:
+    return not name.startswith(".") and kind_of(name) in ("picture", "raw", "video")
+
+
+@dataclass(frozen=True)
 class _Listing:
-    groups: dict[str, tuple[str, ...]]  # stem → media names
+    shared: dict[str, tuple[str, ...]]  # stem → media names, for stems that several files share
     sidecars: dict[str, str]  # casefolded name → name, for .xmp files
-    media: MediaNames
+    media: MediaNames  # every media file, where Takeout JSONs need them (else none)
     takeout: dict[str, str]  # casefolded media name → the Takeout JSON that describes it
 
     EMPTY: ClassVar[_Listing]
@@ -129,16 +153,34 @@ class _Listing:
                 sidecars[name.casefold()] = name
             elif is_json(name):
                 jsons.append(name)
-        media = MediaNames(n for group in groups.values() for n in group)
+        # only where a Takeout JSON needs it: matching names to JSONs was most of a listing's cost
+        media = MediaNames(n for group in groups.values() for n in group) if jsons else _NO_MEDIA
         takeout: dict[str, str] = {}
         for name in sorted(jsons):  # two JSONs for one file (exports merged): the first by name
             described = media.described_by(name)
             if described is not None:
                 takeout.setdefault(described.casefold(), name)
-        return _Listing({k: tuple(sorted(v)) for k, v in groups.items()}, sidecars, media, takeout)
+        shared = {k: tuple(sorted(v)) for k, v in groups.items() if len(v) > 1}
+        return _Listing(shared, sidecars, media, takeout)
+
+    def sidecar(self, name: str) -> str | None:
+        if not self.sidecars:
+            return None
+        for candidate in (f"{name}.xmp", f"{name.rsplit('.', 1)[0]}.xmp"):
+            if candidate.casefold() in self.sidecars:
+                return self.sidecars[candidate.casefold()]
+        return None
+
+    def takeout_of(self, name: str) -> str | None:
+        if not self.takeout:
+            return None
+        found = self.takeout.get(name.casefold())
+        original = self.media.edited_of(name) if found is None else None
+        return self.takeout.get(original.casefold()) if original is not None else found
 
 
-_Listing.EMPTY = _Listing({}, {}, MediaNames(()), {})
+_NO_MEDIA = MediaNames(())
+_Listing.EMPTY = _Listing({}, {}, _NO_MEDIA, {})
 
 
 def still_of(name: str, group: Group, motion_seconds: Callable[[], float | None]) -> str | None:
