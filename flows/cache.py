@@ -106,6 +106,13 @@ class EmbeddingCache:
         self._model = model
         self._lookups: Coalesced[str, None, bytes] = Coalesced(self._fetch_many)
         self._writes: Coalesced[str, bytes, None] = Coalesced(self._write_many)
+        self._hit_rate = 0.0  # of the recent lookups, decaying
+
+    @property
+    def mostly_hits(self) -> bool:
+        """Whether most recent lookups found their embedding (a rebuild, a model whose embeddings
+        a GPU computed): then reading a file's header before the lookup saves a trip."""
+        return self._hit_rate > 0.5
 
     async def get(self, content_hash: str) -> np.ndarray | None:
         pending = _unsaved.get((self._model, content_hash))
@@ -113,6 +120,7 @@ class EmbeddingCache:
             await self._writes(content_hash, pending)
             return np.frombuffer(pending, dtype=np.float32).copy()
         raw = await self._lookups(content_hash, None)
+        self._hit_rate = 0.9 * self._hit_rate + (0.1 if raw is not None else 0.0)
         return None if raw is None else np.frombuffer(raw, dtype=np.float32).copy()
 
     def keep(self, content_hash: str, embedding: np.ndarray) -> bytes:
