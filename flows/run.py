@@ -6,6 +6,7 @@ It sits below `flows.describe` (one file) and `flows.indexer` (the app), which b
 """
 
 import asyncio
+import gc
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -160,6 +161,16 @@ class IndexRun:
         if embedder.name not in self._warming:
             self._warming.add(embedder.name)
             threading.Thread(target=embedder.vision_tower, name="load-image-tower", daemon=True).start()
+
+
+def collect_less() -> None:
+    """Python's cycle collector, tuned for an indexer: what start-up made (the engine, the models'
+    libraries) is frozen out of its walks, and the youngest objects are collected after 20,000
+    allocations instead of 700. A scan allocates a few objects per row in flight, most of them
+    freed by their reference counts; with the defaults the collector took a tenth of the event
+    loop's time walking the same live objects. Process-wide, and idempotent."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def make_batched_embed(embedder: Embedder, batch_size: int) -> Callable[[np.ndarray], Awaitable[np.ndarray]]:
