@@ -68,7 +68,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--format-files", type=int, default=16, help="12 MP files of each format to index")
     parser.add_argument("--ocr-photos", type=int, default=240, help="photos read by OCR (half with words on them)")
     parser.add_argument("--unchanged-files", type=int, default=10_000, help="files in the cold re-index's folder")
-    parser.add_argument("--write-files", type=int, default=200_000, help="files whose rows part 14 writes")
+    parser.add_argument("--write-files", type=int, default=200_000, help="files whose rows part 15 writes")
     parser.add_argument(
         "--parts",
         help="comma-separated parts to run (default all): indexing, formats, ocr, faces, live, "

@@ -196,7 +196,7 @@ def bench_writes(settings: Settings, report: Report, work: Path, files: int = 20
     rate = files / first.wall
     missing, extra, wrong = _exactly(_rows(url, table), _expected(run.image_dir, written))
     report.add(
-        "14 writes",
+        "15 writes",
         f"rows/s into the indexed table, first scan of {files:,} pictures whose embeddings are cached "
         "(`python main.py index`, wall: the rows, then the indexes over them)",
         f"{rate:,.0f} rows/s ({first.wall:.1f} s: rows in by {first.rows_at:.1f} s, "
@@ -208,7 +208,7 @@ def bench_writes(settings: Settings, report: Report, work: Path, files: int = 20
     )
     ms = 1000 / files
     report.add(
-        "14 writes",
+        "15 writes",
         "CPU per row in that scan, while the rows went in / while the indexes were built: "
         "the indexing process (its event loop's thread), Postgres",
         f"{first.indexer_cpu_at * ms:.2f} ({first.loop_cpu_at * ms:.2f}) / "
@@ -235,7 +235,7 @@ def bench_writes(settings: Settings, report: Report, work: Path, files: int = 20
         0,
     )
     report.add(
-        "14 writes",
+        "15 writes",
         f"update after changing {len(changed):,}, deleting {len(deleted):,} and adding {len(added):,} "
         f"of the {files:,} (`python main.py index`, wall)",
         f"{update_wall:.1f} s: added {update['added']:.0f}, updated {update['updated']:.0f}, "
@@ -280,7 +280,7 @@ def bench_crash(settings: Settings, report: Report, work: Path, files: int) -> N
     again, wall = _index(env)
     missing, extra, wrong = _exactly(_rows(url, table), _expected(run.image_dir, written))
     report.add(
-        "14 writes",
+        "15 writes",
         f"first scan of {files:,} killed with SIGKILL, then `python main.py index` again: rows after",
         f"killed at {killed_at:,} rows; after: {missing} missing, {extra} extra, {wrong} wrong",
         f"the rest in {wall:.1f} s, {again['embedded']:.0f} model calls",
