@@ -8,6 +8,7 @@ be decoded gets a row saying why (`skipped`); videos are not read.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,16 @@ class OcrPass(SecondPass[Reading]):
 
     def __init__(self, settings: Settings, url: str, busy: Callable[[], bool] = lambda: False) -> None:
         super().__init__(settings, url, busy)
-        self.reader = TextReader(threads=1)
+        self._readers = threading.local()  # an engine per worker thread (one is not for several)
         self.engine = engine_name()
+
+    @property
+    def reader(self) -> TextReader:
+        """This thread's engine, made on its first picture: its one compute thread is this thread."""
+        reader: TextReader | None = getattr(self._readers, "reader", None)
+        if reader is None:
+            reader = self._readers.reader = TextReader(threads=1)
+        return reader
 
     def waiting(self, conn: Any, table: str, limit: int, leave_out: Collection[str]) -> list[tuple[str, str, str]]:
         return [(h, key, "picture") for h, key in picture_text.waiting(conn, table, limit, leave_out=leave_out)]

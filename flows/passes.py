@@ -4,6 +4,7 @@ side: which run under the settings, once (`index`) or following the index (`watc
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,20 +18,43 @@ ProgressFn = Callable[[int, int], None]
 
 async def run_once(settings: Settings, url: str, text_progress: ProgressFn | None) -> tuple[int, int]:
     """Read what waits; returns (texts read, contents looked at for faces). The two passes run side by
-    side, each in a thread of its own on one core: the faces of a library are found long before its
-    text is read, so they add next to nothing to an update's time. A pass with nothing waiting reads
-    nothing and loads nothing."""
+    side on the machine's cores, each thread with one compute thread of its own: the faces in one
+    thread, the text in the others (`text_workers`), and in the faces' thread too once the faces are
+    done, so no core is left idle while text waits. A pass with nothing waiting reads nothing and
+    loads nothing."""
+    text_pass = OcrPass(settings, url) if settings.ocr != "off" else None
+    face_pass = FacePass(settings, url) if settings.faces else None
+    workers, most = text_workers(usable_cores(), faces=face_pass is not None)
 
     async def text() -> int:
-        if settings.ocr == "off":
+        if text_pass is None:
             return 0
-        return await asyncio.to_thread(OcrPass(settings, url).run_until_done, text_progress)
+        return await asyncio.to_thread(text_pass.run_until_done, text_progress, workers)
 
     async def faces() -> int:
-        return await asyncio.to_thread(FacePass(settings, url).run_until_done) if settings.faces else 0
+        if face_pass is None:
+            return 0
+        try:
+            return await asyncio.to_thread(face_pass.run_until_done)
+        finally:
+            if text_pass is not None and workers < most:
+                text_pass.add_worker()
 
     text_read, faces_read = await asyncio.gather(text(), faces())
     return text_read, faces_read
+
+
+MAX_TEXT_WORKERS = 2  # each holds an OCR engine: about 230 MB while it detects text in a 12 MP photo
+
+
+def text_workers(cores: int, *, faces: bool) -> tuple[int, int]:
+    """How many threads read text beside the faces pass's one, and how many once it is done."""
+    most = max(1, min(cores, MAX_TEXT_WORKERS))
+    return max(1, min(most, cores - 1 if faces else cores)), most
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def start_following(settings: Settings, url: str, busy: Callable[[], bool]) -> list[SecondPass[Any]]:

@@ -14,6 +14,11 @@ checked against the content hash its row was made from, and handed to the pass.
   content cannot change without its hash changing.
 - While the database is away the live pass waits and tries again (the indexer says so); the
   one-shot pass stops with a `DatabaseError`, like `index_once`.
+
+The one-shot pass (`run_until_done`) can read with several workers, each a thread of its own with
+its own engine (`add_worker` adds one while it runs: `flows.passes` gives the text pass the core
+the faces pass leaves). The workers share what is in hand: each asks for contents no other worker
+holds, a few at a time, so none is read twice and none waits long for another at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ log = logging.getLogger("sightline.indexer")
 
 NICENESS = 15  # below the file workers (10), far below the model
 BATCH = 16  # pictures asked for at once
+SHARED_BATCH = 4  # by each of several workers: what one holds at the end is what another cannot read
 IDLE_SECONDS = 2.0  # how often an idle live pass looks for new pictures
 RETRY_SECONDS = 60.0  # before a changed or unreadable file is tried again
 OUTAGE_MAX_SECONDS = 2.0
@@ -71,6 +77,10 @@ class SecondPass(ABC, Generic[Result]):
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._on_read: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()  # what the workers of `run_until_done` share: all below, and `read`
+        self._in_hand: set[str] = set()  # content hashes a worker is reading
+        self._workers: list[threading.Thread] | None = None  # while `run_until_done` runs
+        self._batch = BATCH
 
     # --- what a pass does ----------------------------------------------------------------------
 
@@ -93,21 +103,45 @@ class SecondPass(ABC, Generic[Result]):
 
     # --- running -----------------------------------------------------------------------------
 
-    def run_until_done(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Read everything waiting now, in the pass's own thread; returns how many, and tells
-        `progress` (read so far, waiting at the start) after each. Raises `DatabaseError` when the
-        database goes away meanwhile."""
+    def run_until_done(self, progress: Callable[[int, int], None] | None = None, workers: int = 1) -> int:
+        """Read everything waiting now, in `workers` threads of the pass's own; returns how many, and
+        tells `progress` (read so far, waiting at the start) after each. Raises `DatabaseError` when
+        the database goes away meanwhile."""
         if progress is not None:
             with connect(self.url) as conn:
                 total = self.count_waiting(conn, self._table(conn))
             progress(0, total)
             self._on_read = lambda: progress(min(self.read, total), total)
-        thread = threading.Thread(target=self._until_done, name=self.name, daemon=True)
-        thread.start()
-        thread.join()
+        with self._lock:
+            self._workers = []
+            for _ in range(max(1, workers)):
+                self._start_worker()
+        while True:
+            with self._lock:
+                alive = [thread for thread in self._workers if thread.is_alive()]
+                if not alive:
+                    self._workers = None
+                    break
+            alive[0].join()
         if self._failure is not None:
             raise self._failure
         return self.read
+
+    def add_worker(self) -> bool:
+        """One more worker for the `run_until_done` under way; False when none is (any more)."""
+        with self._lock:
+            if self._workers is None or self._stop.is_set():
+                return False
+            self._start_worker()
+            return True
+
+    def _start_worker(self) -> None:
+        assert self._workers is not None
+        if self._workers:  # several share the work: smaller batches, so none holds much at the end
+            self._batch = SHARED_BATCH
+        thread = threading.Thread(target=self._until_done, name=f"{self.name}-{len(self._workers)}", daemon=True)
+        self._workers.append(thread)
+        thread.start()
 
     def start(self) -> None:
         """Follow the index until `stop`: read what is waiting whenever the indexer is idle."""
@@ -122,18 +156,24 @@ class SecondPass(ABC, Generic[Result]):
     def _until_done(self) -> None:
         lower_priority()
         try:
-            while not self._stop.is_set() and self._read_batch():
-                pass
+            with connect(self.url) as conn:  # one connection for the whole run: batches are small
+                while not self._stop.is_set() and self._read_batch(conn):
+                    pass
         except Exception as exc:
             if _missing_part(exc):
                 self._give_up(exc)
-            elif not looks_like_outage(exc):
-                self._failure = exc
-            else:
-                self._failure = DatabaseError(
-                    f"{self.doing} stopped: database unreachable ({first_line(exc)}). "
-                    "What was read is kept; run it again once the database is back."
-                )
+                return
+            self._stop.set()  # the other workers stop too
+            with self._lock:
+                if self._failure is not None:
+                    return  # said by the first worker that failed
+                if not looks_like_outage(exc):
+                    self._failure = exc
+                else:
+                    self._failure = DatabaseError(
+                        f"{self.doing} stopped: database unreachable ({first_line(exc)}). "
+                        "What was read is kept; run it again once the database is back."
+                    )
 
     def _follow(self) -> None:
         lower_priority()
@@ -159,7 +199,8 @@ class SecondPass(ABC, Generic[Result]):
     def _give_up(self, exc: Exception) -> None:
         """What the pass needs cannot be had (its models are not installed): said once; every file
         stays waiting, and the rest of Sightline goes on."""
-        log.warning("%s is not possible: %s", self.doing, first_line(exc))
+        if not self._stop.is_set():  # once, whichever worker finds it
+            log.warning("%s is not possible: %s", self.doing, first_line(exc))
         self._stop.set()
 
     # --- one batch ---------------------------------------------------------------------------
@@ -167,22 +208,34 @@ class SecondPass(ABC, Generic[Result]):
     def _table(self, conn: Any) -> str:
         return model_table(read_choice(conn, self.settings.clip_model).serving)
 
-    def _read_batch(self) -> bool:
-        """Read the next files waiting; False when none is (the database errors propagate)."""
-        now = time.monotonic()
-        self._later = {h: t for h, t in self._later.items() if t > now}
-        with connect(self.url) as conn:
-            batch = self.waiting(conn, self._table(conn), BATCH, list(self._later))
+    def _read_batch(self, conn: Any = None) -> bool:
+        """Read the next files waiting, through `conn` or a connection of its own; False when none is
+        (the database errors propagate)."""
+        if conn is None:
+            with connect(self.url) as own:
+                return self._read_batch(own)
+        table = self._table(conn)
+        with self._lock:  # asked and taken in hand at once: no two workers get the same content
+            now = time.monotonic()
+            self._later = {h: t for h, t in self._later.items() if t > now}
+            batch = self.waiting(conn, table, self._batch, [*self._later, *self._in_hand])
+            self._in_hand.update(content_hash for content_hash, _, _ in batch)
+        try:
             for content_hash, key, kind in batch:
                 if self._stop.is_set() or self.busy():
                     break
                 found = self._read_one(content_hash, key, kind)
                 if found is None:
-                    self._later[content_hash] = time.monotonic() + RETRY_SECONDS
+                    with self._lock:
+                        self._later[content_hash] = time.monotonic() + RETRY_SECONDS
                     continue
                 self.store(conn, content_hash, key, found[0])
-                self.read += 1
-                self._on_read()
+                with self._lock:
+                    self.read += 1
+                    self._on_read()
+        finally:
+            with self._lock:
+                self._in_hand.difference_update(content_hash for content_hash, _, _ in batch)
         return bool(batch)
 
     def _read_one(self, content_hash: str, key: str, kind: str) -> tuple[Result] | None:

@@ -51,12 +51,16 @@ class TestChangingClipModel:
     def test_index_builds_the_new_model_beside_the_old_one_then_drops_the_old(
         self, settings: Settings, index: Any, siglip: str
     ) -> None:
-        index(settings)
+        first = index(settings)
         old = settings.clip_model
         assert tables(settings) == {model_table(old)}
         assert query(settings, "SELECT vector_dims(embedding) FROM images LIMIT 1")[0][0] == 32
+        assert first.text_read == N  # OCR=auto
+        text = query(settings, "SELECT content_hash, text, engine FROM picture_text ORDER BY 1")
 
         summary = index(settings.with_overrides(clip_model=siglip))
+        assert summary.text_read == 0  # the text belongs to the contents, not to a model: never read again
+        assert query(settings, "SELECT content_hash, text, engine FROM picture_text ORDER BY 1") == text
 
         assert summary.embedded == N  # every file went through the new model once
         assert (summary.added, summary.deleted, summary.unchanged) == (0, 0, N)

@@ -6,8 +6,10 @@ far it has come."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from core.media.pictures import render_picture
 from core.models.ocr import TextReader, read_picture
 from core.settings import Settings
 from flows.ocr_pass import OcrPass
+from flows.passes import text_workers
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf"  # serifs: a sans capital I reads as l
 LIMIT = 10**8
@@ -130,6 +133,51 @@ class TestThePass:
         shutil.copy(folder / "cafe.jpg", folder / "cafe copy.jpg")  # the same bytes under a new name
         again = index(auto)
         assert again.added == 1 and again.text_read == 0 and len(text_rows(auto)) == 3
+
+        (folder / "moved").mkdir()  # a move, and the same bytes saved again: nothing new to read
+        (folder / "invoice.heic").rename(folder / "moved" / "invoice.heic")
+        (folder / "plain.jpg").write_bytes((folder / "plain.jpg").read_bytes())
+        moved = index(auto)
+        assert moved.added == 1 and moved.deleted == 1 and moved.text_read == 0
+        assert text_rows(auto) == rows
+
+    def test_several_workers_share_the_pictures_and_read_each_content_once(
+        self, tmp_path: Path, settings: Settings, index: Callable[[Settings], Any]
+    ) -> None:
+        folder = tmp_path / "signs"
+        folder.mkdir()
+        words = ["CAFE LUNA", "MAIN STREET", "OPEN DAILY", "BAKERY", "HOTEL", "MUSEUM", "EXIT", "GARDEN"]
+        for n, line in enumerate(words):
+            stills.write_jpeg(folder / f"sign{n}.jpg", sign(line))
+        shutil.copy(folder / "sign0.jpg", folder / "sign0 copy.jpg")  # one content under two names
+        off = settings.with_overrides(image_dir=folder, ocr="off")
+        index(off)
+
+        read_by: dict[str, list[str]] = {}  # content hash → the threads that read it
+
+        class Counted(OcrPass):
+            def process(self, key: str, kind: str, path: Path, data: bytes) -> Any:
+                read_by.setdefault(hashlib.sha256(data).hexdigest(), []).append(threading.current_thread().name)
+                return super().process(key, kind, path, data)
+
+        told: list[tuple[int, int]] = []
+        reading = Counted(off.with_overrides(ocr="auto"), off.database_url)
+        assert reading.run_until_done(lambda done, total: told.append((done, total)), workers=2) == len(words)
+        assert sorted(len(threads) for threads in read_by.values()) == [1] * len(words)
+        assert len({name for threads in read_by.values() for name in threads}) == 2  # both took a share
+        assert told[0] == (0, len(words)) and told[-1] == (len(words), len(words))
+        assert [done for done, _ in told] == sorted(done for done, _ in told)
+        rows = text_rows(off)
+        for n, line in enumerate(words):
+            assert letters(line) in letters(rows[hash_of(off, f"sign{n}.jpg")][0])
+        assert not reading.add_worker()  # the run is over: no worker joins it any more
+
+    def test_the_text_takes_the_faces_core_once_the_faces_are_done(self) -> None:
+        # (text workers beside the faces, text workers after them) for the cores there are
+        assert text_workers(1, faces=True) == (1, 1)
+        assert text_workers(2, faces=True) == (1, 2)
+        assert text_workers(2, faces=False) == (2, 2)
+        assert text_workers(8, faces=True) == (2, 2)  # each worker holds an engine's memory
 
     def test_a_file_damaged_since_it_was_indexed_does_not_stop_the_pass(
         self, tmp_path: Path, settings: Settings, index: Callable[[Settings], Any]

@@ -9,9 +9,18 @@ thread's priority (`flows.ocr_pass` reads at a low one).
 
 Two ways of reading (measured in bench/ocr.py, figures in docs/text-in-pictures.md):
 - `read(..., fine=True)`: RapidOCR's own settings, the picture enlarged for detection to 736 px on
-  its short side: the most words, and three times the time on a 640 px photo;
-- `read(..., fine=False)`: detection at the picture's own size (at most `READ_LONGEST`).
+  its short side, and the angle classifier (text upside down): the most words, and three times the
+  time on a 640 px photo;
+- `read(..., fine=False)`: detection at the picture's own size (at most `READ_LONGEST`), without the
+  angle classifier (pictures come upright; it turned more right lines over than wrong ones back).
 `glance` is detection alone on a small copy: whether a picture shows any text at all.
+
+The detection and recognition models run in onnxruntime sessions of this module's
+(`_session`) rather than RapidOCR's: with onnxruntime's memory arena, which RapidOCR turns off,
+and without its memory patterns. Every picture's size is a new shape: without the arena each
+detection maps and faults in its buffers afresh (about a third of its time), and a pattern is
+planned and kept per shape (memory that only grows). Measured on photos of mixed sizes: 53 ms of
+CPU a detection against 76, for 230 MB at most against 190 (bench/RESULTS.md, issue 29).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -68,6 +78,39 @@ def _bgr(picture: Image.Image | np.ndarray, longest: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image)[..., ::-1])
 
 
+def _session(model_path: str, threads: int) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = True
+    options.enable_mem_pattern = False
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(
+        model_path, options, providers=[("CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})]
+    )
+
+
+def _model_paths() -> dict[str, str]:
+    """The detection and recognition models' files, as the package's own configuration names them."""
+    import rapidocr_onnxruntime
+    import yaml
+
+    root = Path(rapidocr_onnxruntime.__file__).parent
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    return {part: str(root / config[part]["model_path"]) for part in ("Det", "Rec")}
+
+
+def _own_sessions(engine: RapidOCR, paths: dict[str, str], threads: int) -> None:
+    """Our sessions in place of RapidOCR's for detection and recognition (see the module's docstring).
+    A RapidOCR whose parts are laid out differently keeps its own: slower, but it reads the same."""
+    detector, recogniser = getattr(engine.text_det, "infer", None), getattr(engine.text_rec, "session", None)
+    for part, path in ((detector, paths["Det"]), (recogniser, paths["Rec"])):
+        if part is not None and hasattr(part, "session"):
+            part.session = _session(path, threads)
+
+
 class TextReader:
     """One OCR engine. Not for several threads at once: RapidOCR keeps per-call settings on itself."""
 
@@ -92,12 +135,16 @@ class TextReader:
                 # OpenCV (cropping, resizing; only OCR uses it here) would start a thread per core
                 cv2.setNumThreads(self.threads)
                 logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+                paths = _model_paths()
                 self._engine = RapidOCR(
+                    det_model_path=paths["Det"],
+                    rec_model_path=paths["Rec"],
                     intra_op_num_threads=self.threads,
                     inter_op_num_threads=1,
                     det_limit_type="max",
                     print_verbose=False,
                 )
+                _own_sessions(self._engine, paths, self.threads)
             return self._engine
 
     def read(
@@ -111,7 +158,7 @@ class TextReader:
             detector = engine.text_det
             # "max" never enlarges (below 2000 px RapidOCR detects at the picture's own size)
             detector.limit_type, detector.limit_side_len = ("min", FINE_SHORTEST) if fine else ("max", longest)
-            found, _ = engine(pixels, text_score=MIN_CONFIDENCE)
+            found, _ = engine(pixels, use_cls=fine, text_score=MIN_CONFIDENCE)
         lines = []
         for points, text, confidence in found or []:
             text = str(text).strip()
