@@ -79,7 +79,7 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
                 text_task.append(bar.add_task("reading text in pictures", total=total))
             bar.update(text_task[0], completed=done, total=total)
 
-        summary = asyncio.run(index_once(settings, progress, text_progress=text_progress))
+        summary = asyncio.run(index_once(settings, progress, text_progress=text_progress, release_models=True))
     print(json.dumps(summary.as_dict()) if args.json else summary.line())
     return 0
 

@@ -188,8 +188,10 @@ async def index_once(
     progress: ProgressFn | None = None,
     embedders: Embedders | None = None,
     text_progress: ProgressFn | None = None,
+    release_models: bool = False,
 ) -> IndexSummary:
-    """One incremental update of the whole folder; returns what changed.
+    """One incremental update of the whole folder; returns what changed. With `release_models` (a
+    process that embeds nothing after it), the models are let go of before the text and faces.
 
     With a new model wanted, it is built beside the one in use and takes over at the end; a second
     pass then lets CocoIndex drop the old model's table. A database or disk that fails during the
@@ -197,7 +199,7 @@ async def index_once(
     run finds everything this one committed (nothing is pruned from a run cut short).
     """
     try:
-        return await _index_once(settings, progress, embedders, text_progress)
+        return await _index_once(settings, progress, embedders, text_progress, release_models)
     except DatabaseError:
         raise
     except Exception as exc:
@@ -210,7 +212,11 @@ async def index_once(
 
 
 async def _index_once(
-    settings: Settings, progress: ProgressFn | None, embedders: Embedders | None, text_progress: ProgressFn | None
+    settings: Settings,
+    progress: ProgressFn | None,
+    embedders: Embedders | None,
+    text_progress: ProgressFn | None,
+    release_models: bool,
 ) -> IndexSummary:
     configure(settings, embedders)
     started = time.monotonic()
@@ -257,6 +263,8 @@ async def _index_once(
         if step is None:
             await asyncio.to_thread(unchanged.record, url, settings, listing)
     await asyncio.to_thread(refresh_images_view, url, run.choice.serving)
+    if release_models:  # nothing more to embed: the passes get the model's memory
+        await asyncio.to_thread(run.let_go_of_models)
     # the text and the faces after the embeddings: what was indexed is searchable by appearance already
     text_read, faces_read = await passes.run_once(settings, url, text_progress)
     added = sum(1 for p in after if p not in before)

@@ -78,8 +78,10 @@ class FacePass(SecondPass[Scan]):
             self._model = open_face_model()
         return self._model
 
-    def waiting(self, conn: Any, table: str, limit: int, leave_out: Collection[str]) -> list[tuple[str, str, str]]:
-        return faces.waiting(conn, table, self.model_name, limit, leave_out)
+    def waiting(
+        self, conn: Any, table: str, limit: int, leave_out: Collection[str], after: str
+    ) -> list[tuple[str, str, str]]:
+        return faces.waiting(conn, table, self.model_name, limit, leave_out, after)
 
     def count_waiting(self, conn: Any, table: str) -> int:
         return faces.progress(conn, table, self.model_name).waiting

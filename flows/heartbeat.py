@@ -86,9 +86,9 @@ class StatusReporter:
             model=embedder.name,
             # not known before the model first loads; importing torch just to say it would cost a
             # no-change run seconds
-            device=embedder.device if embedder.loaded else None,
-            precision=embedder.precision if embedder.loaded else None,
-            cpu=cpu_kernels() if embedder.loaded and embedder.device == "cpu" else None,
+            device=embedder.device if embedder.settled else None,
+            precision=embedder.precision if embedder.settled else None,
+            cpu=cpu_kernels() if embedder.settled and embedder.device == "cpu" else None,
             live=live,
             scanning=self.scanning,
             last_change=self._last_change_at,

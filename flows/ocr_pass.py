@@ -42,8 +42,10 @@ class OcrPass(SecondPass[Reading]):
             reader = self._readers.reader = TextReader(threads=1)
         return reader
 
-    def waiting(self, conn: Any, table: str, limit: int, leave_out: Collection[str]) -> list[tuple[str, str, str]]:
-        return [(h, key, "picture") for h, key in picture_text.waiting(conn, table, limit, leave_out=leave_out)]
+    def waiting(
+        self, conn: Any, table: str, limit: int, leave_out: Collection[str], after: str
+    ) -> list[tuple[str, str, str]]:
+        return [(h, key, "picture") for h, key in picture_text.waiting(conn, table, limit, leave_out, after)]
 
     def count_waiting(self, conn: Any, table: str) -> int:
         return picture_text.progress(conn, table).waiting

@@ -19,6 +19,7 @@ import cocoindex as coco
 import numpy as np
 
 from core.media.library import Library
+from core.memory import give_back
 from core.models.embedder import Embedder
 from core.settings import Settings
 from core.store.model_state import ModelChoice
@@ -149,6 +150,13 @@ class IndexRun:
     def embedder(self) -> Embedder:
         """The embedder of the model that answers searches."""
         return next(iter(self.slots.values())).embedder
+
+    def let_go_of_models(self) -> None:
+        """Unload the models' weights (a one-shot update, done embedding) and give their memory back:
+        the passes after it need it more (at most 1.5 GB for the whole, issue 29)."""
+        for slot in self.slots.values():
+            slot.embedder.unload()
+        give_back()
 
     async def embed(self, slot: ModelSlot, pixels: np.ndarray) -> np.ndarray:
         """One crop through `slot`'s model, in whichever batch it lands in."""

@@ -81,12 +81,16 @@ class SecondPass(ABC, Generic[Result]):
         self._in_hand: set[str] = set()  # content hashes a worker is reading
         self._workers: list[threading.Thread] | None = None  # while `run_until_done` runs
         self._batch = BATCH
+        self._after = ""  # where the walk through the waiting contents goes on (see `_take`)
 
     # --- what a pass does ----------------------------------------------------------------------
 
     @abstractmethod
-    def waiting(self, conn: Any, table: str, limit: int, leave_out: Collection[str]) -> list[tuple[str, str, str]]:
-        """Up to `limit` (content hash, path, kind) in `table` that wait for this pass."""
+    def waiting(
+        self, conn: Any, table: str, limit: int, leave_out: Collection[str], after: str
+    ) -> list[tuple[str, str, str]]:
+        """Up to `limit` (content hash, path, kind) in `table` that wait for this pass, in content hash
+        order from past `after`, except `leave_out`."""
 
     @abstractmethod
     def count_waiting(self, conn: Any, table: str) -> int:
@@ -214,12 +218,7 @@ class SecondPass(ABC, Generic[Result]):
         if conn is None:
             with connect(self.url) as own:
                 return self._read_batch(own)
-        table = self._table(conn)
-        with self._lock:  # asked and taken in hand at once: no two workers get the same content
-            now = time.monotonic()
-            self._later = {h: t for h, t in self._later.items() if t > now}
-            batch = self.waiting(conn, table, self._batch, [*self._later, *self._in_hand])
-            self._in_hand.update(content_hash for content_hash, _, _ in batch)
+        batch = self._take(conn, self._table(conn))
         try:
             for content_hash, key, kind in batch:
                 if self._stop.is_set() or self.busy():
@@ -237,6 +236,22 @@ class SecondPass(ABC, Generic[Result]):
             with self._lock:
                 self._in_hand.difference_update(content_hash for content_hash, _, _ in batch)
         return bool(batch)
+
+    def _take(self, conn: Any, table: str) -> list[tuple[str, str, str]]:
+        """The next contents waiting, taken in hand (asked and taken at once: no two workers get the
+        same). The walk goes on past the last one taken, through the content hash index, instead of
+        passing every content read already again; at its end it starts once more from the first, for
+        what came in behind it and what is to be tried again."""
+        with self._lock:
+            now = time.monotonic()
+            self._later = {h: t for h, t in self._later.items() if t > now}
+            leave_out = [*self._later, *self._in_hand]
+            batch = self.waiting(conn, table, self._batch, leave_out, self._after)
+            if not batch and self._after:
+                batch = self.waiting(conn, table, self._batch, leave_out, "")
+            self._after = batch[-1][0] if batch else ""
+            self._in_hand.update(content_hash for content_hash, _, _ in batch)
+            return batch
 
     def _read_one(self, content_hash: str, key: str, kind: str) -> tuple[Result] | None:
         """What the pass makes of the file, or None when its file is not what was indexed (now)."""

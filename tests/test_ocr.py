@@ -6,6 +6,7 @@ far it has come."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import shutil
@@ -22,8 +23,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from api.status import read_status, render_status
 from core.media.pictures import render_picture
+from core.models.embedder import Embedders
 from core.models.ocr import TextReader, read_picture
 from core.settings import Settings
+from flows.engine import index_once
 from flows.ocr_pass import OcrPass
 from flows.passes import text_workers
 
@@ -171,6 +174,33 @@ class TestThePass:
         for n, line in enumerate(words):
             assert letters(line) in letters(rows[hash_of(off, f"sign{n}.jpg")][0])
         assert not reading.add_worker()  # the run is over: no worker joins it any more
+
+    def test_a_one_shot_update_lets_go_of_the_model_before_reading_the_text(
+        self, tmp_path: Path, settings: Settings
+    ) -> None:
+        folder = tmp_path / "signs"
+        write_folder(folder)
+        auto = settings.with_overrides(image_dir=folder, ocr="auto")
+        embedders = Embedders()
+        loaded_while_reading: list[bool] = []
+        reads = OcrPass.process
+
+        def process(self: OcrPass, key: str, kind: str, path: Path, data: bytes) -> Any:
+            loaded_while_reading.append(embedders.get(auto.clip_model, auto.device, auto.precision).loaded)
+            return reads(self, key, kind, path, data)
+
+        with pytest.MonkeyPatch.context() as patch:  # only to look: the real reading goes on
+            patch.setattr(OcrPass, "process", process)
+            summary = asyncio.run(index_once(auto, embedders=embedders, release_models=True))
+
+        assert summary.embedded == 3 and summary.text_read == 3
+        assert loaded_while_reading == [False, False, False]
+        status = read_status(auto)  # what the run settled is still said
+        assert status["device"] == "cpu" and status["precision"] in ("float32", "bfloat16")
+        again = asyncio.run(index_once(auto, embedders=embedders))  # and the next use loads it again
+        assert again.text_read == 0 and embedders.get(auto.clip_model, auto.device, auto.precision).loaded is False
+        (folder / "later.jpg").write_bytes((folder / "plain.jpg").read_bytes() + b"later")
+        assert asyncio.run(index_once(auto, embedders=embedders)).embedded == 1
 
     def test_the_text_takes_the_faces_core_once_the_faces_are_done(self) -> None:
         # (text workers beside the faces, text workers after them) for the cores there are

@@ -86,6 +86,7 @@ class Embedder:
         self._image_dir = image_dir
         self._compiled_image: CompiledImageTower | None = None
         self._image_looked = False
+        self._image_kind: str | None = None  # the compiled graph's, once one served (kept by `unload`)
         # compiling takes seconds: a lock of its own, so queries never wait for it
         self._image_lock = threading.Lock()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -112,8 +113,7 @@ class Embedder:
     def precision(self) -> str:
         """What pictures are embedded in: the compiled image tower's graph (int8 or float32) once it
         serves, else the transformers towers' dtype."""
-        compiled = self._compiled_image
-        return compiled.compiled.kind if compiled is not None else self._resolve()[1]
+        return self._image_kind or self._resolve()[1]
 
     @property
     def logit_scale(self) -> float:
@@ -123,6 +123,18 @@ class Embedder:
     def loaded(self) -> bool:
         """Whether any weights are in memory (device and precision are then settled)."""
         return self._vision is not None or self._text is not None or self._compiled_image is not None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the device and precision are known (they are once any weights were loaded)."""
+        return self._device is not None and self._precision is not None
+
+    def unload(self) -> None:
+        """Let go of the towers' weights (the next use loads them again), keeping what was settled."""
+        with self._lock, self._image_lock:
+            self._vision = self._text = None
+            self._compiled_image = None  # read again from its folder at the next use
+            self._image_looked = False
 
     def _dtype(self) -> Any:
         import torch
@@ -265,6 +277,7 @@ class Embedder:
             if found.usable:
                 try:
                     self._compiled_image = CompiledImageTower(found, threads=len(os.sched_getaffinity(0)))
+                    self._image_kind = found.kind
                 except Exception as exc:
                     # damaged: transformers embeds, and the next start compiles it again
                     log.warning("the compiled image tower in %s does not load (%s); using transformers", folder, exc)

@@ -50,19 +50,24 @@ class FaceProgress:
 
 
 def waiting(
-    conn: psycopg.Connection[Any], table: str, model: str, limit: int, leave_out: Collection[str] = ()
+    conn: psycopg.Connection[Any],
+    table: str,
+    model: str,
+    limit: int,
+    leave_out: Collection[str] = (),
+    after: str = "",
 ) -> list[tuple[str, str, str]]:
     """Up to `limit` (content hash, path, kind) of `table`'s pictures and videos not scanned by
-    `model` yet, in a stable order, except `leave_out`."""
+    `model` yet, in content hash order from past `after`, except `leave_out`."""
     if not table_exists(conn, table):
         return []
     query = sql.SQL(
         "SELECT DISTINCT ON (i.content_hash) i.content_hash, i.path, i.kind FROM {table} i "
-        "WHERE i.content_hash <> ALL(%s) AND NOT EXISTS "
-        "(SELECT 1 FROM face_scans s WHERE s.content_hash = i.content_hash AND s.model = %s) "
+        "WHERE i.content_hash > %s AND i.content_hash <> ALL(%s) AND NOT EXISTS "
+        "(SELECT 1 FROM face_scans s WHERE s.content_hash = i.content_hash AND s.content_hash > %s AND s.model = %s) "
         "ORDER BY i.content_hash, i.path LIMIT %s"
     ).format(table=sql.Identifier(table))
-    return [(str(h), str(p), str(k)) for h, p, k in conn.execute(query, (list(leave_out), model, limit))]
+    return [(str(h), str(p), str(k)) for h, p, k in conn.execute(query, (after, list(leave_out), after, model, limit))]
 
 
 def write(

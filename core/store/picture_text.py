@@ -33,19 +33,21 @@ class TextProgress:
 
 
 def waiting(
-    conn: psycopg.Connection[Any], table: str, limit: int, leave_out: Collection[str] = ()
+    conn: psycopg.Connection[Any], table: str, limit: int, leave_out: Collection[str] = (), after: str = ""
 ) -> list[tuple[str, str]]:
-    """Up to `limit` (content hash, path) of pictures in `table` with no text row, in a stable
-    order (by content hash; the path is the first of a picture's copies), except `leave_out`."""
+    """Up to `limit` (content hash, path) of pictures in `table` with no text row, in content hash
+    order from past `after` (the path is the first of a picture's copies), except `leave_out`.
+    Asked from the start, the walk passes every content read already: about 0.4 s at 100,000."""
     if not table_exists(conn, table):
         return []
     query = sql.SQL(
         "SELECT DISTINCT ON (i.content_hash) i.content_hash, i.path FROM {table} i "
-        "WHERE i.kind = 'picture' AND i.content_hash <> ALL(%s) "
-        "AND NOT EXISTS (SELECT 1 FROM picture_text t WHERE t.content_hash = i.content_hash) "
+        "WHERE i.kind = 'picture' AND i.content_hash > %s AND i.content_hash <> ALL(%s) "
+        # the bound again inside: the anti join then starts at it too, instead of at the first row read
+        "AND NOT EXISTS (SELECT 1 FROM picture_text t WHERE t.content_hash = i.content_hash AND t.content_hash > %s) "
         "ORDER BY i.content_hash, i.path LIMIT %s"
     ).format(table=sql.Identifier(table))
-    return [(str(h), str(p)) for h, p in conn.execute(query, (list(leave_out), limit))]
+    return [(str(h), str(p)) for h, p in conn.execute(query, (after, list(leave_out), after, limit))]
 
 
 def write(conn: psycopg.Connection[Any], content_hash: str, reading: Reading, engine: str) -> None:
