@@ -84,7 +84,7 @@ async def indexer_lifespan(builder: coco.EnvironmentBuilder) -> AsyncIterator[No
     choice, models = await asyncio.to_thread(open_models, choice, settings, url, embedders)
     # no connection floor: asyncpg would log a traceback a second while the database is away
     pool = await asyncpg.create_pool(
-        url, min_size=0, max_size=8, server_settings=build_settings(settings), init=register_vector_codec
+        url, min_size=0, max_size=8, server_settings=pg_sizing.indexer_session(settings), init=register_vector_codec
     )
     assert pool is not None
     builder.provide(PG_POOL, pool)
@@ -119,19 +119,6 @@ async def _started_run() -> IndexRun:
     await coco.default_env()
     assert _launch.run is not None, "the indexer lifespan did not run"
     return _launch.run
-
-
-def build_settings(settings: Settings) -> dict[str, str]:
-    """Session settings for the indexer's own connections to the embedded server. CocoIndex builds
-    a new table's HNSW index once the first scan's rows are in, when the server was sized for an
-    empty database: with 64 MB the graph of 200,000 rows spills to disk and the build took over 20
-    minutes here, against about 3 with it in memory. pgvector takes only the memory the graph
-    needs, so the ceiling (a quarter of the memory, or PG_MAINTENANCE_WORK_MEM) costs small tables
-    nothing. An external server's settings are its administrator's."""
-    if not settings.embedded_database:
-        return {}
-    chosen = pg_sizing.choose(pg_sizing.this_machine(), rows=1 << 40, dims=1, settings=settings)
-    return {k: chosen[k] for k in ("maintenance_work_mem", "max_parallel_maintenance_workers")}
 
 
 def count_media_files(library: Library) -> int:

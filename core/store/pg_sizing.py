@@ -195,3 +195,16 @@ def resize(settings: Settings, pgdata: Path, conn: psycopg.Connection[Any]) -> d
     if write(pgdata, render(chosen, rows, dims, machine)):
         conn.execute("SELECT pg_reload_conf()")
     return chosen
+
+
+def indexer_session(settings: Settings) -> dict[str, str]:
+    """Session settings for the indexer's own connections to the embedded server. CocoIndex builds
+    a new table's HNSW index once the first scan's rows are in, when the server was sized for an
+    empty database: with 64 MB the graph of 200,000 rows spills to disk and the build took over 20
+    minutes here, against about 3 with it in memory. pgvector takes only the memory the graph
+    needs, so the ceiling (a quarter of the memory, or PG_MAINTENANCE_WORK_MEM) costs small tables
+    nothing. An external server's settings are its administrator's."""
+    if not settings.embedded_database:
+        return {}
+    chosen = choose(this_machine(), rows=1 << 40, dims=1, settings=settings)
+    return {k: chosen[k] for k in ("maintenance_work_mem", "max_parallel_maintenance_workers")}
