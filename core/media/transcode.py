@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import first_line
-from core.media.videos import VideoError, check_size
+from core.media.videos import VideoError, check_size, open_container
 
 # the demuxer names FFmpeg gives the two container families browsers read
 _ISO = "mov"  # "mov,mp4,m4a,3gp,3g2,mj2"
@@ -272,19 +272,8 @@ def _opened(path: Path) -> Iterator[Any]:
     """The container, with a video stream; whatever FFmpeg raises becomes a one-line `VideoError`."""
     import av
 
+    container = open_container(path)
     try:
-        if path.stat().st_size == 0:
-            raise VideoError("empty file (0 bytes)")
-        container = av.open(str(path), metadata_errors="replace")
-    except VideoError:
-        raise
-    except av.error.InvalidDataError:
-        raise VideoError("not a video FFmpeg can read (unknown format, or a corrupt or truncated file)") from None
-    except (av.error.FFmpegError, OSError) as exc:
-        raise VideoError(f"cannot open this video ({first_line(exc)})") from None
-    try:
-        if not container.streams.video:
-            raise VideoError("no video stream in this file (audio only?)")
         yield container
     except (VideoError, Cancelled):
         raise

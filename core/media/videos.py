@@ -179,19 +179,8 @@ def _opened(path: Path, max_pixels: int) -> Iterator[tuple[Any, Any]]:
     while decoding becomes a `VideoError` with a one-line reason."""
     import av
 
+    container = open_container(path)
     try:
-        if path.stat().st_size == 0:
-            raise VideoError("empty file (0 bytes)")
-        container = av.open(str(path), metadata_errors="replace")
-    except VideoError:
-        raise
-    except av.error.InvalidDataError:
-        raise VideoError("not a video FFmpeg can read (unknown format, or a corrupt or truncated file)") from None
-    except (av.error.FFmpegError, OSError) as exc:
-        raise VideoError(f"cannot open this video ({first_line(exc)})") from None
-    try:
-        if not container.streams.video:
-            raise VideoError("no video stream in this file (audio only?)")
         stream = container.streams.video[0]
         context = stream.codec_context
         check_size(context.width, context.height, max_pixels)
@@ -212,6 +201,27 @@ def _opened(path: Path, max_pixels: int) -> Iterator[tuple[Any, Any]]:
         raise VideoError(f"video data is truncated or corrupt ({first_line(exc)})") from None
     finally:
         container.close()
+
+
+def open_container(path: Path) -> Any:
+    """The file opened by FFmpeg, holding a video stream (the caller closes it); else a `VideoError`
+    with a one-line reason."""
+    import av
+
+    try:
+        if path.stat().st_size == 0:
+            raise VideoError("empty file (0 bytes)")
+        container = av.open(str(path), metadata_errors="replace")
+    except VideoError:
+        raise
+    except av.error.InvalidDataError:
+        raise VideoError("not a video FFmpeg can read (unknown format, or a corrupt or truncated file)") from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise VideoError(f"cannot open this video ({first_line(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError("no video stream in this file (audio only?)")
+    return container
 
 
 def check_size(width: int, height: int, max_pixels: int) -> None:
