@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from core.store.model_state import frames_table, model_table
-from flows.indexer import frames_schema, images_schema
+from flows.tables import frames_schema, images_schema
 
 
 def _create(table: str, schema: Any) -> str:

@@ -1,4 +1,4 @@
-"""What one version of one file is: read, hash, decode and embed it (memoised per file version).
+"""What one version of one file is: read, hash, decode and embed it (its bucket remembers it).
 
 Pictures are read whole and decoded on the file workers. Videos are never read whole: they are
 hashed in chunks, and a bounded number of frames is decoded from them as a stream; each frame
@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +37,7 @@ _HASH_CHUNK = 1 << 20
 
 @dataclass
 class FileFacts:
-    """What `describe_file` learns about one version of one file (memoised)."""
+    """What describing one version of one file learns (remembered by its bucket, `flows.indexer`)."""
 
     failure: str | None = None
     kind: str = "picture"  # or "video"
@@ -94,56 +94,129 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@coco.fn(memo=True, version=2)
-async def describe_file(key: str, size: int, mtime_ns: int, model: str) -> FileFacts:
-    """Read, hash, decode and embed one version of a file. Bad content is a memoised failure;
-    an OSError (unreadable right now) propagates so nothing is remembered and it is retried."""
-    run = coco.use_context(RUN)
-    slot = run.slots[model]
-    run.counters.described += 1
-    path = run.library.path_of(key)
-    assert path is not None
+# what describing a file yields: a bucket's remembered facts of another version are described again
+FACTS_VERSION = 3
+
+
+@dataclass
+class Wanted:
+    """A file version to describe for one model."""
+
+    key: str
+    path: Path
+    known: FileFacts | None = None  # what describing it for another model found: its hash, its header
+
+
+async def describe(run: IndexRun, slot: ModelSlot, wanted: list[Wanted]) -> list[FileFacts | BaseException]:
+    """Read, hash, decode and embed these file versions for `slot`'s model; for each, its facts or
+    what it raised. Bad content is a failure in its facts (kept until the file changes); an
+    OSError (unreadable right now) is returned, so that nothing is kept and it is retried.
+
+    What is known from another model takes no reading, only the lookup of this model's embedding
+    (a model switch, or a second model being built). Where most embeddings are cached (a rebuild,
+    a GPU's pass), the bytes, hash and header of all these pictures come in one trip to a file
+    worker, then their embeddings in one query; a file the cache misses is read again, decoded
+    and embedded alone, as every file is where most embeddings are not cached."""
+    run.counters.described += len(wanted)
+    out: list[FileFacts | BaseException | None] = [None] * len(wanted)
+    alone: list[int] = []
+    together: list[int] = []
+    for i, item in enumerate(wanted):
+        if item.known is not None:
+            derived = await _derive(run, slot, item.known)
+            if derived is not None:
+                out[i] = derived
+                continue
+        if kind_of(item.path.name) == "picture" and slot.cache.mostly_hits:
+            together.append(i)
+        else:
+            alone.append(i)
+    if together:
+        prep, max_pixels = slot.embedder.preprocessing, run.settings.max_image_pixels
+        looked = await in_file_worker(_look_at_pictures, [wanted[i].path for i in together], prep, max_pixels)
+        hashes = [seen[0] if isinstance(seen, tuple) else "" for seen in looked]
+        found = await asyncio.gather(*(slot.cache.get(h) for h in hashes if h))
+        embeddings = iter(found)
+        for i, seen in zip(together, looked):
+            if not isinstance(seen, tuple):
+                out[i] = seen  # unreadable now
+                continue
+            digest, header = seen
+            embedding = next(embeddings)
+            if isinstance(header, ImageError):
+                out[i] = FileFacts(failure=str(header))
+            elif embedding is None:
+                alone.append(i)
+            else:
+                run.counters.reused += 1
+                out[i] = _picture_facts(digest, header, embedding)
+    results = await asyncio.gather(*(_describe_one(run, slot, wanted[i].path) for i in alone), return_exceptions=True)
+    for i, result in zip(alone, results):
+        out[i] = result
+    return [r if r is not None else RuntimeError("not described") for r in out]
+
+
+async def _describe_one(run: IndexRun, slot: ModelSlot, path: Path) -> FileFacts:
     if kind_of(path.name) == "video":
         return await _describe_video(run, slot, path)
     return await _describe_picture(run, slot, path)
 
 
-def _read_hash_and_look(
-    path: Path, prep: Preprocessing, max_pixels: int
-) -> tuple[bytes, str, DecodedImage | ImageError]:
-    """The bytes, their hash, and what the picture's header says (or why it cannot be read)."""
-    data, digest = _read_and_hash(path)
-    try:
-        return data, digest, decode_image(data, prep, max_pixels=max_pixels, pixels=False, name=str(path))
-    except ImageError as exc:
-        return data, digest, exc
+async def _derive(run: IndexRun, slot: ModelSlot, known: FileFacts) -> FileFacts | None:
+    """This model's facts from another model's, where the embedding cache holds this model's
+    embedding of the same content (bad content is bad for every model); None when it does not."""
+    if known.failure is not None:
+        return known
+    if known.kind == "video":
+        frames = await slot.cache.get_frames(known.content_hash, slot.embedder.dim)
+        if frames is None:
+            return None
+        run.counters.reused += 1
+        return _with_frames(known, *frames)
+    embedding = await slot.cache.get(known.content_hash)
+    if embedding is None:
+        return None
+    run.counters.reused += 1
+    return replace(known, embedding=embedding.astype(np.float32).tobytes())
+
+
+def _look_at_pictures(paths: list[Path], prep: Preprocessing, max_pixels: int) -> list[Looked | OSError]:
+    """Each file's bytes read and hashed, and its header read, one after another (only one file's
+    bytes in memory at a time); or the OSError that reading it raised."""
+    out: list[Looked | OSError] = []
+    for path in paths:
+        try:
+            data, digest = _read_and_hash(path)
+        except OSError as exc:
+            out.append(exc)
+            continue
+        try:
+            out.append((digest, decode_image(data, prep, max_pixels=max_pixels, pixels=False, name=str(path))))
+        except ImageError as exc:
+            out.append((digest, exc))
+    return out
+
+
+Looked = tuple[str, "DecodedImage | ImageError"]
 
 
 async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileFacts:
-    prep, max_pixels = slot.embedder.preprocessing, run.settings.max_image_pixels
     async with run.reading:  # the bytes are in memory until decoded
-        # Where most embeddings are cached (a new model's, after a GPU pass), the header is read in
-        # the same trip to a file worker as the bytes: one trip a file instead of two. Where most
-        # are not, the pixels are decoded after the lookup, with the header, in one go.
-        decoded: DecodedImage | ImageError | None = None
-        if slot.cache.mostly_hits:
-            data, digest, decoded = await in_file_worker(_read_hash_and_look, path, prep, max_pixels)
-        else:
-            data, digest = await in_file_worker(_read_and_hash, path)
+        data, digest = await in_file_worker(_read_and_hash, path)
         cached = await slot.cache.get(digest)
-        if cached is None or decoded is None:
-            if cached is None:
-                run.warm_up(slot.embedder)  # loads while this file decodes; never where all is cached
-            # its extension picks RAW decoding; what decoders say is logged under it
-            work = functools.partial(
-                decode_image, data, prep, max_pixels=max_pixels, pixels=cached is None, name=str(path)
+        if cached is None:
+            run.warm_up(slot.embedder)  # loads while this file decodes; never where all is cached
+        try:
+            decoded: DecodedImage = await in_file_worker(
+                decode_image,
+                data,
+                slot.embedder.preprocessing,
+                max_pixels=run.settings.max_image_pixels,
+                pixels=cached is None,
+                name=str(path),  # its extension picks RAW decoding; what decoders say is logged under it
             )
-            try:
-                decoded = await in_file_worker(work)
-            except ImageError as exc:
-                decoded = exc
-        if isinstance(decoded, ImageError):
-            return FileFacts(failure=str(decoded))
+        except ImageError as exc:
+            return FileFacts(failure=str(exc))
         del data
     if cached is None:
         assert decoded.pixels is not None
@@ -151,6 +224,10 @@ async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileF
         await slot.cache.put(digest, cached)
     else:
         run.counters.reused += 1
+    return _picture_facts(digest, decoded, cached)
+
+
+def _picture_facts(digest: str, decoded: DecodedImage, embedding: np.ndarray) -> FileFacts:
     return FileFacts(
         content_hash=digest,
         width=decoded.width,
@@ -164,7 +241,7 @@ async def _describe_picture(run: IndexRun, slot: ModelSlot, path: Path) -> FileF
         title=decoded.title,
         description=decoded.description,
         rating=decoded.rating,
-        embedding=cached.astype(np.float32).tobytes(),
+        embedding=embedding.astype(np.float32).tobytes(),
     )
 
 
@@ -190,11 +267,7 @@ async def _describe_video(run: IndexRun, slot: ModelSlot, path: Path) -> FileFac
             run.counters.reused += 1
     except ImageError as exc:  # VideoError is one
         return FileFacts(failure=str(exc))
-    seconds, embeddings = cached
-    mean = embeddings.mean(axis=0)
-    mean /= max(float(np.linalg.norm(mean)), 1e-12)
-    poster = int(np.argmax(embeddings @ mean))
-    return FileFacts(
+    facts = FileFacts(
         kind="video",
         content_hash=digest,
         width=video.width,
@@ -205,6 +278,18 @@ async def _describe_video(run: IndexRun, slot: ModelSlot, path: Path) -> FileFac
         latitude=video.latitude,
         longitude=video.longitude,
         duration=video.duration,
+    )
+    return _with_frames(facts, *cached)
+
+
+def _with_frames(facts: FileFacts, seconds: np.ndarray, embeddings: np.ndarray) -> FileFacts:
+    """A video's facts with its frames' embeddings: the video's own is their normalised mean, its
+    poster the frame nearest that."""
+    mean = embeddings.mean(axis=0)
+    mean /= max(float(np.linalg.norm(mean)), 1e-12)
+    poster = int(np.argmax(embeddings @ mean))
+    return replace(
+        facts,
         poster_at=float(seconds[poster]),
         embedding=mean.astype(np.float32).tobytes(),
         frame_seconds=tuple(float(s) for s in seconds),

@@ -2,8 +2,8 @@
 
 Its items are buckets of files (`bucket_of`): the key is the bucket, the value its files' library
 keys (`core.media.library`), sorted; `index_bucket` finds each file through the library, so one view
-serves any number of folders. A change to a file re-runs its bucket, whose other files cost a memo
-lookup each.
+serves any number of folders. A change to a file re-runs its bucket, whose other files cost a
+look each (their facts are remembered).
 
 - A full scan (the first, and the hourly ones) walks every folder (`flows.walk`)
   and records what it found that is not indexed (`core.store.folder_survey`).

@@ -135,6 +135,7 @@ class IndexRun:
     # files in hand across buckets (`FILES_IN_HAND`); taken in a bucket's order, so buckets finish,
     # and their rows commit, one after another rather than all at the end
     file_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(FILES_IN_HAND))
+    taking_slots: asyncio.Lock = field(default_factory=asyncio.Lock)  # a bucket takes its slots at once
     # files being read and decoded at once: their bytes are in memory until decoded, so this bounds
     # memory on folders of large photos
     reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(READ_AHEAD))

@@ -4,7 +4,7 @@ else is there.
 One walk per folder and scan does it all. It follows symlinks and stops at folder loops, as
 CocoIndex's own walk does, and it lists the image-named symlinks that lead nowhere (loops,
 missing targets) with the files: left out, such a file would be missing from the index without a
-word, so `index_file` records why each is not indexed, and the record goes away with the link.
+word, so the indexer records why each is not indexed, and the record goes away with the link.
 Everything that is not a picture or a video is counted, by extension, for the status page.
 """
 
