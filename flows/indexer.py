@@ -167,7 +167,7 @@ async def index_bucket(keys: tuple[str, ...], tables: Tables, errors: postgres.T
     retried whole (its files' previous rows stay until then)."""
     run = coco.use_context(RUN)
     state = coco.use_state("facts", Remembered(), type_hint=Remembered)
-    before: Remembered = state.value if state.value.version == FACTS_VERSION else Remembered()
+    before = _remembered(state)
     run.files.removed += len(set(before.keys) - set(keys))
     hand = min(len(keys), FILES_IN_HAND)
     async with run.taking_slots:  # a bucket at a time: the first buckets finish, and commit, first
@@ -206,6 +206,17 @@ async def index_bucket(keys: tuple[str, ...], tables: Tables, errors: postgres.T
         run.files.done += len(keys)
         for _ in range(hand):
             run.file_slots.release()
+
+
+def _remembered(state: Any) -> Remembered:
+    """The bucket's facts from its last run; none where they are another version's, or cannot be
+    read back (its files are then described again, their embeddings coming from the cache)."""
+    try:
+        value = state.value
+    except Exception as exc:
+        log.warning("the remembered facts of a bucket could not be read back (%s); describing its files again", exc)
+        return Remembered()
+    return value if isinstance(value, Remembered) and value.version == FACTS_VERSION else Remembered()
 
 
 @dataclass

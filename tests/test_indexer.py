@@ -208,6 +208,77 @@ class TestBadFiles:
         assert set(errors(settings)) == {f"bad/{name}" for name in bad_files} - {"bad/text.png", "bad/empty.jpg"}
 
 
+class TestBuckets:
+    """Files are indexed in buckets (`flows.folders.bucket_of`), each a CocoIndex component."""
+
+    def test_rows_stay_right_when_files_move_to_other_components(
+        self, settings: Settings, index: Callable[[Settings], Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import flows.folders as folders
+        from flows import unchanged
+
+        real_bucket_of = folders.bucket_of
+        monkeypatch.setattr(folders, "bucket_of", lambda key: key)  # a component per file, as before buckets
+        index(settings)
+        before = query(settings, "SELECT path, id, content_hash, embedding FROM images ORDER BY path")
+        monkeypatch.setattr(folders, "bucket_of", real_bucket_of)
+        unchanged.forget(settings.database_url)  # the engine looks again, as after an upgrade
+        summary = index(settings)
+        after = query(settings, "SELECT path, id, content_hash, embedding FROM images ORDER BY path")
+        assert len(after) == N and [r[:3] for r in after] == [r[:3] for r in before]
+        assert all(np.array_equal(a[3].to_numpy(), b[3].to_numpy()) for a, b in zip(after, before))
+        assert (summary.added, summary.deleted, summary.embedded, summary.failed) == (0, 0, 0, 0)
+        assert errors(settings) == {}
+
+    def test_a_bucket_reads_again_only_its_changed_file(
+        self, settings: Settings, index: Callable[[Settings], Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import flows.describe as describe
+        import flows.folders as folders
+
+        monkeypatch.setattr(folders, "bucket_of", lambda key: "all")
+        index(settings)
+        read: list[Path] = []
+        real_read = describe._read_and_hash
+
+        def counted(path: Path) -> tuple[bytes, str]:
+            read.append(path)
+            return real_read(path)
+
+        monkeypatch.setattr(describe, "_read_and_hash", counted)
+        changed = settings.image_dir / f"{ALL_DRAWINGS[0].slug}.png"
+        draw(ALL_DRAWINGS[1]).save(changed)
+        summary = index(settings)
+        assert read == [changed]
+        assert (summary.updated, summary.embedded) == (1, 1)  # new content: one model call
+        assert len(rows(settings)) == N
+
+    def test_a_file_that_raises_gets_an_error_row_and_the_rest_of_its_bucket_their_rows(
+        self, settings: Settings, index: Callable[[Settings], Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import flows.folders as folders
+        import flows.indexer as indexer
+        from flows.unchanged import RETRIED_ON_NEXT_RUN
+
+        bad = f"{ALL_DRAWINGS[2].slug}.png"
+        real_words = indexer.item_words
+
+        def words_or_bug(key: str, *args: Any) -> str:
+            if key == bad:
+                raise ZeroDivisionError("a bug met on this file")
+            return real_words(key, *args)
+
+        monkeypatch.setattr(folders, "bucket_of", lambda key: "all")
+        monkeypatch.setattr(indexer, "item_words", words_or_bug)
+        summary = index(settings)
+        assert set(rows(settings)) == {f"{d.slug}.png" for d in ALL_DRAWINGS} - {bad}
+        assert errors(settings) == {bad: f"indexing failed (a bug met on this file); {RETRIED_ON_NEXT_RUN}"}
+        assert summary.failed == 1
+        monkeypatch.setattr(indexer, "item_words", real_words)
+        again = index(settings)  # retried: the error row goes, the row comes
+        assert len(rows(settings)) == N and errors(settings) == {} and again.embedded == 0
+
+
 class TestThroughput:
     """The model is kept fed: files are read and decoded while others wait for their batch, and the
     embedding cache is asked about many files in one query."""
