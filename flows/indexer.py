@@ -141,9 +141,7 @@ def _look(run: IndexRun, key: str) -> Look:
     located = run.library.locate(key)
     assert located is not None
     if not Path(real).is_relative_to(located[0].path):
-        look.error = (
-            "leads outside IMAGE_DIR through a symlink: not indexed and never served (copy the file in instead)"
-        )
+        look.error = OUTSIDE
         return look
     look.pairing = run.siblings.of(full)
     group = look.pairing.group.names
@@ -178,7 +176,8 @@ async def index_bucket(keys: tuple[str, ...], tables: Tables, errors: postgres.T
         with run.in_flight.file():  # what stopping the engine waits for
             looks = await in_file_worker(look_at, run, keys)
             plans = [await _plan(run, look, before.files.get(look.key)) for look in looks]
-            for (model, _, _), slot in zip(tables, run.slots.values()):
+            for model, _, _ in tables:
+                slot = run.slots[model]
                 todo = [p for p in plans if p.ready and p.raised is None and model not in p.facts]
                 wanted = [Wanted(p.look.key, p.look.path, next(iter(p.facts.values()), None)) for p in todo]
                 for plan, result in zip(todo, await describe(run, slot, wanted)):
