@@ -25,6 +25,7 @@ from typing import Any  # noqa: E402
 
 from bench.cold_index import bench_cold_index  # noqa: E402
 from bench.common import Report, cpu_name, env_for, generate_photos  # noqa: E402
+from bench.defaults import bench_defaults  # noqa: E402
 from bench.duplicates import bench_duplicates  # noqa: E402
 from bench.faces import bench_faces  # noqa: E402
 from bench.formats import bench_formats  # noqa: E402
@@ -69,10 +70,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ocr-photos", type=int, default=240, help="photos read by OCR (half with words on them)")
     parser.add_argument("--unchanged-files", type=int, default=10_000, help="files in the cold re-index's folder")
     parser.add_argument("--write-files", type=int, default=200_000, help="files whose rows part 15 writes")
+    parser.add_argument("--default-photos", type=int, default=2000, help="photos indexed with the default settings")
     parser.add_argument(
         "--parts",
         help="comma-separated parts to run (default all): indexing, formats, ocr, faces, live, "
-        "scale, cold, coldindex, load, duplicates, switch, precision, writes",
+        "scale, cold, coldindex, load, duplicates, switch, precision, writes, defaults",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, tiny model, a few seconds per part")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/RESULTS.md)")
@@ -82,7 +84,7 @@ def parse_args() -> argparse.Namespace:
         args.images, args.scale, args.queries, args.drops, args.usual_sample = 12, "500", 10, 2, 6
         args.format_files = 2
         args.ocr_photos = 6
-        args.cold_photos, args.cold_repeats = 48, 1
+        args.cold_photos, args.cold_repeats, args.default_photos = 48, 1, 12
         args.unchanged_files = 50
         args.write_files = 200
         args.dup_scale = "500"
@@ -138,6 +140,7 @@ def main() -> None:
         "switch": lambda: model_switch(settings, env, report, work, args.queries),
         "precision": lambda: bench_precision(settings, report, work, 8 if args.smoke else 64),
         "writes": lambda: bench_writes(settings, report, work, args.write_files),
+        "defaults": lambda: bench_defaults(settings, report, work, args.default_photos, without_text=not args.smoke),
     }
     chosen = [p.strip() for p in args.parts.split(",")] if args.parts else list(parts)
     unknown = [p for p in chosen if p not in parts]

@@ -21,7 +21,8 @@ def test_the_benchmark_smoke_run_fills_every_part_of_the_table(tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-3000:]
     table = out.read_text()
     parts = ("1 indexing", "2 re-run", "3 live", "4 query", "5 memory", "6 cold start", "7 load", "8 duplicates")
-    for part in (*parts, "10 formats", "11 text", "12 cold index", "13 faces", "14 precision", "15 writes"):
+    later = ("10 formats", "11 text", "12 cold index", "13 faces", "14 precision", "15 writes", "16 defaults")
+    for part in (*parts, *later):
         assert f"| {part} |" in table, part
     assert "| --- |" in table and "cores" in table
     rerun = next(line for line in table.splitlines() if "unchanged corpus" in line)
