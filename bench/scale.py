@@ -42,6 +42,7 @@ from bench.text import measure_hybrid, text_side_queries
 from core.models.embedder import open_embedder
 from core.settings import Settings
 from core.store.db import database_url
+from core.store.vector_index import EF_CONSTRUCTION, M
 
 MODEL = "bench/scale-model"
 FOLDER = "synthetic/f3"  # one of FOLDERS, a tenth of the rows
@@ -132,6 +133,8 @@ def main() -> None:
     parser.add_argument("--ef", type=int, default=100, help="SEARCH_EF")
     parser.add_argument("--shape", default="nested", choices=["nested", "flat"], help="how the vectors cluster")
     parser.add_argument("--url", help="a Postgres server with pgvector (default: a temporary embedded one)")
+    parser.add_argument("--m", type=int, default=M, help="the HNSW graph's m")
+    parser.add_argument("--ef-construction", type=int, default=EF_CONSTRUCTION, help="the HNSW graph's ef_construction")
     args = parser.parse_args()
     report = Report()
     with _server(args.url) as admin:
@@ -139,11 +142,12 @@ def main() -> None:
             started = time.perf_counter()
             vectors = synthetic_embeddings(size, args.dim, shape=args.shape)
             print(f"{size:,} vectors made in {time.perf_counter() - started:.0f}s", flush=True)
-            db = build_scale_database(admin, f"bench_scale_{size}", vectors, MODEL)
+            db = build_scale_database(admin, f"bench_scale_{size}", vectors, MODEL, (args.m, args.ef_construction))
             report_build(db, size, report)
             probes = np.random.default_rng(3).choice(size, min(args.queries, size), replace=False).tolist()
             measure_searches(db.url, vectors, probes, report, args.ef)
             measure_hybrid(db.url, vectors, probes, report, args.ef, MODEL)
+            ef_sweep(db.url, vectors, probes[:100], report, size, MODEL, (40, 100, 150, 200, 300, 400))
             for row in report.rows:
                 print(f"| {row.metric} | {row.ours} | {row.usual} | {row.target} | {row.met} |", flush=True)
             with psycopg.connect(admin, autocommit=True) as conn:

@@ -26,7 +26,14 @@ from core.settings import PROJECT_ROOT, Settings
 from core.store.db import ensure_schema
 from core.store.model_state import frames_table, model_table, switch_to
 from core.store.vector_features import vector_features
-from core.store.vector_index import halfvec_index_sql, index_shape, path_prefix_index_sql, vector_index_sql
+from core.store.vector_index import (
+    EF_CONSTRUCTION,
+    M,
+    halfvec_index_sql,
+    index_shape,
+    path_prefix_index_sql,
+    vector_index_sql,
+)
 
 TAKEN_FROM = datetime(2015, 1, 1)
 
@@ -157,9 +164,12 @@ def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model
     return build_scale_database(admin_url, name, vectors, model).url
 
 
-def build_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: str) -> ScaleDatabase:
+def build_scale_database(
+    admin_url: str, name: str, vectors: np.ndarray, model: str, graph: tuple[int, int] = (M, EF_CONSTRUCTION)
+) -> ScaleDatabase:
     """A database whose model table holds `vectors`, with the indexes the indexer declares (the
-    HNSW index on halfvec where pgvector has it), built after the load with parallel workers."""
+    HNSW index on halfvec where pgvector has it; `graph`: its m and ef_construction), built after
+    the load with parallel workers."""
     url = new_database(admin_url, name)
     count, dim = vectors.shape
     ensure_schema(url)
@@ -177,7 +187,7 @@ def build_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: 
         conn.execute(f"SET maintenance_work_mem = '{max(512, graph_mb)}MB'")
         conn.execute(f"SET max_parallel_maintenance_workers = {workers}")
         started = time.perf_counter()
-        conn.execute(halfvec_index_sql(table, dim) if halfvec else vector_index_sql(table))
+        conn.execute(halfvec_index_sql(table, dim, *graph) if halfvec else vector_index_sql(table))
         build = time.perf_counter() - started
         conn.execute(halfvec_index_sql(frames, dim) if halfvec else vector_index_sql(frames))
         conn.execute(f"CREATE UNIQUE INDEX ON {table} (id)")
@@ -248,13 +258,21 @@ def exact_top(
     return set((top if allowed is None else allowed[top]).tolist())
 
 
-def ef_sweep(url: str, vectors: np.ndarray, probes: list[int], report: Report, size: int, model: str) -> None:
+def ef_sweep(
+    url: str,
+    vectors: np.ndarray,
+    probes: list[int],
+    report: Report,
+    size: int,
+    model: str,
+    efs: tuple[int, ...] = (40, 100, 200, 400),
+) -> None:
     """Recall@10 and SQL time of the index alone at several hnsw.ef_search values."""
     table = model_table(model)
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         distance = index_shape(conn, table).distance("embedding")  # the expression the index answers
-        for ef in (40, 100, 200, 400):
+        for ef in efs:
             conn.execute(f"SET hnsw.ef_search = {ef}")
             timings, answers = [], []
             for i in probes:

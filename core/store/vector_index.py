@@ -27,11 +27,11 @@ def index_name(table: str) -> str:
     return f"{table}_embedding_half_idx"
 
 
-def halfvec_index_sql(table: str, dim: int) -> str:
+def halfvec_index_sql(table: str, dim: int, m: int = M, ef_construction: int = EF_CONSTRUCTION) -> str:
     """The CREATE INDEX for a halfvec expression index on `table`'s embedding column."""
     return (
         f"CREATE INDEX IF NOT EXISTS {index_name(table)} ON {table} USING hnsw "
-        f"((embedding::halfvec({dim})) halfvec_cosine_ops) WITH (m = {M}, ef_construction = {EF_CONSTRUCTION})"
+        f"((embedding::halfvec({dim})) halfvec_cosine_ops) WITH (m = {m}, ef_construction = {ef_construction})"
     )
 
 
