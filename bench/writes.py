@@ -270,7 +270,7 @@ def bench_writes(settings: Settings, report: Report, work: Path, files: int = 20
     missing, extra, wrong = _exactly(_rows(url, new_table), _expected(run.image_dir, now))
     rate = len(now) / switch.indexed_at
     report.add(
-        "14 writes",
+        "15 writes",
         f"rows/s into a new model's table, its embeddings cached ({len(now):,} rows: `python main.py model M`, "
         "then `python main.py index`, until the new table's index is built)",
         f"{rate:,.0f} rows/s ({switch.indexed_at:.1f} s: rows in by {switch.rows_at:.1f} s)",
