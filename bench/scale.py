@@ -87,7 +87,8 @@ def measure_searches(
             hits += len(exact_top(vectors, vectors[i], 10, allowed) & got)
         recall = hits / (10 * len(probes))
         p50, p95 = median(timings) * 1000, percentile(timings, 95) * 1000
-        goal = 10 if folder is None else 30
+        # issue 29: similar images in 10 ms at recall 0.98 at a million; filtered in 30 ms
+        goal, least = (10, 0.98) if folder is None else (30, 0.95)
         million = size >= 1_000_000
         report.add(
             "4 query",
@@ -95,8 +96,8 @@ def measure_searches(
             f"{p50:.1f} / {p95:.1f} ms, recall {recall:.3f}",
             "",
             "",
-            f"p50 ≤ {goal} ms at 1M, recall ≥ 0.95" if million else "recall ≥ 0.95",
-            verdict((p50 <= goal or not million) and recall >= 0.95),
+            f"p50 ≤ {goal} ms at 1M, recall ≥ {least}" if million else f"recall ≥ {least}",
+            verdict((p50 <= goal or not million) and recall >= least),
         )
         key = "filtered" if folder else "similar"
         figures.update({f"{key}_p50_ms": p50, f"{key}_p95_ms": p95, f"{key}_recall": recall})
