@@ -11,13 +11,21 @@ Here the vectors are read once and compared in blocks with matrix products inste
   almost always among the nearest cells of the other; `bench.duplicates` measures the recall
   against an exact all-pairs scan.
 
-The products run in bfloat16 through torch (8× numpy's float32 on this CPU, whose cores have
-bfloat16 instructions): rounding each coordinate to bfloat16 moves a cosine of unit vectors by at
-most `ROUNDING`, so the products keep every pair within that margin of the threshold, and each pair
-kept is then checked in float32. There are no false pairs, and the all-against-all path misses none.
+The products run on a thread per core, each thread with products of its own (blocks, cells) and
+torch computing on that thread alone: independent products need no barrier, so a thread the busy
+machine deschedules delays only its own share. They run in bfloat16 through torch (8× numpy's
+float32 on this CPU, whose cores have bfloat16 instructions): rounding each coordinate to bfloat16
+moves a cosine of unit vectors by at most `ROUNDING`, so the products keep every pair within that
+margin of the threshold, and each pair kept is then checked in float32. There are no false pairs,
+and the all-against-all path misses none.
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +39,19 @@ ROUNDS = 4  # k-means rounds: cells balanced enough that no block is much larger
 BLOCK = 4096  # rows of one matrix product: bounds memory at BLOCK × BLOCK floats
 ROUNDING = 0.01  # bound on |bfloat16 dot − exact dot| for unit vectors: 2 × 2⁻⁸ + accumulation
 SEED = 17  # the cells, and so the rare missed pair, are the same on every run
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _on_every_core(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`work` over `items`, in order, on a thread per core this process may use (torch releases
+    the interpreter lock inside its products)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if min(cores, len(items)) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(min(cores, len(items)), thread_name_prefix="near-pairs") as pool:
+        return list(pool.map(work, items))
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -52,7 +73,7 @@ def _pairs_in_block(x: torch.Tensor, left: np.ndarray, right: np.ndarray, cut: f
 def _all_against_all(x: torch.Tensor, cut: float) -> list[tuple[np.ndarray, np.ndarray]]:
     index = np.arange(len(x))
     # only blocks at or right of the diagonal: the rest are the same pairs mirrored
-    return [_pairs_in_block(x, index[s : s + BLOCK], index[s:], cut) for s in range(0, len(x), BLOCK)]
+    return _on_every_core(lambda s: _pairs_in_block(x, index[s : s + BLOCK], index[s:], cut), range(0, len(x), BLOCK))
 
 
 def _centroids(x: torch.Tensor, cells: int, rng: np.random.Generator) -> torch.Tensor:
@@ -61,7 +82,13 @@ def _centroids(x: torch.Tensor, cells: int, rng: np.random.Generator) -> torch.T
     )
     centroids = sample.index_select(0, torch.from_numpy(rng.choice(len(sample), cells, replace=False))).float()
     for _ in range(ROUNDS):
-        nearest = torch.argmax(sample @ centroids.bfloat16().T.contiguous(), dim=1)
+        right = centroids.bfloat16().T.contiguous()
+        nearest = torch.cat(
+            _on_every_core(
+                lambda s: torch.argmax(sample[s : s + BLOCK] @ right, dim=1),  # noqa: B023 (runs at once)
+                range(0, len(sample), BLOCK),
+            )
+        )
         sums = torch.zeros_like(centroids).index_add_(0, nearest, sample.float())
         empty = torch.bincount(nearest, minlength=cells) == 0
         sums[empty] = centroids[empty]  # a cell nothing chose keeps its place
@@ -72,7 +99,9 @@ def _centroids(x: torch.Tensor, cells: int, rng: np.random.Generator) -> torch.T
 def _nearest_cells(x: torch.Tensor, centroids: torch.Tensor, probes: int) -> np.ndarray:
     """Each row's `probes` nearest cells, nearest first (the first is where it lives)."""
     right = centroids.T.contiguous()
-    parts = [torch.topk(x[s : s + BLOCK] @ right, probes, dim=1).indices for s in range(0, len(x), BLOCK)]
+    parts = _on_every_core(
+        lambda s: torch.topk(x[s : s + BLOCK] @ right, probes, dim=1).indices, range(0, len(x), BLOCK)
+    )
     return torch.cat(parts).numpy()
 
 
@@ -90,13 +119,14 @@ def _by_cells(x: torch.Tensor, cut: float, probes: int) -> list[tuple[np.ndarray
     probe_cells = nearest.reshape(-1)
     probe_order = np.argsort(probe_cells, kind="stable")
     probe_bounds = np.searchsorted(probe_cells[probe_order], np.arange(cells + 1))
-    out = []
-    for cell in range(cells):
+
+    def in_cell(cell: int) -> list[tuple[np.ndarray, np.ndarray]]:
         members = members_order[member_bounds[cell] : member_bounds[cell + 1]]
         queries = probe_rows[probe_order[probe_bounds[cell] : probe_bounds[cell + 1]]]
-        for s in range(0, len(queries) if len(members) else 0, BLOCK):
-            out.append(_pairs_in_block(x, queries[s : s + BLOCK], members, cut))
-    return out
+        steps = range(0, len(queries) if len(members) else 0, BLOCK)
+        return [_pairs_in_block(x, queries[s : s + BLOCK], members, cut) for s in steps]
+
+    return [pair for found in _on_every_core(in_cell, range(cells)) for pair in found]
 
 
 def _checked(x: np.ndarray, a: np.ndarray, b: np.ndarray, cut: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
