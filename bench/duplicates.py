@@ -1,6 +1,6 @@
 """Duplicate grouping at scale: synthetic embeddings with planted near and exact copies, grouped by
-`api.duplicates.find_duplicate_groups` (HNSW neighbours + union-find), timed, with the recall of
-the planted pairs."""
+`api.duplicates.find_duplicate_groups` (every embedding read once, compared in matrix products
+within cells, then union-find), timed, with the recall of the planted pairs."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def bench_duplicates(admin_url: str, report: Report, sizes: list[int], dim: int)
         seconds = min(timings)
         report.add(
             "8 duplicates",
-            f"group {size:,} images at threshold {DEFAULT_THRESHOLD} (HNSW neighbours + union-find): "
+            f"group {size:,} images at threshold {DEFAULT_THRESHOLD} (products within cells + union-find): "
             f"time, groups ({exact_groups} exact), recall of {len(near)} planted pairs",
             f"{seconds:.2f} s, {len(groups)} groups, recall {recall:.3f}",
             f"{size * (size - 1) // 2:,} pairs all against all",

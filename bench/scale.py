@@ -108,7 +108,7 @@ def report_build(db: ScaleDatabase, size: int, report: Report) -> None:
     kind = "halfvec" if db.halfvec else "vector"
     report.add(
         "4 query",
-        f"HNSW index ({kind}, m=16, ef_construction=64) over {size:,}: build time, size",
+        f"HNSW index ({kind}, m={db.graph[0]}, ef_construction={db.graph[1]}) over {size:,}: build time, size",
         f"{db.build_seconds:.1f} s with {db.workers} parallel workers, {db.index_bytes / 1e6:,.0f} MB "
         f"({db.index_bytes / size:,.0f} B/row)",
         f"table {db.table_bytes / 1e6:,.0f} MB",

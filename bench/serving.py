@@ -158,6 +158,7 @@ class ScaleDatabase:
     index_bytes: int
     table_bytes: int  # heap and TOAST
     halfvec: bool
+    graph: tuple[int, int] = (M, EF_CONSTRUCTION)  # the index's m and ef_construction
 
 
 def _create_scale_database(admin_url: str, name: str, vectors: np.ndarray, model: str) -> str:
@@ -211,7 +212,7 @@ def build_scale_database(
         ).fetchone()
         switch_to(conn, model)  # the model in use, and `images` showing its table
     assert sizes is not None
-    return ScaleDatabase(url, build, workers, int(sizes[0]), int(sizes[1]), halfvec)
+    return ScaleDatabase(url, build, workers, int(sizes[0]), int(sizes[1]), halfvec, graph)
 
 
 def copy_synthetic_rows(conn: psycopg.Connection, vectors: np.ndarray, model: str, first_id: int = 0) -> None:

@@ -45,6 +45,7 @@ DEFAULTS: dict[str, str] = {
     "UPLOAD_MAX_MB": "20",
     "TRANSCODE_CACHE_MB": "2048",
     "SEARCH_EF": "100",
+    "HNSW_EF_CONSTRUCTION": "64",
     "CORS_ORIGINS": "",
     "PG_SHARED_BUFFERS": "auto",
     "PG_EFFECTIVE_CACHE_SIZE": "auto",
@@ -75,6 +76,7 @@ class Settings:
     port: int
     upload_max_bytes: int
     search_ef: int  # hnsw.ef_search; pages deeper than this use an exact scan
+    hnsw_ef_construction: int  # how hard the HNSW graph's build looks for neighbours (recall at a million)
     cors_origins: tuple[str, ...]
     api_token: str  # empty: no authentication
     allow_remote_without_token: bool  # the explicit opt-out of the loopback-only rule
@@ -160,7 +162,7 @@ def _raw(values: Mapping[str, str | None], name: str) -> str:
     return values.get(name) or DEFAULTS[name]
 
 
-def _int(values: Mapping[str, str | None], name: str, lo: int = 1) -> int:
+def _int(values: Mapping[str, str | None], name: str, lo: int = 1, hi: int | None = None) -> int:
     raw = _raw(values, name)
     try:
         value = int(raw.replace("_", ""))
@@ -168,6 +170,8 @@ def _int(values: Mapping[str, str | None], name: str, lo: int = 1) -> int:
         raise SettingsError(f"{name}={raw!r} is not a whole number") from None
     if value < lo:
         raise SettingsError(f"{name}={value} must be at least {lo}")
+    if hi is not None and value > hi:
+        raise SettingsError(f"{name}={value} must be at most {hi}")
     return value
 
 
@@ -276,6 +280,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
         upload_max_bytes=_int(values, "UPLOAD_MAX_MB") * 1024 * 1024,
         transcode_cache_bytes=_int(values, "TRANSCODE_CACHE_MB") * 1024 * 1024,
         search_ef=_int(values, "SEARCH_EF", lo=10),
+        hnsw_ef_construction=_int(values, "HNSW_EF_CONSTRUCTION", lo=32, hi=1000),  # pgvector: 2 m (16) to 1000
         cors_origins=_origins(_raw(values, "CORS_ORIGINS")),
         api_token=_token(_raw(values, "API_TOKEN")),
         allow_remote_without_token=_bool(values, "ALLOW_REMOTE_WITHOUT_TOKEN"),

@@ -16,7 +16,7 @@ from core.media.places import place_names_index_sql
 from core.store.db import ERRORS_TABLE
 from core.store.text_index import item_index_sql, item_index_teardown_sql
 from core.store.vector_features import VectorFeatures, parse_version
-from core.store.vector_index import EF_CONSTRUCTION, M, halfvec_index_sql, index_name, path_prefix_index_sql
+from core.store.vector_index import M, halfvec_index_sql, index_name, path_prefix_index_sql
 from flows.run import PG_POOL, IndexRun
 from flows.vectors import vector_type
 
@@ -106,19 +106,19 @@ def _index_on(target: Any, table: str, column: str, unique: bool = False) -> Non
     )
 
 
-def _vector_index(target: Any, table: str, dim: int, halfvec: bool) -> None:
+def _vector_index(target: Any, table: str, dim: int, halfvec: bool, ef_construction: int) -> None:
     """HNSW on the embedding cast to halfvec where pgvector has it (half the memory; the table keeps
     float32 for exact ranking, `core.store.vector_index`), else on the vector column. Declaring one
     removes the other, so a server upgraded to pgvector 0.7+ gets its index rebuilt as halfvec."""
     if halfvec:
         target.declare_sql_command_attachment(
             name="embedding_halfvec_index",
-            setup_sql=halfvec_index_sql(table, dim),
+            setup_sql=halfvec_index_sql(table, dim, M, ef_construction),
             teardown_sql=f"DROP INDEX IF EXISTS {index_name(table)}",
         )
     else:
         target.declare_vector_index(
-            column="embedding", metric="cosine", method="hnsw", m=M, ef_construction=EF_CONSTRUCTION
+            column="embedding", metric="cosine", method="hnsw", m=M, ef_construction=ef_construction
         )
 
 
@@ -133,7 +133,7 @@ async def mount_tables(run: IndexRun, versions: dict[str, Any]) -> tuple[Tables,
         images = await postgres.mount_table_target(
             PG_POOL, table_name=slot.table, table_schema=await images_schema(dim)
         )
-        _vector_index(images, slot.table, dim, halfvec)
+        _vector_index(images, slot.table, dim, halfvec, run.settings.hnsw_ef_construction)
         _index_on(images, slot.table, "id", unique=True)
         _index_on(images, slot.table, "content_hash")
         images.declare_sql_command_attachment(
@@ -154,7 +154,7 @@ async def mount_tables(run: IndexRun, versions: dict[str, Any]) -> tuple[Tables,
         frames = await postgres.mount_table_target(
             PG_POOL, table_name=slot.frames_table, table_schema=await frames_schema(dim)
         )
-        _vector_index(frames, slot.frames_table, dim, halfvec)
+        _vector_index(frames, slot.frames_table, dim, halfvec, run.settings.hnsw_ef_construction)
         _index_on(frames, slot.frames_table, "id")
         tables.append((name, images, frames))
     errors = await postgres.mount_table_target(

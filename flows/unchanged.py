@@ -8,7 +8,7 @@ hold. The fingerprint covers:
 
 - every file in the folders: path, size, times and inode (`flows.walk`), sidecars and unknown
   files included;
-- the settings the rows depend on, and the model choice and state id in `sightline_meta` (a
+- the settings the rows and their indexes depend on, and the model choice and state id in `sightline_meta` (a
   model being built, or CocoIndex's state folder lost, runs the engine);
 - the indexer's own code: a new release may index differently.
 
@@ -75,6 +75,7 @@ def fingerprint(conn: Any, settings: Settings, listing: Listing) -> str:
         repr(sorted(meta)),
         repr(local_state_id(settings)),  # CocoIndex's state folder, lost or replaced, runs the engine
         repr((settings.clip_model, settings.max_image_pixels, settings.video_frames, settings.ocr)),
+        repr(settings.hnsw_ef_construction),  # the indexes the engine declares
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 

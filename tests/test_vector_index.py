@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from conftest import wait_for
+from conftest import run_main, wait_for
 from fastapi.testclient import TestClient
 from pgvector.psycopg import register_vector
 
@@ -291,3 +291,24 @@ def test_the_indexer_declares_the_halfvec_index(settings: Settings, index: Any, 
     with TestClient(create_app(on18)) as client:
         found = client.get("/api/search", params={"q": "a red circle", "limit": 3}).json()["results"]
     assert found and "red" in found[0]["path"], [r["path"] for r in found]
+
+
+def test_the_graphs_build_effort_is_a_setting_and_a_change_builds_the_index_again(
+    settings: Settings, index: Any
+) -> None:
+    """HNSW_EF_CONSTRUCTION reaches the index the indexer declares; changing it replaces the
+    index (recall at a million is the graph's, so a user raising it must get a new graph)."""
+    forget_shapes()
+    table = model_table(settings.clip_model)
+
+    def hnsw_defs() -> list[str]:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", (table,)).fetchall()
+        return [r[0] for r in rows if "hnsw" in r[0]]
+
+    assert index(settings).failed == 0
+    assert [d for d in hnsw_defs() if "ef_construction='64'" in d], hnsw_defs()
+    done = run_main(settings, "index", HNSW_EF_CONSTRUCTION="128")  # a process of its own, as a user runs it
+    assert done.returncode == 0, done.stderr
+    defs = hnsw_defs()
+    assert len(defs) == 1 and "ef_construction='128'" in defs[0], defs
