@@ -3,11 +3,12 @@
 The token travels as `Authorization: Bearer <token>`. `<img>` and `<video>` tags and "open
 original" links cannot send that header, so after any request that does carry the right token the
 server also sets a cookie that is good for reading an item's bytes only (`GET /api/images/{id}/`
-followed by `file`, `thumbnail`, `preview`, `video`, `motion` or `original`): it holds an HMAC of
-the token rather than the token itself, is `HttpOnly` (page scripts never see it), `SameSite=Strict`
-(another site cannot make the browser send it, so it cannot embed or probe the images) and scoped
-to `/api/images/`. Everything else needs the header, so a cross-site form or request forged against
-the API gets a 401. Changing API_TOKEN invalidates the cookie with it.
+followed by `file`, `thumbnail`, `preview`, `video`, `motion` or `original`, and a face's crop,
+`GET /api/faces/{id}/thumbnail`): it holds an HMAC of the token rather than the token itself, is
+`HttpOnly` (page scripts never see it), `SameSite=Strict` (another site cannot make the browser send
+it, so it cannot embed or probe the images) and scoped to `/api/`, where those reads live; the
+server honours it for them alone. Everything else needs the header, so a cross-site form or request
+forged against the API gets a 401. Changing API_TOKEN invalidates the cookie with it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from core.errors import BadRequest
 from core.settings import Settings, is_loopback_host
 
 IMAGE_COOKIE = "sightline_images"
+COOKIE_PATH = "/api/"  # the browser sends it to the image reads and the face crops (before 2026-12, /api/images/ only)
 # the only requests a cookie may authorise: reading an item's bytes, which the page loads by tag
 _IMAGE_READ = re.compile(r"^/api/(images/[^/]+/(file|thumbnail|preview|video|motion|original)|faces/[^/]+/thumbnail)$")
 # multipart framing around the one file field; the endpoint checks the file itself exactly
@@ -118,7 +120,7 @@ class TokenAuth:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableHeaders(scope=message).append(
-                    "set-cookie", f"{IMAGE_COOKIE}={self.cookie}; Path=/api/images/; HttpOnly; SameSite=Strict"
+                    "set-cookie", f"{IMAGE_COOKIE}={self.cookie}; Path={COOKIE_PATH}; HttpOnly; SameSite=Strict"
                 )
             await send(message)
 
