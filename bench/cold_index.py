@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from bench.common import Report, env_for, main_py, median, run_measured, verdict
+from bench.common import Report, env_for, main_py, median, run_alone, run_measured, verdict
 from core.settings import PROJECT_ROOT, Settings, get_settings
 
 TINY_MODEL = PROJECT_ROOT / "tests" / "fixtures" / "tiny-clip"
@@ -73,14 +71,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sightline-cold-index-"))
-    report = Report()
-    try:
-        bench_cold_index(get_settings(), report, work, args.files, args.runs)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for row in report.rows:
-        print(f"| {row.part} | {row.metric} | {row.ours} | {row.usual} | {row.target} | {row.met} |")
+    settings = get_settings()
+    run_alone(
+        "sightline-cold-index-", lambda report, work: bench_cold_index(settings, report, work, args.files, args.runs)
+    )
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,19 @@ class Report:
             + (f" (usual {row.usual}, ratio {row.ratio})" if row.usual else ""),
             flush=True,
         )
+
+
+def run_alone(prefix: str, part: Callable[[Report, Path], None]) -> None:
+    """One part of the benchmark on its own (`python -m bench.PART`): in a folder of its own, removed
+    after, its rows printed as the table's."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    report = Report()
+    try:
+        part(report, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for row in report.rows:
+        print(f"| {row.part} | {row.metric} | {row.ours} | {row.usual} | {row.target} | {row.met} |")
 
 
 def verdict(ok: bool) -> str:

@@ -19,10 +19,8 @@ import io
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import psutil
 import psycopg
 from PIL import Image
 
-from bench.common import Report, env_for, main_py, run_measured, verdict
+from bench.common import Report, env_for, main_py, run_alone, run_measured, verdict
 from bench.serving import synthetic_embeddings
 from bench.switch import same_weights_elsewhere
 from core.models.embedder import open_embedder
@@ -332,16 +330,9 @@ def main() -> None:
     parser.add_argument("--model", help="model folder or id (default: CLIP_MODEL); only its size is used")
     args = parser.parse_args()
     os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
-    work = Path(tempfile.mkdtemp(prefix="sightline-writes-"))
     base = get_settings()
     settings = base.with_overrides(clip_model=args.model or base.clip_model)
-    report = Report()
-    try:
-        bench_writes(settings, report, work, args.files)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    for row in report.rows:
-        print(f"| {row.part} | {row.metric} | {row.ours} | {row.usual} | {row.target} | {row.met} |")
+    run_alone("sightline-writes-", lambda report, work: bench_writes(settings, report, work, args.files))
 
 
 if __name__ == "__main__":
