@@ -22,7 +22,6 @@ and the all-against-all path misses none.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -30,7 +29,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from core.threads import one_torch_thread
+from core.threads import one_torch_thread, usable_cores
 
 EXACT_MAX = 8192  # all against all up to here: 8,192² products take well under a second
 PROBES = 6  # cells each vector is compared in
@@ -47,7 +46,7 @@ R = TypeVar("R")
 def _on_every_core(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """`work` over `items`, in order, on a thread per core this process may use (torch releases
     the interpreter lock inside its products)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if min(cores, len(items)) <= 1:
         return [work(item) for item in items]
     with ThreadPoolExecutor(min(cores, len(items)), thread_name_prefix="near-pairs") as pool:

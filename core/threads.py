@@ -1,9 +1,16 @@
-"""How many threads torch computes with, where the default (one per core) costs more than it gives."""
+"""How many cores this process may use, and how many threads torch computes with where the default
+(one per core) costs more than it gives."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextmanager

@@ -4,11 +4,11 @@ side: which run under the settings, once (`index`) or following the index (`watc
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from typing import Any
 
 from core.settings import Settings
+from core.threads import usable_cores
 from flows.face_pass import FacePass
 from flows.ocr_pass import OcrPass
 from flows.second_pass import SecondPass
@@ -51,10 +51,6 @@ def text_workers(cores: int, *, faces: bool) -> tuple[int, int]:
     """How many threads read text beside the faces pass's one, and how many once it is done."""
     most = max(1, min(cores, MAX_TEXT_WORKERS))
     return max(1, min(most, cores - 1 if faces else cores)), most
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def start_following(settings: Settings, url: str, busy: Callable[[], bool]) -> list[SecondPass[Any]]:

@@ -13,7 +13,6 @@ An `index` run with nothing new to embed never pays for them.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 from collections import OrderedDict
@@ -39,7 +38,7 @@ from core.models.checkpoints import (
 )
 from core.models.image_onnx import CompiledImageTower, compile_image_tower, read_compiled_image
 from core.models.text_onnx import Compiled, CompiledTextTower, compile_text_tower, key_of, read_compiled
-from core.threads import one_torch_thread
+from core.threads import one_torch_thread, usable_cores
 
 log = logging.getLogger("sightline.model")
 
@@ -276,7 +275,7 @@ class Embedder:
                     log.warning("pictures are embedded through transformers: %s", found.why)
             if found.usable:
                 try:
-                    self._compiled_image = CompiledImageTower(found, threads=len(os.sched_getaffinity(0)))
+                    self._compiled_image = CompiledImageTower(found, threads=usable_cores())
                     self._image_kind = found.kind
                 except Exception as exc:
                     # damaged: transformers embeds, and the next start compiles it again

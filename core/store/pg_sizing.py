@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from core.settings import Settings
+from core.threads import usable_cores
 
 MB = 1024 * 1024
 GB = 1024 * MB
@@ -67,7 +68,7 @@ def this_machine() -> Machine:
 
     ram = int(psutil.virtual_memory().total)
     limit = _cgroup_limit()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     quota = _cgroup_cores()
     try:
         shm = shutil.disk_usage("/dev/shm").free
