@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from core.store.db import INLINE_ROWS
 from core.store.model_state import frames_table, model_table
 from flows.tables import frames_schema, images_schema
 
@@ -14,7 +15,8 @@ from flows.tables import frames_schema, images_schema
 def _create(table: str, schema: Any) -> str:
     # every column but the key nullable: a benchmark fills only what its queries read
     columns = [f"{name} {column.type}" for name, column in schema.columns.items()]
-    return f"CREATE TABLE {table} ({', '.join(columns)}, PRIMARY KEY ({', '.join(schema.primary_key)}))"
+    key = ", ".join(schema.primary_key)
+    return f"CREATE TABLE {table} ({', '.join(columns)}, PRIMARY KEY ({key})) WITH ({INLINE_ROWS})"
 
 
 def model_tables_sql(model: str, dim: int) -> tuple[str, str]:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import cocoindex as coco
 import numpy as np
 from cocoindex.connectors import postgres
 from numpy.typing import NDArray
 
 from core.media.places import place_names_index_sql
-from core.store.db import ERRORS_TABLE
+from core.store.db import ERRORS_TABLE, keep_rows_inline_sql, rows_kept_inline
 from core.store.text_index import item_index_sql, item_index_teardown_sql
 from core.store.vector_features import VectorFeatures, parse_version
 from core.store.vector_index import M, halfvec_index_sql, index_name, path_prefix_index_sql
@@ -122,6 +123,16 @@ def _vector_index(target: Any, table: str, dim: int, halfvec: bool, ef_construct
         )
 
 
+async def _keep_rows_inline(table: str) -> None:
+    """The table's rows, embedding and all, in their own pages (`core.store.db.INLINE_ROWS`): set
+    once the table exists, before its first row; a table made by an older release keeps the rows
+    it has where they are and writes its new ones inline."""
+    pool = coco.use_context(PG_POOL)
+    options = await pool.fetchval("SELECT reloptions FROM pg_class WHERE oid = to_regclass($1)", table)
+    if not rows_kept_inline(options):
+        await pool.execute(keep_rows_inline_sql(table))
+
+
 async def mount_tables(run: IndexRun, versions: dict[str, Any]) -> tuple[Tables, postgres.TableTarget[ErrorRow]]:
     """Each model's tables with their indexes, and `index_errors`; `versions`: the server's
     extensions and their versions."""
@@ -133,6 +144,7 @@ async def mount_tables(run: IndexRun, versions: dict[str, Any]) -> tuple[Tables,
         images = await postgres.mount_table_target(
             PG_POOL, table_name=slot.table, table_schema=await images_schema(dim)
         )
+        await _keep_rows_inline(slot.table)
         _vector_index(images, slot.table, dim, halfvec, run.settings.hnsw_ef_construction)
         _index_on(images, slot.table, "id", unique=True)
         _index_on(images, slot.table, "content_hash")
@@ -154,6 +166,7 @@ async def mount_tables(run: IndexRun, versions: dict[str, Any]) -> tuple[Tables,
         frames = await postgres.mount_table_target(
             PG_POOL, table_name=slot.frames_table, table_schema=await frames_schema(dim)
         )
+        await _keep_rows_inline(slot.frames_table)
         _vector_index(frames, slot.frames_table, dim, halfvec, run.settings.hnsw_ef_construction)
         _index_on(frames, slot.frames_table, "id")
         tables.append((name, images, frames))

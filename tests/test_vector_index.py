@@ -27,6 +27,7 @@ from api.text_search import search_fused
 from bench.serving import build_scale_database, synthetic_embeddings
 from bench.text import synthetic_text
 from core.settings import Settings
+from core.store.db import ensure_schema
 from core.store.model_state import frames_table, model_table
 from core.store.vector_index import forget_shapes, index_name, index_shape
 
@@ -291,6 +292,32 @@ def test_the_indexer_declares_the_halfvec_index(settings: Settings, index: Any, 
     with TestClient(create_app(on18)) as client:
         found = client.get("/api/search", params={"q": "a red circle", "limit": 3}).json()["results"]
     assert found and "red" in found[0]["path"], [r["path"] for r in found]
+
+
+def test_embeddings_stay_in_their_rows_pages(settings: Settings, index: Any) -> None:
+    """Each model table, its frames table and the embedding cache keep rows of up to 8,160 bytes in
+    their own pages: a 512-number embedding is over Postgres's 2 KB threshold, and out in the TOAST
+    table every exact ranking, every returned vector and the HNSW build read it through another
+    index. Set on the tables an older release made too."""
+    assert index(settings).failed == 0
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE embedding_cache RESET (toast_tuple_target)")  # as an older release left it
+    ensure_schema(settings.database_url)  # as every engine and server start does
+    table = model_table(settings.clip_model)
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        options = dict(
+            conn.execute(
+                "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
+                ([table, table + "_frames", "embedding_cache"],),
+            ).fetchall()
+        )
+        wide = np.random.default_rng(0).random(1024, dtype=np.float32).tobytes()  # a large model's: 4 KB
+        conn.execute("INSERT INTO embedding_cache (model, content_hash, embedding) VALUES ('wide', 'x', %s)", (wide,))
+        toasted = conn.execute(
+            "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'embedding_cache'"
+        ).fetchone()
+    assert options == {name: ["toast_tuple_target=8160"] for name in (table, table + "_frames", "embedding_cache")}
+    assert toasted == (0,)
 
 
 def test_the_graphs_build_effort_is_a_setting_and_a_change_builds_the_index_again(
