@@ -9,6 +9,7 @@ content-hash cache first, then, each in a `python main.py index` of its own and 
 - a scan killed with SIGKILL halfway, then run again: every file has exactly one right row.
 
     python -m bench.writes [--files 200000] [--model DIR]
+    python -m bench.writes --prepare DIR [--files 200000]   # the first scan's input only, to profile
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import io
 import json
 import os
 import resource
+import shlex
 import signal
 import subprocess
 import threading
@@ -39,6 +41,8 @@ from core.store.db import connect, database_url, ensure_schema
 from core.store.model_state import SWITCH_GRACE_SECONDS, model_table
 
 GOAL_ROWS_PER_SECOND = 2000
+# the settings `--prepare` prints: where things are, and what the scan reads with
+_SHOWN = ("IMAGE_DIR", "DATA_DIR", "DATABASE_URL", "CLIP_MODEL", "PRECISION", "OCR", "FACES", "HF_HUB_OFFLINE")
 PER_FOLDER = 200
 
 
@@ -190,17 +194,35 @@ def _exactly(rows: list[tuple[str, int, str]], expected: dict[str, str]) -> tupl
     return len(set(expected) - paths), extra, wrong
 
 
-def bench_writes(settings: Settings, report: Report, work: Path, files: int = 200_000) -> None:
-    folder = work / "writes"
+@dataclass
+class Prepared:
+    """A folder of `files` pictures and a database whose cache holds their embeddings."""
+
+    run: Settings
+    url: str
+    model: str
+    dim: int
+    env: dict[str, str]  # what `python main.py index` runs with
+    written: dict[Path, bytes]
+
+
+def prepare(settings: Settings, folder: Path, files: int, seed: int = 1) -> Prepared:
     run = settings.with_overrides(image_dir=folder / "img", data_dir=folder / "data", database_url="", ocr="off")
     embedder = open_embedder(run.clip_model, run.device, run.precision)
     url = database_url(run)  # started here, so it outlives the indexing processes killed below
     ensure_schema(url)
-    table = model_table(embedder.name)
-    env = {**env_for(run), "FACES": "off"}
     print(f"writes: {files} pictures, {embedder.dim}-d embeddings cached for {embedder.name}", flush=True)
     written = write_pictures(run.image_dir, range(files))
-    cache_embeddings(url, embedder.name, embedder.dim, list(written.values()), seed=1)
+    cache_embeddings(url, embedder.name, embedder.dim, list(written.values()), seed=seed)
+    env = {**env_for(run), "FACES": "off"}
+    return Prepared(run, url, embedder.name, embedder.dim, env, written)
+
+
+def bench_writes(settings: Settings, report: Report, work: Path, files: int = 200_000) -> None:
+    prepared = prepare(settings, work / "writes", files)
+    run, url, env, written = prepared.run, prepared.url, prepared.env, prepared.written
+    embedder_name, dim = prepared.model, prepared.dim
+    table = model_table(embedder_name)
 
     first = timed_index(env, url, run.data_dir, table, files)
     rate = files / first.wall
@@ -234,7 +256,7 @@ def bench_writes(settings: Settings, report: Report, work: Path, files: int = 20
     for path in deleted:
         path.unlink()
     added = write_pictures(run.image_dir, range(files, files + step))
-    cache_embeddings(url, embedder.name, embedder.dim, [*changed.values(), *added.values()], seed=2)
+    cache_embeddings(url, embedder_name, dim, [*changed.values(), *added.values()], seed=2)
     now = {p: d for p, d in written.items() if p not in deleted} | changed | added
     update, update_wall = _index(env)
     missing, extra, wrong = _exactly(_rows(url, table), _expected(run.image_dir, now))
@@ -258,7 +280,8 @@ def bench_writes(settings: Settings, report: Report, work: Path, files: int = 20
 
     # a switch to a model whose embeddings are cached: its table from the facts the files' bucket
     # remembers, without reading them (the new model: the same weights under another name)
-    other = open_embedder(same_weights_elsewhere(run.clip_model, folder / "other-model"), run.device, run.precision)
+    elsewhere = same_weights_elsewhere(run.clip_model, work / "writes" / "other-model")
+    other = open_embedder(elsewhere, run.device, run.precision)
     cache_embeddings(url, other.name, other.dim, list(now.values()), seed=4)
     chosen = subprocess.run(main_py("model", other.name), env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
     if chosen.returncode != 0:
@@ -284,15 +307,9 @@ def bench_writes(settings: Settings, report: Report, work: Path, files: int = 20
 def bench_crash(settings: Settings, report: Report, work: Path, files: int) -> None:
     """A first scan killed with SIGKILL once half its rows are in (the first, for a small one), held
     there by a lock on the table so that the moment does not depend on speed; then run again."""
-    folder = work / "writes-crash"
-    run = settings.with_overrides(image_dir=folder / "img", data_dir=folder / "data", database_url="", ocr="off")
-    embedder = open_embedder(run.clip_model, run.device, run.precision)
-    url = database_url(run)
-    ensure_schema(url)
-    table = model_table(embedder.name)
-    env = {**env_for(run), "FACES": "off"}
-    written = write_pictures(run.image_dir, range(files))
-    cache_embeddings(url, embedder.name, embedder.dim, list(written.values()), seed=3)
+    prepared = prepare(settings, work / "writes-crash", files, seed=3)
+    run, url, env, written = prepared.run, prepared.url, prepared.env, prepared.written
+    table = model_table(prepared.model)
     proc = subprocess.Popen(
         main_py("index"), env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -328,10 +345,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.writes", description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=200_000)
     parser.add_argument("--model", help="model folder or id (default: CLIP_MODEL); only its size is used")
+    parser.add_argument(
+        "--prepare",
+        type=Path,
+        metavar="DIR",
+        help="only write the pictures and cache their embeddings in DIR, and print the environment in which "
+        "`python main.py index` makes the first scan (to profile it)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
     base = get_settings()
     settings = base.with_overrides(clip_model=args.model or base.clip_model)
+    if args.prepare:
+        prepared = prepare(settings, args.prepare.resolve(), args.files)
+        shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in prepared.env.items() if k in _SHOWN)
+        print(f"{shown} python main.py index")
+        return
     run_alone("sightline-writes-", lambda report, work: bench_writes(settings, report, work, args.files))
 
 

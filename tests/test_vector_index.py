@@ -298,12 +298,18 @@ def test_embeddings_stay_in_their_rows_pages(settings: Settings, index: Any) -> 
     """Each model table, its frames table and the embedding cache keep rows of up to 8,160 bytes in
     their own pages: a 512-number embedding is over Postgres's 2 KB threshold, and out in the TOAST
     table every exact ranking, every returned vector and the HNSW build read it through another
-    index. Set on the tables an older release made too."""
+    index. Only a row that cannot fit a page goes out. Set on the cache an older release made too."""
     assert index(settings).failed == 0
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE embedding_cache RESET (toast_tuple_target)")  # as an older release left it
     ensure_schema(settings.database_url)  # as every engine and server start does
     table = model_table(settings.clip_model)
+    noise = np.random.default_rng(0)  # incompressible, as embeddings are
+
+    def toast_bytes(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'embedding_cache'")
+        return int(row.fetchone()[0])  # type: ignore[index]
+
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         options = dict(
             conn.execute(
@@ -311,13 +317,13 @@ def test_embeddings_stay_in_their_rows_pages(settings: Settings, index: Any) -> 
                 ([table, table + "_frames", "embedding_cache"],),
             ).fetchall()
         )
-        wide = np.random.default_rng(0).random(1024, dtype=np.float32).tobytes()  # a large model's: 4 KB
-        conn.execute("INSERT INTO embedding_cache (model, content_hash, embedding) VALUES ('wide', 'x', %s)", (wide,))
-        toasted = conn.execute(
-            "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'embedding_cache'"
-        ).fetchone()
+        insert = "INSERT INTO embedding_cache (model, content_hash, embedding) VALUES (%s, 'x', %s)"
+        conn.execute(insert, ("1024-d", noise.random(1024, dtype=np.float32).tobytes()))
+        after_1024 = toast_bytes(conn)
+        conn.execute(insert, ("2304-d", noise.random(2304, dtype=np.float32).tobytes()))  # 9 KB: over a page
+        after_2304 = toast_bytes(conn)
     assert options == {name: ["toast_tuple_target=8160"] for name in (table, table + "_frames", "embedding_cache")}
-    assert toasted == (0,)
+    assert after_1024 == 0 < after_2304
 
 
 def test_the_graphs_build_effort_is_a_setting_and_a_change_builds_the_index_again(
