@@ -355,7 +355,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("COCOINDEX_DISABLE_USAGE_TRACKING", "1")
     base = get_settings()
-    settings = base.with_overrides(clip_model=args.model or base.clip_model)
+    model = args.model or base.clip_model
+    # a folder by its full path, as the indexing processes (run from the project's root) name it
+    settings = base.with_overrides(clip_model=str(Path(model).resolve()) if Path(model).is_dir() else model)
     if args.prepare:
         prepared = prepare(settings, args.prepare.resolve(), args.files)
         shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in prepared.env.items() if k in _SHOWN)
