@@ -311,7 +311,7 @@ def test_embeddings_stay_in_their_rows_pages(settings: Settings, index: Any) -> 
         return int(row.fetchone()[0])  # type: ignore[index]
 
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        options = dict(
+        options: dict[str, list[str] | None] = dict(
             conn.execute(
                 "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
                 ([table, table + "_frames", "embedding_cache"],),
