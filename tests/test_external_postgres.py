@@ -171,6 +171,35 @@ class TestOwnPostgres:
         assert indexed.returncode == 0, indexed.stderr
         assert json.loads(indexed.stdout)["added"] == 18
 
+    def test_a_cache_another_role_made_keeps_its_storage_and_indexing_works(
+        self, external_pg: ExternalPostgres, image_dir: Path, tmp_path: Path
+    ) -> None:
+        # only a table's owner may change how it stores its rows (`core.store.db.INLINE_ROWS`); a
+        # database prepared by an administrator may hold a cache that role made
+        role, password, database = f"app_{secrets.token_hex(4)}", secrets.token_hex(8), f"db_{secrets.token_hex(4)}"
+        with psycopg.connect(external_pg.url(database="postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            conn.execute(f"CREATE DATABASE {database} OWNER {role}")
+        with psycopg.connect(external_pg.url(database=database), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")
+            conn.execute(
+                "CREATE TABLE embedding_cache (model text NOT NULL, content_hash text NOT NULL, embedding bytea "
+                "NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (model, content_hash))"
+            )
+            conn.execute(f"GRANT ALL ON embedding_cache TO {role}")
+        url = f"postgresql://{role}:{password}@127.0.0.1:{external_pg.port}/{database}"
+
+        indexed = run_main(settings_for(url, image_dir, tmp_path / "data"), "index", "--json")
+
+        assert indexed.returncode == 0, indexed.stderr
+        assert json.loads(indexed.stdout)["added"] == 18
+        with psycopg.connect(url) as conn:
+            options: dict[str, list[str] | None] = dict(
+                conn.execute("SELECT relname, reloptions FROM pg_class WHERE relname LIKE 'e%_cache'")
+            )
+            cached = conn.execute("SELECT count(*) FROM embedding_cache").fetchone()
+        assert options == {"embedding_cache": None} and cached == (18,), (options, cached)
+
 
 class TestServerWithoutPgvector:
     def test_one_clear_error_from_the_indexer_and_the_api(

@@ -296,6 +296,18 @@ def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> psyco
     return conn
 
 
+def _keep_cache_rows_inline(conn: psycopg.Connection[Any]) -> None:
+    """`INLINE_ROWS` on a cache an older release made. Only a table's owner may set it: a cache
+    another role made stays as it is (slower to read, nothing else)."""
+    options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'embedding_cache'::regclass").fetchone()
+    if rows_kept_inline(options[0] if options else None):
+        return
+    try:
+        conn.execute(keep_rows_inline_sql("embedding_cache"))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        log.info("the embedding cache keeps its storage: %s", first_line(exc))
+
+
 def ensure_schema(url: str) -> VectorFeatures:
     """Create the pgvector extension and the project's own tables, or explain why not; returns what
     the server's pgvector can do (also kept for `features`)."""
@@ -323,9 +335,7 @@ def ensure_schema(url: str) -> VectorFeatures:
         _create_trigram_extension(conn)
         features = _check_version(conn)
         conn.execute(OWN_SCHEMA)
-        cache_options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'embedding_cache'::regclass")
-        if not rows_kept_inline((cache_options.fetchone() or (None,))[0]):  # a cache made by an older release
-            conn.execute(keep_rows_inline_sql("embedding_cache"))
+        _keep_cache_rows_inline(conn)
         conn.execute(PICTURE_TEXT_SCHEMA)
         if features.trigram:
             conn.execute(PICTURE_TEXT_TRIGRAM_INDEX)
