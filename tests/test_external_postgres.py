@@ -59,6 +59,15 @@ def images_on_server(url: str) -> int:
     return int(row[0])
 
 
+def owned_database(server: ExternalPostgres) -> tuple[str, str, str]:
+    """A new role owning a new database, as a managed service hands out: (role, database, its URL)."""
+    role, password, database = f"app_{secrets.token_hex(4)}", secrets.token_hex(8), f"db_{secrets.token_hex(4)}"
+    with psycopg.connect(server.url(database="postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        conn.execute(f"CREATE DATABASE {database} OWNER {role}")
+    return role, database, f"postgresql://{role}:{password}@127.0.0.1:{server.port}/{database}"
+
+
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
@@ -155,11 +164,7 @@ class TestOwnPostgres:
         self, external_pg: ExternalPostgres, image_dir: Path, tmp_path: Path
     ) -> None:
         # managed Postgres services hand out owners of a database, not superusers
-        role, password, database = f"app_{secrets.token_hex(4)}", secrets.token_hex(8), f"db_{secrets.token_hex(4)}"
-        with psycopg.connect(external_pg.url(database="postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-            conn.execute(f"CREATE DATABASE {database} OWNER {role}")
-        url = f"postgresql://{role}:{password}@127.0.0.1:{external_pg.port}/{database}"
+        _, database, url = owned_database(external_pg)
         settings = settings_for(url, image_dir, tmp_path / "data")
 
         line = one_error_line(run_main(settings, "index"))
@@ -176,10 +181,7 @@ class TestOwnPostgres:
     ) -> None:
         # only a table's owner may change how it stores its rows (`core.store.db.INLINE_ROWS`); a
         # database prepared by an administrator may hold a cache that role made
-        role, password, database = f"app_{secrets.token_hex(4)}", secrets.token_hex(8), f"db_{secrets.token_hex(4)}"
-        with psycopg.connect(external_pg.url(database="postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-            conn.execute(f"CREATE DATABASE {database} OWNER {role}")
+        role, database, url = owned_database(external_pg)
         with psycopg.connect(external_pg.url(database=database), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION vector")
             conn.execute(
@@ -187,7 +189,6 @@ class TestOwnPostgres:
                 "NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (model, content_hash))"
             )
             conn.execute(f"GRANT ALL ON embedding_cache TO {role}")
-        url = f"postgresql://{role}:{password}@127.0.0.1:{external_pg.port}/{database}"
 
         indexed = run_main(settings_for(url, image_dir, tmp_path / "data"), "index", "--json")
 
